@@ -1,0 +1,221 @@
+//! The bundle's configuration document (`/etc/bottle/config.json` inside the bundle).
+//!
+//! It never holds a secret value: credentials appear only as slot names that index into the
+//! [`crate::secrets::SecretsFile`].
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one bundle needs to serve one bottle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleConfig {
+    /// Must equal [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The bottle identity (`<agent>-<5 base36>`), for logs and proposals.
+    pub identity: String,
+    /// Which roles `bottle-bundle run` starts.
+    pub roles: Vec<Role>,
+    /// The egress proxy role.
+    pub proxy: ProxyConfig,
+    /// The git gate role; `remotes` may be empty.
+    pub gate: GateConfig,
+    /// The supervise MCP role; `None` when the manifest says `supervise: false`.
+    pub supervise: Option<SuperviseConfig>,
+    /// Pipelock as a supervised child; `None` when the image has no pipelock binary.
+    pub pipelock: Option<PipelockConfig>,
+    /// JSON-lines audit log path (inside the bundle container).
+    pub audit_log: String,
+}
+
+/// A role the bundle can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Proxy,
+    Gate,
+    Mcp,
+}
+
+/// Where a role listens. Both are optional so a standalone role can serve TCP only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// `host:port` to bind, e.g. `0.0.0.0:9099`.
+    pub tcp: Option<String>,
+    /// Unix socket path in the shared socket volume, e.g. `/run/bottle/sock/proxy.sock`.
+    pub unix: Option<String>,
+}
+
+/// The egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub listen: Listen,
+    /// The per-bottle CA certificate (PEM) that leaf certificates are signed with.
+    pub ca_cert: String,
+    /// The per-bottle CA private key (PEM).
+    pub ca_key: String,
+    /// The allowlist. A host with no route is refused.
+    pub routes: Vec<RouteConfig>,
+    /// How the proxy reaches the internet.
+    pub outbound: Outbound,
+}
+
+/// One allowed host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exact host (`api.github.com`) or one-label wildcard (`*.example.com`).
+    pub host: String,
+    /// Path prefixes the agent may use; empty means every path.
+    #[serde(default)]
+    pub path_allowlist: Vec<String>,
+    /// Credential injection; `None` passes the request through unchanged.
+    pub auth: Option<AuthConfig>,
+}
+
+/// How a credential is put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub scheme: AuthScheme,
+    /// Name of the token in the secrets file (the manifest's `token_ref`).
+    pub token_slot: String,
+}
+
+/// The credential's header form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: token <token>` (GitHub/Gitea style).
+    Token,
+    /// `Authorization: Basic <base64(token)>`, the token being `user:password`.
+    Basic,
+    /// `<name>: <token>` in a custom header, e.g. `x-api-key`.
+    Header { name: String },
+}
+
+/// The proxy's outbound leg.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "mode")]
+pub enum Outbound {
+    /// Dial upstream hosts directly, refusing private and special addresses.
+    Direct {
+        /// CIDRs exempt from the private-address refusal (off by default; for tests and
+        /// users' internal hosts).
+        #[serde(default)]
+        allow_private: Vec<String>,
+    },
+    /// Tunnel every upstream connection through an HTTP CONNECT proxy (pipelock).
+    Upstream {
+        /// `http://host:port` of the upstream proxy.
+        proxy_url: String,
+        /// Extra CA (PEM path) to trust for upstream TLS, e.g. pipelock's interception CA.
+        extra_ca: Option<String>,
+    },
+}
+
+/// The git gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    pub listen: Listen,
+    /// Where the bare mirrors live.
+    pub mirrors_dir: String,
+    pub remotes: Vec<GitRemoteConfig>,
+    /// A gitleaks-format rule file to use instead of the built-in rules.
+    pub scanner_rules: Option<String>,
+    /// Largest push (pack bytes) the gate accepts.
+    pub max_push_bytes: u64,
+    /// Longest the pre-receive scan and forward may take.
+    pub push_timeout_secs: u64,
+}
+
+/// One upstream repository reached through the gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitRemoteConfig {
+    /// Served as `git://<gate>/<name>.git`.
+    pub name: String,
+    /// The real upstream URL (`ssh://…`).
+    pub upstream: String,
+    /// Path (inside the bundle) of the private key the gate pushes with.
+    pub identity_file: String,
+    /// The pinned host key line (`ssh-ed25519 AAAA…`); `None` refuses to forward.
+    pub known_host_key: Option<String>,
+    /// Static host name → address entries for reaching the upstream.
+    #[serde(default)]
+    pub extra_hosts: Vec<ExtraHost>,
+}
+
+/// A static name → address mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraHost {
+    pub host: String,
+    pub address: String,
+}
+
+/// The supervise MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseConfig {
+    pub listen: Listen,
+    /// Host-mounted proposal queue for this bottle (the agent cannot reach it).
+    pub queue_dir: String,
+}
+
+/// Pipelock run as a child of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelockConfig {
+    /// The pipelock binary.
+    pub binary: String,
+    /// Its rendered YAML config.
+    pub config: String,
+    /// Where it listens; the proxy's `Outbound::Upstream` points here.
+    pub listen: String,
+}
+
+impl BundleConfig {
+    /// Parses and checks the schema version.
+    pub fn from_json(text: &str) -> Result<BundleConfig, ConfigError> {
+        let config: BundleConfig = serde_json::from_str(text).map_err(ConfigError::Parse)?;
+        if config.schema_version != crate::SCHEMA_VERSION {
+            return Err(ConfigError::Version {
+                found: config.schema_version,
+                expected: crate::SCHEMA_VERSION,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Pretty JSON, as written by the launcher.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain structs cannot fail: no maps with non-string keys.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Why a config document was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    Parse(serde_json::Error),
+    Version { found: u32, expected: u32 },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Parse(e) => write!(f, "bundle config is not valid: {e}"),
+            ConfigError::Version { found, expected } => write!(
+                f,
+                "bundle config schema_version {found} is not supported (this bundle reads {expected}); rebuild the bundle image with the launcher's version"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

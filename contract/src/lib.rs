@@ -1,0 +1,17 @@
+//! The contract between the `claude-bottle` launcher and the `bottle-bundle` sidecar.
+//!
+//! Layout: [`bundle_config`] is the JSON document the launcher writes and the bundle reads
+//! (routes with token *slot names*, git remotes, supervise settings); [`secrets`] is the separate
+//! file that carries token values and never leaves the bundle container; [`wire`] holds the
+//! fixed names both sides must agree on (ports, mount paths, labels, host names).
+//!
+//! Only the types in this crate are serialized across the process boundary. Each side converts
+//! them once into its own validated types. Changing a type here changes the wire format: bump
+//! [`SCHEMA_VERSION`] and update the golden fixtures in `tests/fixtures/`.
+
+pub mod bundle_config;
+pub mod secrets;
+pub mod wire;
+
+/// Version of [`bundle_config::BundleConfig`]. The bundle refuses any other value.
+pub const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,122 @@
+//! Golden round trip of the wire format: a change here is a contract change.
+
+use bottle_contract::SCHEMA_VERSION;
+use bottle_contract::bundle_config::*;
+
+fn full_config() -> BundleConfig {
+    BundleConfig {
+        schema_version: SCHEMA_VERSION,
+        identity: "dev-ab12c".into(),
+        roles: vec![Role::Proxy, Role::Gate, Role::Mcp],
+        proxy: ProxyConfig {
+            listen: Listen {
+                tcp: Some("0.0.0.0:9099".into()),
+                unix: Some("/run/bottle/sock/proxy.sock".into()),
+            },
+            ca_cert: "/etc/bottle/ca.pem".into(),
+            ca_key: "/etc/bottle/ca-key.pem".into(),
+            routes: vec![
+                RouteConfig {
+                    host: "api.github.com".into(),
+                    path_allowlist: vec!["/repos/alice/".into()],
+                    auth: Some(AuthConfig {
+                        scheme: AuthScheme::Bearer,
+                        token_slot: "GH_PAT".into(),
+                    }),
+                },
+                RouteConfig {
+                    host: "api.anthropic.com".into(),
+                    path_allowlist: vec![],
+                    auth: Some(AuthConfig {
+                        scheme: AuthScheme::Header {
+                            name: "x-api-key".into(),
+                        },
+                        token_slot: "CLAUDE_BOTTLE_OAUTH_TOKEN".into(),
+                    }),
+                },
+                RouteConfig {
+                    host: "*.linear.app".into(),
+                    path_allowlist: vec![],
+                    auth: None,
+                },
+            ],
+            outbound: Outbound::Upstream {
+                proxy_url: "http://127.0.0.1:8888".into(),
+                extra_ca: Some("/etc/bottle/pipelock-ca.pem".into()),
+            },
+        },
+        gate: GateConfig {
+            listen: Listen {
+                tcp: Some("0.0.0.0:9418".into()),
+                unix: Some("/run/bottle/sock/gate.sock".into()),
+            },
+            mirrors_dir: "/var/lib/bottle/mirrors".into(),
+            remotes: vec![GitRemoteConfig {
+                name: "app".into(),
+                upstream: "ssh://git@gitea.example.com:30009/alice/app.git".into(),
+                identity_file: "/etc/bottle/keys/app".into(),
+                known_host_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample".into()),
+                extra_hosts: vec![ExtraHost {
+                    host: "gitea.example.com".into(),
+                    address: "100.64.0.7".into(),
+                }],
+            }],
+            scanner_rules: None,
+            max_push_bytes: 104_857_600,
+            push_timeout_secs: 120,
+        },
+        supervise: Some(SuperviseConfig {
+            listen: Listen {
+                tcp: Some("0.0.0.0:9100".into()),
+                unix: Some("/run/bottle/sock/supervise.sock".into()),
+            },
+            queue_dir: "/var/lib/bottle/queue".into(),
+        }),
+        pipelock: Some(PipelockConfig {
+            binary: "/usr/local/bin/pipelock".into(),
+            config: "/etc/bottle/pipelock.yaml".into(),
+            listen: "127.0.0.1:8888".into(),
+        }),
+        audit_log: "/var/log/bottle/audit.jsonl".into(),
+    }
+}
+
+#[test]
+fn golden_full_config() {
+    let config = full_config();
+    let json = config.to_json();
+    expect_test::expect_file!["fixtures/bundle_config_full.json"].assert_eq(&json);
+    let back = BundleConfig::from_json(&json).unwrap();
+    assert_eq!(back, config);
+}
+
+#[test]
+fn direct_outbound_roundtrip() {
+    let mut config = full_config();
+    config.proxy.outbound = Outbound::Direct {
+        allow_private: vec!["10.0.0.0/8".into()],
+    };
+    let json = config.to_json();
+    assert!(json.contains(r#""mode": "direct""#), "{json}");
+    assert_eq!(BundleConfig::from_json(&json).unwrap(), config);
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let json =
+        full_config()
+            .to_json()
+            .replacen(r#""identity""#, r#""token": "ghp_x", "identity""#, 1);
+    let err = BundleConfig::from_json(&json).unwrap_err().to_string();
+    assert!(err.contains("unknown field `token`"), "{err}");
+}
+
+#[test]
+fn other_schema_versions_are_refused() {
+    let mut config = full_config();
+    config.schema_version = SCHEMA_VERSION + 1;
+    let err = BundleConfig::from_json(&config.to_json())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("schema_version 2 is not supported"), "{err}");
+}

@@ -1,0 +1,1 @@
+//! The `claude-bottle` launcher: reads manifests, plans a bottle, and (later) runs it on Docker.
