@@ -2,7 +2,10 @@
 //!
 //! Layout, in reading order: [`config`] turns the contract's `BundleConfig` into validated
 //! runtime settings (the one conversion); [`run`] starts the configured roles. Each role is a
-//! module with a `run(config, listener, cancel)` entry and its own subcommand.
+//! module with a `run(config, listener, cancel)` entry and its own subcommand. [`relay`] is the
+//! odd one out: it runs inside the agent container and forwards loopback ports to the bundle's
+//! Unix sockets.
 
 pub mod config;
+pub mod relay;
 pub mod run;

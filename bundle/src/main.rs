@@ -19,6 +19,8 @@ enum Command {
         #[arg(long, default_value = bottle_contract::wire::BUNDLE_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Inside the agent container: forward 127.0.0.1 ports to the bundle's Unix sockets.
+    Relay(bottle_bundle::relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => bottle_bundle::run::run(&config),
+        Command::Relay(args) => bottle_bundle::relay::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,167 @@
+//! `bottle-bundle relay` as a real process: TCP on loopback in, a Unix socket out.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running relay; killed on drop.
+struct Relay {
+    child: Child,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(sockets: &[&Path]) -> Relay {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"));
+    cmd.arg("relay");
+    for s in sockets {
+        cmd.arg("--map").arg(format!("127.0.0.1:0={}", s.display()));
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in sockets {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        addrs.push(addr);
+    }
+    Relay { child, addrs }
+}
+
+/// A Unix-socket server that answers each connection with `handler`, on its own thread.
+fn unix_server(path: &Path, handler: fn(UnixStream)) {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let conn = conn.unwrap();
+            std::thread::spawn(move || handler(conn));
+        }
+    });
+}
+
+fn echo(mut conn: UnixStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => conn.write_all(&buf[..n]).unwrap(),
+        }
+    }
+}
+
+/// Reads until EOF, then answers with the byte count: needs the client's half-close.
+fn count_then_reply(mut conn: UnixStream) {
+    let mut all = Vec::new();
+    conn.read_to_end(&mut all).unwrap();
+    write!(conn, "got {}", all.len()).unwrap();
+}
+
+fn sock(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+#[test]
+fn relays_bytes_both_ways_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "echo.sock");
+    unix_server(&path, echo);
+    let relay = start_relay(&[&path]);
+
+    let mut tcp = TcpStream::connect(relay.addrs[0]).unwrap();
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut tcp = tcp.try_clone().unwrap();
+        let payload = payload.clone();
+        std::thread::spawn(move || {
+            tcp.write_all(&payload).unwrap();
+            tcp.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    tcp.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "relayed bytes differ from what was sent");
+}
+
+#[test]
+fn half_close_reaches_the_bundle_and_the_reply_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "count.sock");
+    unix_server(&path, count_then_reply);
+    let relay = start_relay(&[&path]);
+
+    let mut tcp = TcpStream::connect(relay.addrs[0]).unwrap();
+    tcp.write_all(&[7u8; 100_000]).unwrap();
+    tcp.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "got 100000");
+}
+
+#[test]
+fn missing_socket_closes_the_connection_and_recovers_when_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "late.sock");
+    let relay = start_relay(&[&path]);
+
+    // No bundle yet: the agent's connection is closed, with no data and no other route.
+    let mut tcp = TcpStream::connect(relay.addrs[0]).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = tcp.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let mut buf = [0u8; 16];
+    let n = tcp.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected the relay to close the connection");
+
+    // The bundle comes up: the same relay now forwards.
+    unix_server(&path, echo);
+    let mut tcp = TcpStream::connect(relay.addrs[0]).unwrap();
+    tcp.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    tcp.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[test]
+fn each_port_goes_to_its_own_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = sock(&dir, "a.sock");
+    let b = sock(&dir, "b.sock");
+    unix_server(&a, |mut c| c.write_all(b"from a").unwrap());
+    unix_server(&b, |mut c| c.write_all(b"from b").unwrap());
+    let relay = start_relay(&[&a, &b]);
+
+    for (addr, want) in relay.addrs.iter().zip(["from a", "from b"]) {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        let mut got = String::new();
+        tcp.read_to_string(&mut got).unwrap();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn bad_mapping_is_a_clear_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"))
+        .args(["relay", "--map", "127.0.0.1:9099"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not ADDR=SOCKET"), "{err}");
+}
