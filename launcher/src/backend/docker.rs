@@ -1,0 +1,493 @@
+//! The Docker backend: the only module that talks to the engine (through bollard).
+//!
+//! The engine API version is negotiated at connect, so an older daemon (this project's CI runs
+//! 20.10, API 1.41) gets requests it understands.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use bottle_contract::wire;
+
+use super::{
+    Backend, BackendError, ContainerSpec, ContextFile, ExecOutput, ExecSpec, ImageBuild, Labels,
+    Network, Object, ObjectKind,
+};
+
+/// A connection to the local Docker engine.
+#[derive(Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+}
+
+impl DockerBackend {
+    /// Connects through `DOCKER_HOST` or the default socket and negotiates the API version.
+    pub async fn connect() -> Result<DockerBackend, BackendError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| BackendError::Connect(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| BackendError::Connect(e.to_string()))?;
+        Ok(DockerBackend { docker })
+    }
+
+    /// Names of the OCI runtimes the engine has registered (`runc`, `runsc`, …).
+    pub async fn runtimes(&self) -> Result<Vec<String>, BackendError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| engine_error("query", "engine info", e))?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn engine_error(action: &'static str, object: impl Into<String>, e: DockerError) -> BackendError {
+    let message = match e {
+        DockerError::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    };
+    BackendError::Engine {
+        action,
+        object: object.into(),
+        message,
+    }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn label_map(labels: &Labels) -> HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A tar archive of `files` (paths relative to its root), with their modes and owners.
+fn tar_of(files: &[ContextFile]) -> Result<Vec<u8>, std::io::Error> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for file in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.contents.len() as u64);
+        header.set_mode(file.mode);
+        header.set_uid(file.uid);
+        header.set_gid(file.gid);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(
+            &mut header,
+            file.path.trim_start_matches('/'),
+            &file.contents[..],
+        )?;
+    }
+    builder.into_inner()
+}
+
+impl Backend for DockerBackend {
+    async fn image_exists(&self, tag: &str) -> Result<bool, BackendError> {
+        match self.docker.inspect_image(tag).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(engine_error("inspect image", tag, e)),
+        }
+    }
+
+    async fn build_image(
+        &self,
+        build: &ImageBuild,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), BackendError> {
+        let build_error = |message: String| BackendError::Build {
+            tag: build.tag.clone(),
+            message,
+        };
+        let mut files = vec![ContextFile::new(
+            "Dockerfile",
+            build.dockerfile.as_bytes(),
+            0o644,
+        )];
+        files.extend(build.context.iter().cloned());
+        let context = tar_of(&files).map_err(|e| build_error(e.to_string()))?;
+        let buildargs: HashMap<String, String> = build
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let labels: HashMap<String, String> = build
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut options = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(&build.tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&buildargs)
+            .labels(&labels);
+        if !build.target.is_empty() {
+            options = options.target(&build.target);
+        }
+        let mut stream = self.docker.build_image(
+            options.build(),
+            None,
+            Some(bollard::body_full(context.into())),
+        );
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match e {
+                DockerError::DockerStreamError { error } => build_error(error),
+                DockerError::DockerResponseServerError { message, .. } => build_error(message),
+                other => build_error(other.to_string()),
+            })?;
+            if let Some(detail) = info.error_detail {
+                return Err(build_error(detail.message.unwrap_or_default()));
+            }
+            if let Some(line) = info.stream.as_deref().or(info.status.as_deref()) {
+                for line in line.lines().filter(|l| !l.trim().is_empty()) {
+                    progress(line);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_network(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(label_map(labels)),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_network(request)
+            .await
+            .map_err(|e| engine_error("create network", name, e))?;
+        Ok(created.id)
+    }
+
+    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(label_map(labels)),
+            ..Default::default()
+        };
+        let volume = self
+            .docker
+            .create_volume(request)
+            .await
+            .map_err(|e| engine_error("create volume", name, e))?;
+        Ok(volume.name)
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, BackendError> {
+        let (network_mode, networking_config) = match &spec.network {
+            Network::None => ("none".to_owned(), None),
+            Network::Attached { network, aliases } => {
+                let endpoint = EndpointSettings {
+                    aliases: Some(aliases.clone()),
+                    ..Default::default()
+                };
+                (
+                    network.clone(),
+                    Some(NetworkingConfig {
+                        endpoints_config: Some(HashMap::from([(network.clone(), endpoint)])),
+                    }),
+                )
+            }
+        };
+        let mounts = spec
+            .volumes
+            .iter()
+            .map(|v| Mount {
+                target: Some(v.target.clone()),
+                source: Some(v.volume.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(v.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let host_config = HostConfig {
+            network_mode: Some(network_mode),
+            mounts: Some(mounts),
+            cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_owned()]),
+            security_opt: spec
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges:true".to_owned()]),
+            runtime: spec.runtime.clone(),
+            init: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            labels: Some(label_map(&spec.labels)),
+            cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+            env: Some(spec.env.clone()),
+            tty: Some(spec.tty),
+            open_stdin: Some(spec.tty),
+            attach_stdin: Some(spec.tty),
+            attach_stdout: Some(spec.tty),
+            attach_stderr: Some(spec.tty),
+            working_dir: spec.working_dir.clone(),
+            host_config: Some(host_config),
+            networking_config,
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| engine_error("create container", &spec.name, e))?;
+        Ok(created.id)
+    }
+
+    async fn copy_into(
+        &self,
+        container: &str,
+        dest_dir: &str,
+        files: &[ContextFile],
+    ) -> Result<(), BackendError> {
+        let archive = tar_of(files).map_err(|e| BackendError::Engine {
+            action: "pack files for",
+            object: container.to_owned(),
+            message: e.to_string(),
+        })?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(dest_dir)
+            .build();
+        self.docker
+            .upload_to_container(container, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| engine_error("copy files into", format!("{container}:{dest_dir}"), e))
+    }
+
+    async fn start_container(&self, container: &str) -> Result<(), BackendError> {
+        self.docker
+            .start_container(container, None)
+            .await
+            .map_err(|e| engine_error("start container", container, e))
+    }
+
+    async fn exec(&self, container: &str, exec: &ExecSpec) -> Result<ExecOutput, BackendError> {
+        let object = || {
+            format!(
+                "{container}: {}",
+                exec.cmd.first().map_or("", String::as_str)
+            )
+        };
+        let created = self
+            .docker
+            .create_exec(container, exec_options(exec, true))
+            .await
+            .map_err(|e| engine_error("exec in", object(), e))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| engine_error("exec in", object(), e))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| engine_error("read exec output of", object(), e))? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        stderr.extend_from_slice(&message)
+                    }
+                    other => stdout.extend_from_slice(other.as_ref()),
+                }
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| engine_error("inspect exec in", object(), e))?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            stdout,
+            stderr,
+        })
+    }
+
+    async fn exec_detached(&self, container: &str, exec: &ExecSpec) -> Result<(), BackendError> {
+        let object = || {
+            format!(
+                "{container}: {}",
+                exec.cmd.first().map_or("", String::as_str)
+            )
+        };
+        let created = self
+            .docker
+            .create_exec(container, exec_options(exec, false))
+            .await
+            .map_err(|e| engine_error("exec in", object(), e))?;
+        let options = StartExecOptions {
+            detach: true,
+            ..Default::default()
+        };
+        self.docker
+            .start_exec(&created.id, Some(options))
+            .await
+            .map_err(|e| engine_error("exec in", object(), e))?;
+        Ok(())
+    }
+
+    async fn list_objects(&self, identity: Option<&str>) -> Result<Vec<Object>, BackendError> {
+        let mut label_filters = vec![format!("{}=true", wire::LABEL_MANAGED)];
+        if let Some(identity) = identity {
+            label_filters.push(format!("{}={identity}", wire::LABEL_IDENTITY));
+        }
+        let filters = HashMap::from([("label".to_owned(), label_filters)]);
+        let label = |labels: &HashMap<String, String>, key: &str| {
+            labels.get(key).cloned().unwrap_or_default()
+        };
+        let mut objects = Vec::new();
+
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine_error("list", "containers", e))?;
+        for c in containers {
+            let labels = c.labels.unwrap_or_default();
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default();
+            objects.push(Object {
+                kind: ObjectKind::Container,
+                id: c.id.unwrap_or_default(),
+                name: name.trim_start_matches('/').to_owned(),
+                identity: label(&labels, wire::LABEL_IDENTITY),
+                role: label(&labels, wire::LABEL_ROLE),
+                running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+            });
+        }
+
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine_error("list", "networks", e))?;
+        for n in networks {
+            let labels = n.labels.unwrap_or_default();
+            objects.push(Object {
+                kind: ObjectKind::Network,
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                identity: label(&labels, wire::LABEL_IDENTITY),
+                role: label(&labels, wire::LABEL_ROLE),
+                running: false,
+            });
+        }
+
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| engine_error("list", "volumes", e))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            objects.push(Object {
+                kind: ObjectKind::Volume,
+                id: v.name.clone(),
+                name: v.name,
+                identity: label(&v.labels, wire::LABEL_IDENTITY),
+                role: label(&v.labels, wire::LABEL_ROLE),
+                running: false,
+            });
+        }
+        objects.sort();
+        Ok(objects)
+    }
+
+    async fn remove(&self, kind: ObjectKind, id: &str) -> Result<(), BackendError> {
+        let result = match kind {
+            ObjectKind::Container => {
+                let options = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                self.docker.remove_container(id, Some(options)).await
+            }
+            ObjectKind::Network => self.docker.remove_network(id).await,
+            ObjectKind::Volume => {
+                self.docker
+                    .remove_volume(id, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error("remove", format!("{kind} {id}"), e)),
+        }
+    }
+
+    async fn remove_image(&self, tag: &str) -> Result<(), BackendError> {
+        let removed = self
+            .docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+        match removed {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error("remove image", tag, e)),
+        }
+    }
+}
+
+fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
+    CreateExecOptions {
+        attach_stdout: Some(attach),
+        attach_stderr: Some(attach),
+        attach_stdin: Some(false),
+        tty: Some(false),
+        cmd: Some(exec.cmd.clone()),
+        user: (!exec.user.is_empty()).then(|| exec.user.clone()),
+        env: Some(exec.env.clone()),
+        working_dir: exec.working_dir.clone(),
+        ..Default::default()
+    }
+}
