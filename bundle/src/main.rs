@@ -18,6 +18,16 @@ enum Command {
         /// The bundle config (JSON, written by the launcher).
         #[arg(long, default_value = bottle_contract::wire::BUNDLE_CONFIG_PATH)]
         config: PathBuf,
+        /// The secrets file, handed to the proxy role only.
+        #[arg(long, default_value = bottle_contract::wire::BUNDLE_SECRETS_PATH)]
+        secrets: PathBuf,
+    },
+    /// Supervise shell commands as `run` supervises roles (reap, forward signals, restart).
+    #[command(hide = true)]
+    Supervise {
+        /// A command run with `sh -c`; repeat for several.
+        #[arg(long = "child", required = true)]
+        children: Vec<String>,
     },
     /// Inside the agent container: forward 127.0.0.1 ports to the bundle's Unix sockets.
     Relay(bottle_bundle::relay::RelayArgs),
@@ -27,7 +37,8 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => bottle_bundle::run::run(&config),
+        Command::Run { config, secrets } => bottle_bundle::run::run(&config, &secrets),
+        Command::Supervise { children } => bottle_bundle::run::supervise_commands(&children),
         Command::Relay(args) => bottle_bundle::relay::main(args),
     };
     match result {

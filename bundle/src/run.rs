@@ -1,14 +1,41 @@
-//! `bottle-bundle run`: start every role the config names.
+//! `bottle-bundle run`: load the config and supervise one child process per role.
 
 use std::path::Path;
 
-use bottle_contract::bundle_config::BundleConfig;
+use anyhow::Context;
 
-/// Loads the config and starts the configured roles.
-///
-/// The roles are not served yet: this checks the config and reports what it would start.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config: BundleConfig = crate::config::load_config(config_path)?;
-    tracing::info!(identity = %config.identity, roles = ?config.roles, "bundle config loaded");
-    Ok(())
+use crate::init::{self, ChildSpec};
+
+/// Loads and checks the config, then runs every configured role under the supervisor until a
+/// stop signal. A config with no roles is refused: a bundle that serves nothing is a mistake.
+pub fn run(config_path: &Path, secrets_path: &Path) -> anyhow::Result<()> {
+    let config = crate::config::load_config(config_path)?;
+    if config.roles.is_empty() && config.pipelock.is_none() {
+        anyhow::bail!(
+            "{}: `roles` is empty; list at least one of proxy, gate, mcp",
+            config_path.display()
+        );
+    }
+    let exe = std::env::current_exe().context("cannot find the bottle-bundle binary")?;
+    let children = init::children_for(&config, &exe, config_path, secrets_path);
+    tracing::info!(identity = %config.identity, roles = ?config.roles, "bundle starting");
+    init::supervise(children)
+}
+
+/// `bottle-bundle supervise --child CMD…`: the same supervisor over shell commands, for
+/// running helpers by hand and for testing the supervisor itself.
+pub fn supervise_commands(commands: &[String]) -> anyhow::Result<()> {
+    if commands.is_empty() {
+        anyhow::bail!("give at least one --child COMMAND");
+    }
+    let children = commands
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| ChildSpec {
+            name: format!("child{i}"),
+            program: "sh".into(),
+            args: vec!["-c".into(), cmd.clone()],
+        })
+        .collect();
+    init::supervise(children)
 }
