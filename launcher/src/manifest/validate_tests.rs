@@ -1,0 +1,897 @@
+//! Every manifest key, and every way to get one wrong.
+
+use std::path::Path;
+
+use expect_test::{Expect, expect};
+
+use super::*;
+
+const BOTTLE_FILE: &str = "/h/.claude-bottle/bottles/b.md";
+const AGENT_FILE: &str = "/h/.claude-bottle/agents/a.md";
+
+/// Parses `yaml` as a bottle's frontmatter and checks the error (or `ok`).
+fn check_bottle(yaml: &str, expect: Expect) {
+    let text = format!("---\n{yaml}---\nbody\n");
+    let got = match parse_bottle(Path::new(BOTTLE_FILE), "b", &text) {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => {
+            let msg = e.to_string();
+            assert_names_file_line_key(&msg, BOTTLE_FILE);
+            msg
+        }
+    };
+    expect.assert_eq(&got);
+}
+
+fn check_agent(yaml: &str, expect: Expect) {
+    let text = format!("---\n{yaml}---\nYou are a test agent.\n");
+    let got = match parse_agent(Path::new(AGENT_FILE), "a", &text) {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => {
+            let msg = e.to_string();
+            assert_names_file_line_key(&msg, AGENT_FILE);
+            msg
+        }
+    };
+    expect.assert_eq(&got);
+}
+
+/// Every error reads `FILE:LINE: `KEY`: …`.
+fn assert_names_file_line_key(msg: &str, file: &str) {
+    let rest = msg
+        .strip_prefix(file)
+        .unwrap_or_else(|| panic!("does not start with the file: {msg}"));
+    let mut parts = rest.splitn(3, ": ");
+    let line = parts.next().unwrap().trim_start_matches(':');
+    assert!(line.parse::<u32>().unwrap() > 0, "no line: {msg}");
+    let key = parts.next().unwrap();
+    assert!(
+        key.starts_with('`') && key.ends_with('`') && key.len() > 2,
+        "no key: {msg}"
+    );
+}
+
+#[test]
+fn full_bottle_parses_every_key() {
+    let text = "---
+env:
+  GIT_AUTHOR_NAME: alice
+  RETRIES: 3
+  GITEA_TOKEN: \"?paste your Gitea token\"
+  GITHUB_TOKEN: \"${GH_PAT}\"
+git:
+  - Name: app
+    Upstream: ssh://git@gitea.example.com:30009/alice/app.git
+    IdentityFile: ~/.ssh/id_ed25519_gitea
+    KnownHostKey: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\"
+    ExtraHosts: {gitea.example.com: 100.64.0.7}
+egress:
+  routes:
+    - host: api.github.com
+      path_allowlist: [\"/repos/alice/\"]
+      auth: {scheme: Bearer, token_ref: GH_PAT}
+    - host: \"*.linear.app\"
+    - host: api.example.com
+      auth: {scheme: header, header: X-Api-Key, token_ref: EX_KEY}
+supervise: true
+---
+Docs.
+";
+    let b = parse_bottle(Path::new(BOTTLE_FILE), "b", text).unwrap();
+    expect![[r#"
+        Bottle {
+            name: "b",
+            file: "/h/.claude-bottle/bottles/b.md",
+            env: [
+                EnvVar {
+                    name: "GIT_AUTHOR_NAME",
+                    source: Literal(
+                        Secret(<redacted>),
+                    ),
+                    line: 3,
+                },
+                EnvVar {
+                    name: "RETRIES",
+                    source: Literal(
+                        Secret(<redacted>),
+                    ),
+                    line: 4,
+                },
+                EnvVar {
+                    name: "GITEA_TOKEN",
+                    source: Prompt(
+                        "paste your Gitea token",
+                    ),
+                    line: 5,
+                },
+                EnvVar {
+                    name: "GITHUB_TOKEN",
+                    source: HostVar(
+                        "GH_PAT",
+                    ),
+                    line: 6,
+                },
+            ],
+            git: [
+                GitRemote {
+                    name: "app",
+                    upstream: "ssh://git@gitea.example.com:30009/alice/app.git",
+                    identity_file: "~/.ssh/id_ed25519_gitea",
+                    known_host_key: Some(
+                        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
+                    ),
+                    extra_hosts: [
+                        (
+                            "gitea.example.com",
+                            100.64.0.7,
+                        ),
+                    ],
+                },
+            ],
+            routes: [
+                Route {
+                    host: Host(
+                        "api.github.com",
+                    ),
+                    path_allowlist: [
+                        "/repos/alice/",
+                    ],
+                    auth: Some(
+                        RouteAuth {
+                            scheme: Bearer,
+                            token_ref: "GH_PAT",
+                        },
+                    ),
+                },
+                Route {
+                    host: Host(
+                        "*.linear.app",
+                    ),
+                    path_allowlist: [],
+                    auth: None,
+                },
+                Route {
+                    host: Host(
+                        "api.example.com",
+                    ),
+                    path_allowlist: [],
+                    auth: Some(
+                        RouteAuth {
+                            scheme: Header(
+                                "x-api-key",
+                            ),
+                            token_ref: "EX_KEY",
+                        },
+                    ),
+                },
+            ],
+            supervise: true,
+        }
+    "#]]
+    .assert_debug_eq(&b);
+}
+
+#[test]
+fn literal_values_keep_their_text() {
+    let b = parse_bottle(
+        Path::new(BOTTLE_FILE),
+        "b",
+        "---\nenv:\n  A: alice\n  N: 3\n  T: true\n---\n",
+    )
+    .unwrap();
+    let values: Vec<_> = b
+        .env
+        .iter()
+        .map(|e| match &e.source {
+            EnvSource::Literal(s) => s.expose().to_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(values, ["alice", "3", "true"]);
+}
+
+#[test]
+fn empty_bottle_is_valid_and_supervise_defaults_off() {
+    let b = parse_bottle(Path::new(BOTTLE_FILE), "b", "---\n---\n").unwrap();
+    assert!(!b.supervise);
+    assert!(b.routes.is_empty() && b.env.is_empty() && b.git.is_empty());
+}
+
+#[test]
+fn all_auth_schemes() {
+    for (scheme, want) in [
+        ("Bearer", AuthScheme::Bearer),
+        ("bearer", AuthScheme::Bearer),
+        ("token", AuthScheme::Token),
+        ("Basic", AuthScheme::Basic),
+    ] {
+        let text = format!(
+            "---\negress:\n  routes:\n    - host: a.test\n      auth: {{scheme: {scheme}, token_ref: T}}\n---\n"
+        );
+        let b = parse_bottle(Path::new(BOTTLE_FILE), "b", &text).unwrap();
+        assert_eq!(b.routes[0].auth.as_ref().unwrap().scheme, want);
+    }
+}
+
+#[test]
+fn full_agent_parses_every_key() {
+    let text = "---
+bottle: example
+skills: [review, rust-style]
+command: [\"python3\", \"-m\", \"client\"]
+name: reviewer
+description: Reviews code
+model: opus
+tools: [Read, Grep]
+color: blue
+---
+You review code.
+";
+    let a = parse_agent(Path::new(AGENT_FILE), "a", text).unwrap();
+    expect![[r#"
+        Agent {
+            name: "a",
+            file: "/h/.claude-bottle/agents/a.md",
+            bottle: "example",
+            bottle_line: 2,
+            skills: [
+                "review",
+                "rust-style",
+            ],
+            command: Argv(
+                [
+                    "python3",
+                    "-m",
+                    "client",
+                ],
+            ),
+            display_name: Some(
+                "reviewer",
+            ),
+            description: Some(
+                "Reviews code",
+            ),
+            model: Some(
+                "opus",
+            ),
+            tools: [
+                "Read",
+                "Grep",
+            ],
+            color: Some(
+                "blue",
+            ),
+            prompt: "You review code.",
+        }
+    "#]]
+    .assert_debug_eq(&a);
+}
+
+#[test]
+fn agent_command_forms() {
+    let parse = |yaml: &str| {
+        parse_agent(Path::new(AGENT_FILE), "a", &format!("---\n{yaml}---\n"))
+            .unwrap()
+            .command
+    };
+    assert_eq!(parse("bottle: b\n"), AgentCommand::Claude);
+    assert_eq!(
+        parse("bottle: b\ncommand: curl -sS https://x.test\n"),
+        AgentCommand::Shell("curl -sS https://x.test".into())
+    );
+    assert_eq!(
+        parse("bottle: b\ntools: Read\n").clone(),
+        AgentCommand::Claude
+    );
+}
+
+// ---- Bad bottles: each names the file, the line and the key. ----
+
+#[test]
+fn bad_no_frontmatter() {
+    let got = parse_bottle(Path::new(BOTTLE_FILE), "b", "# just markdown\n")
+        .unwrap_err()
+        .to_string();
+    expect![[r#"/h/.claude-bottle/bottles/b.md:1: `frontmatter`: no YAML frontmatter: the file must start with a line `---`, then the YAML keys, then a closing `---`"#]].assert_eq(&got);
+}
+
+#[test]
+fn bad_unclosed_frontmatter() {
+    let got = parse_bottle(Path::new(BOTTLE_FILE), "b", "---\nenv: {}\n")
+        .unwrap_err()
+        .to_string();
+    expect![[r#"/h/.claude-bottle/bottles/b.md:1: `frontmatter`: the YAML frontmatter opened on line 1 is never closed with a line `---`"#]].assert_eq(&got);
+}
+
+#[test]
+fn bad_yaml_syntax() {
+    check_bottle(
+        "env:\n  A: [unclosed\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `frontmatter`: invalid YAML: unclosed bracket '['"
+        ],
+    );
+}
+
+#[test]
+fn bad_frontmatter_not_a_mapping() {
+    check_bottle(
+        "- a\n- b\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `frontmatter`: expected a mapping of keys, found a list"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_duplicate_key() {
+    check_bottle(
+        "supervise: true\nsupervise: false\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `supervise`: written twice (first on line 2); keep one"
+        ],
+    );
+}
+
+#[test]
+fn bad_unknown_top_key_suggests() {
+    check_bottle(
+        "egres:\n  routes: []\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `egres`: unknown key; allowed keys here: env, git, egress, supervise (did you mean `egress`?)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_unknown_key_without_close_match() {
+    check_bottle(
+        "zzz: 1\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `zzz`: unknown key; allowed keys here: env, git, egress, supervise"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_legacy_tokens() {
+    check_bottle(
+        "tokens:\n  GH: x\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `tokens`: `tokens` was removed: give each credential to the route that needs it, `egress.routes[].auth: {scheme: Bearer, token_ref: HOST_VAR}` (the bundle injects it, the agent never holds it); see the README's manifest reference"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_legacy_cred_proxy() {
+    check_bottle(
+        "supervise: true\ncred_proxy: {}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `cred_proxy`: `cred_proxy` was removed: credentials are injected per route by the bundle, `egress.routes[].auth`; see the README's manifest reference"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_legacy_egress_proxy() {
+    check_bottle(
+        "egress_proxy: true\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `egress_proxy`: `egress_proxy` was removed: the bundle is always the egress proxy; list allowed hosts under `egress.routes` (`- host: NAME`)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_legacy_egress_allowlist() {
+    check_bottle(
+        "egress:\n  allowlist: [api.github.com]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `egress.allowlist`: `egress.allowlist` was replaced by `egress.routes`: write each host as `- host: NAME` (with optional `path_allowlist` and `auth`)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_legacy_ssh() {
+    check_bottle(
+        "ssh:\n  - host: x\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `ssh`: `ssh` was removed: git over SSH goes through the bundle's git gate; declare each remote under `git:` with Name, Upstream, IdentityFile and KnownHostKey"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_legacy_runtime() {
+    check_bottle(
+        "runtime: runsc\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `runtime`: `runtime` was removed: the launcher uses gVisor (`runsc`) by itself when Docker has it registered; delete the key"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_not_a_mapping() {
+    check_bottle(
+        "env: [A, B]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `env`: expected a mapping of keys, found a list"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_name() {
+    check_bottle(
+        "env:\n  1ABC: x\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `env.1ABC`: not a valid environment variable name: use letters, digits and `_`, not starting with a digit"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_reserved_name() {
+    check_bottle(
+        "env:\n  HTTPS_PROXY: http://evil.test\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `env.HTTPS_PROXY`: the launcher sets this variable itself (proxy, CA trust or the Claude placeholder); remove it from `env`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_value_is_a_list() {
+    check_bottle(
+        "env:\n  A:\n    - x\n",
+        expect![[r#"/h/.claude-bottle/bottles/b.md:4: `env.A`: expected a string, found a list"#]],
+    );
+}
+
+#[test]
+fn bad_env_value_empty() {
+    check_bottle(
+        "env:\n  A:\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `env.A`: expected a string, found an empty value"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_hostvar_syntax() {
+    check_bottle(
+        "env:\n  A: \"${not-a-name}\"\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `env.A`: `${not-a-name}` does not name a host variable: write `${NAME}` with letters, digits and `_`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_partial_interpolation() {
+    check_bottle(
+        "env:\n  A: \"Bearer ${TOKEN}\"\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `env.A`: `${…}` must be the whole value (`"${NAME}"` copies host variable NAME); other text around it is not expanded"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_env_claude_credential() {
+    check_bottle(
+        "env:\n  T: \"${CLAUDE_BOTTLE_OAUTH_TOKEN}\"\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `env.T`: the Claude credential `CLAUDE_BOTTLE_OAUTH_TOKEN` is never given to the agent: the bundle injects it on the api.anthropic.com route; remove this entry"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_supervise_not_bool() {
+    check_bottle(
+        "supervise: \"yes\"\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `supervise`: expected `true` or `false`, found a string"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_egress_not_a_mapping() {
+    check_bottle(
+        "egress: [api.github.com]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `egress`: expected a mapping of keys, found a list"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_routes_not_a_list() {
+    check_bottle(
+        "egress:\n  routes: {host: a.test}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `egress.routes`: expected a list, found a mapping"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_unknown_key() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      paths: [/x]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].paths`: unknown key; allowed keys here: host, path_allowlist, auth"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_missing_host() {
+    check_bottle(
+        "egress:\n  routes:\n    - path_allowlist: [/x]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: missing required key: every route names its `host`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_host_with_scheme() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: https://api.github.com\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: `https://api.github.com` must be a bare host name such as api.github.com (no scheme or path)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_host_ip_literal() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: 10.0.0.1\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: `10.0.0.1` is an IP address; routes name hosts (the proxy refuses IP literals)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_host_port() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: api.github.com:8443\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: `api.github.com:8443` must be a bare host name without a port (routes are for HTTPS on 443)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_host_uppercase() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: API.github.com\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: `API.github.com` must be lowercase: write `api.github.com`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_host_deep_wildcard() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: \"*.*.example.com\"\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: `*.*.example.com` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_route_duplicate_host() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n    - host: a.test\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[1].host`: host `a.test` already has a route above; merge the two entries"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_path_not_absolute() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [repos/]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `repos/` must start with `/`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_path_dot_segment() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/../admin\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/../admin` contains a `.` or `..` segment"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_path_percent() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/a%2fb\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/a%2fb` contains `%`: write the decoded path, the proxy compares decoded paths"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_unknown_scheme() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Digest, token_ref: T}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.scheme`: unknown scheme `Digest`; use one of Bearer, token, Basic, header"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_missing_token_ref() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Bearer}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.token_ref`: missing required key: the HOST environment variable holding the token, e.g. `token_ref: GH_PAT`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_token_value_instead_of_name() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Bearer, token_ref: \"ghp_abc-123\"}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.token_ref`: must name a host environment variable (letters, digits, `_`), not hold the token itself"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_unknown_key_suggests() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth:\n        scheme: Bearer\n        token: T\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:7: `egress.routes[0].auth.token`: unknown key; allowed keys here: scheme, token_ref, header (did you mean `token_ref`?)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_header_scheme_without_name() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: header, token_ref: T}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.header`: missing required key: scheme `header` needs the header's name, e.g. `header: x-api-key`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_header_with_bearer() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Bearer, header: x-api-key, token_ref: T}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.header`: `header` is only used with `scheme: header`, not `Bearer`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_auth_header_forbidden() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: header, header: Host, token_ref: T}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.header`: `Host` cannot carry a credential; use a header such as `x-api-key`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_not_a_list() {
+    check_bottle(
+        "git:\n  Name: app\n",
+        expect![[r#"/h/.claude-bottle/bottles/b.md:3: `git`: expected a list, found a mapping"#]],
+    );
+}
+
+#[test]
+fn bad_git_key_case_suggests() {
+    check_bottle(
+        "git:\n  - name: app\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `git[0].name`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts (did you mean `Name`?)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_missing_upstream() {
+    check_bottle(
+        "git:\n  - Name: app\n    IdentityFile: ~/.ssh/k\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `git[0].Upstream`: missing required key: the real repository, e.g. ssh://git@host:22/owner/repo.git"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_https_upstream() {
+    check_bottle(
+        "git:\n  - Name: app\n    Upstream: https://github.com/a/b.git\n    IdentityFile: k\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].Upstream`: `https://github.com/a/b.git` is not an ssh:// URL; write it as ssh://user@host[:port]/path.git (the gate pushes over SSH)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_name() {
+    check_bottle(
+        "git:\n  - Name: ../etc\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `git[0].Name`: `../etc` is not a remote name: use letters, digits, `.`, `_`, `-` (it becomes git://git-gate/<Name>.git)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_duplicate_name() {
+    check_bottle(
+        "git:\n  - {Name: app, Upstream: \"ssh://h/a.git\", IdentityFile: k}\n  - {Name: app, Upstream: \"ssh://h/b.git\", IdentityFile: k}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[1].Name`: remote `app` is declared twice; each Name is served once as git://git-gate/<Name>.git"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_host_key() {
+    check_bottle(
+        "git:\n  - Name: app\n    KnownHostKey: AAAAC3NzaC1lZDI1NTE5\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].KnownHostKey`: expected `<type> <base64 key>`, e.g. the second and third field of a known_hosts line (`ssh-keyscan HOST`)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_host_key_type() {
+    check_bottle(
+        "git:\n  - Name: app\n    KnownHostKey: ssh-dss AAAAC3NzaC1lZDI1NTE5AAAA\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].KnownHostKey`: unknown host key type `ssh-dss`; expected one of ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa, sk-ssh-ed25519@openssh.com"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_extra_hosts_address() {
+    check_bottle(
+        "git:\n  - Name: app\n    ExtraHosts: {gitea.example.com: not-an-ip}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].ExtraHosts.gitea.example.com`: `not-an-ip` is not an IP address"#
+        ]],
+    );
+}
+
+// ---- Bad agents. ----
+
+#[test]
+fn bad_agent_missing_bottle() {
+    check_agent(
+        "model: opus\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:2: `bottle`: missing required key: name the bottle this agent runs in, e.g. `bottle: example` (a file ~/.claude-bottle/bottles/example.md)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_bottle_name() {
+    check_agent(
+        "bottle: ../../etc/passwd\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:2: `bottle`: `../../etc/passwd` is not a bottle name: names match [a-z][a-z0-9-]* (the file ~/.claude-bottle/bottles/<name>.md)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_unknown_key_suggests() {
+    check_agent(
+        "bottle: b\nskill: [x]\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:3: `skill`: unknown key; allowed keys here: bottle, skills, command, name, description, model, tools, color (did you mean `skills`?)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_skill_path() {
+    check_agent(
+        "bottle: b\nskills: [\"../secrets\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:3: `skills[0]`: `../secrets` is not a skill name: use the directory name under ~/.claude/skills/ (letters, digits, `.`, `_`, `-`; no `/`)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_empty_command() {
+    check_agent(
+        "bottle: b\ncommand: []\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:3: `command`: must not be empty; omit `command` to run `claude`"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_command_type() {
+    check_agent(
+        "bottle: b\ncommand: {run: x}\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:3: `command`: expected a string (run by /bin/sh -c) or a list (argv), found a mapping"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_tools_type() {
+    check_agent(
+        "bottle: b\ntools: 3\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:3: `tools`: expected a string or a list of strings, found a number"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_agent_legacy_bottle_keys_are_unknown() {
+    check_agent(
+        "bottle: b\nenv: {A: b}\n",
+        expect![[
+            r#"/h/.claude-bottle/agents/a.md:3: `env`: unknown key; allowed keys here: bottle, skills, command, name, description, model, tools, color"#
+        ]],
+    );
+}
+
+#[test]
+fn errors_never_echo_literal_env_values() {
+    // A bad entry next to a literal secret: the message names the key only.
+    let text = "---\nenv:\n  TOKEN: ghp_supersecret123\n  HTTPS_PROXY: ghp_supersecret123\n---\n";
+    let err = parse_bottle(Path::new(BOTTLE_FILE), "b", text)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("ghp_supersecret"), "{err}");
+    let text = "---\nenv:\n  TOKEN: [ghp_supersecret123\n---\n";
+    let err = parse_bottle(Path::new(BOTTLE_FILE), "b", text)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("ghp_supersecret"), "{err}");
+}
+
+#[test]
+fn bad_duplicate_nested_key() {
+    check_bottle(
+        "env:\n  A: x\n  A: y\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:4: `env.A`: written twice (first on line 3); keep one"
+        ],
+    );
+}
