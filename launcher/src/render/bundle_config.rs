@@ -30,6 +30,9 @@ pub(crate) enum Egress {
     /// Dial upstream hosts directly (no pipelock in the bundle image).
     Direct,
     /// Chain through pipelock, run by the bundle as a child on 127.0.0.1:8888.
+    // FIXME(docker backend): chosen when the bundle image holds /usr/local/bin/pipelock; until
+    // then only the tests render it.
+    #[allow(dead_code)]
     Pipelock,
 }
 
