@@ -227,6 +227,15 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             },
             EnvSource::HostVar(var) => {
                 let set = facts.vars_set.contains(var);
+                if let Some(r) = bottle.routes.iter().find(|r| {
+                    r.auth.as_ref().is_some_and(|a| a.token_ref == *var)
+                }) {
+                    warnings.push(format!(
+                        "env `{}` copies `{var}`, the token of route `{}`: the agent will hold that credential itself; drop the env entry if the route's injection is enough",
+                        e.name,
+                        r.host.as_str()
+                    ));
+                }
                 if !set {
                     warnings.push(format!(
                         "env `{}`: host variable `{var}` is not set; start will refuse until it is exported",

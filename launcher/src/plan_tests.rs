@@ -423,3 +423,14 @@ fn no_secret_value_in_plan_json_config_or_errors() {
         assert!(!out.contains("SECRET_"), "a secret leaked into:\n{out}");
     }
 }
+
+#[test]
+fn env_copy_of_a_route_token_is_warned() {
+    let plan = full_plan();
+    let text = plan.warnings.join("\n");
+    assert!(
+        text.contains("env `GITHUB_TOKEN` copies `GH_PAT`, the token of route `api.github.com`: the agent will hold that credential itself"),
+        "{text}"
+    );
+    assert_eq!(plan.warnings.len(), 1, "{text}");
+}

@@ -39,3 +39,32 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     println!("next: claude-bottle start example --dry-run");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::validate::{parse_agent, parse_bottle};
+
+    /// The shipped examples are valid manifests, and the agent names the bottle.
+    #[test]
+    fn examples_load() {
+        let bottle = parse_bottle(
+            Path::new("examples/bottles/example.md"),
+            "example",
+            EXAMPLE_BOTTLE,
+        )
+        .unwrap();
+        let agent = parse_agent(
+            Path::new("examples/agents/example.md"),
+            "example",
+            EXAMPLE_AGENT,
+        )
+        .unwrap();
+        assert_eq!(agent.bottle, bottle.name);
+        assert!(bottle.supervise);
+        assert!(!bottle.routes.is_empty());
+        assert!(!agent.prompt.is_empty());
+    }
+}

@@ -558,6 +558,13 @@ impl Cx<'_> {
                 "ExtraHosts" => {
                     for (k, v) in self.map(value, &path)? {
                         let p = format!("{path}.{}", k.name);
+                        if k.name.starts_with("*.") {
+                            return Err(self.err(
+                                k.line,
+                                &p,
+                                "a wildcard cannot map to one address; name the host".into(),
+                            ));
+                        }
                         Host::parse(&k.name).map_err(|m| self.err(k.line, &p, m))?;
                         let addr = self.string(v, &p)?;
                         let ip: IpAddr = addr.parse().map_err(|_| {

@@ -895,3 +895,13 @@ fn bad_duplicate_nested_key() {
         ],
     );
 }
+
+#[test]
+fn bad_git_extra_hosts_wildcard() {
+    check_bottle(
+        "git:\n  - Name: app\n    ExtraHosts: {\"*.example.com\": 10.0.0.1}\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:4: `git[0].ExtraHosts.*.example.com`: a wildcard cannot map to one address; name the host"
+        ],
+    );
+}
