@@ -192,3 +192,16 @@ fn invalid_bottle_error_names_the_home_file() {
         format!("{file}:2: `supervise`: expected `true` or `false`, found a number")
     );
 }
+
+#[test]
+fn oversized_manifest_is_refused() {
+    let f = fixture();
+    write(&f.dirs.root.join("bottles/dev.md"), BOTTLE);
+    let big = format!(
+        "---\nbottle: dev\n---\n{}",
+        "x".repeat(MAX_MANIFEST_BYTES as usize)
+    );
+    write(&f.dirs.root.join("agents/coder.md"), &big);
+    let err = load(&f.dirs, "coder").unwrap_err().to_string();
+    assert!(err.contains("coder.md: larger than 1048576 bytes"), "{err}");
+}

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::secrets::Secret;
 
+/// Largest manifest file read. Manifests are a few KiB; this bounds a runaway file.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
 /// A bottle: what an agent is granted.
 #[derive(Debug, Clone)]
 pub(crate) struct Bottle {
@@ -191,6 +194,8 @@ pub(crate) enum ManifestError {
         key: String,
         message: String,
     },
+    #[error("{}: larger than {max} bytes; a manifest is a short Markdown file", file.display())]
+    TooLarge { file: PathBuf, max: u64 },
     #[error("cannot read {}: {source}", file.display())]
     Read {
         file: PathBuf,
@@ -325,10 +330,19 @@ pub(crate) fn load(dirs: &Dirs, name: &str) -> Result<Loaded, ManifestError> {
 }
 
 fn read(file: &Path) -> Result<String, ManifestError> {
-    std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+    let io_err = |source| ManifestError::Read {
         file: file.to_owned(),
         source,
-    })
+    };
+    let len = std::fs::metadata(file).map_err(io_err)?.len();
+    if len > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge {
+            file: file.to_owned(),
+            max: MAX_MANIFEST_BYTES,
+        });
+    }
+    tracing::debug!(file = %file.display(), bytes = len, "reading manifest");
+    std::fs::read_to_string(file).map_err(io_err)
 }
 
 /// The `*.md` files of `dir` with a valid stem, sorted; others are skipped with a warning.

@@ -117,6 +117,9 @@ fn parse_yaml(yaml: &str, offset: u32) -> Result<Node, ParseError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
     options.strict_booleans = true;
+    // `PIN: 007` and `ID: 1_000` stay text: env values must not change on the way through.
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
     // Duplicates reach validation, which names them with their full key path.
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     let parsed: Result<Spanned<RawKind>, _> = serde_saphyr::from_str_with_options(yaml, options);

@@ -304,7 +304,13 @@ impl Cx<'_> {
                 Kind::Str(s) => s.clone(),
                 Kind::Bool(b) => b.to_string(),
                 Kind::Int(i) => i.to_string(),
-                Kind::Float(f) => f.to_string(),
+                Kind::Float(_) => {
+                    return Err(self.err(
+                        value.line,
+                        &path,
+                        "a decimal number would be rewritten (1.10 becomes 1.1); quote the value to keep it exactly".into(),
+                    ));
+                }
                 _ => return Err(self.type_err(value, &path, "a string")),
             };
             let source = self.env_source(&text, value.line, &path)?;

@@ -905,3 +905,44 @@ fn bad_git_extra_hosts_wildcard() {
         ],
     );
 }
+
+#[test]
+fn bad_non_string_key() {
+    check_bottle(
+        "env:\n  1: x\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `env.1`: not a valid environment variable name: use letters, digits and `_`, not starting with a digit"
+        ],
+    );
+}
+
+#[test]
+fn bad_env_float_value() {
+    check_bottle(
+        "env:\n  VERSION: 1.10\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `env.VERSION`: a decimal number would be rewritten (1.10 becomes 1.1); quote the value to keep it exactly"
+        ],
+    );
+}
+
+#[test]
+fn crlf_files_parse_with_the_same_lines() {
+    let text = "---\r\nenv:\r\n  A: x\r\nsupervise: 1\r\n---\r\nbody\r\n";
+    let err = parse_bottle(Path::new(BOTTLE_FILE), "b", text)
+        .unwrap_err()
+        .to_string();
+    expect![
+        "/h/.claude-bottle/bottles/b.md:4: `supervise`: expected `true` or `false`, found a number"
+    ]
+    .assert_eq(&err);
+}
+
+#[test]
+fn leading_zero_numbers_stay_text() {
+    let b = parse_bottle(Path::new(BOTTLE_FILE), "b", "---\nenv:\n  PIN: 007\n---\n").unwrap();
+    match &b.env[0].source {
+        EnvSource::Literal(s) => assert_eq!(s.expose(), "007"),
+        other => panic!("{other:?}"),
+    }
+}
