@@ -6,7 +6,9 @@
 //! manifest home, never from the project directory.
 
 pub(crate) mod parse;
+mod tree;
 pub(crate) mod validate;
+mod values;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,12 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::parse::{Key, Kind, Node, parse_document};
+use super::parse::{Kind, Node, parse_document};
+use super::tree::{Cx, join};
+use super::values::{
+    check_host_key, check_path_prefix, check_ssh_url, valid_env_name, valid_header_name,
+    valid_plain_name,
+};
 use super::{
     Agent, AgentCommand, AuthScheme, Bottle, EnvSource, EnvVar, GitRemote, Host, ManifestError,
     Route, RouteAuth,
@@ -180,108 +185,8 @@ pub(crate) fn parse_agent(file: &Path, name: &str, text: &str) -> Result<Agent, 
     Ok(agent)
 }
 
-/// The file being validated, for error messages.
-struct Cx<'a> {
-    file: &'a Path,
-}
-
+/// The domain checks: one method per manifest section.
 impl Cx<'_> {
-    fn err(&self, line: u32, key: &str, message: String) -> ManifestError {
-        ManifestError::Invalid {
-            file: self.file.to_owned(),
-            line,
-            key: key.to_owned(),
-            message,
-        }
-    }
-
-    fn type_err(&self, node: &Node, key: &str, expected: &str) -> ManifestError {
-        self.err(
-            node.line,
-            key,
-            format!("expected {expected}, found {}", node.kind.describe()),
-        )
-    }
-
-    /// A mapping's entries; a key written twice is refused here, for every mapping.
-    fn map<'n>(&self, node: &'n Node, key: &str) -> Result<&'n [(Key, Node)], ManifestError> {
-        let Kind::Map(entries) = &node.kind else {
-            return Err(self.type_err(node, key, "a mapping of keys"));
-        };
-        for (i, (k, _)) in entries.iter().enumerate() {
-            if let Some((first, _)) = entries[..i].iter().find(|(e, _)| e.name == k.name) {
-                let path = match key {
-                    "frontmatter" => k.name.clone(),
-                    _ => join(key, &k.name),
-                };
-                return Err(self.err(
-                    k.line,
-                    &path,
-                    format!("written twice (first on line {}); keep one", first.line),
-                ));
-            }
-        }
-        Ok(entries)
-    }
-
-    fn seq<'n>(&self, node: &'n Node, key: &str) -> Result<&'n [Node], ManifestError> {
-        match &node.kind {
-            Kind::Seq(items) => Ok(items),
-            _ => Err(self.type_err(node, key, "a list")),
-        }
-    }
-
-    fn string(&self, node: &Node, key: &str) -> Result<String, ManifestError> {
-        match &node.kind {
-            Kind::Str(s) if !s.trim().is_empty() => Ok(s.clone()),
-            Kind::Str(_) => Err(self.err(node.line, key, "must not be empty".into())),
-            _ => Err(self.type_err(node, key, "a string")),
-        }
-    }
-
-    fn bool(&self, node: &Node, key: &str) -> Result<bool, ManifestError> {
-        match &node.kind {
-            Kind::Bool(b) => Ok(*b),
-            _ => Err(self.type_err(node, key, "`true` or `false`")),
-        }
-    }
-
-    fn string_or_list(&self, node: &Node, key: &str) -> Result<Vec<String>, ManifestError> {
-        match &node.kind {
-            Kind::Str(_) => Ok(vec![self.string(node, key)?]),
-            Kind::Seq(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| self.string(item, &format!("{key}[{i}]")))
-                .collect(),
-            _ => Err(self.type_err(node, key, "a string or a list of strings")),
-        }
-    }
-
-    /// Refuses unknown, legacy and (for mappings parsed here) duplicate keys.
-    fn check_keys(
-        &self,
-        entries: &[(Key, Node)],
-        prefix: &str,
-        allowed: &[&str],
-        legacy: &[(&str, &str)],
-    ) -> Result<(), ManifestError> {
-        for (key, _) in entries {
-            let path = join(prefix, &key.name);
-            if let Some((_, hint)) = legacy.iter().find(|(k, _)| *k == key.name) {
-                return Err(self.err(key.line, &path, (*hint).to_owned()));
-            }
-            if !allowed.contains(&key.name.as_str()) {
-                let mut message = format!("unknown key; allowed keys here: {}", allowed.join(", "));
-                if let Some(best) = suggest(&key.name, allowed) {
-                    message.push_str(&format!(" (did you mean `{best}`?)"));
-                }
-                return Err(self.err(key.line, &path, message));
-            }
-        }
-        Ok(())
-    }
-
     fn env(&self, node: &Node) -> Result<Vec<EnvVar>, ManifestError> {
         let mut vars = Vec::new();
         for (key, value) in self.map(node, "env")? {
@@ -634,116 +539,6 @@ impl Cx<'_> {
             )),
         }
     }
-}
-
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// The allowed key closest to `key`, if close enough to be a likely typo.
-fn suggest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let lower = key.to_ascii_lowercase();
-    allowed
-        .iter()
-        .map(|a| (strsim::jaro_winkler(&lower, &a.to_ascii_lowercase()), *a))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|x, y| x.0.total_cmp(&y.0))
-        .map(|(_, a)| a)
-}
-
-pub(crate) fn valid_env_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn valid_plain_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && !s.contains("..")
-}
-
-fn valid_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-}
-
-/// A path prefix must be an absolute, already-normalised path: the proxy compares it with the
-/// normalised request path, so anything that could be read two ways is refused here.
-fn check_path_prefix(p: &str) -> Result<(), String> {
-    if !p.starts_with('/') {
-        return Err(format!("`{p}` must start with `/`"));
-    }
-    if p.contains(['?', '#', '\\']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "`{p}` must be a plain path prefix: no query, fragment, backslash or whitespace"
-        ));
-    }
-    if p.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(format!("`{p}` contains a `.` or `..` segment"));
-    }
-    if p.contains('%') {
-        return Err(format!(
-            "`{p}` contains `%`: write the decoded path, the proxy compares decoded paths"
-        ));
-    }
-    Ok(())
-}
-
-fn check_ssh_url(u: &str) -> Result<(), String> {
-    let Some(rest) = u.strip_prefix("ssh://") else {
-        return Err(format!(
-            "`{u}` is not an ssh:// URL; write it as ssh://user@host[:port]/path.git (the gate pushes over SSH)"
-        ));
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.rsplit_once(':') {
-        Some((h, port)) if port.parse::<u16>().is_ok() => h,
-        Some(_) => return Err(format!("`{u}` has an invalid port")),
-        None => host_port,
-    };
-    if host.is_empty() || path.is_empty() {
-        return Err(format!(
-            "`{u}` needs a host and a repository path: ssh://user@host[:port]/path.git"
-        ));
-    }
-    Ok(())
-}
-
-fn check_host_key(k: &str) -> Result<(), String> {
-    const TYPES: &[&str] = &[
-        "ssh-ed25519",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "ssh-rsa",
-        "sk-ssh-ed25519@openssh.com",
-    ];
-    let mut parts = k.split_whitespace();
-    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err("expected `<type> <base64 key>`, e.g. the second and third field of a known_hosts line (`ssh-keyscan HOST`)".into());
-    };
-    if !TYPES.contains(&kind) {
-        return Err(format!(
-            "unknown host key type `{kind}`; expected one of {}",
-            TYPES.join(", ")
-        ));
-    }
-    if blob.len() < 16
-        || !blob
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
-    {
-        return Err("the key part is not base64".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
