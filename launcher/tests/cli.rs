@@ -459,3 +459,72 @@ fn assert_identity(identity: &str) {
         "{identity}"
     );
 }
+
+/// How long the pty test waits for each expected prompt.
+const PROMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A `?prompt` value is asked on the terminal and never echoed. `script` (util-linux) gives the
+/// binary a real pseudo-terminal; the test answers each prompt once it appears.
+#[test]
+fn prompt_on_a_real_tty_is_not_echoed() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    env.write(
+        &env.root().join("bottles/example.md"),
+        "---\nenv:\n  GITEA_TOKEN: \"?paste your token\"\n---\n",
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} start example"), "/dev/null"])
+        .current_dir(&env.project)
+        .env_clear()
+        .env("HOME", &env.home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` is needed for this test: apt-get install bsdutils");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |want: &str, seen: &mut String| {
+        let deadline = std::time::Instant::now() + PROMPT_TIMEOUT;
+        while !seen.contains(want) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("no {want:?} in:\n{seen}"),
+            }
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for("[y/N] ", &mut seen);
+    stdin.write_all(b"y\n").unwrap();
+    wait_for("paste your token (GITEA_TOKEN): ", &mut seen);
+    stdin.write_all(b"typed-SECRET-9\n").unwrap();
+    wait_for("not built yet", &mut seen);
+    drop(stdin);
+    child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The terminal echoes normally (the `y` shows), but not the secret.
+    assert!(seen.contains("[y/N] y"), "{seen}");
+    assert!(
+        seen.contains("1 env values and 1 tokens resolved"),
+        "{seen}"
+    );
+    assert!(!seen.contains("SECRET"), "the secret was echoed:\n{seen}");
+}

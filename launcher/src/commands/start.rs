@@ -2,7 +2,7 @@
 //! files. Creating containers is the Docker backend's step, not built yet: `start` stops there
 //! with an error saying so.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 
 use anyhow::Context;
 
@@ -28,7 +28,7 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
     if args.dry_run {
         return Ok(());
     }
-    if !args.yes && !confirm()? {
+    if !args.yes && !confirm(host)? {
         println!("not started");
         return Ok(());
     }
@@ -52,8 +52,8 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
 
 /// Asks y/N on the terminal. Without a terminal there is no one to ask: that is an error
 /// pointing at `-y`.
-fn confirm() -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
+fn confirm(host: &dyn HostEnv) -> anyhow::Result<bool> {
+    if !host.is_tty() {
         anyhow::bail!(
             "stdin is not a terminal, so the plan cannot be confirmed; pass -y to start without asking"
         );
