@@ -499,7 +499,7 @@ fn prompt_on_a_real_tty_is_not_echoed() {
         }
     });
     let mut seen = String::new();
-    let mut wait_for = |want: &str, seen: &mut String| {
+    let wait_for = |want: &str, seen: &mut String| {
         let deadline = std::time::Instant::now() + PROMPT_TIMEOUT;
         while !seen.contains(want) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
