@@ -1,5 +1,6 @@
 //! Host facts the plan needs: which variables are set and which container runtime Docker uses.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,20 +13,43 @@ const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Gathers the facts for `loaded`. Reads variable *presence* only, never values.
 pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<HostFacts> {
+    let mut random = [0u8; IDENTITY_SUFFIX_LEN];
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
+    Ok(facts_from(
+        loaded,
+        host,
+        runtime(),
+        plan::identity_suffix(random),
+        &|p: &Path| p.exists(),
+    ))
+}
+
+/// The facts from already-gathered parts; `exists` answers for host paths.
+fn facts_from(
+    loaded: &Loaded,
+    host: &dyn HostEnv,
+    runtime: Runtime,
+    identity_suffix: String,
+    exists: &dyn Fn(&Path) -> bool,
+) -> HostFacts {
+    // Empty counts as unset, as it does when values are resolved at start.
     let vars_set = plan::vars_of_interest(loaded)
         .into_iter()
         .filter(|v| host.var(v).is_some_and(|value| !value.is_empty()))
         .collect();
-    let mut random = [0u8; IDENTITY_SUFFIX_LEN];
-    getrandom::fill(&mut random)
-        .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
-    let home = host.var("HOME").unwrap_or_default().into();
-    Ok(HostFacts {
+    let home = PathBuf::from(host.var("HOME").unwrap_or_default());
+    let missing_paths = plan::host_paths(loaded, &home)
+        .into_iter()
+        .filter(|p| !exists(Path::new(p)))
+        .collect();
+    HostFacts {
         vars_set,
-        runtime: runtime(),
-        identity_suffix: plan::identity_suffix(random),
+        runtime,
+        identity_suffix,
         home,
-    })
+        missing_paths,
+    }
 }
 
 /// Asks Docker whether gVisor (`runsc`) is registered.
@@ -71,7 +95,39 @@ fn runtime_from_info(json: &str) -> Runtime {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::manifest::validate::{parse_agent, parse_bottle};
+    use crate::secrets::fake::FakeHost;
+
+    #[test]
+    fn facts_read_presence_and_missing_paths() {
+        let loaded = Loaded {
+            agent: parse_agent(
+                Path::new("/a.md"),
+                "a",
+                "---\nbottle: b\nskills: [have, lack]\n---\n",
+            )
+            .unwrap(),
+            bottle: parse_bottle(
+                Path::new("/b.md"),
+                "b",
+                "---\nenv:\n  E: \"${EMPTY}\"\n  F: \"${FULL}\"\ngit:\n  - {Name: r, Upstream: \"ssh://h/r.git\", IdentityFile: ~/.ssh/k}\n---\n",
+            )
+            .unwrap(),
+            warnings: vec![],
+        };
+        let host = FakeHost::new(&[("HOME", "/home/u"), ("EMPTY", ""), ("FULL", "v")], false);
+        let present = |p: &Path| p == Path::new("/home/u/.claude/skills/have");
+        let facts = facts_from(&loaded, &host, Runtime::Runc, "abcde".into(), &present);
+        assert_eq!(facts.vars_set.iter().collect::<Vec<_>>(), ["FULL"]);
+        assert_eq!(
+            facts.missing_paths.iter().collect::<Vec<_>>(),
+            ["/home/u/.claude/skills/lack", "/home/u/.ssh/k"]
+        );
+        assert_eq!(facts.home, Path::new("/home/u"));
+    }
 
     #[test]
     fn runsc_is_detected_from_docker_info() {

@@ -49,6 +49,8 @@ pub(crate) struct HostFacts {
     pub(crate) identity_suffix: String,
     /// `$HOME`, to expand `~/` in `IdentityFile`.
     pub(crate) home: std::path::PathBuf,
+    /// Host paths the bottle needs that do not exist (see [`host_paths`]).
+    pub(crate) missing_paths: BTreeSet<String>,
 }
 
 /// The container runtime.
@@ -258,7 +260,7 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
         })
         .collect();
 
-    let git = bottle
+    let git: Vec<GitPlan> = bottle
         .git
         .iter()
         .map(|g| GitPlan {
@@ -277,6 +279,24 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
                 .collect(),
         })
         .collect();
+
+    for skill in &agent.skills {
+        let path = skill_path(&facts.home, skill);
+        if facts.missing_paths.contains(&path) {
+            warnings.push(format!(
+                "skill `{skill}`: {path} does not exist; start will refuse until it does"
+            ));
+        }
+    }
+    for g in &git {
+        let g: &GitPlan = g;
+        if facts.missing_paths.contains(&g.identity_file) {
+            warnings.push(format!(
+                "git remote `{}`: IdentityFile {} does not exist; start will refuse until it does",
+                g.name, g.identity_file
+            ));
+        }
+    }
 
     Plan {
         identity: format!("{}-{}", agent.name, facts.identity_suffix),
@@ -363,6 +383,24 @@ pub(crate) fn vars_of_interest(loaded: &Loaded) -> BTreeSet<String> {
         }
     }
     vars
+}
+
+/// Directory of Claude skills on the host (`~/.claude/skills/<name>`), relative to `$HOME`.
+pub(crate) const SKILLS_DIR: &str = ".claude/skills";
+
+fn skill_path(home: &Path, skill: &str) -> String {
+    home.join(SKILLS_DIR).join(skill).display().to_string()
+}
+
+/// Host paths the bottle will copy: each skill directory and each git `IdentityFile`.
+pub(crate) fn host_paths(loaded: &Loaded, home: &Path) -> BTreeSet<String> {
+    let skills = loaded.agent.skills.iter().map(|s| skill_path(home, s));
+    let keys = loaded
+        .bottle
+        .git
+        .iter()
+        .map(|g| expand_home(&g.identity_file, home));
+    skills.chain(keys).collect()
 }
 
 /// The random part of an identity from random bytes: lowercase base36, [`IDENTITY_SUFFIX_LEN`]

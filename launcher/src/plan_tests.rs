@@ -91,6 +91,7 @@ fn facts(vars: &[&str]) -> HostFacts {
         runtime: Runtime::Runc,
         identity_suffix: "ab12c".into(),
         home: PathBuf::from("/home/u"),
+        missing_paths: BTreeSet::new(),
     }
 }
 
@@ -433,4 +434,28 @@ fn env_copy_of_a_route_token_is_warned() {
         "{text}"
     );
     assert_eq!(plan.warnings.len(), 1, "{text}");
+}
+
+#[test]
+fn missing_skills_and_keys_are_warned() {
+    let mut f = facts(&["GH_PAT", "LINEAR_KEY", "CLAUDE_BOTTLE_OAUTH_TOKEN"]);
+    f.missing_paths = host_paths(&loaded(FULL_AGENT), &f.home);
+    assert_eq!(
+        f.missing_paths.iter().collect::<Vec<_>>(),
+        [
+            "/home/u/.claude/skills/review",
+            "/home/u/.ssh/id_ed25519_gitea",
+            "/keys/docs"
+        ]
+    );
+    let plan = build(&loaded(FULL_AGENT), &f);
+    let text = plan.warnings.join("\n");
+    assert!(
+        text.contains("skill `review`: /home/u/.claude/skills/review does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("git remote `docs`: IdentityFile /keys/docs does not exist"),
+        "{text}"
+    );
 }

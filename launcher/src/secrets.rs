@@ -67,7 +67,7 @@ impl HostEnv for ProcessHost {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum SecretError {
     #[error(
-        "{file}:{line}: `env.{key}`: host variable `{var}` is not set; export it before starting (or change the value in the bottle)"
+        "{file}:{line}: `env.{key}`: host variable `{var}` is not set (or empty); export it before starting (or change the value in the bottle)"
     )]
     EnvVarUnset {
         file: String,
@@ -91,7 +91,7 @@ pub(crate) enum SecretError {
         reason: String,
     },
     #[error(
-        "route `{host}`: its token comes from the host variable `{var}`, which is not set; export {var} before starting"
+        "route `{host}`: its token comes from the host variable `{var}`, which is not set (or empty); export {var} before starting"
     )]
     TokenUnset { host: String, var: String },
 }
@@ -109,7 +109,8 @@ pub(crate) fn resolve_env(bottle: &Bottle, host: &dyn HostEnv) -> Result<Resolve
     for entry in &bottle.env {
         let value = match &entry.source {
             EnvSource::Literal(value) => value.clone(),
-            EnvSource::HostVar(var) => match host.var(var) {
+            // Empty counts as unset: an empty credential is a mistake, not a value.
+            EnvSource::HostVar(var) => match host.var(var).filter(|v| !v.is_empty()) {
                 Some(v) => Secret::new(v),
                 None => {
                     return Err(SecretError::EnvVarUnset {
@@ -271,7 +272,7 @@ mod tests {
         let err = resolve_env(&b, &FakeHost::new(&[], false)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "/h/.claude-bottle/bottles/b.md:4: `env.GITHUB_TOKEN`: host variable `GH_PAT` is not set; export it before starting (or change the value in the bottle)"
+            "/h/.claude-bottle/bottles/b.md:4: `env.GITHUB_TOKEN`: host variable `GH_PAT` is not set (or empty); export it before starting (or change the value in the bottle)"
         );
     }
 

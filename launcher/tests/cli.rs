@@ -375,7 +375,7 @@ fn start_errors_name_unset_variables_and_prompts_without_tty() {
     );
     assert_eq!(run.code(), 1, "{}", run.all());
     let want = format!(
-        "{}:3: `env.GITHUB_TOKEN`: host variable `GH_PAT` is not set",
+        "{}:3: `env.GITHUB_TOKEN`: host variable `GH_PAT` is not set (or empty)",
         bottle.display()
     );
     assert!(run.stderr().contains(&want), "{}", run.stderr());
@@ -405,7 +405,7 @@ fn start_errors_name_unset_variables_and_prompts_without_tty() {
     );
     assert_eq!(run.code(), 1, "{}", run.all());
     assert!(
-        run.stderr().contains("route `api.github.com`: its token comes from the host variable `GH_PAT`, which is not set"),
+        run.stderr().contains("route `api.github.com`: its token comes from the host variable `GH_PAT`, which is not set (or empty)"),
         "{}",
         run.stderr()
     );
@@ -527,4 +527,30 @@ fn prompt_on_a_real_tty_is_not_echoed() {
         "{seen}"
     );
     assert!(!seen.contains("SECRET"), "the secret was echoed:\n{seen}");
+}
+
+#[test]
+fn start_refuses_missing_skill_and_key_files() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    env.write(
+        &env.root().join("agents/example.md"),
+        "---\nbottle: example\nskills: [nope]\n---\n",
+    );
+    let dry = env.run(&["start", "example", "--dry-run"]).ok().stdout();
+    assert!(dry.contains("skill `nope`:"), "{dry}");
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let want = format!("{}", env.home.join(".claude/skills/nope").display());
+    assert!(run.stderr().contains(&want), "{}", run.stderr());
+    // Once the skill exists, the start gets past the check.
+    std::fs::create_dir_all(env.home.join(".claude/skills/nope")).unwrap();
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert!(run.stderr().contains("not built yet"), "{}", run.stderr());
 }

@@ -32,6 +32,13 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
         println!("not started");
         return Ok(());
     }
+    if !facts.missing_paths.is_empty() {
+        let list: Vec<&str> = facts.missing_paths.iter().map(String::as_str).collect();
+        anyhow::bail!(
+            "the bottle needs host files that do not exist: {} (skills are copied from ~/.claude/skills/<name>; git IdentityFile keys are copied into the bundle)",
+            list.join(", ")
+        );
+    }
     let env = secrets::resolve_env(&loaded.bottle, host)?;
     let tokens = secrets::resolve_tokens(&token_routes(&plan), host)?;
     let files = bottle_files(&plan, Egress::Direct, &tokens)?;
