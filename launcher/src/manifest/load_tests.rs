@@ -205,3 +205,19 @@ fn oversized_manifest_is_refused() {
     let err = load(&f.dirs, "coder").unwrap_err().to_string();
     assert!(err.contains("coder.md: larger than 1048576 bytes"), "{err}");
 }
+
+#[test]
+fn running_from_home_is_not_a_project_override() {
+    let mut f = fixture();
+    write(&f.dirs.root.join("bottles/dev.md"), BOTTLE);
+    write(
+        &f.dirs.root.join("agents/coder.md"),
+        "---\nbottle: dev\n---\n",
+    );
+    // The cwd is $HOME, reached through a symlink: its .claude-bottle is the manifest home.
+    let link = f.dirs.home.parent().unwrap().join("home-link");
+    std::os::unix::fs::symlink(&f.dirs.home, &link).unwrap();
+    f.dirs.cwd = link;
+    let loaded = load(&f.dirs, "coder").unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}

@@ -263,7 +263,8 @@ pub(crate) fn load(dirs: &Dirs, name: &str) -> Result<Loaded, ManifestError> {
     let mut warnings = Vec::new();
     let project = dirs.cwd.join(".claude-bottle");
     let project_bottles = project.join("bottles");
-    if project_bottles.is_dir() && project != dirs.root {
+    let project_is_home = same_dir(&project, &dirs.root);
+    if project_bottles.is_dir() && !project_is_home {
         warnings.push(format!(
             "ignoring {}: bottles are read only from {} (a project must not grant itself secrets or hosts)",
             project_bottles.display(),
@@ -273,7 +274,7 @@ pub(crate) fn load(dirs: &Dirs, name: &str) -> Result<Loaded, ManifestError> {
     let home_agents = dirs.root.join("agents");
     let cwd_agents = project.join("agents");
     let home_found = list_stems(&home_agents, &mut warnings);
-    let cwd_found = if cwd_agents == home_agents {
+    let cwd_found = if project_is_home {
         Vec::new()
     } else {
         list_stems(&cwd_agents, &mut warnings)
@@ -329,6 +330,14 @@ pub(crate) fn load(dirs: &Dirs, name: &str) -> Result<Loaded, ManifestError> {
         bottle,
         warnings,
     })
+}
+
+/// Whether two paths name the same directory (through symlinks too).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 fn read(file: &Path) -> Result<String, ManifestError> {

@@ -92,7 +92,7 @@ impl Cx<'_> {
         }
     }
 
-    /// Refuses unknown, legacy and (for mappings parsed here) duplicate keys.
+    /// Refuses unknown and legacy keys (duplicates are refused by [`Cx::map`]).
     pub(super) fn check_keys(
         &self,
         entries: &[(Key, Node)],
