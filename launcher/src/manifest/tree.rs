@@ -35,8 +35,11 @@ impl Cx<'_> {
         node: &'n Node,
         key: &str,
     ) -> Result<&'n [(Key, Node)], ManifestError> {
-        let Kind::Map(entries) = &node.kind else {
-            return Err(self.type_err(node, key, "a mapping of keys"));
+        let entries = match &node.kind {
+            Kind::Map(entries) => entries,
+            // `env:` with nothing under it is an empty mapping, as in a template.
+            Kind::Null => return Ok(&[]),
+            _ => return Err(self.type_err(node, key, "a mapping of keys")),
         };
         for (i, (k, _)) in entries.iter().enumerate() {
             if let Some((first, _)) = entries[..i].iter().find(|(e, _)| e.name == k.name) {
@@ -57,6 +60,7 @@ impl Cx<'_> {
     pub(super) fn seq<'n>(&self, node: &'n Node, key: &str) -> Result<&'n [Node], ManifestError> {
         match &node.kind {
             Kind::Seq(items) => Ok(items),
+            Kind::Null => Ok(&[]),
             _ => Err(self.type_err(node, key, "a list")),
         }
     }

@@ -946,3 +946,15 @@ fn leading_zero_numbers_stay_text() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn empty_sections_are_empty() {
+    check_bottle("env:\ngit:\negress:\n  routes:\n", expect!["ok"]);
+    check_agent("bottle: b\nskills:\n", expect!["ok"]);
+    check_bottle(
+        "egress:\n  routes:\n    -\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:4: `egress.routes[0].host`: missing required key: every route names its `host`"
+        ],
+    );
+}
