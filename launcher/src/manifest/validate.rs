@@ -542,5 +542,5 @@ impl Cx<'_> {
 }
 
 #[cfg(test)]
-#[path = "validate_tests.rs"]
+#[path = "validate_tests/mod.rs"]
 mod tests;
