@@ -1,3 +1,83 @@
-//! The `claude-bottle` launcher: reads manifests, plans a bottle, and (later) runs it on Docker.
+//! The `claude-bottle` launcher: reads manifests, plans a bottle, renders the bundle's config,
+//! and (in a later step) runs the bottle on Docker.
+//!
+//! Layout, in reading order: [`cli`] holds the clap types; `commands` has one module per
+//! subcommand; `manifest` finds and validates bottle/agent files (Markdown + YAML
+//! frontmatter); `secrets` resolves env values and route tokens into redacted `Secret`s
+//! through the injectable `HostEnv`; `facts` asks the host what the plan needs (which
+//! variables are set, the container runtime); `plan` is the pure Manifest + facts -> Plan step
+//! behind `start --dry-run`; `render` turns a plan into text, the bundle's config and secrets
+//! file (the contract) and pipelock's YAML; `backend` is the one seam to the container engine
+//! (bollard lives only in `backend/docker.rs`).
 
 pub mod backend;
+pub mod cli;
+mod commands;
+mod facts;
+mod manifest;
+mod plan;
+mod render;
+mod secrets;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command};
+use crate::manifest::{Dirs, ManifestError};
+
+/// Exit status for a manifest that is invalid or missing (clap uses 2 for usage errors).
+pub const EXIT_MANIFEST: u8 = 3;
+/// Exit status for any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Start(args) => {
+            let dirs = dirs(args.cwd.clone())?;
+            commands::start::run(&args, &dirs, &secrets::ProcessHost)
+        }
+        Command::Info(args) => {
+            let dirs = dirs(args.cwd.clone())?;
+            commands::info::run(&args.agent, &dirs, &secrets::ProcessHost)
+        }
+        Command::Init => commands::init::run(&dirs(None)?.root),
+        Command::Completions(args) => {
+            commands::completions::run(args.shell);
+            Ok(())
+        }
+    }
+}
+
+/// The exit status for an error returned by [`run`].
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<ManifestError>().is_some())
+    {
+        EXIT_MANIFEST
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// Manifest locations from `$HOME`, `$CLAUDE_BOTTLE_HOME` and the project directory.
+fn dirs(cwd: Option<PathBuf>) -> anyhow::Result<Dirs> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .context("HOME is not set; claude-bottle keeps its manifests in $HOME/.claude-bottle")?;
+    let root = match std::env::var_os("CLAUDE_BOTTLE_HOME").filter(|h| !h.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => home.join(".claude-bottle"),
+    };
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let cwd = cwd
+        .canonicalize()
+        .with_context(|| format!("project directory {}", cwd.display()))?;
+    Ok(Dirs { home, root, cwd })
+}

@@ -1,10 +1,24 @@
+//! `claude-bottle`: parse the command line, start logging, dispatch. Logic lives in the library.
+
+use std::process::ExitCode;
+
 use clap::Parser;
+use claude_bottle::cli::Cli;
 
-/// Run Claude Code agents in sandboxed bottles.
-#[derive(Parser)]
-#[command(name = "claude-bottle", version)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLAUDE_BOTTLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match claude_bottle::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(claude_bottle::exit_code(&err))
+        }
+    }
 }

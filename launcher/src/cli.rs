@@ -1,0 +1,67 @@
+//! The command line: clap derive types only. Dispatch lives in [`crate::run`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run Claude Code agents in sandboxed bottles.
+///
+/// Manifests live in ~/.claude-bottle/ (override with CLAUDE_BOTTLE_HOME): bottles/<name>.md
+/// say what an agent is granted (env, git remotes, egress routes, supervise), agents/<name>.md
+/// name their bottle and hold the system prompt. Agents may also come from the project's
+/// .claude-bottle/agents/; bottles never do.
+#[derive(Debug, Parser)]
+#[command(name = "claude-bottle", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a bottle for an agent (for now: show its preflight plan with --dry-run).
+    Start(StartArgs),
+    /// Show an agent, its bottle and what the bottle grants.
+    Info(InfoArgs),
+    /// Write an example bottle and agent into the manifest home, never overwriting.
+    Init,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The agent: ~/.claude-bottle/agents/<AGENT>.md or ./.claude-bottle/agents/<AGENT>.md.
+    pub agent: String,
+    /// Print the preflight plan and exit; create nothing and ask for no secret.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print the plan as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+    /// Do not ask for confirmation before starting.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// The project directory: its .claude-bottle/agents/ are searched and its work tree is
+    /// copied into the bottle (default: the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub cwd: Option<PathBuf>,
+    /// Leave the bottle running in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The agent to describe.
+    pub agent: String,
+    /// The project directory whose .claude-bottle/agents/ are searched (default: current).
+    #[arg(long, value_name = "PATH")]
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,146 @@
+//! Host facts the plan needs: which variables are set and which container runtime Docker uses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::manifest::Loaded;
+use crate::plan::{self, HostFacts, IDENTITY_SUFFIX_LEN, Runtime};
+use crate::secrets::HostEnv;
+
+/// How long `docker info` may take before the runtime is reported unknown.
+const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Gathers the facts for `loaded`. Reads variable *presence* only, never values.
+pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<HostFacts> {
+    let mut random = [0u8; IDENTITY_SUFFIX_LEN];
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
+    Ok(facts_from(
+        loaded,
+        host,
+        runtime(),
+        plan::identity_suffix(random),
+        &|p: &Path| p.exists(),
+    ))
+}
+
+/// The facts from already-gathered parts; `exists` answers for host paths.
+fn facts_from(
+    loaded: &Loaded,
+    host: &dyn HostEnv,
+    runtime: Runtime,
+    identity_suffix: String,
+    exists: &dyn Fn(&Path) -> bool,
+) -> HostFacts {
+    // Empty counts as unset, as it does when values are resolved at start.
+    let vars_set = plan::vars_of_interest(loaded)
+        .into_iter()
+        .filter(|v| host.var(v).is_some_and(|value| !value.is_empty()))
+        .collect();
+    let home = PathBuf::from(host.var("HOME").unwrap_or_default());
+    let missing_paths = plan::host_paths(loaded, &home)
+        .into_iter()
+        .filter(|p| !exists(Path::new(p)))
+        .collect();
+    HostFacts {
+        vars_set,
+        runtime,
+        identity_suffix,
+        home,
+        missing_paths,
+    }
+}
+
+/// Asks Docker whether gVisor (`runsc`) is registered.
+fn runtime() -> Runtime {
+    let child = Command::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) => return Runtime::Unknown("the docker CLI is not installed".into()),
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < DOCKER_INFO_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Runtime::Unknown("the Docker engine did not answer".into());
+            }
+        }
+    }
+    match child.wait_with_output() {
+        Ok(out) if out.status.success() => runtime_from_info(&String::from_utf8_lossy(&out.stdout)),
+        _ => Runtime::Unknown("the Docker engine is not reachable".into()),
+    }
+}
+
+/// `docker info`'s runtimes JSON -> [`Runtime`].
+fn runtime_from_info(json: &str) -> Runtime {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+        Ok(runtimes) if runtimes.contains_key("runsc") => Runtime::Gvisor,
+        Ok(_) => Runtime::Runc,
+        Err(_) => Runtime::Unknown("unexpected `docker info` output".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::validate::{parse_agent, parse_bottle};
+    use crate::secrets::fake::FakeHost;
+
+    #[test]
+    fn facts_read_presence_and_missing_paths() {
+        let loaded = Loaded {
+            agent: parse_agent(
+                Path::new("/a.md"),
+                "a",
+                "---\nbottle: b\nskills: [have, lack]\n---\n",
+            )
+            .unwrap(),
+            bottle: parse_bottle(
+                Path::new("/b.md"),
+                "b",
+                "---\nenv:\n  E: \"${EMPTY}\"\n  F: \"${FULL}\"\ngit:\n  - {Name: r, Upstream: \"ssh://h/r.git\", IdentityFile: ~/.ssh/k}\n---\n",
+            )
+            .unwrap(),
+            warnings: vec![],
+        };
+        let host = FakeHost::new(&[("HOME", "/home/u"), ("EMPTY", ""), ("FULL", "v")], false);
+        let present = |p: &Path| p == Path::new("/home/u/.claude/skills/have");
+        let facts = facts_from(&loaded, &host, Runtime::Runc, "abcde".into(), &present);
+        assert_eq!(facts.vars_set.iter().collect::<Vec<_>>(), ["FULL"]);
+        assert_eq!(
+            facts.missing_paths.iter().collect::<Vec<_>>(),
+            ["/home/u/.claude/skills/lack", "/home/u/.ssh/k"]
+        );
+        assert_eq!(facts.home, Path::new("/home/u"));
+    }
+
+    #[test]
+    fn runsc_is_detected_from_docker_info() {
+        assert_eq!(
+            runtime_from_info(
+                r#"{"io.containerd.runc.v2":{"path":"runc"},"runc":{"path":"runc"},"runsc":{"path":"/usr/bin/runsc"}}"#
+            ),
+            Runtime::Gvisor
+        );
+        assert_eq!(
+            runtime_from_info(r#"{"runc":{"path":"runc"}}"#),
+            Runtime::Runc
+        );
+        assert!(matches!(runtime_from_info("garbage"), Runtime::Unknown(_)));
+    }
+}

@@ -1,0 +1,93 @@
+//! Checks on single manifest values (names, paths, URLs, keys). Each returns the sentence
+//! that follows `FILE:LINE: `KEY`: ` in the error.
+
+pub(crate) fn valid_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(super) fn valid_plain_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !s.contains("..")
+}
+
+pub(super) fn valid_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// A path prefix must be an absolute, already-normalised path: the proxy compares it with the
+/// normalised request path, so anything that could be read two ways is refused here.
+pub(super) fn check_path_prefix(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("`{p}` must start with `/`"));
+    }
+    if p.contains(['?', '#', '\\']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{p}` must be a plain path prefix: no query, fragment, backslash or whitespace"
+        ));
+    }
+    if p.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(format!("`{p}` contains a `.` or `..` segment"));
+    }
+    if p.contains('%') {
+        return Err(format!(
+            "`{p}` contains `%`: write the decoded path, the proxy compares decoded paths"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {
+    let Some(rest) = u.strip_prefix("ssh://") else {
+        return Err(format!(
+            "`{u}` is not an ssh:// URL; write it as ssh://user@host[:port]/path.git (the gate pushes over SSH)"
+        ));
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        Some(_) => return Err(format!("`{u}` has an invalid port")),
+        None => host_port,
+    };
+    if host.is_empty() || path.is_empty() {
+        return Err(format!(
+            "`{u}` needs a host and a repository path: ssh://user@host[:port]/path.git"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_host_key(k: &str) -> Result<(), String> {
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+        "sk-ssh-ed25519@openssh.com",
+    ];
+    let mut parts = k.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err("expected `<type> <base64 key>`, e.g. the second and third field of a known_hosts line (`ssh-keyscan HOST`)".into());
+    };
+    if !TYPES.contains(&kind) {
+        return Err(format!(
+            "unknown host key type `{kind}`; expected one of {}",
+            TYPES.join(", ")
+        ));
+    }
+    if blob.len() < 16
+        || !blob
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    {
+        return Err("the key part is not base64".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The preflight plan: a pure function of the manifest and a few host facts.
+//!
+//! [`build`] merges the built-in default routes (manifest wins for the same host), adds the
+//! Claude credential route, and lists everything the bottle will get: routes with path rules,
+//! auth scheme and token *name*, env *names* and where each value comes from, git remotes and
+//! supervise. It reads no file, no environment and no clock: the caller passes [`HostFacts`].
+//!
+//! [`Plan`] is also the `--json` output, so it derives `Serialize`; it holds no secret value by
+//! construction (no field can hold a [`crate::secrets::Secret`]).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::manifest::{AgentCommand, AuthScheme, EnvSource, Loaded, Route};
+
+/// Hosts every bottle can reach without a manifest route (pass-through, no auth). A manifest
+/// route for the same host replaces the default.
+pub(crate) const DEFAULT_ROUTES: &[&str] = &[
+    "api.anthropic.com",
+    "statsig.anthropic.com",
+    "sentry.io",
+    "claude.ai",
+    "platform.claude.com",
+    "downloads.claude.ai",
+    "raw.githubusercontent.com",
+];
+
+/// The host whose route carries the Claude credential.
+pub(crate) const CLAUDE_API_HOST: &str = "api.anthropic.com";
+
+/// Image names. The agent image is built from `Dockerfile.agent`, the bundle's from
+/// `Dockerfile.bundle`, both locally (no registry).
+pub(crate) const AGENT_IMAGE: &str = "claude-bottle-agent:latest";
+pub(crate) const BUNDLE_IMAGE: &str = concat!("claude-bottle-bundle:", env!("CARGO_PKG_VERSION"));
+
+/// Length of the random part of a bottle identity.
+pub(crate) const IDENTITY_SUFFIX_LEN: usize = 5;
+
+/// What the plan needs to know about the host. Gathered by the command layer.
+#[derive(Debug, Clone)]
+pub(crate) struct HostFacts {
+    /// Host environment variables that are set (names only; values are read at start).
+    pub(crate) vars_set: BTreeSet<String>,
+    /// The container runtime Docker will use.
+    pub(crate) runtime: Runtime,
+    /// The random part of the identity (see [`identity_suffix`]).
+    pub(crate) identity_suffix: String,
+    /// `$HOME`, to expand `~/` in `IdentityFile`.
+    pub(crate) home: std::path::PathBuf,
+    /// Host paths the bottle needs that do not exist (see [`host_paths`]).
+    pub(crate) missing_paths: BTreeSet<String>,
+}
+
+/// The container runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Runtime {
+    /// gVisor is registered with Docker: the agent runs under it.
+    Gvisor,
+    /// Docker's default runtime.
+    Runc,
+    /// Docker could not be asked; the reason is shown.
+    Unknown(String),
+}
+
+/// The preflight plan, shown by `start --dry-run` and, as JSON, by `start --dry-run --json`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Plan {
+    /// `<agent>-<5 base36 chars>`.
+    pub(crate) identity: String,
+    pub(crate) agent: AgentPlan,
+    pub(crate) bottle: BottlePlan,
+    pub(crate) images: ImagesPlan,
+    pub(crate) runtime: String,
+    /// Every host the bottle may reach, manifest routes first, then built-in defaults.
+    pub(crate) routes: Vec<RoutePlan>,
+    /// Env names and their sources; never values.
+    pub(crate) env: Vec<EnvPlan>,
+    pub(crate) git: Vec<GitPlan>,
+    pub(crate) supervise: bool,
+    /// Things that will fail at start or that the operator should know.
+    pub(crate) warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AgentPlan {
+    pub(crate) name: String,
+    pub(crate) file: String,
+    /// The command as shown to a person (`claude`, `sh -c '…'` or the argv).
+    pub(crate) command: Vec<String>,
+    pub(crate) skills: Vec<String>,
+    pub(crate) model: Option<String>,
+    /// Length of the system prompt (the Markdown body), in lines.
+    pub(crate) prompt_lines: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BottlePlan {
+    pub(crate) name: String,
+    pub(crate) file: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ImagesPlan {
+    pub(crate) agent: String,
+    pub(crate) bundle: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RoutePlan {
+    pub(crate) host: String,
+    /// Empty: every path.
+    pub(crate) path_allowlist: Vec<String>,
+    pub(crate) auth: Option<AuthPlan>,
+    pub(crate) origin: RouteOrigin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RouteOrigin {
+    /// Written in the bottle.
+    Manifest,
+    /// A built-in default route.
+    BuiltIn,
+    /// The built-in Claude credential route.
+    ClaudeCredential,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AuthPlan {
+    /// The typed scheme, for the renderers.
+    #[serde(skip)]
+    pub(crate) kind: AuthScheme,
+    /// `Bearer`, `token`, `Basic` or `header`.
+    pub(crate) scheme: String,
+    /// The header for scheme `header`.
+    pub(crate) header: Option<String>,
+    /// The host variable (and secrets-file slot) holding the token.
+    pub(crate) token: String,
+    /// Whether that variable is set on the host now.
+    pub(crate) token_set: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EnvPlan {
+    pub(crate) name: String,
+    /// `literal`, `host` or `prompt`.
+    pub(crate) source: &'static str,
+    /// For `host`: the host variable and whether it is set.
+    pub(crate) host_var: Option<String>,
+    pub(crate) host_var_set: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GitPlan {
+    pub(crate) name: String,
+    pub(crate) upstream: String,
+    /// The key on the host (copied into the bundle only).
+    pub(crate) identity_file: String,
+    pub(crate) known_host_key: Option<String>,
+    /// `scanned, then forwarded` or why pushes are refused.
+    pub(crate) push: String,
+    /// `host=address` pairs.
+    pub(crate) extra_hosts: Vec<String>,
+}
+
+/// Builds the plan. Pure: everything it needs is in `loaded` and `facts`.
+pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
+    let agent = &loaded.agent;
+    let bottle = &loaded.bottle;
+    let mut warnings = loaded.warnings.clone();
+
+    let mut routes: Vec<RoutePlan> = bottle
+        .routes
+        .iter()
+        .map(|r| route_plan(r, RouteOrigin::Manifest, facts))
+        .collect();
+    let in_manifest: BTreeSet<&str> = bottle.routes.iter().map(|r| r.host.as_str()).collect();
+    let claude_var = bottle_contract::wire::CLAUDE_TOKEN_ENV;
+    for host in DEFAULT_ROUTES {
+        if in_manifest.contains(host) {
+            continue;
+        }
+        let mut auth = None;
+        let mut origin = RouteOrigin::BuiltIn;
+        if *host == CLAUDE_API_HOST {
+            let set = facts.vars_set.contains(claude_var);
+            if set || agent.command == AgentCommand::Claude {
+                origin = RouteOrigin::ClaudeCredential;
+                auth = Some(AuthPlan {
+                    kind: AuthScheme::Bearer,
+                    scheme: "Bearer".into(),
+                    header: None,
+                    token: claude_var.into(),
+                    token_set: set,
+                });
+            } else {
+                warnings.push(format!(
+                    "route `{host}` passes through without the Claude credential: `{claude_var}` is not set and the agent runs its own command"
+                ));
+            }
+        }
+        routes.push(RoutePlan {
+            host: (*host).to_owned(),
+            path_allowlist: Vec::new(),
+            auth,
+            origin,
+        });
+    }
+    for r in &routes {
+        if let Some(a) = r.auth.as_ref().filter(|a| !a.token_set) {
+            warnings.push(format!(
+                "route `{}`: its token variable `{}` is not set on the host; start will refuse until it is exported",
+                r.host, a.token
+            ));
+        }
+    }
+
+    let env = bottle
+        .env
+        .iter()
+        .map(|e| match &e.source {
+            EnvSource::Literal(_) => EnvPlan {
+                name: e.name.clone(),
+                source: "literal",
+                host_var: None,
+                host_var_set: None,
+            },
+            EnvSource::HostVar(var) => {
+                let set = facts.vars_set.contains(var);
+                if let Some(r) = bottle.routes.iter().find(|r| {
+                    r.auth.as_ref().is_some_and(|a| a.token_ref == *var)
+                }) {
+                    warnings.push(format!(
+                        "env `{}` copies `{var}`, the token of route `{}`: the agent will hold that credential itself; drop the env entry if the route's injection is enough",
+                        e.name,
+                        r.host.as_str()
+                    ));
+                }
+                if !set {
+                    warnings.push(format!(
+                        "env `{}`: host variable `{var}` is not set; start will refuse until it is exported",
+                        e.name
+                    ));
+                }
+                EnvPlan {
+                    name: e.name.clone(),
+                    source: "host",
+                    host_var: Some(var.clone()),
+                    host_var_set: Some(set),
+                }
+            }
+            EnvSource::Prompt(_) => EnvPlan {
+                name: e.name.clone(),
+                source: "prompt",
+                host_var: None,
+                host_var_set: None,
+            },
+        })
+        .collect();
+
+    let git: Vec<GitPlan> = bottle
+        .git
+        .iter()
+        .map(|g| GitPlan {
+            name: g.name.clone(),
+            upstream: g.upstream.clone(),
+            identity_file: expand_home(&g.identity_file, &facts.home),
+            known_host_key: g.known_host_key.clone(),
+            push: match g.known_host_key {
+                Some(_) => "scanned for secrets, then forwarded (host key pinned)".into(),
+                None => "refused: no KnownHostKey pinned (fetch works, push does not)".into(),
+            },
+            extra_hosts: g
+                .extra_hosts
+                .iter()
+                .map(|(h, ip)| format!("{h}={ip}"))
+                .collect(),
+        })
+        .collect();
+
+    for skill in &agent.skills {
+        let path = skill_path(&facts.home, skill);
+        if facts.missing_paths.contains(&path) {
+            warnings.push(format!(
+                "skill `{skill}`: {path} does not exist; start will refuse until it does"
+            ));
+        }
+    }
+    for g in &git {
+        let g: &GitPlan = g;
+        if facts.missing_paths.contains(&g.identity_file) {
+            warnings.push(format!(
+                "git remote `{}`: IdentityFile {} does not exist; start will refuse until it does",
+                g.name, g.identity_file
+            ));
+        }
+    }
+
+    Plan {
+        identity: format!("{}-{}", agent.name, facts.identity_suffix),
+        agent: AgentPlan {
+            name: agent.name.clone(),
+            file: agent.file.display().to_string(),
+            command: command_words(&agent.command),
+            skills: agent.skills.clone(),
+            model: agent.model.clone(),
+            prompt_lines: agent.prompt.lines().count(),
+        },
+        bottle: BottlePlan {
+            name: bottle.name.clone(),
+            file: bottle.file.display().to_string(),
+        },
+        images: ImagesPlan {
+            agent: AGENT_IMAGE.into(),
+            bundle: BUNDLE_IMAGE.into(),
+        },
+        runtime: match &facts.runtime {
+            Runtime::Gvisor => "runsc (gVisor)".into(),
+            Runtime::Runc => "runc (gVisor not registered with Docker)".into(),
+            Runtime::Unknown(why) => format!("unknown ({why})"),
+        },
+        routes,
+        env,
+        git,
+        supervise: bottle.supervise,
+        warnings,
+    }
+}
+
+fn route_plan(route: &Route, origin: RouteOrigin, facts: &HostFacts) -> RoutePlan {
+    RoutePlan {
+        host: route.host.as_str().to_owned(),
+        path_allowlist: route.path_allowlist.clone(),
+        auth: route.auth.as_ref().map(|a| {
+            let (scheme, header) = match &a.scheme {
+                AuthScheme::Bearer => ("Bearer", None),
+                AuthScheme::Token => ("token", None),
+                AuthScheme::Basic => ("Basic", None),
+                AuthScheme::Header(h) => ("header", Some(h.clone())),
+            };
+            AuthPlan {
+                kind: a.scheme.clone(),
+                scheme: scheme.into(),
+                header,
+                token: a.token_ref.clone(),
+                token_set: facts.vars_set.contains(&a.token_ref),
+            }
+        }),
+        origin,
+    }
+}
+
+fn command_words(command: &AgentCommand) -> Vec<String> {
+    match command {
+        AgentCommand::Claude => vec!["claude".into()],
+        AgentCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        AgentCommand::Argv(argv) => argv.clone(),
+    }
+}
+
+/// `~/x` -> `$HOME/x`; anything else unchanged.
+pub(crate) fn expand_home(path: &str, home: &Path) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => home.join(rest).display().to_string(),
+        None => path.to_owned(),
+    }
+}
+
+/// Host variables the plan asks about: every token and `${VAR}` of the bottle, plus the Claude
+/// credential.
+pub(crate) fn vars_of_interest(loaded: &Loaded) -> BTreeSet<String> {
+    let mut vars = BTreeSet::from([bottle_contract::wire::CLAUDE_TOKEN_ENV.to_owned()]);
+    for r in &loaded.bottle.routes {
+        if let Some(a) = &r.auth {
+            vars.insert(a.token_ref.clone());
+        }
+    }
+    for e in &loaded.bottle.env {
+        if let EnvSource::HostVar(v) = &e.source {
+            vars.insert(v.clone());
+        }
+    }
+    vars
+}
+
+/// Directory of Claude skills on the host (`~/.claude/skills/<name>`), relative to `$HOME`.
+pub(crate) const SKILLS_DIR: &str = ".claude/skills";
+
+fn skill_path(home: &Path, skill: &str) -> String {
+    home.join(SKILLS_DIR).join(skill).display().to_string()
+}
+
+/// Host paths the bottle will copy: each skill directory and each git `IdentityFile`.
+pub(crate) fn host_paths(loaded: &Loaded, home: &Path) -> BTreeSet<String> {
+    let skills = loaded.agent.skills.iter().map(|s| skill_path(home, s));
+    let keys = loaded
+        .bottle
+        .git
+        .iter()
+        .map(|g| expand_home(&g.identity_file, home));
+    skills.chain(keys).collect()
+}
+
+/// The random part of an identity from random bytes: lowercase base36, [`IDENTITY_SUFFIX_LEN`]
+/// characters.
+pub(crate) fn identity_suffix(random: [u8; IDENTITY_SUFFIX_LEN]) -> String {
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    random
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,461 @@
+//! Plan building, the renderers' golden outputs, and the no-secret-leak guarantee.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use expect_test::{expect, expect_file};
+
+use super::*;
+use crate::manifest::validate::{parse_agent, parse_bottle};
+use crate::render::bundle_config::{Egress, bundle_config, secrets_file, token_routes};
+use crate::render::pipelock::pipelock_yaml;
+use crate::render::plan_text::plan_text;
+use crate::secrets::fake::FakeHost;
+use crate::secrets::{resolve_env, resolve_tokens};
+
+/// Secret values used in these tests; none may appear in any plan, config or message.
+const SECRETS: &[(&str, &str)] = &[
+    ("GH_PAT", "ghp_SECRET_github_0001"),
+    ("LINEAR_KEY", "lin_SECRET_linear_0002"),
+    (
+        "CLAUDE_BOTTLE_OAUTH_TOKEN",
+        "sk-ant-oat01-SECRET_claude_0003",
+    ),
+];
+const LITERAL_SECRET: &str = "literal_SECRET_0004";
+const PROMPT_ANSWER: &str = "typed_SECRET_0005";
+
+pub(super) const FULL_BOTTLE: &str = "---
+env:
+  GIT_AUTHOR_NAME: alice
+  PASTED: literal_SECRET_0004
+  GITEA_TOKEN: \"?paste your Gitea token\"
+  GITHUB_TOKEN: \"${GH_PAT}\"
+git:
+  - Name: app
+    Upstream: ssh://git@gitea.example.com:30009/alice/app.git
+    IdentityFile: ~/.ssh/id_ed25519_gitea
+    KnownHostKey: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKey\"
+    ExtraHosts: {gitea.example.com: 100.64.0.7}
+  - Name: docs
+    Upstream: ssh://git@gitea.example.com/alice/docs.git
+    IdentityFile: /keys/docs
+egress:
+  routes:
+    - host: api.github.com
+      path_allowlist: [\"/repos/alice/\"]
+      auth: {scheme: Bearer, token_ref: GH_PAT}
+    - host: api.linear.app
+      auth: {scheme: header, header: Authorization, token_ref: LINEAR_KEY}
+    - host: \"*.npmjs.org\"
+    - host: sentry.io
+      path_allowlist: [\"/api/\"]
+supervise: true
+---
+Team bottle.
+";
+
+const FULL_AGENT: &str = "---
+bottle: dev
+skills: [review]
+model: opus
+---
+You are careful.
+Line two.
+";
+
+fn loaded(agent_text: &str) -> Loaded {
+    Loaded {
+        agent: parse_agent(
+            Path::new("/home/u/.claude-bottle/agents/coder.md"),
+            "coder",
+            agent_text,
+        )
+        .unwrap(),
+        bottle: parse_bottle(
+            Path::new("/home/u/.claude-bottle/bottles/dev.md"),
+            "dev",
+            FULL_BOTTLE,
+        )
+        .unwrap(),
+        warnings: vec![],
+    }
+}
+
+fn facts(vars: &[&str]) -> HostFacts {
+    HostFacts {
+        vars_set: vars
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect::<BTreeSet<_>>(),
+        runtime: Runtime::Runc,
+        identity_suffix: "ab12c".into(),
+        home: PathBuf::from("/home/u"),
+        missing_paths: BTreeSet::new(),
+    }
+}
+
+fn full_plan() -> Plan {
+    build(
+        &loaded(FULL_AGENT),
+        &facts(&["GH_PAT", "LINEAR_KEY", "CLAUDE_BOTTLE_OAUTH_TOKEN"]),
+    )
+}
+
+#[test]
+fn plan_text_golden() {
+    expect_file!["../tests/golden/plan.txt"].assert_eq(&plan_text(&full_plan()));
+}
+
+#[test]
+fn plan_json_golden() {
+    let json = serde_json::to_string_pretty(&full_plan()).unwrap();
+    expect_file!["../tests/golden/plan.json"].assert_eq(&json);
+}
+
+#[test]
+fn bundle_config_golden_direct() {
+    let config = bundle_config(&full_plan(), Egress::Direct);
+    expect_file!["../tests/golden/bundle_config_direct.json"].assert_eq(&config.to_json());
+    // What the launcher writes, the bundle reads: the contract's own parser accepts it.
+    let back = bottle_contract::bundle_config::BundleConfig::from_json(&config.to_json()).unwrap();
+    assert_eq!(back, config);
+}
+
+#[test]
+fn bundle_config_golden_pipelock() {
+    let config = bundle_config(&full_plan(), Egress::Pipelock);
+    expect_file!["../tests/golden/bundle_config_pipelock.json"].assert_eq(&config.to_json());
+}
+
+#[test]
+fn pipelock_golden() {
+    let yaml = pipelock_yaml(&full_plan()).unwrap();
+    expect_file!["../tests/golden/pipelock.yaml"].assert_eq(&yaml);
+}
+
+#[test]
+fn pipelock_yaml_is_valid_yaml_with_the_required_settings() {
+    let yaml = pipelock_yaml(&full_plan()).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(doc["mode"], "strict");
+    assert_eq!(doc["sentry"]["enabled"], false);
+    assert_eq!(doc["forward_proxy"]["enabled"], true);
+    assert_eq!(doc["fetch_proxy"]["listen"], "127.0.0.1:8888");
+    let plan = full_plan();
+    let hosts: Vec<&str> = plan.routes.iter().map(|r| r.host.as_str()).collect();
+    let allow: Vec<&str> = doc["api_allowlist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(allow, hosts);
+    // Every credentialed host is passed through (no DLP on injected headers), no other.
+    let pass: BTreeSet<&str> = doc["tls_interception"]["passthrough_domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pass,
+        BTreeSet::from(["api.github.com", "api.linear.app", "api.anthropic.com"])
+    );
+}
+
+#[test]
+fn defaults_are_merged_and_the_manifest_wins() {
+    let plan = full_plan();
+    let hosts: Vec<(&str, RouteOrigin)> = plan
+        .routes
+        .iter()
+        .map(|r| (r.host.as_str(), r.origin))
+        .collect();
+    expect![[r#"
+        [
+            (
+                "api.github.com",
+                Manifest,
+            ),
+            (
+                "api.linear.app",
+                Manifest,
+            ),
+            (
+                "*.npmjs.org",
+                Manifest,
+            ),
+            (
+                "sentry.io",
+                Manifest,
+            ),
+            (
+                "api.anthropic.com",
+                ClaudeCredential,
+            ),
+            (
+                "statsig.anthropic.com",
+                BuiltIn,
+            ),
+            (
+                "claude.ai",
+                BuiltIn,
+            ),
+            (
+                "platform.claude.com",
+                BuiltIn,
+            ),
+            (
+                "downloads.claude.ai",
+                BuiltIn,
+            ),
+            (
+                "raw.githubusercontent.com",
+                BuiltIn,
+            ),
+        ]
+    "#]]
+    .assert_debug_eq(&hosts);
+    // sentry.io came from the manifest: its path rule holds, it is listed once.
+    let sentry: Vec<_> = plan
+        .routes
+        .iter()
+        .filter(|r| r.host == "sentry.io")
+        .collect();
+    assert_eq!(sentry.len(), 1);
+    assert_eq!(sentry[0].path_allowlist, ["/api/"]);
+    // Every default host is present exactly once.
+    for host in DEFAULT_ROUTES {
+        assert_eq!(
+            plan.routes.iter().filter(|r| r.host == *host).count(),
+            1,
+            "{host}"
+        );
+    }
+}
+
+#[test]
+fn manifest_route_for_the_claude_host_replaces_the_credential_route() {
+    let mut l = loaded(FULL_AGENT);
+    l.bottle.routes.push(crate::manifest::Route {
+        host: crate::manifest::Host::parse("api.anthropic.com").unwrap(),
+        path_allowlist: vec!["/v1/messages".into()],
+        auth: None,
+    });
+    let plan = build(&l, &facts(&["CLAUDE_BOTTLE_OAUTH_TOKEN"]));
+    let r: Vec<_> = plan
+        .routes
+        .iter()
+        .filter(|r| r.host == CLAUDE_API_HOST)
+        .collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].origin, RouteOrigin::Manifest);
+    assert!(r[0].auth.is_none());
+}
+
+#[test]
+fn claude_credential_unset_for_claude_is_kept_and_warned() {
+    let plan = build(&loaded(FULL_AGENT), &facts(&["GH_PAT", "LINEAR_KEY"]));
+    let r = plan
+        .routes
+        .iter()
+        .find(|r| r.host == CLAUDE_API_HOST)
+        .unwrap();
+    let auth = r.auth.as_ref().unwrap();
+    assert_eq!(auth.token, "CLAUDE_BOTTLE_OAUTH_TOKEN");
+    assert!(!auth.token_set);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("`CLAUDE_BOTTLE_OAUTH_TOKEN` is not set")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn claude_credential_unset_with_own_command_passes_through() {
+    let agent = "---\nbottle: dev\ncommand: [python3, client.py]\n---\n";
+    let plan = build(&loaded(agent), &facts(&["GH_PAT", "LINEAR_KEY"]));
+    let r = plan
+        .routes
+        .iter()
+        .find(|r| r.host == CLAUDE_API_HOST)
+        .unwrap();
+    assert!(r.auth.is_none());
+    assert_eq!(r.origin, RouteOrigin::BuiltIn);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("passes through without the Claude credential"))
+    );
+    // With the variable set, a custom command still gets the credential.
+    let plan = build(&loaded(agent), &facts(&["CLAUDE_BOTTLE_OAUTH_TOKEN"]));
+    let r = plan
+        .routes
+        .iter()
+        .find(|r| r.host == CLAUDE_API_HOST)
+        .unwrap();
+    assert_eq!(r.origin, RouteOrigin::ClaudeCredential);
+}
+
+#[test]
+fn unset_tokens_and_vars_are_warned_by_name() {
+    let plan = build(&loaded(FULL_AGENT), &facts(&[]));
+    let text = plan.warnings.join("\n");
+    assert!(
+        text.contains("route `api.github.com`: its token variable `GH_PAT` is not set"),
+        "{text}"
+    );
+    assert!(
+        text.contains("env `GITHUB_TOKEN`: host variable `GH_PAT` is not set"),
+        "{text}"
+    );
+}
+
+#[test]
+fn identity_is_agent_dash_five_base36() {
+    let plan = full_plan();
+    assert_eq!(plan.identity, "coder-ab12c");
+    let s = identity_suffix([0, 35, 36, 255, 100]);
+    assert_eq!(s, "0z03s");
+    assert_eq!(s.len(), IDENTITY_SUFFIX_LEN);
+    assert!(
+        s.chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
+}
+
+#[test]
+fn git_without_host_key_refuses_push_and_keys_are_expanded() {
+    let plan = full_plan();
+    assert_eq!(plan.git[0].identity_file, "/home/u/.ssh/id_ed25519_gitea");
+    assert!(plan.git[0].push.starts_with("scanned"));
+    assert!(
+        plan.git[1].push.starts_with("refused"),
+        "{}",
+        plan.git[1].push
+    );
+    let config = bundle_config(&plan, Egress::Direct);
+    assert_eq!(config.gate.remotes[1].known_host_key, None);
+    assert_eq!(config.gate.remotes[0].identity_file, "/etc/bottle/keys/app");
+}
+
+#[test]
+fn roles_follow_the_bottle() {
+    let mut l = loaded(FULL_AGENT);
+    l.bottle.git.clear();
+    l.bottle.supervise = false;
+    let config = bundle_config(&build(&l, &facts(&[])), Egress::Direct);
+    assert_eq!(
+        config.roles,
+        vec![bottle_contract::bundle_config::Role::Proxy]
+    );
+    assert!(config.supervise.is_none());
+}
+
+/// The guarantee: resolve everything with real values, then render every output the launcher
+/// produces and every error it can raise; no value appears anywhere.
+#[test]
+fn no_secret_value_in_plan_json_config_or_errors() {
+    let l = loaded(FULL_AGENT);
+    let host = FakeHost::new(SECRETS, true);
+    host.answers.borrow_mut().push(PROMPT_ANSWER.into());
+    let plan = build(
+        &l,
+        &facts(&["GH_PAT", "LINEAR_KEY", "CLAUDE_BOTTLE_OAUTH_TOKEN"]),
+    );
+    let env = resolve_env(&l.bottle, &host).unwrap();
+    let tokens = resolve_tokens(&token_routes(&plan), &host).unwrap();
+    let secrets = secrets_file(&tokens);
+
+    // The values did resolve (so the checks below are not vacuous).
+    assert_eq!(tokens["GH_PAT"].expose(), "ghp_SECRET_github_0001");
+    assert_eq!(secrets.tokens.len(), 3);
+    assert!(env.vars.iter().any(|(_, v)| v.expose() == PROMPT_ANSWER));
+    assert!(env.vars.iter().any(|(_, v)| v.expose() == LITERAL_SECRET));
+
+    let mut outputs = vec![
+        plan_text(&plan),
+        serde_json::to_string(&plan).unwrap(),
+        format!("{plan:?}"),
+        bundle_config(&plan, Egress::Direct).to_json(),
+        bundle_config(&plan, Egress::Pipelock).to_json(),
+        pipelock_yaml(&plan).unwrap(),
+        format!("{l:?}"),
+        format!("{env:?}"),
+        format!("{tokens:?}"),
+        format!("{secrets:?}"),
+    ];
+    // Errors raised while other secrets are present.
+    let missing = FakeHost::new(&SECRETS[..1], false);
+    outputs.push(resolve_env(&l.bottle, &missing).unwrap_err().to_string());
+    outputs.push(
+        resolve_tokens(&token_routes(&plan), &missing)
+            .unwrap_err()
+            .to_string(),
+    );
+    let bad = FULL_BOTTLE.replace("supervise: true", "supervise: literal_SECRET_0004");
+    outputs.push(
+        parse_bottle(Path::new("/b.md"), "b", &bad)
+            .unwrap_err()
+            .to_string(),
+    );
+    let bad = FULL_BOTTLE.replace(
+        "GIT_AUTHOR_NAME: alice",
+        "GIT_AUTHOR_NAME: [literal_SECRET_0004",
+    );
+    outputs.push(
+        parse_bottle(Path::new("/b.md"), "b", &bad)
+            .unwrap_err()
+            .to_string(),
+    );
+
+    let values: Vec<&str> = SECRETS
+        .iter()
+        .map(|(_, v)| *v)
+        .chain([LITERAL_SECRET, PROMPT_ANSWER])
+        .collect();
+    for out in &outputs {
+        for v in &values {
+            assert!(!out.contains(v), "secret {v} leaked into:\n{out}");
+        }
+        assert!(!out.contains("SECRET_"), "a secret leaked into:\n{out}");
+    }
+}
+
+#[test]
+fn env_copy_of_a_route_token_is_warned() {
+    let plan = full_plan();
+    let text = plan.warnings.join("\n");
+    assert!(
+        text.contains("env `GITHUB_TOKEN` copies `GH_PAT`, the token of route `api.github.com`: the agent will hold that credential itself"),
+        "{text}"
+    );
+    assert_eq!(plan.warnings.len(), 1, "{text}");
+}
+
+#[test]
+fn missing_skills_and_keys_are_warned() {
+    let mut f = facts(&["GH_PAT", "LINEAR_KEY", "CLAUDE_BOTTLE_OAUTH_TOKEN"]);
+    f.missing_paths = host_paths(&loaded(FULL_AGENT), &f.home);
+    assert_eq!(
+        f.missing_paths.iter().collect::<Vec<_>>(),
+        [
+            "/home/u/.claude/skills/review",
+            "/home/u/.ssh/id_ed25519_gitea",
+            "/keys/docs"
+        ]
+    );
+    let plan = build(&loaded(FULL_AGENT), &f);
+    let text = plan.warnings.join("\n");
+    assert!(
+        text.contains("skill `review`: /home/u/.claude/skills/review does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("git remote `docs`: IdentityFile /keys/docs does not exist"),
+        "{text}"
+    );
+}

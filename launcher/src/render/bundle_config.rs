@@ -1,0 +1,156 @@
+//! Plan -> the bundle's config (contract) and its secrets file.
+//!
+//! The config carries token *slot names* only (`AuthConfig::token_slot` = the route's
+//! `token_ref`, or `CLAUDE_BOTTLE_OAUTH_TOKEN` for the Claude route); values go only into the
+//! [`SecretsFile`], which is copied into the bundle container and nowhere else.
+
+use std::collections::BTreeMap;
+
+use bottle_contract::SCHEMA_VERSION;
+use bottle_contract::bundle_config::{
+    AuthConfig, AuthScheme as WireScheme, BundleConfig, ExtraHost, GateConfig, GitRemoteConfig,
+    Listen, Outbound, PipelockConfig, ProxyConfig, Role, RouteConfig, SuperviseConfig,
+};
+use bottle_contract::secrets::SecretsFile;
+use bottle_contract::wire;
+
+use crate::manifest::AuthScheme;
+use crate::plan::Plan;
+use crate::render::pipelock;
+use crate::secrets::Secret;
+
+/// Largest push (pack bytes) the gate accepts.
+pub(crate) const MAX_PUSH_BYTES: u64 = 100 * 1024 * 1024;
+/// Longest a pre-receive scan plus forward may take.
+pub(crate) const PUSH_TIMEOUT_SECS: u64 = 120;
+
+/// How the bundle's egress proxy reaches the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Egress {
+    /// Dial upstream hosts directly (no pipelock in the bundle image).
+    Direct,
+    /// Chain through pipelock, run by the bundle as a child on 127.0.0.1:8888.
+    // FIXME(docker backend): chosen when the bundle image holds /usr/local/bin/pipelock; until
+    // then only the tests render it.
+    #[allow(dead_code)]
+    Pipelock,
+}
+
+/// The bundle's config for `plan`. Contains no secret value.
+pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
+    let mut roles = vec![Role::Proxy];
+    if !plan.git.is_empty() {
+        roles.push(Role::Gate);
+    }
+    if plan.supervise {
+        roles.push(Role::Mcp);
+    }
+    let routes = plan
+        .routes
+        .iter()
+        .map(|r| RouteConfig {
+            host: r.host.clone(),
+            path_allowlist: r.path_allowlist.clone(),
+            auth: r.auth.as_ref().map(|a| AuthConfig {
+                scheme: match &a.kind {
+                    AuthScheme::Bearer => WireScheme::Bearer,
+                    AuthScheme::Token => WireScheme::Token,
+                    AuthScheme::Basic => WireScheme::Basic,
+                    AuthScheme::Header(name) => WireScheme::Header { name: name.clone() },
+                },
+                token_slot: a.token.clone(),
+            }),
+        })
+        .collect();
+    let (outbound, pipelock) = match egress {
+        Egress::Direct => (
+            Outbound::Direct {
+                allow_private: Vec::new(),
+            },
+            None,
+        ),
+        Egress::Pipelock => (
+            Outbound::Upstream {
+                proxy_url: format!("http://{}", pipelock::LISTEN),
+                extra_ca: Some(pipelock::CA_CERT_PATH.into()),
+            },
+            Some(PipelockConfig {
+                binary: pipelock::BINARY.into(),
+                config: pipelock::CONFIG_PATH.into(),
+                listen: pipelock::LISTEN.into(),
+            }),
+        ),
+    };
+    let remotes = plan
+        .git
+        .iter()
+        .map(|g| GitRemoteConfig {
+            name: g.name.clone(),
+            upstream: g.upstream.clone(),
+            identity_file: format!("{}/{}", wire::BUNDLE_KEYS_DIR, g.name),
+            known_host_key: g.known_host_key.clone(),
+            extra_hosts: g
+                .extra_hosts
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(host, address)| ExtraHost {
+                    host: host.into(),
+                    address: address.into(),
+                })
+                .collect(),
+        })
+        .collect();
+    BundleConfig {
+        schema_version: SCHEMA_VERSION,
+        identity: plan.identity.clone(),
+        roles,
+        proxy: ProxyConfig {
+            listen: listen(wire::PROXY_PORT, wire::PROXY_SOCKET),
+            ca_cert: wire::BUNDLE_CA_CERT_PATH.into(),
+            ca_key: wire::BUNDLE_CA_KEY_PATH.into(),
+            routes,
+            outbound,
+        },
+        gate: GateConfig {
+            listen: listen(wire::GATE_PORT, wire::GATE_SOCKET),
+            mirrors_dir: wire::BUNDLE_MIRRORS_DIR.into(),
+            remotes,
+            scanner_rules: None,
+            max_push_bytes: MAX_PUSH_BYTES,
+            push_timeout_secs: PUSH_TIMEOUT_SECS,
+        },
+        supervise: plan.supervise.then(|| SuperviseConfig {
+            listen: listen(wire::SUPERVISE_PORT, wire::SUPERVISE_SOCKET),
+            queue_dir: wire::BUNDLE_QUEUE_DIR.into(),
+        }),
+        pipelock,
+        audit_log: wire::BUNDLE_AUDIT_LOG.into(),
+    }
+}
+
+fn listen(port: u16, socket: &str) -> Listen {
+    Listen {
+        tcp: Some(format!("0.0.0.0:{port}")),
+        unix: Some(socket.into()),
+    }
+}
+
+/// The secrets file: every token the config names, by slot. `tokens` comes from
+/// [`crate::secrets::resolve_tokens`], keyed by variable name (= slot name).
+pub(crate) fn secrets_file(tokens: &BTreeMap<String, Secret>) -> SecretsFile {
+    SecretsFile {
+        tokens: tokens
+            .iter()
+            .map(|(slot, value)| (slot.clone(), value.expose().to_owned()))
+            .collect(),
+    }
+}
+
+/// `(route host, token variable)` for every credentialed route of `plan`, the input of
+/// [`crate::secrets::resolve_tokens`].
+pub(crate) fn token_routes(plan: &Plan) -> Vec<(String, String)> {
+    plan.routes
+        .iter()
+        .filter_map(|r| r.auth.as_ref().map(|a| (r.host.clone(), a.token.clone())))
+        .collect()
+}

@@ -1,0 +1,49 @@
+//! Renderers: the plan as text for a person, the bundle's config and secrets file (the
+//! contract), and pipelock's YAML. All pure: they return documents, the caller writes them.
+
+pub(crate) mod bundle_config;
+pub(crate) mod pipelock;
+pub(crate) mod plan_text;
+
+use std::collections::BTreeMap;
+
+use crate::plan::Plan;
+use crate::secrets::Secret;
+
+/// The files the bundle container receives, rendered in memory. Only `secrets_json` holds
+/// values; the Docker step copies it into the bundle (mode 0600) and nowhere else.
+pub(crate) struct BottleFiles {
+    pub(crate) config_json: String,
+    pub(crate) secrets_json: String,
+    pub(crate) pipelock_yaml: Option<String>,
+}
+
+impl std::fmt::Debug for BottleFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BottleFiles")
+            .field("config_json", &self.config_json)
+            .field("secrets_json", &"<redacted>")
+            .field("pipelock_yaml", &self.pipelock_yaml)
+            .finish()
+    }
+}
+
+/// Renders every bundle file for `plan` with the resolved `tokens` (keyed by slot).
+pub(crate) fn bottle_files(
+    plan: &Plan,
+    egress: bundle_config::Egress,
+    tokens: &BTreeMap<String, Secret>,
+) -> Result<BottleFiles, pipelock::RenderError> {
+    let config = bundle_config::bundle_config(plan, egress);
+    let pipelock_yaml = match egress {
+        bundle_config::Egress::Direct => None,
+        bundle_config::Egress::Pipelock => Some(pipelock::pipelock_yaml(plan)?),
+    };
+    let secrets = bundle_config::secrets_file(tokens);
+    Ok(BottleFiles {
+        config_json: config.to_json(),
+        // Serializing a map of strings cannot fail.
+        secrets_json: serde_json::to_string(&secrets).unwrap_or_default(),
+        pipelock_yaml,
+    })
+}

@@ -1,0 +1,124 @@
+//! The preflight plan as text (`claude-bottle start --dry-run`).
+
+use std::fmt::Write;
+
+use crate::plan::{Plan, RouteOrigin};
+
+/// The plan as aligned text. Like the plan itself, it holds names, never values.
+pub(crate) fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    // Writing to a String cannot fail.
+    let _ = writeln!(w, "Preflight plan for bottle {}", plan.identity);
+    let _ = writeln!(w, "  agent      {}  ({})", plan.agent.name, plan.agent.file);
+    let _ = writeln!(w, "  command    {}", shell_words(&plan.agent.command));
+    let _ = writeln!(w, "  skills     {}", list_or_none(&plan.agent.skills));
+    if let Some(model) = &plan.agent.model {
+        let _ = writeln!(w, "  model      {model}");
+    }
+    let _ = writeln!(w, "  prompt     {} lines", plan.agent.prompt_lines);
+    let _ = writeln!(
+        w,
+        "  bottle     {}  ({})",
+        plan.bottle.name, plan.bottle.file
+    );
+    let _ = writeln!(
+        w,
+        "  images     agent {}, bundle {}",
+        plan.images.agent, plan.images.bundle
+    );
+    let _ = writeln!(w, "  runtime    {}", plan.runtime);
+    let _ = writeln!(
+        w,
+        "  supervise  {}",
+        if plan.supervise {
+            "on (MCP tools for a stuck agent; proposals go to the dashboard)"
+        } else {
+            "off"
+        }
+    );
+    let _ = writeln!(
+        w,
+        "  routes ({}; any other host is refused)",
+        plan.routes.len()
+    );
+    let width = plan.routes.iter().map(|r| r.host.len()).max().unwrap_or(0);
+    for r in &plan.routes {
+        let paths = if r.path_allowlist.is_empty() {
+            "all paths".to_owned()
+        } else {
+            format!("paths {}", r.path_allowlist.join(" "))
+        };
+        let auth = match &r.auth {
+            None => "no auth".to_owned(),
+            Some(a) => {
+                let scheme = match &a.header {
+                    Some(h) => format!("header {h}"),
+                    None => a.scheme.clone(),
+                };
+                let set = if a.token_set { "set" } else { "NOT SET" };
+                format!("auth {scheme} from ${} ({set})", a.token)
+            }
+        };
+        let origin = match r.origin {
+            RouteOrigin::Manifest => "",
+            RouteOrigin::BuiltIn => "  [built-in]",
+            RouteOrigin::ClaudeCredential => "  [built-in, Claude credential]",
+        };
+        let _ = writeln!(w, "    {:width$}  {paths}; {auth}{origin}", r.host);
+    }
+    let _ = writeln!(w, "  env ({}; values never shown)", plan.env.len());
+    let width = plan.env.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    for e in &plan.env {
+        let source = match (e.source, &e.host_var, e.host_var_set) {
+            ("host", Some(var), Some(true)) => format!("from host ${var} (set)"),
+            ("host", Some(var), _) => format!("from host ${var} (NOT SET)"),
+            ("prompt", _, _) => "asked on the terminal at start, not echoed".to_owned(),
+            _ => "literal in the bottle".to_owned(),
+        };
+        let _ = writeln!(w, "    {:width$}  {source}", e.name);
+    }
+    let _ = writeln!(w, "  git remotes ({})", plan.git.len());
+    for g in &plan.git {
+        let _ = writeln!(
+            w,
+            "    {} -> {}  (git://git-gate/{}.git)",
+            g.name, g.upstream, g.name
+        );
+        let _ = writeln!(w, "      key   {} (held by the bundle)", g.identity_file);
+        let _ = writeln!(w, "      push  {}", g.push);
+        if !g.extra_hosts.is_empty() {
+            let _ = writeln!(w, "      hosts {}", g.extra_hosts.join(" "));
+        }
+    }
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(w, "warnings:");
+        for warning in &plan.warnings {
+            let _ = writeln!(w, "  - {warning}");
+        }
+    }
+    out
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Words joined for display, quoting those with spaces.
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,556 @@
+//! The real `claude-bottle` binary, run with HOME set to a temporary directory.
+// Helpers outside #[test] fns are test code too: a panic is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
+
+/// A temporary HOME with a project directory next to it.
+struct Env {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    project: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let project = tmp.path().join("project");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&project).unwrap();
+        Env {
+            _tmp: tmp,
+            home,
+            project,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.home.join(".claude-bottle")
+    }
+
+    /// Runs the binary in the project dir with a clean environment plus `vars`.
+    fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(&self.project)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Run(cmd.output().unwrap())
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    fn write(&self, path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+struct Run(Output);
+
+impl Run {
+    fn code(&self) -> i32 {
+        self.0.status.code().unwrap()
+    }
+    fn stdout(&self) -> String {
+        String::from_utf8(self.0.stdout.clone()).unwrap()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8(self.0.stderr.clone()).unwrap()
+    }
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.code(), 0, "failed:\n{}", self.all());
+        self
+    }
+}
+
+#[test]
+fn init_writes_examples_and_never_overwrites() {
+    let env = Env::new();
+    let out = env.run(&["init"]).ok().stdout();
+    assert!(out.contains("wrote    "), "{out}");
+    let bottle = env.root().join("bottles/example.md");
+    let agent = env.root().join("agents/example.md");
+    assert!(bottle.is_file() && agent.is_file());
+    // The files init writes are the ones in examples/.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    assert_eq!(
+        std::fs::read_to_string(&bottle).unwrap(),
+        std::fs::read_to_string(repo.join("examples/bottles/example.md")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&agent).unwrap(),
+        std::fs::read_to_string(repo.join("examples/agents/example.md")).unwrap()
+    );
+
+    std::fs::write(&bottle, "---\nsupervise: false\n---\nmine\n").unwrap();
+    let out = env.run(&["init"]).ok().stdout();
+    assert!(!out.contains("wrote"), "{out}");
+    assert_eq!(out.matches("skipped").count(), 2, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&bottle).unwrap(),
+        "---\nsupervise: false\n---\nmine\n"
+    );
+}
+
+#[test]
+fn init_then_dry_run_shows_the_plan() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let run = env.run(&["start", "example", "--dry-run"]).ok();
+    let out = run.stdout();
+    let first = out.lines().next().unwrap();
+    let identity = first.strip_prefix("Preflight plan for bottle ").unwrap();
+    assert_identity(identity);
+    for want in [
+        "agent      example",
+        "command    claude",
+        "images     agent claude-bottle-agent:latest",
+        "runtime    ",
+        "supervise  on",
+        "api.github.com             paths /repos/anthropics/; no auth",
+        "api.anthropic.com          all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
+        "GIT_AUTHOR_NAME   literal in the bottle",
+        "git remotes (0)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn dry_run_json_is_the_same_plan() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let out = env
+        .run_with(
+            &["start", "example", "--dry-run", "--json"],
+            &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "sk-ant-oat01-xyz")],
+        )
+        .ok();
+    assert_eq!(out.stderr(), "");
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_identity(plan["identity"].as_str().unwrap());
+    assert_eq!(plan["agent"]["name"], "example");
+    assert_eq!(plan["bottle"]["name"], "example");
+    assert_eq!(plan["supervise"], true);
+    let routes = plan["routes"].as_array().unwrap();
+    let claude = routes
+        .iter()
+        .find(|r| r["host"] == "api.anthropic.com")
+        .unwrap();
+    assert_eq!(claude["auth"]["token"], "CLAUDE_BOTTLE_OAUTH_TOKEN");
+    assert_eq!(claude["auth"]["token_set"], true);
+    assert_eq!(claude["origin"], "claude-credential");
+    let env_names: Vec<&str> = plan["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(env_names, ["GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"]);
+    assert!(!out.stdout().contains("sk-ant-oat01-xyz"));
+}
+
+#[test]
+fn json_requires_dry_run() {
+    let env = Env::new();
+    let run = env.run(&["start", "example", "--json"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    assert!(run.stderr().contains("--dry-run"), "{}", run.stderr());
+}
+
+#[test]
+fn info_shows_agent_prompt_and_grants() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let out = env.run(&["info", "example"]).ok().stdout();
+    for want in [
+        "Agent example",
+        "bottle       example",
+        "description  An example agent that explains a repository",
+        "| You are a careful engineer",
+        "routes (10; any other host is refused)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn help_on_every_command() {
+    let env = Env::new();
+    for args in [
+        &["--help"][..],
+        &["start", "--help"],
+        &["info", "--help"],
+        &["init", "--help"],
+        &["completions", "--help"],
+        &["help", "start"],
+    ] {
+        let out = env.run(args).ok().stdout();
+        assert!(out.contains("Usage: claude-bottle"), "{args:?}:\n{out}");
+    }
+    let out = env.run(&["start", "--help"]).ok().stdout();
+    for flag in ["--dry-run", "--json", "--yes", "--cwd", "--detach"] {
+        assert!(out.contains(flag), "start --help lacks {flag}:\n{out}");
+    }
+}
+
+#[test]
+fn completions_for_bash() {
+    let env = Env::new();
+    let out = env.run(&["completions", "bash"]).ok().stdout();
+    assert!(out.contains("complete -F _claude__bottle"), "{out}");
+    assert!(out.contains("--dry-run"));
+    // bash itself accepts the script.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &out).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(tmp.path())
+        .output()
+        .expect("bash is needed for this test: apt-get install bash");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn bad_manifest_exits_3_naming_file_line_key() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let bottle = env.root().join("bottles/example.md");
+    env.write(
+        &bottle,
+        "---\nenv:\n  A: b\negress:\n  allowlist: [api.github.com]\n---\n",
+    );
+    let run = env.run(&["start", "example", "--dry-run"]);
+    assert_eq!(run.code(), 3, "{}", run.all());
+    let want = format!("error: {}:5: `egress.allowlist`: ", bottle.display());
+    assert!(run.stderr().starts_with(&want), "{}", run.stderr());
+    assert!(run.stderr().contains("egress.routes"), "{}", run.stderr());
+    assert_eq!(run.stdout(), "");
+}
+
+#[test]
+fn missing_agent_exits_3() {
+    let env = Env::new();
+    let run = env.run(&["info", "nobody"]);
+    assert_eq!(run.code(), 3, "{}", run.all());
+    assert!(
+        run.stderr().contains("no agent named `nobody`"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn stale_json_exits_3_with_migration_hint() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    env.write(&env.home.join("claude-bottle.json"), "{}");
+    let run = env.run(&["start", "example", "--dry-run"]);
+    assert_eq!(run.code(), 3, "{}", run.all());
+    assert!(
+        run.stderr().contains("stale claude-bottle.json"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn project_bottles_are_ignored_with_a_warning() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let evil = "---\negress:\n  routes:\n    - host: evil.test\n---\n";
+    env.write(&env.project.join(".claude-bottle/bottles/example.md"), evil);
+    let out = env.run(&["start", "example", "--dry-run"]).ok().stdout();
+    assert!(!out.contains("evil.test"), "{out}");
+    assert!(out.contains("api.github.com"), "{out}");
+    assert!(
+        out.contains("warnings:\n  - ignoring ") && out.contains("project/.claude-bottle/bottles"),
+        "{out}"
+    );
+}
+
+#[test]
+fn project_agent_and_cwd_flag() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let other = env.home.join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    env.write(
+        &env.project.join(".claude-bottle/agents/local.md"),
+        "---\nbottle: example\ncommand: echo hi\n---\nLocal.\n",
+    );
+    // Found from the project dir, and with --cwd from anywhere else.
+    env.run(&["info", "local"]).ok();
+    let project = env.project.display().to_string();
+    let out = env
+        .run(&["start", "local", "--dry-run", "--cwd", &project])
+        .ok()
+        .stdout();
+    assert!(out.contains("command    /bin/sh -c 'echo hi'"), "{out}");
+}
+
+#[test]
+fn claude_bottle_home_overrides_the_manifest_home() {
+    let env = Env::new();
+    let alt = env.home.join("alt");
+    let alt_s = alt.display().to_string();
+    let out = env
+        .run_with(&["init"], &[("CLAUDE_BOTTLE_HOME", &alt_s)])
+        .ok()
+        .stdout();
+    assert!(out.contains(&alt_s), "{out}");
+    assert!(alt.join("bottles/example.md").is_file());
+    assert!(!env.root().exists());
+    env.run_with(
+        &["start", "example", "--dry-run"],
+        &[("CLAUDE_BOTTLE_HOME", &alt_s)],
+    )
+    .ok();
+}
+
+#[test]
+fn start_without_dry_run_says_running_is_not_built() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "sk-ant-oat01-SECRETVALUE")],
+    );
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.stdout().starts_with("Preflight plan"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stderr().contains("running bottles is not built yet"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("nothing was created"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn start_without_tty_or_yes_refuses_to_guess() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let run = env.run(&["start", "example"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.stderr().contains("pass -y"), "{}", run.stderr());
+}
+
+#[test]
+fn start_errors_name_unset_variables_and_prompts_without_tty() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let bottle = env.root().join("bottles/example.md");
+    env.write(&bottle, "---\nenv:\n  GITHUB_TOKEN: \"${GH_PAT}\"\n---\n");
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let want = format!(
+        "{}:3: `env.GITHUB_TOKEN`: host variable `GH_PAT` is not set (or empty)",
+        bottle.display()
+    );
+    assert!(run.stderr().contains(&want), "{}", run.stderr());
+
+    env.write(&bottle, "---\nenv:\n  GITEA_TOKEN: \"?paste it\"\n---\n");
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.stderr().contains(
+            "`env.GITEA_TOKEN` asks for a value on the terminal, but stdin is not a terminal"
+        ),
+        "{}",
+        run.stderr()
+    );
+
+    // A route token that is unset names the route and the variable.
+    env.write(
+        &bottle,
+        "---\negress:\n  routes:\n    - host: api.github.com\n      auth: {scheme: Bearer, token_ref: GH_PAT}\n---\n",
+    );
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.stderr().contains("route `api.github.com`: its token comes from the host variable `GH_PAT`, which is not set (or empty)"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// Secret values given to the real binary never show up in anything it prints, even with
+/// trace logging on.
+#[test]
+fn no_secret_value_in_any_output() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    env.write(
+        &env.root().join("bottles/example.md"),
+        "---\nenv:\n  GITHUB_TOKEN: \"${GH_PAT}\"\n  PASTED: literal-SECRET-4\negress:\n  routes:\n    - host: api.github.com\n      auth: {scheme: Bearer, token_ref: GH_PAT}\n    - host: api.linear.app\n      auth: {scheme: header, header: x-api-key, token_ref: LINEAR}\n---\n",
+    );
+    let vars = [
+        ("GH_PAT", "ghp-SECRET-1"),
+        ("LINEAR", "lin-SECRET-2"),
+        ("CLAUDE_BOTTLE_OAUTH_TOKEN", "sk-ant-SECRET-3"),
+        ("CLAUDE_BOTTLE_LOG", "trace"),
+    ];
+    let mut seen = String::new();
+    for args in [
+        &["start", "example", "--dry-run"][..],
+        &["start", "example", "--dry-run", "--json"],
+        &["start", "example", "-y"],
+        &["info", "example"],
+    ] {
+        let run = env.run_with(args, &vars);
+        seen.push_str(&run.all());
+    }
+    // The runs did see the variables (so the check is not vacuous).
+    assert!(seen.contains("auth Bearer from $GH_PAT (set)"), "{seen}");
+    assert!(
+        seen.contains("2 env values and 3 tokens resolved"),
+        "{seen}"
+    );
+    assert!(!seen.contains("SECRET"), "a secret leaked:\n{seen}");
+}
+
+#[track_caller]
+fn assert_identity(identity: &str) {
+    let suffix = identity
+        .strip_prefix("example-")
+        .unwrap_or_else(|| panic!("{identity}"));
+    assert_eq!(suffix.len(), 5, "{identity}");
+    assert!(
+        suffix
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()),
+        "{identity}"
+    );
+}
+
+/// How long the pty test waits for each expected prompt.
+const PROMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A `?prompt` value is asked on the terminal and never echoed. `script` (util-linux) gives the
+/// binary a real pseudo-terminal; the test answers each prompt once it appears.
+#[test]
+fn prompt_on_a_real_tty_is_not_echoed() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    env.write(
+        &env.root().join("bottles/example.md"),
+        "---\nenv:\n  GITEA_TOKEN: \"?paste your token\"\n---\n",
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} start example"), "/dev/null"])
+        .current_dir(&env.project)
+        .env_clear()
+        .env("HOME", &env.home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` is needed for this test: apt-get install bsdutils");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let wait_for = |want: &str, seen: &mut String| {
+        let deadline = std::time::Instant::now() + PROMPT_TIMEOUT;
+        while !seen.contains(want) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("no {want:?} in:\n{seen}"),
+            }
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for("[y/N] ", &mut seen);
+    stdin.write_all(b"y\n").unwrap();
+    wait_for("paste your token (GITEA_TOKEN): ", &mut seen);
+    stdin.write_all(b"typed-SECRET-9\n").unwrap();
+    wait_for("not built yet", &mut seen);
+    drop(stdin);
+    child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The terminal echoes normally (the `y` shows), but not the secret.
+    assert!(seen.contains("[y/N] y"), "{seen}");
+    assert!(
+        seen.contains("1 env values and 1 tokens resolved"),
+        "{seen}"
+    );
+    assert!(!seen.contains("SECRET"), "the secret was echoed:\n{seen}");
+}
+
+#[test]
+fn start_refuses_missing_skill_and_key_files() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    env.write(
+        &env.root().join("agents/example.md"),
+        "---\nbottle: example\nskills: [nope]\n---\n",
+    );
+    let dry = env.run(&["start", "example", "--dry-run"]).ok().stdout();
+    assert!(dry.contains("skill `nope`:"), "{dry}");
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let want = format!("{}", env.home.join(".claude/skills/nope").display());
+    assert!(run.stderr().contains(&want), "{}", run.stderr());
+    // Once the skill exists, the start gets past the check.
+    std::fs::create_dir_all(env.home.join(".claude/skills/nope")).unwrap();
+    let run = env.run_with(
+        &["start", "example", "-y"],
+        &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+    );
+    assert!(run.stderr().contains("not built yet"), "{}", run.stderr());
+}
