@@ -19,12 +19,15 @@ enum Command {
         #[arg(long, default_value = bottle_contract::wire::BUNDLE_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Scan a git history, a directory or stdin for secrets (exit 1 on leaks, 2 on error).
+    Scan(bottle_bundle::scanner::cli::ScanArgs),
 }
 
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Run { config } => bottle_bundle::run::run(&config),
     };
     match result {
