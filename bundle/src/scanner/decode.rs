@@ -163,7 +163,10 @@ fn decode(run: &[u8]) -> Option<(&'static str, Vec<u8>)> {
             "percent",
             percent_encoding::percent_decode(run).collect::<Vec<u8>>(),
         )
-    } else if run.len() >= MIN_HEX && run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit) {
+    } else if run.len() >= MIN_HEX
+        && run.len().is_multiple_of(2)
+        && run.iter().all(u8::is_ascii_hexdigit)
+    {
         ("hex", decode_hex(run)?)
     } else if run.len() >= MIN_BASE64 {
         ("base64", decode_base64(run)?)
