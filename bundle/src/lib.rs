@@ -1,7 +1,8 @@
 //! `bottle-bundle`: the one process in a bottle's sidecar container.
 //!
 //! Layout, in reading order: [`config`] turns the contract's `BundleConfig` into validated
-//! runtime settings (the one conversion); [`run`] starts the configured roles. Each role is a
+//! runtime settings (the one conversion); [`run`] starts the configured roles; [`scanner`] is
+//! the gitleaks-compatible secret scanner the git gate and `bottle-bundle scan` call. Each role is a
 //! module with a `run(config, listener, cancel)` entry and its own subcommand. [`relay`] is the
 //! odd one out: it runs inside the agent container and forwards loopback ports to the bundle's
 //! Unix sockets.
@@ -9,3 +10,4 @@
 pub mod config;
 pub mod relay;
 pub mod run;
+pub mod scanner;

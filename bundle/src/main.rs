@@ -21,12 +21,15 @@ enum Command {
     },
     /// Inside the agent container: forward 127.0.0.1 ports to the bundle's Unix sockets.
     Relay(bottle_bundle::relay::RelayArgs),
+    /// Scan a git history, a directory or stdin for secrets (exit 1 on leaks, 2 on error).
+    Scan(bottle_bundle::scanner::cli::ScanArgs),
 }
 
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Run { config } => bottle_bundle::run::run(&config),
         Command::Relay(args) => bottle_bundle::relay::main(args),
     };

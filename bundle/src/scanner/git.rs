@@ -1,0 +1,348 @@
+//! Reading what commits add, in-process with git2: revwalks for pushes, ranges and whole
+//! histories; first-parent diffs with zero context; each (old blob, new blob) pair once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use git2::{Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort};
+
+use crate::scanner::engine::Fragment;
+use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
+
+/// Shown as the file of a finding in a commit message.
+const COMMIT_MESSAGE_FILE: &str = "(commit message)";
+
+pub(crate) fn scan_push(
+    scanner: &Scanner,
+    repo: &Repository,
+    updates: &[RefUpdate],
+    budget: &Budget,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut walk = revwalk(repo)?;
+    let mut out = Vec::new();
+    let spent = AtomicU64::new(0);
+    let mut pushed = false;
+    for update in updates {
+        if update.new.is_zero() {
+            continue;
+        }
+        let mut obj = repo
+            .find_object(update.new, None)
+            .map_err(git_err(&format!(
+                "find {} for {}",
+                update.new, update.refname
+            )))?;
+        // Annotated (possibly nested) tags: scan each message, then follow to the target.
+        while obj.kind() == Some(ObjectType::Tag) {
+            let Some(tag) = obj.as_tag() else { break };
+            let file = format!("(tag message {})", update.refname);
+            let msg = tag.message_bytes().unwrap_or_default().to_vec();
+            charge(budget, &spent, msg.len())?;
+            let mut found = scanner.scan_fragment(&Fragment {
+                text: &msg,
+                path: "",
+                commit: "",
+                start_line: 1,
+            });
+            for f in &mut found {
+                f.file.clone_from(&file);
+                f.commit = tag.id().to_string();
+            }
+            out.extend(found);
+            obj = tag
+                .target()
+                .map_err(git_err(&format!("peel tag {}", update.refname)))?;
+        }
+        match obj.kind() {
+            Some(ObjectType::Commit) => {
+                walk.push(obj.id()).map_err(git_err("revwalk push"))?;
+                pushed = true;
+            }
+            Some(ObjectType::Blob) => {
+                let blob = obj.peel_to_blob().map_err(git_err("read tagged blob"))?;
+                charge(budget, &spent, blob.content().len())?;
+                out.extend(scanner.scan_fragment(&Fragment {
+                    text: blob.content(),
+                    path: &update.refname,
+                    commit: "",
+                    start_line: 1,
+                }));
+            }
+            _ => {}
+        }
+    }
+    if !pushed {
+        return Ok(out);
+    }
+    hide_existing_refs(repo, &mut walk)?;
+    let commits = collect(walk)?;
+    out.extend(scan_commits(scanner, repo, &commits, budget, &spent)?);
+    Ok(out)
+}
+
+pub(crate) fn scan_range(
+    scanner: &Scanner,
+    repo: &Repository,
+    range: &str,
+    budget: &Budget,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut walk = revwalk(repo)?;
+    match range.contains("..") {
+        true => walk.push_range(range),
+        false => repo
+            .revparse_single(range)
+            .and_then(|o| o.peel_to_commit())
+            .and_then(|c| walk.push(c.id())),
+    }
+    .map_err(git_err(&format!("resolve range {range:?}")))?;
+    let commits = collect(walk)?;
+    scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0))
+}
+
+pub(crate) fn scan_history(
+    scanner: &Scanner,
+    repo: &Repository,
+    budget: &Budget,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut walk = revwalk(repo)?;
+    let mut any = false;
+    for r in repo.references().map_err(git_err("list refs"))? {
+        let r = r.map_err(git_err("read ref"))?;
+        if let Ok(c) = r.peel_to_commit() {
+            walk.push(c.id()).map_err(git_err("revwalk push"))?;
+            any = true;
+        }
+    }
+    if !any {
+        // A repository without refs (or only HEAD detached) still has HEAD.
+        if walk.push_head().is_err() {
+            return Ok(Vec::new());
+        }
+    }
+    let commits = collect(walk)?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || commits.len() < 64 {
+        return scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0));
+    }
+    // Each worker opens its own handle (git2 repositories are not Sync) and takes every
+    // `threads`-th commit, so long and short stretches of history spread evenly.
+    let path = repo.path().to_path_buf();
+    let spent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<Oid> = commits.iter().skip(t).step_by(threads).copied().collect();
+                let (path, spent) = (&path, &spent);
+                s.spawn(move || {
+                    let repo = Repository::open(path).map_err(git_err("open repository"))?;
+                    scan_commits(scanner, &repo, &mine, budget, spent)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(found) => out.extend(found?),
+                Err(_) => return Err(ScanError::Input("scan worker panicked".to_owned())),
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
+    let mut walk = repo.revwalk().map_err(git_err("start revwalk"))?;
+    walk.set_sorting(Sort::TOPOLOGICAL)
+        .map_err(git_err("sort revwalk"))?;
+    Ok(walk)
+}
+
+/// Hides every commit any existing ref points at, so only what the push adds remains.
+fn hide_existing_refs(repo: &Repository, walk: &mut Revwalk<'_>) -> Result<(), ScanError> {
+    for r in repo.references().map_err(git_err("list refs"))? {
+        let r = r.map_err(git_err("read ref"))?;
+        // A ref that does not peel to a commit hides nothing; scanning more is the safe side.
+        if let Ok(c) = r.peel_to_commit() {
+            walk.hide(c.id()).map_err(git_err("revwalk hide"))?;
+        }
+    }
+    Ok(())
+}
+
+fn collect(walk: Revwalk<'_>) -> Result<Vec<Oid>, ScanError> {
+    walk.collect::<Result<Vec<_>, _>>()
+        .map_err(git_err("walk commits"))
+}
+
+fn scan_commits(
+    scanner: &Scanner,
+    repo: &Repository,
+    commits: &[Oid],
+    budget: &Budget,
+    spent: &AtomicU64,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut seen: HashSet<(Oid, Oid)> = HashSet::new();
+    let mut out = Vec::new();
+    for &oid in commits {
+        let commit = repo
+            .find_commit(oid)
+            .map_err(git_err(&format!("read commit {oid}")))?;
+        let start = out.len();
+        scan_commit(scanner, repo, &commit, budget, spent, &mut seen, &mut out)?;
+        if out.len() > start {
+            annotate(&commit, &mut out[start..]);
+        }
+    }
+    Ok(out)
+}
+
+fn scan_commit(
+    scanner: &Scanner,
+    repo: &Repository,
+    commit: &Commit<'_>,
+    budget: &Budget,
+    spent: &AtomicU64,
+    seen: &mut HashSet<(Oid, Oid)>,
+    out: &mut Vec<Finding>,
+) -> Result<(), ScanError> {
+    let id = commit.id().to_string();
+    let message = commit.message_bytes();
+    charge(budget, spent, message.len())?;
+    let mut found = scanner.scan_fragment(&Fragment {
+        text: message,
+        path: "",
+        commit: &id,
+        start_line: 1,
+    });
+    for f in &mut found {
+        f.file = COMMIT_MESSAGE_FILE.to_owned();
+    }
+    out.extend(found);
+
+    let tree = commit.tree().map_err(git_err(&format!("tree of {id}")))?;
+    let parent_tree = match commit.parent(0) {
+        Ok(p) => Some(p.tree().map_err(git_err(&format!("parent tree of {id}")))?),
+        Err(_) => None,
+    };
+    let mut opts = DiffOptions::new();
+    opts.context_lines(0).ignore_submodules(true);
+    let diff = repo
+        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
+        .map_err(git_err(&format!("diff {id}")))?;
+    let mut buf: Vec<u8> = Vec::new();
+    for idx in 0..diff.deltas().len() {
+        let Some(delta) = diff.get_delta(idx) else {
+            continue;
+        };
+        let new = delta.new_file();
+        if new.id().is_zero() || !seen.insert((delta.old_file().id(), new.id())) {
+            continue;
+        }
+        let path = new
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(patch) =
+            Patch::from_diff(&diff, idx).map_err(git_err(&format!("patch {path}")))?
+        else {
+            continue;
+        };
+        if patch.delta().flags().is_binary() {
+            continue;
+        }
+        for h in 0..patch.num_hunks() {
+            let lines = patch
+                .num_lines_in_hunk(h)
+                .map_err(git_err(&format!("hunk of {path}")))?;
+            buf.clear();
+            let mut first_line = None;
+            for l in 0..lines {
+                let line = patch
+                    .line_in_hunk(h, l)
+                    .map_err(git_err(&format!("line of {path}")))?;
+                if line.origin() != '+' {
+                    continue;
+                }
+                first_line = first_line.or(line.new_lineno());
+                buf.extend_from_slice(line.content());
+            }
+            let Some(start_line) = first_line else {
+                continue;
+            };
+            charge(budget, spent, buf.len())?;
+            out.extend(scanner.scan_fragment(&Fragment {
+                text: &buf,
+                path: &path,
+                commit: &id,
+                start_line,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Fills in who made the commit, for the report.
+fn annotate(commit: &Commit<'_>, findings: &mut [Finding]) {
+    let author = commit.author();
+    let name = String::from_utf8_lossy(author.name_bytes()).into_owned();
+    let email = String::from_utf8_lossy(author.email_bytes()).into_owned();
+    let date = format_time(author.when());
+    let summary = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+    for f in findings {
+        f.author.clone_from(&name);
+        f.email.clone_from(&email);
+        f.date.clone_from(&date);
+        f.message.clone_from(&summary);
+    }
+}
+
+/// Seconds since the epoch plus offset, as `YYYY-MM-DDTHH:MM:SSZ` in UTC.
+fn format_time(t: git2::Time) -> String {
+    let secs = t.seconds();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn charge(budget: &Budget, spent: &AtomicU64, bytes: usize) -> Result<(), ScanError> {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    let total = spent
+        .fetch_add(bytes, Ordering::Relaxed)
+        .saturating_add(bytes);
+    if total > budget.max_bytes {
+        return Err(ScanError::OverBudget {
+            what: format!("more than {} bytes to scan", budget.max_bytes),
+        });
+    }
+    if budget
+        .deadline
+        .is_some_and(|d| std::time::Instant::now() > d)
+    {
+        return Err(ScanError::OverBudget {
+            what: "scan took longer than allowed".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn git_err(what: &str) -> impl Fn(git2::Error) -> ScanError + '_ {
+    move |source| ScanError::Git {
+        what: what.to_owned(),
+        source,
+    }
+}
