@@ -23,6 +23,8 @@ enum Command {
     Relay(bottle_bundle::relay::RelayArgs),
     /// Scan a git history, a directory or stdin for secrets (exit 1 on leaks, 2 on error).
     Scan(bottle_bundle::scanner::cli::ScanArgs),
+    /// Serve the git gate (`gate hook pre-receive` is git's hook).
+    Gate(bottle_bundle::gate::GateArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
+        Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Run { config } => bottle_bundle::run::run(&config),
         Command::Relay(args) => bottle_bundle::relay::main(args),
     };
