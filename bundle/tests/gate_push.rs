@@ -55,3 +55,174 @@ fn clone_through_the_gate_and_a_clean_push_lands_upstream() {
         feature
     );
 }
+
+/// Pushes with `args` from `work`, expecting the gate to refuse with `expect` in the message,
+/// and checks that neither the upstream's nor the gate's refs moved and that no SSH connection
+/// reached the upstream.
+fn assert_refused_before_upstream(
+    env: &GateEnv,
+    work: &std::path::Path,
+    args: &[&str],
+    expect: &str,
+) -> String {
+    let upstream = refs_snapshot(&env.upstream);
+    let mirror = refs_snapshot(&env.mirror());
+    let connections = env.sshd.connections();
+    let out = git(work, args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "push {args:?} was accepted:\n{err}");
+    assert!(
+        err.contains(expect),
+        "push {args:?}: message lacks {expect:?}:\n{err}"
+    );
+    assert_eq!(
+        refs_snapshot(&env.upstream),
+        upstream,
+        "upstream refs changed"
+    );
+    assert_eq!(refs_snapshot(&env.mirror()), mirror, "gate refs changed");
+    assert_eq!(
+        env.sshd.connections(),
+        connections,
+        "the upstream was contacted:\n{}",
+        env.sshd.log()
+    );
+    err
+}
+
+/// Resets `work` to a fresh `branch` at the upstream's main.
+fn reset_to_main(work: &std::path::Path, branch: &str) {
+    git_ok(work, &["fetch", "--quiet", "origin"]);
+    git_ok(work, &["checkout", "--quiet", "-B", branch, "origin/main"]);
+}
+
+#[test]
+fn a_push_carrying_a_secret_is_rejected_before_any_upstream_contact() {
+    let env = GateEnv::start(Options::default());
+    let work = env.clone_work("work");
+    let secret_line = format!("GITHUB_TOKEN = \"{}\"\n", token());
+    let check = |err: &str, case: &str| {
+        assert!(
+            err.contains("rule github-pat"),
+            "{case}: rule not named:\n{err}"
+        );
+        assert!(
+            err.contains("gitleaks:allow"),
+            "{case}: no false-positive advice:\n{err}"
+        );
+        assert!(
+            !err.contains(&token()),
+            "{case}: the secret was echoed:\n{err}"
+        );
+    };
+
+    // In a file.
+    reset_to_main(&work, "main");
+    commit_file(&work, "config.py", &secret_line, "add config");
+    let err =
+        assert_refused_before_upstream(&env, &work, &["push", "origin", "main"], "secret scanner");
+    check(&err, "file");
+    assert!(
+        err.contains("config.py:1"),
+        "file and line not named:\n{err}"
+    );
+
+    // In a commit message.
+    reset_to_main(&work, "main");
+    commit_file(
+        &work,
+        "notes.txt",
+        "clean\n",
+        &format!("use token {}", token()),
+    );
+    let err =
+        assert_refused_before_upstream(&env, &work, &["push", "origin", "main"], "secret scanner");
+    check(&err, "message");
+
+    // On a new branch.
+    reset_to_main(&work, "leak");
+    commit_file(&work, "deploy/env.sh", &secret_line, "deploy");
+    let err =
+        assert_refused_before_upstream(&env, &work, &["push", "origin", "leak"], "secret scanner");
+    check(&err, "new branch");
+
+    // In a force push that rewrites the tip.
+    reset_to_main(&work, "main");
+    std::fs::write(work.join("README.md"), format!("hello\n{secret_line}")).unwrap();
+    git_ok(&work, &["commit", "--quiet", "--amend", "-a", "--no-edit"]);
+    let err = assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "--force", "origin", "main"],
+        "secret scanner",
+    );
+    check(&err, "force push");
+
+    // In the 2nd of 5 commits, removed again by the 3rd.
+    reset_to_main(&work, "main");
+    commit_file(&work, "a.txt", "one\n", "1");
+    commit_file(&work, "b.txt", &secret_line, "2");
+    commit_file(&work, "b.txt", "removed\n", "3");
+    commit_file(&work, "c.txt", "four\n", "4");
+    commit_file(&work, "d.txt", "five\n", "5");
+    let err =
+        assert_refused_before_upstream(&env, &work, &["push", "origin", "main"], "secret scanner");
+    check(&err, "2nd of 5");
+    assert!(err.contains("b.txt:1"), "file and line not named:\n{err}");
+
+    // Marked as a false positive, the same line goes through.
+    reset_to_main(&work, "main");
+    commit_file(
+        &work,
+        "fixture.py",
+        &format!("FAKE = \"{}\"  # gitleaks:allow\n", token()),
+        "fixture",
+    );
+    let out = git(&work, &["push", "origin", "main"]);
+    assert!(
+        out.status.success(),
+        "allowed line refused: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn only_branches_and_tags_and_well_formed_objects_are_accepted() {
+    let env = GateEnv::start(Options::default());
+    let work = env.clone_work("work");
+    commit_file(&work, "x.txt", "x\n", "x");
+    for target in [
+        "HEAD:refs/notes/commits",
+        "HEAD:refs/meta/config",
+        "HEAD:refs/pull/1/head",
+    ] {
+        assert_refused_before_upstream(
+            &env,
+            &work,
+            &["push", "origin", target],
+            "only refs/heads/* and refs/tags/*",
+        );
+    }
+
+    // A commit with a malformed committer date: receive.fsckObjects refuses the pack.
+    let tree = git_ok(&work, &["rev-parse", "HEAD^{tree}"]);
+    let parent = git_ok(&work, &["rev-parse", "HEAD"]);
+    let body = format!(
+        "tree {tree}\nparent {parent}\nauthor Agent <agent@example.invalid> 1700000000 +0000\ncommitter Agent <agent@example.invalid> notadate +0000\n\nbad\n"
+    );
+    let path = work.join("bad-commit");
+    std::fs::write(&path, body).unwrap();
+    let bad = git_ok(
+        &work,
+        &[
+            "hash-object",
+            "-t",
+            "commit",
+            "--literally",
+            "-w",
+            &gate_env::s(&path),
+        ],
+    );
+    git_ok(&work, &["update-ref", "refs/heads/bad", &bad]);
+    assert_refused_before_upstream(&env, &work, &["push", "origin", "bad"], "fsck");
+}
