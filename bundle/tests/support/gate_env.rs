@@ -30,6 +30,10 @@ pub struct Options {
     pub push_timeout_secs: u64,
     /// Gitleaks rules to use instead of the built-in ones.
     pub scanner_rules: Option<String>,
+    /// Run this copy of the bundle binary instead of the built one.
+    pub program: Option<PathBuf>,
+    /// Also listen on a Unix socket (`<tmp>/gate.sock`).
+    pub unix_socket: bool,
 }
 
 impl Default for Options {
@@ -39,6 +43,8 @@ impl Default for Options {
             max_push_bytes: 64 << 20,
             push_timeout_secs: 60,
             scanner_rules: None,
+            program: None,
+            unix_socket: false,
         }
     }
 }
@@ -60,6 +66,7 @@ pub struct GateEnv {
     pub port: u16,
     gate: Option<Child>,
     gate_stderr: PathBuf,
+    program: PathBuf,
 }
 
 impl GateEnv {
@@ -112,7 +119,10 @@ impl GateEnv {
                 "outbound": {"mode": "direct"}
             },
             "gate": {
-                "listen": {"tcp": format!("127.0.0.1:{port}"), "unix": null},
+                "listen": {
+                    "tcp": format!("127.0.0.1:{port}"),
+                    "unix": options.unix_socket.then(|| s(&root.join("gate.sock"))),
+                },
                 "mirrors_dir": s(&mirrors),
                 "remotes": [{
                     "name": REPO,
@@ -142,6 +152,9 @@ impl GateEnv {
             port,
             gate: None,
             gate_stderr: root.join("gate.stderr"),
+            program: options
+                .program
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bottle-bundle"))),
             tmp,
         };
         env.start_gate();
@@ -150,7 +163,7 @@ impl GateEnv {
 
     fn start_gate(&mut self) {
         let stderr = std::fs::File::create(&self.gate_stderr).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"))
+        let child = Command::new(&self.program)
             .args(["gate", "--config"])
             .arg(&self.config_path)
             .env("BOTTLE_LOG", "debug")
@@ -172,6 +185,11 @@ impl GateEnv {
             );
             std::thread::sleep(Duration::from_millis(30));
         }
+    }
+
+    /// The gate's stderr so far.
+    pub fn gate_stderr(&self) -> String {
+        std::fs::read_to_string(&self.gate_stderr).unwrap_or_default()
     }
 
     /// The gate's stderr so far, plus its hook log.
