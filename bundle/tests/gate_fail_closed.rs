@@ -167,9 +167,9 @@ fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
             let path = entry.path();
-            let ft = entry.file_type().unwrap();
+            let ft = entry.file_type().expect("file type");
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {

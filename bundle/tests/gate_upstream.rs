@@ -25,7 +25,7 @@ fn fetch_fails_while_the_upstream_is_down_and_works_again_after() {
         err.contains("remote error: bottle gate: cannot refresh app from its upstream: the upstream is unreachable"),
         "{err}"
     );
-    let out = git(&env.tmp.path().to_owned(), &["ls-remote", &env.url()]);
+    let out = git(env.tmp.path(), &["ls-remote", &env.url()]);
     assert!(
         !out.status.success(),
         "ls-remote served stale refs: {}",

@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn args_lease_every_ref() {
-        let z = git2::Oid::zero();
+        let z = git2::Oid::ZERO_SHA1;
         let a = git2::Oid::from_str("1111111111111111111111111111111111111111").unwrap();
         let b = git2::Oid::from_str("2222222222222222222222222222222222222222").unwrap();
         let updates = [

@@ -148,10 +148,8 @@ impl Sshd {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while self.log().matches("Server listening on").count() <= listening_before {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("sshd exited with {status}: {}", self.log());
-                }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("sshd exited with {status}: {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
