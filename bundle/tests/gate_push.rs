@@ -226,3 +226,50 @@ fn only_branches_and_tags_and_well_formed_objects_are_accepted() {
     git_ok(&work, &["update-ref", "refs/heads/bad", &bad]);
     assert_refused_before_upstream(&env, &work, &["push", "origin", "bad"], "fsck");
 }
+
+/// The agent's path in a bottle: its loopback relay forwards to the gate's Unix socket.
+#[test]
+fn clone_and_push_over_the_unix_socket_through_the_relay() {
+    use std::io::BufRead;
+    let env = GateEnv::start(Options {
+        unix_socket: true,
+        ..Options::default()
+    });
+    let socket = env.tmp.path().join("gate.sock");
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_bottle-bundle"))
+        .args(["relay", "--map"])
+        .arg(format!("127.0.0.1:0={}", socket.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // `listening <addr> <socket>`
+    let addr = line.split_whitespace().nth(1).unwrap().to_owned();
+    let url = format!("git://{addr}/{}.git", gate_env::REPO);
+    let out = git(env.tmp.path(), &["clone", "--quiet", &url, "via-socket"]);
+    assert!(
+        out.status.success(),
+        "clone: {}\n{}",
+        stderr(&out),
+        env.gate_log()
+    );
+    let work = env.tmp.path().join("via-socket");
+    let head = commit_file(&work, "s.txt", "over the socket\n", "socket");
+    let out = git(&work, &["push", "origin", "main"]);
+    assert!(
+        out.status.success(),
+        "push: {}\n{}",
+        stderr(&out),
+        env.gate_log()
+    );
+    assert_eq!(
+        git_ok(&env.upstream, &["rev-parse", "refs/heads/main"]),
+        head
+    );
+    let _ = relay.kill();
+    let _ = relay.wait();
+}
