@@ -22,6 +22,13 @@ use crate::gate::settings::{GateSettings, Remote};
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `git upload-pack --timeout`: seconds of client inactivity before a fetch is dropped.
 const UPLOAD_INACTIVITY_SECS: u32 = 120;
+/// Longest a `receive-pack` session may hold the repository lock beyond the push time limit
+/// (the pack upload itself).
+const RECEIVE_TRANSFER_ALLOWANCE: Duration = Duration::from_secs(300);
+/// After git exits, how long the gate drains what a client still sends before closing.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes drained after git exits.
+const DRAIN_MAX_BYTES: u64 = 256 << 20;
 /// Largest pkt-line git sends (`LARGE_PACKET_MAX`).
 const MAX_PKT_LEN: usize = 65520;
 
@@ -151,18 +158,58 @@ impl Conn {
         }
     }
 
-    /// The connection as a blocking file descriptor for a child's stdio.
-    fn into_fd(self) -> std::io::Result<OwnedFd> {
+    /// The connection as a blocking socket, for a child's stdio and for draining after it.
+    fn into_std(self) -> std::io::Result<StdConn> {
+        let conn = match self {
+            Conn::Tcp(s) => StdConn::Tcp(s.into_std()?),
+            Conn::Unix(s) => StdConn::Unix(s.into_std()?),
+        };
+        match &conn {
+            StdConn::Tcp(s) => s.set_nonblocking(false)?,
+            StdConn::Unix(s) => s.set_nonblocking(false)?,
+        }
+        Ok(conn)
+    }
+}
+
+/// A connection handed to git. The gate keeps this handle so that, when git exits while the
+/// client is still sending (a refused oversize pack), it can drain the rest before closing:
+/// closing with unread data sends a TCP reset that would destroy git's error message.
+enum StdConn {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl StdConn {
+    fn fd(&self) -> std::io::Result<OwnedFd> {
         match self {
-            Conn::Tcp(s) => {
-                let s = s.into_std()?;
-                s.set_nonblocking(false)?;
-                Ok(s.into())
+            StdConn::Tcp(s) => Ok(s.try_clone()?.into()),
+            StdConn::Unix(s) => Ok(s.try_clone()?.into()),
+        }
+    }
+
+    /// Sends EOF, then reads and discards what the client still sends, within bounds.
+    fn drain(self) {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+        let mut stream: Box<dyn Read> = match self {
+            StdConn::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let _ = s.set_read_timeout(Some(DRAIN_TIMEOUT));
+                Box::new(s)
             }
-            Conn::Unix(s) => {
-                let s = s.into_std()?;
-                s.set_nonblocking(false)?;
-                Ok(s.into())
+            StdConn::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let _ = s.set_read_timeout(Some(DRAIN_TIMEOUT));
+                Box::new(s)
+            }
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        while total < DRAIN_MAX_BYTES && std::time::Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
             }
         }
     }
@@ -294,15 +341,9 @@ async fn run_service(
         }
     }
     cmd.arg(&mirror);
-    let fd = match conn.into_fd() {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot hand the connection to git");
-            return;
-        }
-    };
-    let fd_out = match fd.try_clone() {
-        Ok(f) => f,
+    let handed = conn.into_std().and_then(|c| Ok((c.fd()?, c.fd()?, c)));
+    let (fd, fd_out, conn) = match handed {
+        Ok(fds) => fds,
         Err(e) => {
             tracing::warn!(error = %e, "cannot hand the connection to git");
             return;
@@ -329,10 +370,24 @@ async fn run_service(
             }
         }
     };
+    let limit = match request.service {
+        Service::UploadPack => None,
+        Service::ReceivePack => Some(settings.push_timeout + RECEIVE_TRANSFER_ALLOWANCE),
+    };
     let wait = async {
+        let expired = async {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             status = child.wait() => Some(status),
             () = cancel.cancelled() => None,
+            () = expired => {
+                tracing::warn!(repo = %remote.name, "receive-pack ran past its time limit; killed");
+                None
+            }
         }
     };
     let (status, ()) = tokio::join!(wait, log_stderr);
@@ -345,6 +400,7 @@ async fn run_service(
             let _ = child.kill().await;
         }
     }
+    let _ = tokio::task::spawn_blocking(move || conn.drain()).await;
 }
 
 #[cfg(test)]
