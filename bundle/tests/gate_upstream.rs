@@ -215,3 +215,43 @@ fn an_upstream_hook_rejection_fails_the_push_with_its_message() {
     let out = git(&work, &["push", "origin", "other"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A fetch that arrives while a push is being forwarded waits for it, then sees the pushed
+/// commit: refresh and receive never interleave (an interleaved refresh would move the ref
+/// under receive-pack and fail a push the upstream already took).
+#[test]
+fn a_fetch_during_a_push_waits_for_it_and_sees_its_result() {
+    let env = GateEnv::start(Options::default());
+    let hook = env.upstream.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat >/dev/null\ntouch hook-running\nsleep 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pusher = env.clone_work("pusher");
+    let fetcher = env.clone_work("fetcher");
+    let head = commit_file(&pusher, "p.txt", "p\n", "pushed");
+
+    let push = std::thread::spawn(move || git(&pusher, &["push", "origin", "main"]));
+    // Wait until the upstream's hook is running, i.e. the push is being forwarded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !env.upstream.join("hook-running").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "push never reached the upstream"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = git(&fetcher, &["fetch", "origin"]);
+    assert!(out.status.success(), "fetch: {}", stderr(&out));
+    let pushed = push.join().unwrap();
+    assert!(
+        pushed.status.success(),
+        "push: {}\n{}",
+        stderr(&pushed),
+        env.gate_log()
+    );
+    assert_eq!(git_ok(&fetcher, &["rev-parse", "origin/main"]), head);
+}
