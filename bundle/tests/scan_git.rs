@@ -1,6 +1,9 @@
 //! The scanner over real git repositories built with the `git` CLI: what a push adds, ranges,
 //! whole histories, commit and tag messages, budgets.
 
+// Test helpers outside #[test] fns panic on setup failure, which is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod scan_support;
 
 use bottle_bundle::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
