@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use git2::{Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort};
+use std::path::Path;
+
+use git2::{Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort, Tree};
 
 use crate::scanner::engine::Fragment;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
@@ -151,8 +153,9 @@ pub(crate) fn scan_history(
 }
 
 fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
+    // Unsorted: order does not matter to a scan, and sorting would force a full walk first.
     let mut walk = repo.revwalk().map_err(git_err("start revwalk"))?;
-    walk.set_sorting(Sort::TOPOLOGICAL)
+    walk.set_sorting(Sort::NONE)
         .map_err(git_err("sort revwalk"))?;
     Ok(walk)
 }
@@ -224,59 +227,144 @@ fn scan_commit(
         Ok(p) => Some(p.tree().map_err(git_err(&format!("parent tree of {id}")))?),
         Err(_) => None,
     };
-    let mut opts = DiffOptions::new();
-    opts.context_lines(0).ignore_submodules(true);
-    let diff = repo
-        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
-        .map_err(git_err(&format!("diff {id}")))?;
-    let mut buf: Vec<u8> = Vec::new();
-    for idx in 0..diff.deltas().len() {
-        let Some(delta) = diff.get_delta(idx) else {
-            continue;
-        };
-        let new = delta.new_file();
-        if new.id().is_zero() || !seen.insert((delta.old_file().id(), new.id())) {
+    let mut changed = Vec::new();
+    changed_blobs(repo, parent_tree.as_ref(), &tree, "", &mut changed)?;
+    for change in changed {
+        if !seen.insert((change.old, change.new)) {
             continue;
         }
-        let path = new
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Some(patch) =
-            Patch::from_diff(&diff, idx).map_err(git_err(&format!("patch {path}")))?
-        else {
-            continue;
+        scan_change(scanner, repo, &change, &id, budget, spent, out)?;
+    }
+    Ok(())
+}
+
+/// A file whose content differs between a commit and its first parent.
+struct Change {
+    path: String,
+    /// Zero when the file is new.
+    old: Oid,
+    new: Oid,
+}
+
+/// Collects the blobs of `new` that differ from `old`, skipping identical subtrees by id
+/// (libgit2's tree diff walks every entry, which is slow on wide trees).
+fn changed_blobs(
+    repo: &Repository,
+    old: Option<&Tree<'_>>,
+    new: &Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<Change>,
+) -> Result<(), ScanError> {
+    for entry in new.iter() {
+        let name = String::from_utf8_lossy(entry.name_bytes());
+        let path = match prefix.is_empty() {
+            true => name.into_owned(),
+            false => format!("{prefix}/{name}"),
         };
-        if patch.delta().flags().is_binary() {
+        let before = old.and_then(|t| t.get_name_bytes(entry.name_bytes()));
+        if before.as_ref().is_some_and(|b| b.id() == entry.id()) {
             continue;
         }
-        for h in 0..patch.num_hunks() {
-            let lines = patch
-                .num_lines_in_hunk(h)
-                .map_err(git_err(&format!("hunk of {path}")))?;
-            buf.clear();
-            let mut first_line = None;
-            for l in 0..lines {
-                let line = patch
-                    .line_in_hunk(h, l)
-                    .map_err(git_err(&format!("line of {path}")))?;
-                if line.origin() != '+' {
-                    continue;
-                }
-                first_line = first_line.or(line.new_lineno());
-                buf.extend_from_slice(line.content());
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(git_err(&format!("read tree {path}")))?;
+                let old_sub = match before {
+                    Some(b) if b.kind() == Some(ObjectType::Tree) => Some(
+                        repo.find_tree(b.id())
+                            .map_err(git_err(&format!("read tree {path}")))?,
+                    ),
+                    _ => None,
+                };
+                changed_blobs(repo, old_sub.as_ref(), &sub, &path, out)?;
             }
-            let Some(start_line) = first_line else {
-                continue;
-            };
-            charge(budget, spent, buf.len())?;
-            out.extend(scanner.scan_fragment(&Fragment {
-                text: &buf,
-                path: &path,
-                commit: &id,
-                start_line,
-            }));
+            Some(ObjectType::Blob) => {
+                let old_id = match before {
+                    Some(b) if b.kind() == Some(ObjectType::Blob) => b.id(),
+                    _ => Oid::ZERO_SHA1,
+                };
+                out.push(Change {
+                    path,
+                    old: old_id,
+                    new: entry.id(),
+                });
+            }
+            // Submodule commits carry no content of this repository.
+            _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Scans the lines `change` adds: the whole blob for a new file, else the `+` lines of a
+/// zero-context diff, one fragment per hunk.
+fn scan_change(
+    scanner: &Scanner,
+    repo: &Repository,
+    change: &Change,
+    commit: &str,
+    budget: &Budget,
+    spent: &AtomicU64,
+    out: &mut Vec<Finding>,
+) -> Result<(), ScanError> {
+    let path = &change.path;
+    let new = repo
+        .find_blob(change.new)
+        .map_err(git_err(&format!("read blob {path}")))?;
+    if new.is_binary() {
+        return Ok(());
+    }
+    if change.old.is_zero() {
+        charge(budget, spent, new.content().len())?;
+        out.extend(scanner.scan_fragment(&Fragment {
+            text: new.content(),
+            path,
+            commit,
+            start_line: 1,
+        }));
+        return Ok(());
+    }
+    let old = repo
+        .find_blob(change.old)
+        .map_err(git_err(&format!("read blob {path}")))?;
+    let mut opts = DiffOptions::new();
+    opts.context_lines(0);
+    let patch = Patch::from_blobs(
+        &old,
+        Some(Path::new(path)),
+        &new,
+        Some(Path::new(path)),
+        Some(&mut opts),
+    )
+    .map_err(git_err(&format!("diff {path}")))?;
+    let mut buf: Vec<u8> = Vec::new();
+    for h in 0..patch.num_hunks() {
+        let lines = patch
+            .num_lines_in_hunk(h)
+            .map_err(git_err(&format!("hunk of {path}")))?;
+        buf.clear();
+        let mut first_line = None;
+        for l in 0..lines {
+            let line = patch
+                .line_in_hunk(h, l)
+                .map_err(git_err(&format!("line of {path}")))?;
+            if line.origin() != '+' {
+                continue;
+            }
+            first_line = first_line.or(line.new_lineno());
+            buf.extend_from_slice(line.content());
+        }
+        let Some(start_line) = first_line else {
+            continue;
+        };
+        charge(budget, spent, buf.len())?;
+        out.extend(scanner.scan_fragment(&Fragment {
+            text: &buf,
+            path,
+            commit,
+            start_line,
+        }));
     }
     Ok(())
 }
