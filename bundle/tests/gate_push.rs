@@ -54,6 +54,15 @@ fn clone_through_the_gate_and_a_clean_push_lands_upstream() {
         git_ok(&env.upstream, &["rev-parse", "refs/tags/v1^{commit}"]),
         feature
     );
+
+    // Deleting a branch is forwarded too.
+    let out = git(&work, &["push", "origin", ":feature"]);
+    assert!(out.status.success(), "delete failed: {}", stderr(&out));
+    let gone = git(
+        &env.upstream,
+        &["rev-parse", "--verify", "--quiet", "refs/heads/feature"],
+    );
+    assert!(!gone.status.success(), "the branch is still upstream");
 }
 
 /// Pushes with `args` from `work`, expecting the gate to refuse with `expect` in the message,
