@@ -316,6 +316,80 @@ mod tests {
         assert!(HostKeyPin::parse("ssh-ed25519").is_err());
     }
 
+    /// Applies `edit` to a valid gate config and shows the conversion's verdict.
+    fn check_config(edit: &str, expect: expect_test::Expect) {
+        let mut value = serde_json::json!({
+            "listen": {"tcp": "127.0.0.1:9418", "unix": null},
+            "mirrors_dir": "/var/lib/bottle/mirrors",
+            "remotes": [{
+                "name": "app",
+                "upstream": "ssh://git@git.example.test:2222/alice/app.git",
+                "identity_file": "/etc/bottle/keys/app",
+                "known_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
+                "extra_hosts": [{"host": "git.example.test", "address": "100.64.0.7"}]
+            }],
+            "scanner_rules": null,
+            "max_push_bytes": 1024,
+            "push_timeout_secs": 10
+        });
+        if let Some((pointer, new)) = edit.split_once('=') {
+            *value.pointer_mut(pointer).unwrap() = serde_json::from_str(new).unwrap();
+        }
+        let config: GateConfig = serde_json::from_value(value).unwrap();
+        let got = match GateSettings::from_contract(&config) {
+            Ok(s) => {
+                let r = &s.remotes[0];
+                format!(
+                    "ok {} dial={:?} pinned={}",
+                    r.name,
+                    r.dial_address,
+                    r.pin.is_some()
+                )
+            }
+            Err(e) => e.to_string(),
+        };
+        expect.assert_eq(&got);
+    }
+
+    #[test]
+    fn config_conversion() {
+        use expect_test::expect;
+        check_config(
+            "",
+            expect![[r#"ok app dial=Some("100.64.0.7") pinned=true"#]],
+        );
+        check_config(
+            "/remotes/0/known_host_key=null",
+            expect![[r#"ok app dial=Some("100.64.0.7") pinned=false"#]],
+        );
+        check_config(
+            "/remotes/0/known_host_key=\"git.example.test ssh-ed25519 AAAA\"",
+            expect![[
+                r#"gate.remotes[app].known_host_key: "git.example.test" is not an SSH key type (ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa, …); give the key itself, not a host name"#
+            ]],
+        );
+        check_config(
+            "/remotes/0/upstream=\"https://github.com/a/b\"",
+            expect![
+                "gate.remotes[app].upstream: only ssh:// upstreams are supported (expected ssh://[user@]host[:port]/path or user@host:path)"
+            ],
+        );
+        check_config(
+            "/remotes/0/name=\"../etc\"",
+            expect![[r#"gate.remotes[0].name "../etc": must not start with `.` or `-`"#]],
+        );
+        check_config(
+            "/remotes/0/extra_hosts/0/address=\"gateway\"",
+            expect![[
+                r#"gate.remotes[app].extra_hosts[0]: address "gateway" is not an IP address"#
+            ]],
+        );
+        check_config(
+            "/max_push_bytes=0",
+            expect!["gate.max_push_bytes: must be more than 0"],
+        );
+    }
+
     #[test]
     fn names() {
         assert!(check_name("app").is_ok());
