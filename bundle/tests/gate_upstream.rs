@@ -95,6 +95,14 @@ fn a_wrong_host_key_pin_refuses_fetch_and_push_and_leaves_the_upstream_unchanged
         auths,
         "the gate authenticated to a host with the wrong key"
     );
+    // The operator's logs have ssh's own words (the refresh in the gate's stderr, the
+    // forward in the hook log).
+    let log = env.gate_log();
+    assert_eq!(
+        log.matches("Host key verification failed").count(),
+        2,
+        "{log}"
+    );
     // The gate's mirror did not take the refs either.
     let mirror = git(
         &env.mirror(),

@@ -22,6 +22,20 @@ pub(crate) enum ForwardError {
     },
 }
 
+/// A failed forward: what happened, and the (redacted) git output for the gate's log.
+#[derive(Debug)]
+pub(crate) struct ForwardFailure {
+    pub error: ForwardError,
+    pub detail: String,
+}
+
+fn failed(error: ForwardError, detail: impl Into<String>) -> ForwardFailure {
+    ForwardFailure {
+        error,
+        detail: detail.into(),
+    }
+}
+
 /// One line of `git push --porcelain` output: `<flag>\t<from>:<to>\t<summary>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PorcelainRef {
@@ -98,8 +112,9 @@ pub(crate) async fn forward(
     git_dir: &Path,
     updates: &[RefUpdate],
     timeout: Duration,
-) -> Result<(), ForwardError> {
-    ssh::write_known_hosts(settings, remote).map_err(ForwardError::Upstream)?;
+) -> Result<(), ForwardFailure> {
+    ssh::write_known_hosts(settings, remote)
+        .map_err(|f| failed(ForwardError::Upstream(f), "known_hosts not written"))?;
     let mut cmd = ssh::upstream_git(settings, remote);
     cmd.env("GIT_DIR", git_dir);
     // The new objects are only in the quarantine: keep git's pointers to it, but not the
@@ -112,10 +127,17 @@ pub(crate) async fn forward(
     cmd.args(push_args(&remote.upstream, updates))
         .stdin(std::process::Stdio::null());
     let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Err(_) => return Err(ForwardError::Upstream(UpstreamFailure::TimedOut)),
+        Err(_) => {
+            return Err(failed(
+                ForwardError::Upstream(UpstreamFailure::TimedOut),
+                format!("git push killed after {timeout:?}"),
+            ));
+        }
         Ok(Err(e)) => {
-            tracing::error!(remote = %remote.name, error = %e, "cannot run git push");
-            return Err(ForwardError::Upstream(UpstreamFailure::Other));
+            return Err(failed(
+                ForwardError::Upstream(UpstreamFailure::Other),
+                format!("cannot run git push: {e}"),
+            ));
         }
         Ok(Ok(out)) => out,
     };
@@ -125,14 +147,17 @@ pub(crate) async fn forward(
     if out.status.success() && !refs.is_empty() && refs.iter().all(PorcelainRef::ok) {
         return Ok(());
     }
-    tracing::warn!(
-        remote = %remote.name,
-        stdout = %stdout.trim(),
-        stderr = %ssh::redact(stderr.trim(), remote),
-        "forward to upstream failed"
+    let detail = format!(
+        "git push {}; stdout: {}; stderr: {}",
+        out.status,
+        stdout.trim(),
+        ssh::redact(stderr.trim(), remote)
     );
     if refs.is_empty() {
-        return Err(ForwardError::Upstream(UpstreamFailure::classify(&stderr)));
+        return Err(failed(
+            ForwardError::Upstream(UpstreamFailure::classify(&stderr)),
+            detail,
+        ));
     }
     let rejected = refs
         .iter()
@@ -144,10 +169,13 @@ pub(crate) async fn forward(
         .filter_map(|l| l.strip_prefix("remote: "))
         .map(|l| ssh::redact(l.trim_end(), remote))
         .collect();
-    Err(ForwardError::Rejected {
-        refs: rejected,
-        remote_lines,
-    })
+    Err(failed(
+        ForwardError::Rejected {
+            refs: rejected,
+            remote_lines,
+        },
+        detail,
+    ))
 }
 
 #[cfg(test)]

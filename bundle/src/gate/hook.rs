@@ -238,7 +238,10 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
         settings, remote, &git_dir, updates, remaining,
     )) {
         Ok(()) => Decision::Allow,
-        Err(e) => deny(forward_message(&e)),
+        Err(failure) => Decision::Deny {
+            message: forward_message(&failure.error),
+            detail: failure.detail,
+        },
     }
 }
 
