@@ -6,7 +6,8 @@
 # Builds the release bundle binary, starts sshd on a free 127.0.0.1 port with generated keys,
 # two identical bare upstreams (one pushed to directly, one through the gate), and
 # `bottle-bundle gate` in front of the second. Each round makes 1 or 100 new commits (not timed)
-# and times `git push` only. Prints min / median / mean in milliseconds.
+# and times `git push` only, alternating direct and gated rounds. Prints min / median / mean in
+# milliseconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS="${1:-10}"
@@ -94,17 +95,21 @@ commits() { # dir n
 stats() { sort -n | awk '{a[NR]=$1; s+=$1} END {printf "min %5d  median %5d  mean %7.1f  (n=%d)\n", a[1], a[int((NR+1)/2)], s/NR, NR}'; }
 
 echo "git $(git --version | cut -d' ' -f3), $(ssh -V 2>&1 | cut -d, -f1), $ROUNDS rounds, $(nproc) cores"
+# Direct and gated pushes alternate round by round, so load from other processes falls on both.
 for n in 1 100; do
-  for path in direct gated; do
-    : > "$T/times"
-    for _ in $(seq "$ROUNDS"); do
+  : > "$T/times-direct"
+  : > "$T/times-gated"
+  for _ in $(seq "$ROUNDS"); do
+    for path in direct gated; do
       commits "$T/w-$path" "$n"
       start=$(now_ms)
       git -C "$T/w-$path" push -q origin main
-      echo $(( $(now_ms) - start )) >> "$T/times"
+      echo $(( $(now_ms) - start )) >> "$T/times-$path"
     done
+  done
+  for path in direct gated; do
     printf '%3d-commit push, %-6s ms: ' "$n" "$path"
-    stats < "$T/times"
+    stats < "$T/times-$path"
   done
 done
 if [ "$(git -C "$T/gated.git" rev-parse main)" != "$(git -C "$T/w-gated" rev-parse main)" ]; then
