@@ -243,3 +243,37 @@ fn the_gate_key_never_reaches_the_agent_or_the_logs() {
         }
     }
 }
+
+#[test]
+fn the_gate_refuses_to_start_on_an_unreadable_key_or_broken_rules() {
+    let env = GateEnv::start(Options::default());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&env.config_path).unwrap()).unwrap();
+    let start = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut config = config.clone();
+        edit(&mut config);
+        let path = env.tmp.path().join("edited.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bottle-bundle"))
+            .args(["gate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the gate started");
+        stderr(&out)
+    };
+    let missing_key = env.tmp.path().join("keys/absent");
+    let err =
+        start(&|c| c["gate"]["remotes"][0]["identity_file"] = gate_env::s(&missing_key).into());
+    assert!(
+        err.contains("gate.remotes[app].identity_file: the key file cannot be read"),
+        "{err}"
+    );
+    assert!(!err.contains(&gate_env::s(&missing_key)), "{err}");
+
+    let rules = env.tmp.path().join("rules.toml");
+    std::fs::write(&rules, "[[rules]]\nid = \"x\"\nregex = '''(unclosed'''\n").unwrap();
+    let err = start(&|c| c["gate"]["scanner_rules"] = gate_env::s(&rules).into());
+    assert!(err.contains("gate.scanner_rules"), "{err}");
+    assert!(err.contains("rules.toml"), "{err}");
+}

@@ -73,6 +73,7 @@ fn serve_from_config(config_path: &Path) -> anyhow::Result<()> {
     let config = crate::config::load_config(config_path)?;
     let settings = GateSettings::from_contract(&config.gate)
         .with_context(|| format!("{}", config_path.display()))?;
+    check_inputs(&settings).with_context(|| format!("{}", config_path.display()))?;
     let config_path = std::path::absolute(config_path)
         .with_context(|| format!("cannot resolve {}", config_path.display()))?;
     let program = std::env::current_exe().context("cannot find the bundle binary")?;
@@ -153,5 +154,22 @@ async fn run(
         config_path,
     });
     server::serve(gate, listeners, cancel).await;
+    Ok(())
+}
+
+/// Fails early, with the config key, on inputs the hook would otherwise refuse every push for.
+/// The key file is only checked for readability; its path is not repeated in the message.
+fn check_inputs(settings: &GateSettings) -> anyhow::Result<()> {
+    if let Some(rules) = &settings.scanner_rules {
+        crate::scanner::Scanner::from_file(rules).context("gate.scanner_rules")?;
+    }
+    for remote in &settings.remotes {
+        if std::fs::File::open(&remote.identity_file).is_err() {
+            anyhow::bail!(
+                "gate.remotes[{}].identity_file: the key file cannot be read; check the bundle's key mount",
+                remote.name
+            );
+        }
+    }
     Ok(())
 }
