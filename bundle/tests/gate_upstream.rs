@@ -263,3 +263,19 @@ fn a_fetch_during_a_push_waits_for_it_and_sees_its_result() {
     );
     assert_eq!(git_ok(&fetcher, &["rev-parse", "origin/main"]), head);
 }
+
+/// The upstream's name resolves nowhere here: only the `extra_hosts` entry makes it reachable
+/// (every other test relies on it), and without it the fetch is refused, not served stale.
+#[test]
+fn extra_hosts_is_what_reaches_the_upstream() {
+    let env = GateEnv::start(Options {
+        extra_hosts: false,
+        ..Options::default()
+    });
+    let before = env.sshd.connections();
+    let out = git(env.tmp.path(), &["clone", &env.url(), "work"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the upstream is unreachable"), "{err}");
+    assert_eq!(env.sshd.connections(), before);
+}

@@ -34,6 +34,8 @@ pub struct Options {
     pub program: Option<PathBuf>,
     /// Also listen on a Unix socket (`<tmp>/gate.sock`).
     pub unix_socket: bool,
+    /// Map the upstream's name to 127.0.0.1 with `extra_hosts` (otherwise it does not resolve).
+    pub extra_hosts: bool,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             scanner_rules: None,
             program: None,
             unix_socket: false,
+            extra_hosts: true,
         }
     }
 }
@@ -105,6 +108,11 @@ impl GateEnv {
             }
             Pin::Missing => None,
         };
+        let extra_hosts = if options.extra_hosts {
+            serde_json::json!([{"host": UPSTREAM_HOST, "address": "127.0.0.1"}])
+        } else {
+            serde_json::json!([])
+        };
         let mirrors = root.join("mirrors");
         let port = sshd::free_port();
         let config = serde_json::json!({
@@ -129,7 +137,7 @@ impl GateEnv {
                     "upstream": format!("ssh://root@{UPSTREAM_HOST}:{}{}", sshd.port, s(&upstream)),
                     "identity_file": s(&identity),
                     "known_host_key": known_host_key,
-                    "extra_hosts": [{"host": UPSTREAM_HOST, "address": "127.0.0.1"}]
+                    "extra_hosts": extra_hosts
                 }],
                 "scanner_rules": options.scanner_rules,
                 "max_push_bytes": options.max_push_bytes,
