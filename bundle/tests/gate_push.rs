@@ -282,3 +282,16 @@ fn clone_and_push_over_the_unix_socket_through_the_relay() {
     let _ = relay.kill();
     let _ = relay.wait();
 }
+
+#[test]
+fn sigterm_stops_the_gate_promptly() {
+    let mut env = GateEnv::start(Options::default());
+    let _work = env.clone_work("work");
+    let status = env.terminate(std::time::Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "gate exited with {status}: {}",
+        env.gate_log()
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err());
+}

@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::gate::server::{Gate, GateListener};
 use crate::gate::settings::GateSettings;
 
+/// How long shutdown waits for in-flight connection drains.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `bottle-bundle gate`: serve the gate, or (`gate hook pre-receive`) run as git's hook.
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -78,7 +81,7 @@ fn serve_from_config(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve {}", config_path.display()))?;
     let program = std::env::current_exe().context("cannot find the bundle binary")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let listeners = bind(&config.gate.listen).await?;
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
@@ -87,7 +90,10 @@ fn serve_from_config(config_path: &Path) -> anyhow::Result<()> {
             on_signal.cancel();
         });
         run(settings, config_path, &program, listeners, cancel).await
-    })
+    });
+    // Connection drains may still be running on blocking threads: do not wait for them long.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
 
 async fn shutdown_signal() {

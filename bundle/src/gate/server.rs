@@ -359,7 +359,7 @@ async fn run_service(
             return;
         }
     };
-    // Drop our copies of the socket: the child holds the only ones now.
+    // Close the copies handed to the child's stdio; `conn` stays open for the drain below.
     drop(cmd);
     let stderr = child.stderr.take();
     let log_stderr = async move {
@@ -381,14 +381,19 @@ async fn run_service(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let status = tokio::select! {
             status = child.wait() => Some(status),
             () = cancel.cancelled() => None,
             () = expired => {
                 tracing::warn!(repo = %remote.name, "receive-pack ran past its time limit; killed");
                 None
             }
+        };
+        // Killed here, not after the join: its stderr only ends when it does.
+        if status.is_none() {
+            let _ = child.kill().await;
         }
+        status
     };
     let (status, ()) = tokio::join!(wait, log_stderr);
     match status {
@@ -396,9 +401,8 @@ async fn run_service(
             tracing::info!(repo = %remote.name, service = ?request.service, %status, "git finished");
         }
         Some(Err(e)) => tracing::warn!(error = %e, "waiting for git failed"),
-        None => {
-            let _ = child.kill().await;
-        }
+        // Shutting down or out of time: close at once.
+        None => return,
     }
     let _ = tokio::task::spawn_blocking(move || conn.drain()).await;
 }

@@ -195,6 +195,28 @@ impl GateEnv {
         }
     }
 
+    /// Sends SIGTERM to the gate and waits (up to `limit`) for it to exit; its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.gate.take().expect("gate running");
+        let pid = child.id().to_string();
+        let out = Command::new("kill")
+            .args(["-TERM", &pid])
+            .output()
+            .expect("kill");
+        assert!(out.status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the gate did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The gate's stderr so far.
     pub fn gate_stderr(&self) -> String {
         std::fs::read_to_string(&self.gate_stderr).unwrap_or_default()
