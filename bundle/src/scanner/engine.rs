@@ -143,8 +143,20 @@ impl Engine {
                 return;
             }
         }
-        let Some(regex) = &rule.regex else {
+        let Some(lazy) = &rule.regex else {
             return;
+        };
+        let regex = match lazy.get() {
+            Ok(regex) => regex,
+            Err(problem) => {
+                // Syntax was checked at load; only the size limit can fail here. Fail closed:
+                // report it as a finding so a push cannot pass unscanned.
+                let mut f = path_finding(frag, rule);
+                f.description = format!("rule could not be compiled: {problem}");
+                f.matched = String::new();
+                out.push(f);
+                return;
+            }
         };
         let text = &layer.text;
         for m in regex.find_iter(text) {
