@@ -2,7 +2,7 @@
 //! out. Keyword prefilter (Aho-Corasick), then each selected rule's regex, secret group,
 //! entropy, `gitleaks:allow`, global and per-rule allowlists; then decoding passes. Pure: no IO.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 
 use crate::scanner::decode::{Layer, decode_pass};
 use crate::scanner::finding::Finding;
@@ -58,6 +58,7 @@ impl Engine {
         }
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .ok();
         Engine {
@@ -99,7 +100,7 @@ impl Engine {
     fn detect_layer(
         &self,
         frag: &Fragment<'_>,
-        layer: &Layer,
+        layer: &Layer<'_>,
         depth: usize,
         out: &mut Vec<Finding>,
     ) {
@@ -124,7 +125,7 @@ impl Engine {
     fn detect_rule(
         &self,
         frag: &Fragment<'_>,
-        layer: &Layer,
+        layer: &Layer<'_>,
         depth: usize,
         rule: &Rule,
         out: &mut Vec<Finding>,
