@@ -2,6 +2,7 @@
 //! decodes to printable text, and remember where every byte of the new text came from in the
 //! original fragment. Pure (no IO).
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use base64::Engine as _;
@@ -37,17 +38,17 @@ pub(crate) struct Piece {
     pub(crate) kinds: Vec<&'static str>,
 }
 
-/// A text with its provenance.
+/// A text with its provenance. The original layer borrows the fragment (no copy per scan).
 #[derive(Debug, Clone)]
-pub(crate) struct Layer {
-    pub(crate) text: Vec<u8>,
+pub(crate) struct Layer<'a> {
+    pub(crate) text: Cow<'a, [u8]>,
     pub(crate) pieces: Vec<Piece>,
 }
 
-impl Layer {
-    pub(crate) fn original(text: &[u8]) -> Layer {
+impl<'a> Layer<'a> {
+    pub(crate) fn original(text: &'a [u8]) -> Layer<'a> {
         Layer {
-            text: text.to_vec(),
+            text: Cow::Borrowed(text),
             pieces: vec![Piece {
                 start: 0,
                 end: text.len(),
@@ -91,7 +92,7 @@ impl Layer {
 }
 
 /// One decoding pass over `layer`. Returns `None` when nothing decoded to printable text.
-pub(crate) fn decode_pass(layer: &Layer, depth: usize) -> Option<Layer> {
+pub(crate) fn decode_pass(layer: &Layer<'_>, depth: usize) -> Option<Layer<'static>> {
     let re = CANDIDATES.as_ref()?;
     let mut text = Vec::with_capacity(layer.text.len());
     let mut pieces = Vec::new();
@@ -125,11 +126,20 @@ pub(crate) fn decode_pass(layer: &Layer, depth: usize) -> Option<Layer> {
         return None;
     }
     copy_range(layer, copied, layer.text.len(), &mut text, &mut pieces);
-    Some(Layer { text, pieces })
+    Some(Layer {
+        text: Cow::Owned(text),
+        pieces,
+    })
 }
 
 /// Copies `layer.text[from..to]` to `out`, clipping and shifting the pieces it spans.
-fn copy_range(layer: &Layer, from: usize, to: usize, out: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
+fn copy_range(
+    layer: &Layer<'_>,
+    from: usize,
+    to: usize,
+    out: &mut Vec<u8>,
+    pieces: &mut Vec<Piece>,
+) {
     if from >= to {
         return;
     }
@@ -168,7 +178,12 @@ fn decode(run: &[u8]) -> Option<(&'static str, Vec<u8>)> {
         && run.iter().all(u8::is_ascii_hexdigit)
     {
         ("hex", decode_hex(run)?)
-    } else if run.len() >= MIN_BASE64 {
+    } else if run.len() >= MIN_BASE64
+        && run.iter().any(u8::is_ascii_uppercase)
+        && run.iter().any(u8::is_ascii_lowercase)
+    {
+        // Base64 of text always mixes cases; one-case runs are identifiers (`snake_case_names`)
+        // and would only decode to noise.
         ("base64", decode_base64(run)?)
     } else {
         return None;
@@ -237,12 +252,12 @@ mod tests {
             .collect();
         let layer = Layer::original(hex.as_bytes());
         let next = decode_pass(&layer, 1).unwrap();
-        assert_eq!(next.text, b"token_abcdefghijklmnop");
+        assert_eq!(&next.text[..], b"token_abcdefghijklmnop");
         assert_eq!(next.pieces[0].kinds, vec!["hex"]);
 
         let layer = Layer::original(b"q=a%3Db%26c%3Dd end");
         let next = decode_pass(&layer, 1).unwrap();
-        assert_eq!(next.text, b"q=a=b&c=d end");
+        assert_eq!(&next.text[..], b"q=a=b&c=d end");
     }
 
     #[test]
@@ -257,7 +272,7 @@ mod tests {
         let text = format!("v: {encoded}");
         let l1 = decode_pass(&Layer::original(text.as_bytes()), 1).unwrap();
         let l2 = decode_pass(&l1, 2).unwrap();
-        assert_eq!(l2.text, b"v: secret=abcdefgh12345678");
+        assert_eq!(&l2.text[..], b"v: secret=abcdefgh12345678");
         let p = &l2.overlapping(5, 6, 2)[0];
         assert_eq!(p.kinds, vec!["base64", "base64"]);
         assert_eq!((p.orig_start, p.orig_end), (3, text.len()));

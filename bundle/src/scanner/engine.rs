@@ -2,7 +2,7 @@
 //! out. Keyword prefilter (Aho-Corasick), then each selected rule's regex, secret group,
 //! entropy, `gitleaks:allow`, global and per-rule allowlists; then decoding passes. Pure: no IO.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 
 use crate::scanner::decode::{Layer, decode_pass};
 use crate::scanner::finding::Finding;
@@ -58,6 +58,7 @@ impl Engine {
         }
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .ok();
         Engine {
@@ -99,7 +100,7 @@ impl Engine {
     fn detect_layer(
         &self,
         frag: &Fragment<'_>,
-        layer: &Layer,
+        layer: &Layer<'_>,
         depth: usize,
         out: &mut Vec<Finding>,
     ) {
@@ -124,7 +125,7 @@ impl Engine {
     fn detect_rule(
         &self,
         frag: &Fragment<'_>,
-        layer: &Layer,
+        layer: &Layer<'_>,
         depth: usize,
         rule: &Rule,
         out: &mut Vec<Finding>,
@@ -143,8 +144,20 @@ impl Engine {
                 return;
             }
         }
-        let Some(regex) = &rule.regex else {
+        let Some(lazy) = &rule.regex else {
             return;
+        };
+        let regex = match lazy.get() {
+            Ok(regex) => regex,
+            Err(problem) => {
+                // Syntax was checked at load; only the size limit can fail here. Fail closed:
+                // report it as a finding so a push cannot pass unscanned.
+                let mut f = path_finding(frag, rule);
+                f.description = format!("rule could not be compiled: {problem}");
+                f.matched = String::new();
+                out.push(f);
+                return;
+            }
         };
         let text = &layer.text;
         for m in regex.find_iter(text) {

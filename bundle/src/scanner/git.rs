@@ -28,12 +28,9 @@ pub(crate) fn scan_push(
         if update.new.is_zero() {
             continue;
         }
-        let mut obj = repo
-            .find_object(update.new, None)
-            .map_err(git_err(&format!(
-                "find {} for {}",
-                update.new, update.refname
-            )))?;
+        let mut obj = repo.find_object(update.new, None).map_err(git_err(|| {
+            format!("find {} for {}", update.new, update.refname)
+        }))?;
         // Annotated (possibly nested) tags: scan each message, then follow to the target.
         while obj.kind() == Some(ObjectType::Tag) {
             let Some(tag) = obj.as_tag() else { break };
@@ -53,15 +50,18 @@ pub(crate) fn scan_push(
             out.extend(found);
             obj = tag
                 .target()
-                .map_err(git_err(&format!("peel tag {}", update.refname)))?;
+                .map_err(git_err(|| format!("peel tag {}", update.refname)))?;
         }
         match obj.kind() {
             Some(ObjectType::Commit) => {
-                walk.push(obj.id()).map_err(git_err("revwalk push"))?;
+                walk.push(obj.id())
+                    .map_err(git_err(|| "revwalk push".to_owned()))?;
                 pushed = true;
             }
             Some(ObjectType::Blob) => {
-                let blob = obj.peel_to_blob().map_err(git_err("read tagged blob"))?;
+                let blob = obj
+                    .peel_to_blob()
+                    .map_err(git_err(|| "read tagged blob".to_owned()))?;
                 charge(budget, &spent, blob.content().len())?;
                 out.extend(scanner.scan_fragment(&Fragment {
                     text: blob.content(),
@@ -96,7 +96,7 @@ pub(crate) fn scan_range(
             .and_then(|o| o.peel_to_commit())
             .and_then(|c| walk.push(c.id())),
     }
-    .map_err(git_err(&format!("resolve range {range:?}")))?;
+    .map_err(git_err(|| format!("resolve range {range:?}")))?;
     let commits = collect(walk)?;
     scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0))
 }
@@ -108,10 +108,14 @@ pub(crate) fn scan_history(
 ) -> Result<Vec<Finding>, ScanError> {
     let mut walk = revwalk(repo)?;
     let mut any = false;
-    for r in repo.references().map_err(git_err("list refs"))? {
-        let r = r.map_err(git_err("read ref"))?;
+    for r in repo
+        .references()
+        .map_err(git_err(|| "list refs".to_owned()))?
+    {
+        let r = r.map_err(git_err(|| "read ref".to_owned()))?;
         if let Ok(c) = r.peel_to_commit() {
-            walk.push(c.id()).map_err(git_err("revwalk push"))?;
+            walk.push(c.id())
+                .map_err(git_err(|| "revwalk push".to_owned()))?;
             any = true;
         }
     }
@@ -126,17 +130,21 @@ pub(crate) fn scan_history(
     if threads < 2 || commits.len() < 64 {
         return scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0));
     }
-    // Each worker opens its own handle (git2 repositories are not Sync) and takes every
-    // `threads`-th commit, so long and short stretches of history spread evenly.
+    // Each worker opens its own handle (git2 repositories are not Sync) and takes one
+    // contiguous stretch of history: neighbouring commits share delta bases in the pack, and
+    // interleaving them across handles made every worker re-inflate the same chains.
     let path = repo.path().to_path_buf();
     let spent = AtomicU64::new(0);
+    let per_thread = commits.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let mine: Vec<Oid> = commits.iter().skip(t).step_by(threads).copied().collect();
+        let handles: Vec<_> = commits
+            .chunks(per_thread)
+            .map(|chunk| {
+                let mine: Vec<Oid> = chunk.to_vec();
                 let (path, spent) = (&path, &spent);
                 s.spawn(move || {
-                    let repo = Repository::open(path).map_err(git_err("open repository"))?;
+                    let repo =
+                        Repository::open(path).map_err(git_err(|| "open repository".to_owned()))?;
                     scan_commits(scanner, &repo, &mine, budget, spent)
                 })
             })
@@ -154,19 +162,25 @@ pub(crate) fn scan_history(
 
 fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
     // Unsorted: order does not matter to a scan, and sorting would force a full walk first.
-    let mut walk = repo.revwalk().map_err(git_err("start revwalk"))?;
+    let mut walk = repo
+        .revwalk()
+        .map_err(git_err(|| "start revwalk".to_owned()))?;
     walk.set_sorting(Sort::NONE)
-        .map_err(git_err("sort revwalk"))?;
+        .map_err(git_err(|| "sort revwalk".to_owned()))?;
     Ok(walk)
 }
 
 /// Hides every commit any existing ref points at, so only what the push adds remains.
 fn hide_existing_refs(repo: &Repository, walk: &mut Revwalk<'_>) -> Result<(), ScanError> {
-    for r in repo.references().map_err(git_err("list refs"))? {
-        let r = r.map_err(git_err("read ref"))?;
+    for r in repo
+        .references()
+        .map_err(git_err(|| "list refs".to_owned()))?
+    {
+        let r = r.map_err(git_err(|| "read ref".to_owned()))?;
         // A ref that does not peel to a commit hides nothing; scanning more is the safe side.
         if let Ok(c) = r.peel_to_commit() {
-            walk.hide(c.id()).map_err(git_err("revwalk hide"))?;
+            walk.hide(c.id())
+                .map_err(git_err(|| "revwalk hide".to_owned()))?;
         }
     }
     Ok(())
@@ -174,7 +188,7 @@ fn hide_existing_refs(repo: &Repository, walk: &mut Revwalk<'_>) -> Result<(), S
 
 fn collect(walk: Revwalk<'_>) -> Result<Vec<Oid>, ScanError> {
     walk.collect::<Result<Vec<_>, _>>()
-        .map_err(git_err("walk commits"))
+        .map_err(git_err(|| "walk commits".to_owned()))
 }
 
 fn scan_commits(
@@ -189,7 +203,7 @@ fn scan_commits(
     for &oid in commits {
         let commit = repo
             .find_commit(oid)
-            .map_err(git_err(&format!("read commit {oid}")))?;
+            .map_err(git_err(|| format!("read commit {oid}")))?;
         let start = out.len();
         scan_commit(scanner, repo, &commit, budget, spent, &mut seen, &mut out)?;
         if out.len() > start {
@@ -222,9 +236,12 @@ fn scan_commit(
     }
     out.extend(found);
 
-    let tree = commit.tree().map_err(git_err(&format!("tree of {id}")))?;
+    let tree = commit.tree().map_err(git_err(|| format!("tree of {id}")))?;
     let parent_tree = match commit.parent(0) {
-        Ok(p) => Some(p.tree().map_err(git_err(&format!("parent tree of {id}")))?),
+        Ok(p) => Some(
+            p.tree()
+                .map_err(git_err(|| format!("parent tree of {id}")))?,
+        ),
         Err(_) => None,
     };
     let mut changed = Vec::new();
@@ -256,24 +273,24 @@ fn changed_blobs(
     out: &mut Vec<Change>,
 ) -> Result<(), ScanError> {
     for entry in new.iter() {
+        let before = old.and_then(|t| t.get_name_bytes(entry.name_bytes()));
+        if before.as_ref().is_some_and(|b| b.id() == entry.id()) {
+            continue;
+        }
         let name = String::from_utf8_lossy(entry.name_bytes());
         let path = match prefix.is_empty() {
             true => name.into_owned(),
             false => format!("{prefix}/{name}"),
         };
-        let before = old.and_then(|t| t.get_name_bytes(entry.name_bytes()));
-        if before.as_ref().is_some_and(|b| b.id() == entry.id()) {
-            continue;
-        }
         match entry.kind() {
             Some(ObjectType::Tree) => {
                 let sub = repo
                     .find_tree(entry.id())
-                    .map_err(git_err(&format!("read tree {path}")))?;
+                    .map_err(git_err(|| format!("read tree {path}")))?;
                 let old_sub = match before {
                     Some(b) if b.kind() == Some(ObjectType::Tree) => Some(
                         repo.find_tree(b.id())
-                            .map_err(git_err(&format!("read tree {path}")))?,
+                            .map_err(git_err(|| format!("read tree {path}")))?,
                     ),
                     _ => None,
                 };
@@ -311,7 +328,7 @@ fn scan_change(
     let path = &change.path;
     let new = repo
         .find_blob(change.new)
-        .map_err(git_err(&format!("read blob {path}")))?;
+        .map_err(git_err(|| format!("read blob {path}")))?;
     if new.is_binary() {
         return Ok(());
     }
@@ -327,7 +344,7 @@ fn scan_change(
     }
     let old = repo
         .find_blob(change.old)
-        .map_err(git_err(&format!("read blob {path}")))?;
+        .map_err(git_err(|| format!("read blob {path}")))?;
     let mut opts = DiffOptions::new();
     opts.context_lines(0);
     let patch = Patch::from_blobs(
@@ -337,18 +354,18 @@ fn scan_change(
         Some(Path::new(path)),
         Some(&mut opts),
     )
-    .map_err(git_err(&format!("diff {path}")))?;
+    .map_err(git_err(|| format!("diff {path}")))?;
     let mut buf: Vec<u8> = Vec::new();
     for h in 0..patch.num_hunks() {
         let lines = patch
             .num_lines_in_hunk(h)
-            .map_err(git_err(&format!("hunk of {path}")))?;
+            .map_err(git_err(|| format!("hunk of {path}")))?;
         buf.clear();
         let mut first_line = None;
         for l in 0..lines {
             let line = patch
                 .line_in_hunk(h, l)
-                .map_err(git_err(&format!("line of {path}")))?;
+                .map_err(git_err(|| format!("line of {path}")))?;
             if line.origin() != '+' {
                 continue;
             }
@@ -428,9 +445,10 @@ fn charge(budget: &Budget, spent: &AtomicU64, bytes: usize) -> Result<(), ScanEr
     Ok(())
 }
 
-fn git_err(what: &str) -> impl Fn(git2::Error) -> ScanError + '_ {
+fn git_err<F: FnOnce() -> String>(what: F) -> impl FnOnce(git2::Error) -> ScanError {
+    // The context is built only on error: these sit on the per-object hot path.
     move |source| ScanError::Git {
-        what: what.to_owned(),
+        what: what(),
         source,
     }
 }

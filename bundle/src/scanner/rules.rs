@@ -6,6 +6,7 @@
 //! error). A global allowlist with `targetRules` is attached to those rules instead.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -74,7 +75,7 @@ pub(crate) struct Rule {
     pub(crate) id: String,
     pub(crate) description: String,
     /// `None` for a path-only rule (the finding is the file itself).
-    pub(crate) regex: Option<Regex>,
+    pub(crate) regex: Option<LazyRegex>,
     /// 0 means "first non-empty group, else the whole match".
     pub(crate) secret_group: usize,
     /// Findings whose secret has Shannon entropy ≤ this are dropped (0 = no check).
@@ -335,7 +336,7 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
     let id = raw.id.unwrap_or_default();
     let regex = match raw.regex.as_deref() {
         Some(src) if !src.is_empty() => {
-            Some(build_regex(src).map_err(|problem| rule_err(origin, &id, "regex", &problem))?)
+            Some(LazyRegex::new(src).map_err(|problem| rule_err(origin, &id, "regex", &problem))?)
         }
         _ => None,
     };
@@ -359,11 +360,11 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
         Some(g) => usize::try_from(g).unwrap_or(usize::MAX),
     };
     if let Some(re) = &regex
-        && secret_group >= re.captures_len()
+        && secret_group > re.groups
     {
         let problem = format!(
             "is {secret_group} but the regex has only {} group(s)",
-            re.captures_len() - 1
+            re.groups
         );
         return Err(rule_err(origin, &id, "secretGroup", &problem));
     }
@@ -457,6 +458,48 @@ fn compile_allowlist(origin: &str, which: &str, raw: RawAllowlist) -> Result<All
         regex_target,
         stopwords: raw.stopwords.iter().map(|s| s.to_lowercase()).collect(),
     })
+}
+
+/// A rule's regex, checked when the rules load and compiled on first use. Building all of a
+/// rule set's automata takes tens of milliseconds, most of a one-commit push scan; a push
+/// usually wakes only the few rules whose keywords it contains.
+#[derive(Debug, Clone)]
+pub(crate) struct LazyRegex {
+    /// The source with Go-isms fixed.
+    source: String,
+    /// Number of explicit capture groups.
+    pub(crate) groups: usize,
+    compiled: OnceLock<Result<Regex, String>>,
+}
+
+impl LazyRegex {
+    /// Parses (but does not compile) `src`, so syntax errors surface at load time.
+    pub(crate) fn new(src: &str) -> Result<LazyRegex, String> {
+        let source = escape_bare_braces(src);
+        let hir = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&source)
+            .map_err(|e| {
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or("invalid").trim().to_owned();
+                format!("invalid regex: {last}")
+            })?;
+        Ok(LazyRegex {
+            source,
+            groups: hir.properties().explicit_captures_len(),
+            compiled: OnceLock::new(),
+        })
+    }
+
+    /// The compiled regex; an error only if it exceeds the size limit.
+    pub(crate) fn get(&self) -> Result<&Regex, &str> {
+        self.compiled
+            .get_or_init(|| build_regex(&self.source))
+            .as_ref()
+            .map_err(String::as_str)
+    }
 }
 
 /// Compiles a gitleaks (Go RE2) regex: ASCII classes, and a bare `{` taken literally.

@@ -509,3 +509,22 @@ stopwords = ['''client''', '''endpoint''']
     );
     assert_eq!(render(&scanner, "x/a-file-path-regex/go.mod", hit), "");
 }
+
+#[test]
+fn a_rule_too_large_to_compile_fails_closed_as_a_finding() {
+    // Valid syntax, so it loads; compiled lazily on first use, it exceeds the size limit.
+    let cfg =
+        "[[rules]]\nid = \"huge\"\nregex = '''(?:[a-z]{1000}){1000}x'''\nkeywords = [\"go\"]\n";
+    let scanner = Scanner::from_toml("t", cfg, None).unwrap();
+    assert!(scanner.scan_text("f", b"nothing here").is_empty());
+    let found = scanner.scan_text("f", b"go");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].rule_id, "huge");
+    assert!(
+        found[0]
+            .description
+            .starts_with("rule could not be compiled"),
+        "{}",
+        found[0].description
+    );
+}
