@@ -43,8 +43,19 @@ fn deny(message: impl Into<String>) -> Decision {
 /// Runs the hook: reads stdin, decides, reports. A panic anywhere inside is a denial.
 pub(crate) fn main() -> ExitCode {
     let started = Instant::now();
-    let decision = std::panic::catch_unwind(decide).unwrap_or_else(|_| {
-        deny("bottle gate: push rejected: the gate's pre-receive check crashed; nothing was sent upstream")
+    // The default panic message (file, line, internals) would reach the agent: keep it quiet
+    // and turn the panic into a denial below.
+    std::panic::set_hook(Box::new(|_| {}));
+    let decision = std::panic::catch_unwind(decide).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Decision::Deny {
+            message: "bottle gate: push rejected: the gate's pre-receive check crashed; nothing was sent upstream".into(),
+            detail: format!("panic: {what}"),
+        }
     });
     let (code, outcome, message, detail) = match decision {
         Decision::Allow => (ExitCode::SUCCESS, "accepted", String::new(), String::new()),
