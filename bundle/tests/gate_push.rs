@@ -179,6 +179,26 @@ fn a_push_carrying_a_secret_is_rejected_before_any_upstream_contact() {
     check(&err, "2nd of 5");
     assert!(err.contains("b.txt:1"), "file and line not named:\n{err}");
 
+    // In an annotated tag's message, on a commit the upstream already has.
+    reset_to_main(&work, "main");
+    git_ok(
+        &work,
+        &[
+            "tag",
+            "-a",
+            "-m",
+            &format!("release with {}", token()),
+            "v-leak",
+        ],
+    );
+    let err = assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "origin", "v-leak"],
+        "secret scanner",
+    );
+    check(&err, "tag message");
+
     // Marked as a false positive, the same line goes through.
     reset_to_main(&work, "main");
     commit_file(
