@@ -277,3 +277,19 @@ fn the_gate_refuses_to_start_on_an_unreadable_key_or_broken_rules() {
     assert!(err.contains("gate.scanner_rules"), "{err}");
     assert!(err.contains("rules.toml"), "{err}");
 }
+
+/// Without a pre-receive hook git would accept anything: the gate refuses the push itself.
+#[test]
+fn a_missing_hook_file_refuses_pushes_instead_of_accepting_them() {
+    let env = GateEnv::start(Options::default());
+    let work = env.clone_work("work");
+    commit_file(&work, "a.txt", &format!("t = \"{}\"\n", token()), "leak");
+    std::fs::remove_file(env.mirrors.join(".gate/hooks/pre-receive")).unwrap();
+    let before = env.sshd.connections();
+    assert_push_refused(
+        &env,
+        &work,
+        "pushes are disabled: the gate's hook is not installed",
+    );
+    assert_eq!(env.sshd.connections(), before);
+}
