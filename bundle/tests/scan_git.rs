@@ -336,3 +336,40 @@ fn ref_update_lines_parse_and_bad_lines_are_named() {
         .to_string();
     assert!(err.contains("bad object id \"nothex\""), "{err}");
 }
+
+#[test]
+fn nested_trees_and_file_to_directory_changes_are_diffed_in_git_order() {
+    let repo = Repo::new();
+    // Names around git's tree order edge: "a-b" < "a" (as a tree, "a/") < "a0".
+    repo.write("a", "plain file\n");
+    repo.write("a-b", "clean\n");
+    repo.write("a0", "first\n");
+    repo.write("dir/x.txt", "clean\n");
+    repo.commit("base");
+    let (s1, s2, s3) = (github_token(40), stripe_token(41), github_token(42));
+    let (old, new) = unpushed(&repo, |r| {
+        std::fs::remove_file(r.path().join("a")).unwrap();
+        r.write("a/secret.txt", &format!("{s1}\n"));
+        r.write("a0", &format!("first\n{s2}\n"));
+        r.write("dir/sub/y.txt", &format!("{s3}\n"));
+        r.commit("reshape");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let found = Scanner::builtin()
+        .unwrap()
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    let short = &new[..7];
+    assert_eq!(
+        summary(&found),
+        vec![
+            format!("github-pat a/secret.txt:1 @{short}"),
+            format!("github-pat dir/sub/y.txt:1 @{short}"),
+            format!("stripe-secret-key a0:2 @{short}"),
+        ]
+    );
+}

@@ -1,12 +1,13 @@
 //! Reading what commits add, in-process with git2: revwalks for pushes, ranges and whole
 //! histories; first-parent diffs with zero context; each (old blob, new blob) pair once.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicU64};
 
-use std::path::Path;
-
-use git2::{Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort, Tree};
+use git2::{
+    Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort, Tree, TreeEntry,
+};
 
 use crate::scanner::engine::Fragment;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
@@ -272,9 +273,25 @@ fn changed_blobs(
     prefix: &str,
     out: &mut Vec<Change>,
 ) -> Result<(), ScanError> {
+    // Both entry lists are in git's tree order, so one merge pass pairs them up.
+    let old_entries: Vec<TreeEntry<'_>> = old.map(|t| t.iter().collect()).unwrap_or_default();
+    let mut next_old = 0;
     for entry in new.iter() {
-        let before = old.and_then(|t| t.get_name_bytes(entry.name_bytes()));
-        if before.as_ref().is_some_and(|b| b.id() == entry.id()) {
+        let is_tree = entry.kind() == Some(ObjectType::Tree);
+        let mut before = None;
+        while let Some(o) = old_entries.get(next_old) {
+            let o_tree = o.kind() == Some(ObjectType::Tree);
+            match tree_order(o.name_bytes(), o_tree, entry.name_bytes(), is_tree) {
+                Ordering::Less => next_old += 1,
+                Ordering::Equal => {
+                    before = Some(o);
+                    next_old += 1;
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        if before.is_some_and(|b| b.id() == entry.id()) {
             continue;
         }
         let name = String::from_utf8_lossy(entry.name_bytes());
@@ -314,6 +331,21 @@ fn changed_blobs(
     Ok(())
 }
 
+/// git's tree entry order: names compared bytewise, a tree sorting as if its name ended in `/`.
+fn tree_order(a: &[u8], a_tree: bool, b: &[u8], b_tree: bool) -> Ordering {
+    let common = a.len().min(b.len());
+    match a[..common].cmp(&b[..common]) {
+        Ordering::Equal => {}
+        other => return other,
+    }
+    let tail = |name: &[u8], tree: bool| match name.get(common) {
+        Some(&c) => c,
+        None if tree => b'/',
+        None => 0,
+    };
+    tail(a, a_tree).cmp(&tail(b, b_tree))
+}
+
 /// Scans the lines `change` adds: the whole blob for a new file, else the `+` lines of a
 /// zero-context diff, one fragment per hunk.
 fn scan_change(
@@ -347,14 +379,10 @@ fn scan_change(
         .map_err(git_err(|| format!("read blob {path}")))?;
     let mut opts = DiffOptions::new();
     opts.context_lines(0);
-    let patch = Patch::from_blobs(
-        &old,
-        Some(Path::new(path)),
-        &new,
-        Some(Path::new(path)),
-        Some(&mut opts),
-    )
-    .map_err(git_err(|| format!("diff {path}")))?;
+    // No paths: a path makes libgit2 look up .gitattributes diff drivers for every file,
+    // a tenth of a history scan; binary blobs were already skipped above.
+    let patch = Patch::from_blobs(&old, None, &new, None, Some(&mut opts))
+        .map_err(git_err(|| format!("diff {path}")))?;
     let mut buf: Vec<u8> = Vec::new();
     for h in 0..patch.num_hunks() {
         let lines = patch
@@ -427,7 +455,7 @@ fn format_time(t: git2::Time) -> String {
 fn charge(budget: &Budget, spent: &AtomicU64, bytes: usize) -> Result<(), ScanError> {
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
     let total = spent
-        .fetch_add(bytes, Ordering::Relaxed)
+        .fetch_add(bytes, atomic::Ordering::Relaxed)
         .saturating_add(bytes);
     if total > budget.max_bytes {
         return Err(ScanError::OverBudget {
