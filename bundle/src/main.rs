@@ -31,6 +31,10 @@ enum Command {
     },
     /// Inside the agent container: forward 127.0.0.1 ports to the bundle's Unix sockets.
     Relay(bottle_bundle::relay::RelayArgs),
+    /// Scan a git history, a directory or stdin for secrets (exit 1 on leaks, 2 on error).
+    Scan(bottle_bundle::scanner::cli::ScanArgs),
+    /// Serve the git gate (`gate hook pre-receive` is git's hook).
+    Gate(bottle_bundle::gate::GateArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, secrets } => bottle_bundle::run::run(&config, &secrets),
         Command::Supervise { children } => bottle_bundle::run::supervise_commands(&children),
+        Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
+        Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Relay(args) => bottle_bundle::relay::main(args),
     };
     match result {

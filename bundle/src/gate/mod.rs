@@ -1,0 +1,181 @@
+//! The git gate: one bare mirror per configured upstream, served as `git://<gate>/<name>.git`.
+//!
+//! Fetches refresh the mirror from the upstream first and fail if that fails (never stale).
+//! Pushes go through git's own `receive-pack`, whose pre-receive hook is this binary
+//! (`bottle-bundle gate hook pre-receive`): it scans every new commit for secrets and forwards
+//! a clean push to the upstream over SSH with the gate-held key and the pinned host key,
+//! before the gate's own refs move.
+//!
+//! Layout: [`settings`] validates the contract's `GateConfig`; `server` is the git://
+//! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push; `forward`
+//! pushes upstream; `ssh` locks ssh to the key and the pin.
+
+mod forward;
+mod hook;
+mod mirror;
+mod server;
+mod settings;
+mod ssh;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::gate::server::{Gate, GateListener};
+use crate::gate::settings::GateSettings;
+
+/// How long shutdown waits for in-flight connection drains.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `bottle-bundle gate`: serve the gate, or (`gate hook pre-receive`) run as git's hook.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct GateArgs {
+    #[command(subcommand)]
+    command: Option<GateCommand>,
+    /// The bundle config (JSON); its `gate` section is served.
+    #[arg(long, default_value = bottle_contract::wire::BUNDLE_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(clap::Subcommand)]
+enum GateCommand {
+    /// Run as a git hook (git runs this; not for people).
+    Hook {
+        #[command(subcommand)]
+        hook: HookName,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum HookName {
+    /// The pre-receive hook: scan, then forward upstream; any failure rejects the push.
+    PreReceive,
+}
+
+/// Entry point of `bottle-bundle gate`.
+pub fn main(args: GateArgs) -> ExitCode {
+    match args.command {
+        Some(GateCommand::Hook {
+            hook: HookName::PreReceive,
+        }) => hook::main(),
+        None => match serve_from_config(&args.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bottle-bundle gate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve_from_config(config_path: &Path) -> anyhow::Result<()> {
+    let config = crate::config::load_config(config_path)?;
+    let settings = GateSettings::from_contract(&config.gate)
+        .with_context(|| format!("{}", config_path.display()))?;
+    check_inputs(&settings).with_context(|| format!("{}", config_path.display()))?;
+    let config_path = std::path::absolute(config_path)
+        .with_context(|| format!("cannot resolve {}", config_path.display()))?;
+    let program = std::env::current_exe().context("cannot find the bundle binary")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let listeners = bind(&config.gate.listen).await?;
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        run(settings, config_path, &program, listeners, cancel).await
+    });
+    // Connection drains may still be running on blocking threads: do not wait for them long.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn bind(
+    listen: &bottle_contract::bundle_config::Listen,
+) -> anyhow::Result<Vec<GateListener>> {
+    let mut listeners = Vec::new();
+    if let Some(addr) = &listen.tcp {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("gate.listen.tcp: cannot listen on {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "git gate listening");
+        listeners.push(GateListener::Tcp(l));
+    }
+    if let Some(path) = &listen.unix {
+        // A socket file left by a previous run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let l = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("gate.listen.unix: cannot listen on {path}"))?;
+        tracing::info!(path = %path, "git gate listening");
+        listeners.push(GateListener::Unix(l));
+    }
+    if listeners.is_empty() {
+        anyhow::bail!("gate.listen: neither tcp nor unix is set; nothing to serve on");
+    }
+    Ok(listeners)
+}
+
+/// Prepares the mirrors and serves `listeners` until `cancel` fires. `program` is the bundle
+/// binary the pre-receive hook runs.
+async fn run(
+    settings: GateSettings,
+    config_path: PathBuf,
+    program: &Path,
+    listeners: Vec<GateListener>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    mirror::prepare(&settings, program)?;
+    for remote in &settings.remotes {
+        if remote.pin.is_none() {
+            tracing::warn!(
+                remote = %remote.name,
+                "no known_host_key pinned: fetches and pushes for this remote will be refused"
+            );
+        }
+    }
+    let gate = Arc::new(Gate {
+        locks: mirror::RepoLocks::new(&settings),
+        settings,
+        config_path,
+    });
+    server::serve(gate, listeners, cancel).await;
+    Ok(())
+}
+
+/// Fails early, with the config key, on inputs the hook would otherwise refuse every push for.
+/// The key file is only checked for readability; its path is not repeated in the message.
+fn check_inputs(settings: &GateSettings) -> anyhow::Result<()> {
+    if let Some(rules) = &settings.scanner_rules {
+        crate::scanner::Scanner::from_file(rules).context("gate.scanner_rules")?;
+    }
+    for remote in &settings.remotes {
+        if std::fs::File::open(&remote.identity_file).is_err() {
+            anyhow::bail!(
+                "gate.remotes[{}].identity_file: the key file cannot be read; check the bundle's key mount",
+                remote.name
+            );
+        }
+    }
+    Ok(())
+}

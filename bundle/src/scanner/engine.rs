@@ -1,0 +1,425 @@
+//! The detection core: a fragment (one hunk's added lines, a file, a message) in, findings
+//! out. Keyword prefilter (Aho-Corasick), then each selected rule's regex, secret group,
+//! entropy, `gitleaks:allow`, global and per-rule allowlists; then decoding passes. Pure: no IO.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
+
+use crate::scanner::decode::{Layer, decode_pass};
+use crate::scanner::finding::Finding;
+use crate::scanner::rules::{Allowlist, Condition, RegexTarget, Rule, Rules};
+
+/// A line containing this is never reported (gitleaks' inline opt-out).
+const ALLOW_SIGNATURE: &str = "gitleaks:allow";
+
+/// Rules with this tag yield to a specific rule that found the same secret.
+const GENERIC_TAG: &str = "generic";
+
+/// One piece of text to scan and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fragment<'a> {
+    pub(crate) text: &'a [u8],
+    pub(crate) path: &'a str,
+    /// Commit id, or "" outside git.
+    pub(crate) commit: &'a str,
+    /// Line number of the first line of `text` in its file (1-based).
+    pub(crate) start_line: u32,
+}
+
+/// Compiled rules plus the keyword automaton.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    rules: Rules,
+    keywords: Option<AhoCorasick>,
+    /// For each keyword pattern, the rules that listed it.
+    pattern_rules: Vec<Vec<usize>>,
+    /// Rules without keywords: they always run.
+    always: Vec<usize>,
+    max_decode_depth: usize,
+}
+
+impl Engine {
+    pub(crate) fn new(rules: Rules, max_decode_depth: usize) -> Engine {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
+        let mut always = Vec::new();
+        for (i, rule) in rules.rules.iter().enumerate() {
+            if rule.keywords.is_empty() {
+                always.push(i);
+            }
+            for kw in &rule.keywords {
+                match patterns.iter().position(|p| p == kw) {
+                    Some(at) => pattern_rules[at].push(i),
+                    None => {
+                        patterns.push(kw.clone());
+                        pattern_rules.push(vec![i]);
+                    }
+                }
+            }
+        }
+        let keywords = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&patterns)
+            .ok();
+        Engine {
+            rules,
+            keywords,
+            pattern_rules,
+            always,
+            max_decode_depth,
+        }
+    }
+
+    pub(crate) fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// All findings in one fragment.
+    pub(crate) fn detect(&self, frag: &Fragment<'_>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if fragment_allowed(frag, &self.rules.allowlists) {
+            return out;
+        }
+        let mut layer = Layer::original(frag.text);
+        self.detect_layer(frag, &layer, 0, &mut out);
+        for depth in 1..=self.max_decode_depth {
+            match decode_pass(&layer, depth) {
+                Some(next) => layer = next,
+                None => break,
+            }
+            self.detect_layer(frag, &layer, depth, &mut out);
+        }
+        if depth_used(&out) {
+            let mut seen = std::collections::HashSet::new();
+            out.retain(|f| seen.insert((f.rule_id.clone(), f.start_line, f.secret.clone())));
+        }
+        drop_generic_duplicates(&mut out);
+        out
+    }
+
+    fn detect_layer(
+        &self,
+        frag: &Fragment<'_>,
+        layer: &Layer<'_>,
+        depth: usize,
+        out: &mut Vec<Finding>,
+    ) {
+        let mut selected = vec![false; self.rules.rules.len()];
+        for &i in &self.always {
+            selected[i] = true;
+        }
+        if let Some(ac) = &self.keywords {
+            for m in ac.find_overlapping_iter(&layer.text) {
+                for &i in &self.pattern_rules[m.pattern().as_usize()] {
+                    selected[i] = true;
+                }
+            }
+        }
+        for (i, rule) in self.rules.rules.iter().enumerate() {
+            if selected[i] {
+                self.detect_rule(frag, layer, depth, rule, out);
+            }
+        }
+    }
+
+    fn detect_rule(
+        &self,
+        frag: &Fragment<'_>,
+        layer: &Layer<'_>,
+        depth: usize,
+        rule: &Rule,
+        out: &mut Vec<Finding>,
+    ) {
+        if fragment_allowed(frag, &rule.allowlists) {
+            return;
+        }
+        if let Some(path_re) = &rule.path {
+            if !path_re.is_match(frag.path.as_bytes()) {
+                return;
+            }
+            if rule.regex.is_none() {
+                if depth == 0 && !rule.skip_report {
+                    out.push(path_finding(frag, rule));
+                }
+                return;
+            }
+        }
+        let Some(lazy) = &rule.regex else {
+            return;
+        };
+        let regex = match lazy.get() {
+            Ok(regex) => regex,
+            Err(problem) => {
+                // Syntax was checked at load; only the size limit can fail here. Fail closed:
+                // report it as a finding so a push cannot pass unscanned.
+                let mut f = path_finding(frag, rule);
+                f.description = format!("rule could not be compiled: {problem}");
+                f.matched = String::new();
+                out.push(f);
+                return;
+            }
+        };
+        let text = &layer.text;
+        for m in regex.find_iter(text) {
+            let (mut start, mut end) = (m.start(), m.end());
+            while start < end && text[start] == b'\n' {
+                start += 1;
+            }
+            while end > start && text[end - 1] == b'\n' {
+                end -= 1;
+            }
+            let mut tags = rule.tags.clone();
+            let (orig_start, orig_end) = match depth {
+                0 => (start, end),
+                _ => {
+                    let pieces = layer.overlapping(start, end, depth);
+                    let Some(first) = pieces.first() else {
+                        continue;
+                    };
+                    for kind in &first.kinds {
+                        tags.push(format!("decoded:{kind}"));
+                    }
+                    tags.push(format!("decode-depth:{depth}"));
+                    layer.to_original(start, end)
+                }
+            };
+            let matched = &text[start..end];
+            let line = line_around(frag.text, orig_start, orig_end);
+            if contains(line, ALLOW_SIGNATURE.as_bytes()) {
+                continue;
+            }
+            let secret = secret_of(regex, matched, rule.secret_group);
+            let entropy = shannon_entropy(secret);
+            if rule.entropy > 0.0 && entropy <= rule.entropy {
+                continue;
+            }
+            let candidate = Candidate {
+                secret,
+                matched,
+                line,
+            };
+            if finding_allowed(frag, &candidate, &self.rules.allowlists)
+                || finding_allowed(frag, &candidate, &rule.allowlists)
+                || rule.skip_report
+            {
+                continue;
+            }
+            let (line_no, col) = position(frag.text, orig_start);
+            let (end_line_no, end_col) =
+                position(frag.text, orig_end.saturating_sub(1).max(orig_start));
+            out.push(Finding {
+                rule_id: rule.id.clone(),
+                description: rule.description.clone(),
+                file: frag.path.to_owned(),
+                start_line: frag.start_line + line_no,
+                end_line: frag.start_line + end_line_no,
+                start_column: col,
+                end_column: end_col,
+                commit: frag.commit.to_owned(),
+                author: String::new(),
+                email: String::new(),
+                date: String::new(),
+                message: String::new(),
+                entropy: entropy as f32,
+                tags,
+                secret: String::from_utf8_lossy(secret).into_owned(),
+                matched: String::from_utf8_lossy(matched).into_owned(),
+                line: String::from_utf8_lossy(line).into_owned(),
+                encoded: match depth {
+                    0 => String::new(),
+                    _ => String::from_utf8_lossy(&frag.text[orig_start..orig_end]).into_owned(),
+                },
+            });
+        }
+    }
+}
+
+fn depth_used(found: &[Finding]) -> bool {
+    found.iter().any(Finding::is_decoded)
+}
+
+/// A finding from a rule tagged `generic` is dropped when a specific rule found the same
+/// secret on the same line: one leak, one report.
+fn drop_generic_duplicates(found: &mut Vec<Finding>) {
+    let is_generic = |f: &Finding| f.tags.iter().any(|t| t == GENERIC_TAG);
+    if found.len() < 2 || !found.iter().any(is_generic) {
+        return;
+    }
+    let specific: Vec<(u32, String)> = found
+        .iter()
+        .filter(|f| !is_generic(f))
+        .map(|f| (f.start_line, f.secret.clone()))
+        .collect();
+    found.retain(|f| {
+        !is_generic(f)
+            || !specific.iter().any(|(line, s)| {
+                *line == f.start_line && (s.contains(&f.secret) || f.secret.contains(s.as_str()))
+            })
+    });
+}
+
+/// What allowlists look at for one match.
+struct Candidate<'a> {
+    secret: &'a [u8],
+    matched: &'a [u8],
+    line: &'a [u8],
+}
+
+/// gitleaks' secret selection: `secretGroup`, else the first non-empty group, else the match.
+/// Like gitleaks, the regex is re-run on the matched text alone.
+fn secret_of<'t>(regex: &regex::bytes::Regex, matched: &'t [u8], group: usize) -> &'t [u8] {
+    let Some(caps) = regex.captures(matched) else {
+        return matched;
+    };
+    if caps.len() < 2 {
+        return matched;
+    }
+    if group > 0 {
+        return caps.get(group).map_or(matched, |g| g.as_bytes());
+    }
+    (1..caps.len())
+        .filter_map(|i| caps.get(i))
+        .find(|g| !g.is_empty())
+        .map_or(matched, |g| g.as_bytes())
+}
+
+/// Whether a commit/path allowlist skips the whole fragment (checks that need a match, such
+/// as `regexes` under AND, wait for the match).
+fn fragment_allowed(frag: &Fragment<'_>, allowlists: &[Allowlist]) -> bool {
+    allowlists.iter().any(|a| {
+        let commit = commit_allowed(a, frag.commit);
+        let path = path_allowed(a, frag.path);
+        match a.condition {
+            Condition::Or => commit || path,
+            Condition::And => {
+                if !a.regexes.is_empty() || !a.stopwords.is_empty() {
+                    return false;
+                }
+                let mut checks = Vec::new();
+                if !a.commits.is_empty() {
+                    checks.push(commit);
+                }
+                if !a.paths.is_empty() {
+                    checks.push(path);
+                }
+                !checks.is_empty() && checks.iter().all(|&c| c)
+            }
+        }
+    })
+}
+
+fn finding_allowed(frag: &Fragment<'_>, c: &Candidate<'_>, allowlists: &[Allowlist]) -> bool {
+    allowlists.iter().any(|a| {
+        let target = match a.regex_target {
+            RegexTarget::Secret => c.secret,
+            RegexTarget::Match => c.matched,
+            RegexTarget::Line => c.line,
+        };
+        let regex = a.regexes.iter().any(|re| re.is_match(target));
+        let stopword = contains_stopword(a, c.secret);
+        let commit = commit_allowed(a, frag.commit);
+        let path = path_allowed(a, frag.path);
+        match a.condition {
+            Condition::Or => commit || path || regex || stopword,
+            Condition::And => {
+                let checks = [
+                    (!a.commits.is_empty(), commit),
+                    (!a.paths.is_empty(), path),
+                    (!a.regexes.is_empty(), regex),
+                    (!a.stopwords.is_empty(), stopword),
+                ];
+                checks.iter().any(|(present, _)| *present)
+                    && checks.iter().all(|(present, ok)| !present || *ok)
+            }
+        }
+    })
+}
+
+fn commit_allowed(a: &Allowlist, commit: &str) -> bool {
+    !commit.is_empty() && a.commits.contains(&commit.to_ascii_lowercase())
+}
+
+fn path_allowed(a: &Allowlist, path: &str) -> bool {
+    !path.is_empty() && a.paths.iter().any(|re| re.is_match(path.as_bytes()))
+}
+
+fn contains_stopword(a: &Allowlist, secret: &[u8]) -> bool {
+    if a.stopwords.is_empty() {
+        return false;
+    }
+    let lower = secret.to_ascii_lowercase();
+    a.stopwords.iter().any(|w| contains(&lower, w.as_bytes()))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+/// The full lines of `text` that `[start, end)` touches, without the final newline.
+fn line_around(text: &[u8], start: usize, end: usize) -> &[u8] {
+    let begin = text[..start.min(text.len())]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let stop = text[end.min(text.len())..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |p| end + p);
+    &text[begin..stop.max(begin)]
+}
+
+/// 0-based line index and 1-based column of byte `pos`.
+fn position(text: &[u8], pos: usize) -> (u32, u32) {
+    let pos = pos.min(text.len());
+    let before = &text[..pos];
+    let line = memchr::memchr_iter(b'\n', before).count();
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    (as_u32(line), as_u32(pos - line_start + 1))
+}
+
+fn path_finding(frag: &Fragment<'_>, rule: &Rule) -> Finding {
+    Finding {
+        rule_id: rule.id.clone(),
+        description: rule.description.clone(),
+        file: frag.path.to_owned(),
+        start_line: 0,
+        end_line: 0,
+        start_column: 0,
+        end_column: 0,
+        commit: frag.commit.to_owned(),
+        author: String::new(),
+        email: String::new(),
+        date: String::new(),
+        message: String::new(),
+        entropy: 0.0,
+        tags: rule.tags.clone(),
+        secret: String::new(),
+        matched: format!("file detected: {}", frag.path),
+        line: String::new(),
+        encoded: String::new(),
+    }
+}
+
+/// Shannon entropy in bits per byte.
+pub(crate) fn shannon_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let len = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / len;
+            -p * p.log2()
+        })
+        .sum()
+}

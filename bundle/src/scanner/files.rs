@@ -1,0 +1,66 @@
+//! Directory scans: every regular file under a root, `.git` skipped, symlinks not followed.
+
+use std::path::Path;
+
+use crate::scanner::engine::Fragment;
+use crate::scanner::{Finding, ScanError, Scanner};
+
+/// Files larger than this are skipped (generated blobs, archives), as gitleaks does with
+/// `--max-target-megabytes`.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
+pub(crate) fn scan_dir(scanner: &Scanner, root: &Path) -> Result<Vec<Finding>, ScanError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let io = |source| ScanError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|source| ScanError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if kind.is_dir() {
+                if entry.file_name() != ".git" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let meta = entry.metadata().map_err(|source| ScanError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.len() > MAX_FILE_BYTES {
+                tracing::warn!(path = %path.display(), bytes = meta.len(), "skipping large file");
+                continue;
+            }
+            let data = std::fs::read(&path).map_err(|source| ScanError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if data.iter().take(8000).any(|&b| b == 0) {
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let rel = rel.to_string_lossy();
+            out.extend(scanner.scan_fragment(&Fragment {
+                text: &data,
+                path: &rel,
+                commit: "",
+                start_line: 1,
+            }));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,482 @@
+//! Reading what commits add, in-process with git2: revwalks for pushes, ranges and whole
+//! histories; first-parent diffs with zero context; each (old blob, new blob) pair once.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::atomic::{self, AtomicU64};
+
+use git2::{
+    Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort, Tree, TreeEntry,
+};
+
+use crate::scanner::engine::Fragment;
+use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
+
+/// Shown as the file of a finding in a commit message.
+const COMMIT_MESSAGE_FILE: &str = "(commit message)";
+
+pub(crate) fn scan_push(
+    scanner: &Scanner,
+    repo: &Repository,
+    updates: &[RefUpdate],
+    budget: &Budget,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut walk = revwalk(repo)?;
+    let mut out = Vec::new();
+    let spent = AtomicU64::new(0);
+    let mut pushed = false;
+    for update in updates {
+        if update.new.is_zero() {
+            continue;
+        }
+        let mut obj = repo.find_object(update.new, None).map_err(git_err(|| {
+            format!("find {} for {}", update.new, update.refname)
+        }))?;
+        // Annotated (possibly nested) tags: scan each message, then follow to the target.
+        while obj.kind() == Some(ObjectType::Tag) {
+            let Some(tag) = obj.as_tag() else { break };
+            let file = format!("(tag message {})", update.refname);
+            let msg = tag.message_bytes().unwrap_or_default().to_vec();
+            charge(budget, &spent, msg.len())?;
+            let mut found = scanner.scan_fragment(&Fragment {
+                text: &msg,
+                path: "",
+                commit: "",
+                start_line: 1,
+            });
+            for f in &mut found {
+                f.file.clone_from(&file);
+                f.commit = tag.id().to_string();
+            }
+            out.extend(found);
+            obj = tag
+                .target()
+                .map_err(git_err(|| format!("peel tag {}", update.refname)))?;
+        }
+        match obj.kind() {
+            Some(ObjectType::Commit) => {
+                walk.push(obj.id())
+                    .map_err(git_err(|| "revwalk push".to_owned()))?;
+                pushed = true;
+            }
+            Some(ObjectType::Blob) => {
+                let blob = obj
+                    .peel_to_blob()
+                    .map_err(git_err(|| "read tagged blob".to_owned()))?;
+                charge(budget, &spent, blob.content().len())?;
+                out.extend(scanner.scan_fragment(&Fragment {
+                    text: blob.content(),
+                    path: &update.refname,
+                    commit: "",
+                    start_line: 1,
+                }));
+            }
+            _ => {}
+        }
+    }
+    if !pushed {
+        return Ok(out);
+    }
+    hide_existing_refs(repo, &mut walk)?;
+    let commits = collect(walk)?;
+    out.extend(scan_commits(scanner, repo, &commits, budget, &spent)?);
+    Ok(out)
+}
+
+pub(crate) fn scan_range(
+    scanner: &Scanner,
+    repo: &Repository,
+    range: &str,
+    budget: &Budget,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut walk = revwalk(repo)?;
+    match range.contains("..") {
+        true => walk.push_range(range),
+        false => repo
+            .revparse_single(range)
+            .and_then(|o| o.peel_to_commit())
+            .and_then(|c| walk.push(c.id())),
+    }
+    .map_err(git_err(|| format!("resolve range {range:?}")))?;
+    let commits = collect(walk)?;
+    scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0))
+}
+
+pub(crate) fn scan_history(
+    scanner: &Scanner,
+    repo: &Repository,
+    budget: &Budget,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut walk = revwalk(repo)?;
+    let mut any = false;
+    for r in repo
+        .references()
+        .map_err(git_err(|| "list refs".to_owned()))?
+    {
+        let r = r.map_err(git_err(|| "read ref".to_owned()))?;
+        if let Ok(c) = r.peel_to_commit() {
+            walk.push(c.id())
+                .map_err(git_err(|| "revwalk push".to_owned()))?;
+            any = true;
+        }
+    }
+    if !any {
+        // A repository without refs (or only HEAD detached) still has HEAD.
+        if walk.push_head().is_err() {
+            return Ok(Vec::new());
+        }
+    }
+    let commits = collect(walk)?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || commits.len() < 64 {
+        return scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0));
+    }
+    // Each worker opens its own handle (git2 repositories are not Sync) and takes one
+    // contiguous stretch of history: neighbouring commits share delta bases in the pack, and
+    // interleaving them across handles made every worker re-inflate the same chains.
+    let path = repo.path().to_path_buf();
+    let spent = AtomicU64::new(0);
+    let per_thread = commits.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = commits
+            .chunks(per_thread)
+            .map(|chunk| {
+                let mine: Vec<Oid> = chunk.to_vec();
+                let (path, spent) = (&path, &spent);
+                s.spawn(move || {
+                    let repo =
+                        Repository::open(path).map_err(git_err(|| "open repository".to_owned()))?;
+                    scan_commits(scanner, &repo, &mine, budget, spent)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(found) => out.extend(found?),
+                Err(_) => return Err(ScanError::Input("scan worker panicked".to_owned())),
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
+    // Unsorted: order does not matter to a scan, and sorting would force a full walk first.
+    let mut walk = repo
+        .revwalk()
+        .map_err(git_err(|| "start revwalk".to_owned()))?;
+    walk.set_sorting(Sort::NONE)
+        .map_err(git_err(|| "sort revwalk".to_owned()))?;
+    Ok(walk)
+}
+
+/// Hides every commit any existing ref points at, so only what the push adds remains.
+fn hide_existing_refs(repo: &Repository, walk: &mut Revwalk<'_>) -> Result<(), ScanError> {
+    for r in repo
+        .references()
+        .map_err(git_err(|| "list refs".to_owned()))?
+    {
+        let r = r.map_err(git_err(|| "read ref".to_owned()))?;
+        // A ref that does not peel to a commit hides nothing; scanning more is the safe side.
+        if let Ok(c) = r.peel_to_commit() {
+            walk.hide(c.id())
+                .map_err(git_err(|| "revwalk hide".to_owned()))?;
+        }
+    }
+    Ok(())
+}
+
+fn collect(walk: Revwalk<'_>) -> Result<Vec<Oid>, ScanError> {
+    walk.collect::<Result<Vec<_>, _>>()
+        .map_err(git_err(|| "walk commits".to_owned()))
+}
+
+fn scan_commits(
+    scanner: &Scanner,
+    repo: &Repository,
+    commits: &[Oid],
+    budget: &Budget,
+    spent: &AtomicU64,
+) -> Result<Vec<Finding>, ScanError> {
+    let mut seen: HashSet<(Oid, Oid)> = HashSet::new();
+    let mut out = Vec::new();
+    for &oid in commits {
+        let commit = repo
+            .find_commit(oid)
+            .map_err(git_err(|| format!("read commit {oid}")))?;
+        let start = out.len();
+        scan_commit(scanner, repo, &commit, budget, spent, &mut seen, &mut out)?;
+        if out.len() > start {
+            annotate(&commit, &mut out[start..]);
+        }
+    }
+    Ok(out)
+}
+
+fn scan_commit(
+    scanner: &Scanner,
+    repo: &Repository,
+    commit: &Commit<'_>,
+    budget: &Budget,
+    spent: &AtomicU64,
+    seen: &mut HashSet<(Oid, Oid)>,
+    out: &mut Vec<Finding>,
+) -> Result<(), ScanError> {
+    let id = commit.id().to_string();
+    let message = commit.message_bytes();
+    charge(budget, spent, message.len())?;
+    let mut found = scanner.scan_fragment(&Fragment {
+        text: message,
+        path: "",
+        commit: &id,
+        start_line: 1,
+    });
+    for f in &mut found {
+        f.file = COMMIT_MESSAGE_FILE.to_owned();
+    }
+    out.extend(found);
+
+    let tree = commit.tree().map_err(git_err(|| format!("tree of {id}")))?;
+    let parent_tree = match commit.parent(0) {
+        Ok(p) => Some(
+            p.tree()
+                .map_err(git_err(|| format!("parent tree of {id}")))?,
+        ),
+        Err(_) => None,
+    };
+    let mut changed = Vec::new();
+    changed_blobs(repo, parent_tree.as_ref(), &tree, "", &mut changed)?;
+    for change in changed {
+        if !seen.insert((change.old, change.new)) {
+            continue;
+        }
+        scan_change(scanner, repo, &change, &id, budget, spent, out)?;
+    }
+    Ok(())
+}
+
+/// A file whose content differs between a commit and its first parent.
+struct Change {
+    path: String,
+    /// Zero when the file is new.
+    old: Oid,
+    new: Oid,
+}
+
+/// Collects the blobs of `new` that differ from `old`, skipping identical subtrees by id
+/// (libgit2's tree diff walks every entry, which is slow on wide trees).
+fn changed_blobs(
+    repo: &Repository,
+    old: Option<&Tree<'_>>,
+    new: &Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<Change>,
+) -> Result<(), ScanError> {
+    // Both entry lists are in git's tree order, so one merge pass pairs them up.
+    let old_entries: Vec<TreeEntry<'_>> = old.map(|t| t.iter().collect()).unwrap_or_default();
+    let mut next_old = 0;
+    for entry in new.iter() {
+        let is_tree = entry.kind() == Some(ObjectType::Tree);
+        let mut before = None;
+        while let Some(o) = old_entries.get(next_old) {
+            let o_tree = o.kind() == Some(ObjectType::Tree);
+            match tree_order(o.name_bytes(), o_tree, entry.name_bytes(), is_tree) {
+                Ordering::Less => next_old += 1,
+                Ordering::Equal => {
+                    before = Some(o);
+                    next_old += 1;
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        if before.is_some_and(|b| b.id() == entry.id()) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(entry.name_bytes());
+        let path = match prefix.is_empty() {
+            true => name.into_owned(),
+            false => format!("{prefix}/{name}"),
+        };
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(git_err(|| format!("read tree {path}")))?;
+                let old_sub = match before {
+                    Some(b) if b.kind() == Some(ObjectType::Tree) => Some(
+                        repo.find_tree(b.id())
+                            .map_err(git_err(|| format!("read tree {path}")))?,
+                    ),
+                    _ => None,
+                };
+                changed_blobs(repo, old_sub.as_ref(), &sub, &path, out)?;
+            }
+            Some(ObjectType::Blob) => {
+                let old_id = match before {
+                    Some(b) if b.kind() == Some(ObjectType::Blob) => b.id(),
+                    _ => Oid::ZERO_SHA1,
+                };
+                out.push(Change {
+                    path,
+                    old: old_id,
+                    new: entry.id(),
+                });
+            }
+            // Submodule commits carry no content of this repository.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// git's tree entry order: names compared bytewise, a tree sorting as if its name ended in `/`.
+fn tree_order(a: &[u8], a_tree: bool, b: &[u8], b_tree: bool) -> Ordering {
+    let common = a.len().min(b.len());
+    match a[..common].cmp(&b[..common]) {
+        Ordering::Equal => {}
+        other => return other,
+    }
+    let tail = |name: &[u8], tree: bool| match name.get(common) {
+        Some(&c) => c,
+        None if tree => b'/',
+        None => 0,
+    };
+    tail(a, a_tree).cmp(&tail(b, b_tree))
+}
+
+/// Scans the lines `change` adds: the whole blob for a new file, else the `+` lines of a
+/// zero-context diff, one fragment per hunk.
+fn scan_change(
+    scanner: &Scanner,
+    repo: &Repository,
+    change: &Change,
+    commit: &str,
+    budget: &Budget,
+    spent: &AtomicU64,
+    out: &mut Vec<Finding>,
+) -> Result<(), ScanError> {
+    let path = &change.path;
+    let new = repo
+        .find_blob(change.new)
+        .map_err(git_err(|| format!("read blob {path}")))?;
+    if new.is_binary() {
+        return Ok(());
+    }
+    if change.old.is_zero() {
+        charge(budget, spent, new.content().len())?;
+        out.extend(scanner.scan_fragment(&Fragment {
+            text: new.content(),
+            path,
+            commit,
+            start_line: 1,
+        }));
+        return Ok(());
+    }
+    let old = repo
+        .find_blob(change.old)
+        .map_err(git_err(|| format!("read blob {path}")))?;
+    let mut opts = DiffOptions::new();
+    opts.context_lines(0);
+    // No paths: a path makes libgit2 look up .gitattributes diff drivers for every file,
+    // a tenth of a history scan; binary blobs were already skipped above.
+    let patch = Patch::from_blobs(&old, None, &new, None, Some(&mut opts))
+        .map_err(git_err(|| format!("diff {path}")))?;
+    let mut buf: Vec<u8> = Vec::new();
+    for h in 0..patch.num_hunks() {
+        let lines = patch
+            .num_lines_in_hunk(h)
+            .map_err(git_err(|| format!("hunk of {path}")))?;
+        buf.clear();
+        let mut first_line = None;
+        for l in 0..lines {
+            let line = patch
+                .line_in_hunk(h, l)
+                .map_err(git_err(|| format!("line of {path}")))?;
+            if line.origin() != '+' {
+                continue;
+            }
+            first_line = first_line.or(line.new_lineno());
+            buf.extend_from_slice(line.content());
+        }
+        let Some(start_line) = first_line else {
+            continue;
+        };
+        charge(budget, spent, buf.len())?;
+        out.extend(scanner.scan_fragment(&Fragment {
+            text: &buf,
+            path,
+            commit,
+            start_line,
+        }));
+    }
+    Ok(())
+}
+
+/// Fills in who made the commit, for the report.
+fn annotate(commit: &Commit<'_>, findings: &mut [Finding]) {
+    let author = commit.author();
+    let name = String::from_utf8_lossy(author.name_bytes()).into_owned();
+    let email = String::from_utf8_lossy(author.email_bytes()).into_owned();
+    let date = format_time(author.when());
+    let summary = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+    for f in findings {
+        f.author.clone_from(&name);
+        f.email.clone_from(&email);
+        f.date.clone_from(&date);
+        f.message.clone_from(&summary);
+    }
+}
+
+/// Seconds since the epoch plus offset, as `YYYY-MM-DDTHH:MM:SSZ` in UTC.
+fn format_time(t: git2::Time) -> String {
+    let secs = t.seconds();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn charge(budget: &Budget, spent: &AtomicU64, bytes: usize) -> Result<(), ScanError> {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    let total = spent
+        .fetch_add(bytes, atomic::Ordering::Relaxed)
+        .saturating_add(bytes);
+    if total > budget.max_bytes {
+        return Err(ScanError::OverBudget {
+            what: format!("more than {} bytes to scan", budget.max_bytes),
+        });
+    }
+    if budget
+        .deadline
+        .is_some_and(|d| std::time::Instant::now() > d)
+    {
+        return Err(ScanError::OverBudget {
+            what: "scan took longer than allowed".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn git_err<F: FnOnce() -> String>(what: F) -> impl FnOnce(git2::Error) -> ScanError {
+    // The context is built only on error: these sit on the per-object hot path.
+    move |source| ScanError::Git {
+        what: what(),
+        source,
+    }
+}

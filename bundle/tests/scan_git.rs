@@ -1,0 +1,375 @@
+//! The scanner over real git repositories built with the `git` CLI: what a push adds, ranges,
+//! whole histories, commit and tag messages, budgets.
+
+// Test helpers outside #[test] fns panic on setup failure, which is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod scan_support;
+
+use bottle_bundle::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
+use git2::{Oid, Repository};
+use scan_support::{Repo, github_token, stripe_token};
+
+fn update(old: &str, new: &str, refname: &str) -> RefUpdate {
+    RefUpdate {
+        old: Oid::from_str(old).unwrap(),
+        new: Oid::from_str(new).unwrap(),
+        refname: refname.to_owned(),
+    }
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// `rule file:line @commit-prefix` per finding, sorted.
+fn summary(found: &[Finding]) -> Vec<String> {
+    let mut v: Vec<String> = found
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}:{} @{}",
+                f.rule_id,
+                f.file,
+                f.start_line,
+                &f.commit[..f.commit.len().min(7)]
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Builds commits on top of `main`, then moves `main` back, so the new commits exist as
+/// objects but no ref reaches them: the state a pre-receive hook sees.
+fn unpushed(repo: &Repo, build: impl FnOnce(&Repo)) -> (String, String) {
+    let old = repo.rev("main");
+    build(repo);
+    let new = repo.rev("HEAD");
+    repo.git(&["checkout", "-q", "--detach"]);
+    repo.git(&["update-ref", "refs/heads/main", &old]);
+    repo.git(&["reset", "-q", "--hard", &old]);
+    (old, new)
+}
+
+#[test]
+fn push_scan_covers_only_added_lines_of_new_commits() {
+    let repo = Repo::new();
+    let old_secret = github_token(1);
+    repo.write("config.env", &format!("A=1\nOLD={old_secret}\n"));
+    repo.commit("base");
+    let new_secret = stripe_token(2);
+    let (old, new) = unpushed(&repo, |r| {
+        // Changes a line next to the old secret (context, not added) and adds a new one.
+        r.write(
+            "config.env",
+            &format!("A=2\nOLD={old_secret}\nNEW={new_secret}\n"),
+        );
+        r.commit("second");
+        r.write("clean.txt", "nothing here\n");
+        r.commit("third");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let found = Scanner::builtin()
+        .unwrap()
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    let second = repo.rev(&format!("{new}~1"));
+    assert_eq!(
+        summary(&found),
+        vec![format!("stripe-secret-key config.env:3 @{}", &second[..7])]
+    );
+    let f = &found[0];
+    assert_eq!(f.secret(), new_secret);
+    assert_eq!(f.author, "Test Author");
+    assert_eq!(f.email, "author@example.test");
+    assert_eq!(f.date, "2024-01-02T03:04:05Z");
+    assert_eq!(f.message, "second");
+    assert_eq!(
+        f.fingerprint(),
+        format!("{second}:config.env:stripe-secret-key:3")
+    );
+}
+
+#[test]
+fn removed_lines_are_not_findings_and_roots_diff_against_the_empty_tree() {
+    let repo = Repo::new();
+    let secret = github_token(3);
+    repo.write("a.txt", &format!("x\n{secret}\n"));
+    let root = repo.commit("root");
+    repo.write("a.txt", "x\n");
+    let fix = repo.commit("remove it");
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::builtin().unwrap();
+    let budget = Budget::unlimited();
+    let new_branch = scanner
+        .scan_push(&git, &[update(ZERO, &fix, "refs/heads/other")], &budget)
+        .unwrap();
+    assert!(
+        new_branch.is_empty(),
+        "already reachable from main: {new_branch:?}"
+    );
+    let only_fix = scanner
+        .scan_range(&git, &format!("{root}..{fix}"), &budget)
+        .unwrap();
+    assert!(only_fix.is_empty(), "{only_fix:?}");
+    let all = scanner.scan_range(&git, &fix, &budget).unwrap();
+    assert_eq!(
+        summary(&all),
+        vec![format!("github-pat a.txt:2 @{}", &root[..7])]
+    );
+}
+
+#[test]
+fn new_branch_force_push_and_merge_use_new_not_all() {
+    let repo = Repo::new();
+    repo.write("a.txt", "base\n");
+    let base = repo.commit("base");
+    let s1 = github_token(4);
+    // A side branch that already exists on the server, holding a secret.
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("side.txt", &format!("{s1}\n"));
+    let side = repo.commit("side secret");
+    repo.git(&["checkout", "-q", "main"]);
+    let s2 = stripe_token(5);
+    let (_, new) = unpushed(&repo, |r| {
+        r.git(&["merge", "-q", "--no-ff", "-m", "merge side", "side"]);
+        r.write("b.txt", &format!("{s2}\n"));
+        r.commit("new secret");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::builtin().unwrap();
+    let budget = Budget::unlimited();
+    // `side`'s own commit is reachable from an existing ref, so it is not walked; the merge
+    // is, and its diff against the first parent (main) adds side.txt. That is deliberate: a
+    // merge can add content of its own ("evil merge"), and first-parent diffs catch it.
+    let found = scanner
+        .scan_push(&git, &[update(&base, &new, "refs/heads/main")], &budget)
+        .unwrap();
+    let merge = repo.rev(&format!("{new}~1"));
+    assert_eq!(
+        summary(&found),
+        vec![
+            format!("github-pat side.txt:1 @{}", &merge[..7]),
+            format!("stripe-secret-key b.txt:1 @{}", &new[..7]),
+        ]
+    );
+    assert!(!found.iter().any(|f| f.commit == side));
+    // Force push of a rewritten main: only the rewritten commit is new.
+    repo.git(&["checkout", "-q", "--detach", &base]);
+    repo.write("c.txt", &format!("{}\n", github_token(6)));
+    let rewritten = repo.commit("rewrite");
+    let found = scanner
+        .scan_push(
+            &git,
+            &[update(&side, &rewritten, "refs/heads/side")],
+            &budget,
+        )
+        .unwrap();
+    assert_eq!(
+        summary(&found),
+        vec![format!("github-pat c.txt:1 @{}", &rewritten[..7])]
+    );
+    // Deleting a ref scans nothing.
+    let found = scanner
+        .scan_push(&git, &[update(&side, ZERO, "refs/heads/side")], &budget)
+        .unwrap();
+    assert!(found.is_empty());
+}
+
+#[test]
+fn commit_and_annotated_tag_messages_are_scanned() {
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    let msg_secret = github_token(7);
+    let tag_secret = stripe_token(8);
+    let (_, new) = unpushed(&repo, |r| {
+        r.write("a.txt", "b\n");
+        r.commit(&format!("deploy with token {msg_secret}"));
+    });
+    repo.git(&[
+        "tag",
+        "-a",
+        "v1",
+        "-m",
+        &format!("release key {tag_secret}"),
+        &new,
+    ]);
+    let tag = repo.rev("refs/tags/v1");
+    repo.git(&["tag", "-d", "v1"]);
+    let git = Repository::open(repo.path()).unwrap();
+    let found = Scanner::builtin()
+        .unwrap()
+        .scan_push(
+            &git,
+            &[update(ZERO, &tag, "refs/tags/v1")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    assert_eq!(
+        summary(&found),
+        vec![
+            format!("github-pat (commit message):1 @{}", &new[..7]),
+            format!(
+                "stripe-secret-key (tag message refs/tags/v1):1 @{}",
+                &tag[..7]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn each_blob_pair_is_scanned_once_and_binary_files_are_skipped() {
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    let secret = github_token(9);
+    let (old, new) = unpushed(&repo, |r| {
+        r.write("one/key.txt", &format!("{secret}\n"));
+        r.commit("add");
+        // The same file content added again elsewhere: the same (empty, blob) pair.
+        r.write("two/key.txt", &format!("{secret}\n"));
+        r.commit("copy");
+        let mut bin = vec![0u8, 1, 2, 0];
+        bin.extend_from_slice(github_token(10).as_bytes());
+        std::fs::write(r.path().join("blob.bin"), bin).unwrap();
+        r.commit("binary");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let found = Scanner::builtin()
+        .unwrap()
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].file.ends_with("key.txt"));
+}
+
+#[test]
+fn over_budget_is_an_error_not_a_pass() {
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    let (old, new) = unpushed(&repo, |r| {
+        r.write("big.txt", &"clean line of text\n".repeat(5000));
+        r.commit("big");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::builtin().unwrap();
+    let updates = [update(&old, &new, "refs/heads/main")];
+    let err = scanner
+        .scan_push(
+            &git,
+            &updates,
+            &Budget::new(10_000, std::time::Duration::from_secs(60)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ScanError::OverBudget { .. }), "{err}");
+    let err = scanner
+        .scan_push(
+            &git,
+            &updates,
+            &Budget::new(u64::MAX, std::time::Duration::ZERO),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ScanError::OverBudget { .. }), "{err}");
+    assert!(
+        scanner
+            .scan_push(&git, &updates, &Budget::unlimited())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn history_scan_finds_every_secret_on_every_branch() {
+    let repo = Repo::new();
+    let mut planted = Vec::new();
+    repo.write("README", "r\n");
+    repo.commit("base");
+    for i in 0..80u64 {
+        let branch = if i % 2 == 0 { "main" } else { "dev" };
+        if i == 1 {
+            repo.git(&["checkout", "-q", "-b", "dev"]);
+        } else {
+            repo.git(&["checkout", "-q", branch]);
+        }
+        let mut text = format!("file {i}\n");
+        if i % 10 == 3 {
+            text.push_str(&format!("token = {}\n", github_token(100 + i)));
+            planted.push(format!("f{i}.txt"));
+        }
+        repo.write(&format!("f{i}.txt"), &text);
+        repo.commit(&format!("c{i}"));
+    }
+    let git = Repository::open(repo.path()).unwrap();
+    let found = Scanner::builtin()
+        .unwrap()
+        .scan_history(&git, &Budget::unlimited())
+        .unwrap();
+    let mut files: Vec<String> = found.iter().map(|f| f.file.clone()).collect();
+    files.sort();
+    planted.sort();
+    assert_eq!(files, planted);
+    assert!(
+        found
+            .iter()
+            .all(|f| f.start_line == 2 && f.rule_id == "github-pat")
+    );
+}
+
+#[test]
+fn ref_update_lines_parse_and_bad_lines_are_named() {
+    let u = RefUpdate::parse(&format!("{ZERO} {} refs/heads/x", "a".repeat(40))).unwrap();
+    assert!(u.old.is_zero());
+    assert_eq!(u.refname, "refs/heads/x");
+    let err = RefUpdate::parse("garbage").unwrap_err().to_string();
+    assert!(err.contains("expected `<old> <new> <ref>`"), "{err}");
+    let err = RefUpdate::parse(&format!("{ZERO} nothex refs/heads/x"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad object id \"nothex\""), "{err}");
+}
+
+#[test]
+fn nested_trees_and_file_to_directory_changes_are_diffed_in_git_order() {
+    let repo = Repo::new();
+    // Names around git's tree order edge: "a-b" < "a" (as a tree, "a/") < "a0".
+    repo.write("a", "plain file\n");
+    repo.write("a-b", "clean\n");
+    repo.write("a0", "first\n");
+    repo.write("dir/x.txt", "clean\n");
+    repo.commit("base");
+    let (s1, s2, s3) = (github_token(40), stripe_token(41), github_token(42));
+    let (old, new) = unpushed(&repo, |r| {
+        std::fs::remove_file(r.path().join("a")).unwrap();
+        r.write("a/secret.txt", &format!("{s1}\n"));
+        r.write("a0", &format!("first\n{s2}\n"));
+        r.write("dir/sub/y.txt", &format!("{s3}\n"));
+        r.commit("reshape");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let found = Scanner::builtin()
+        .unwrap()
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    let short = &new[..7];
+    assert_eq!(
+        summary(&found),
+        vec![
+            format!("github-pat a/secret.txt:1 @{short}"),
+            format!("github-pat dir/sub/y.txt:1 @{short}"),
+            format!("stripe-secret-key a0:2 @{short}"),
+        ]
+    );
+}
