@@ -78,6 +78,10 @@ pub(crate) struct Plan {
     /// Env names and their sources; never values.
     pub(crate) env: Vec<EnvPlan>,
     pub(crate) git: Vec<GitPlan>,
+    /// CIDR blocks the bundle may dial although private (`egress.allow_private`).
+    pub(crate) allow_private: Vec<String>,
+    /// Host path of an extra CA the bundle trusts for upstream TLS (`egress.extra_ca`).
+    pub(crate) extra_ca: Option<String>,
     pub(crate) supervise: bool,
     /// Things that will fail at start or that the operator should know.
     pub(crate) warnings: Vec<String>,
@@ -288,6 +292,16 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             ));
         }
     }
+    if let Some(ca) = bottle
+        .extra_ca
+        .as_deref()
+        .map(|p| expand_home(p, &facts.home))
+        && facts.missing_paths.contains(&ca)
+    {
+        warnings.push(format!(
+            "egress.extra_ca: {ca} does not exist; start will refuse until it does"
+        ));
+    }
     for g in &git {
         let g: &GitPlan = g;
         if facts.missing_paths.contains(&g.identity_file) {
@@ -324,6 +338,11 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
         routes,
         env,
         git,
+        allow_private: bottle.allow_private.clone(),
+        extra_ca: bottle
+            .extra_ca
+            .as_deref()
+            .map(|p| expand_home(p, &facts.home)),
         supervise: bottle.supervise,
         warnings,
     }
@@ -392,7 +411,8 @@ fn skill_path(home: &Path, skill: &str) -> String {
     home.join(SKILLS_DIR).join(skill).display().to_string()
 }
 
-/// Host paths the bottle will copy: each skill directory and each git `IdentityFile`.
+/// Host paths the bottle will copy: each skill directory, each git `IdentityFile`, and the
+/// extra CA.
 pub(crate) fn host_paths(loaded: &Loaded, home: &Path) -> BTreeSet<String> {
     let skills = loaded.agent.skills.iter().map(|s| skill_path(home, s));
     let keys = loaded
@@ -400,7 +420,8 @@ pub(crate) fn host_paths(loaded: &Loaded, home: &Path) -> BTreeSet<String> {
         .git
         .iter()
         .map(|g| expand_home(&g.identity_file, home));
-    skills.chain(keys).collect()
+    let ca = loaded.bottle.extra_ca.iter().map(|p| expand_home(p, home));
+    skills.chain(keys).chain(ca).collect()
 }
 
 /// The random part of an identity from random bytes: lowercase base36, [`IDENTITY_SUFFIX_LEN`]
