@@ -331,7 +331,7 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             bundle: BUNDLE_IMAGE.into(),
         },
         runtime: match &facts.runtime {
-            Runtime::Gvisor => "runsc (gVisor)".into(),
+            Runtime::Gvisor => "runsc (gVisor; the relay needs runsc's `--host-uds=open` to reach the bundle's sockets)".into(),
             Runtime::Runc => "runc (gVisor not registered with Docker)".into(),
             Runtime::Unknown(why) => format!("unknown ({why})"),
         },
