@@ -19,6 +19,10 @@ enum Command {
         #[arg(long, default_value = bottle_contract::wire::BUNDLE_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Run the egress proxy alone.
+    Proxy(bottle_bundle::proxy::ProxyArgs),
+    /// Manage the per-bottle CA (`ca init` for standalone use).
+    Ca(bottle_bundle::proxy::CaArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +30,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => bottle_bundle::run::run(&config),
+        Command::Proxy(args) => bottle_bundle::proxy::run_proxy(args),
+        Command::Ca(args) => bottle_bundle::proxy::run_ca(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
