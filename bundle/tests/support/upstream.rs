@@ -1,0 +1,362 @@
+//! A local HTTPS upstream for the proxy tests: hyper + rustls with its own test CA (trusted
+//! only by the proxy), serving an echo endpoint, an SSE stream with gaps, and a smart-HTTP git
+//! server (`git http-backend` behind a small CGI bridge).
+
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub host: String,
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub version: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// When each SSE event was written (relative to the first).
+pub type SentLog = Arc<Mutex<Vec<Instant>>>;
+
+/// The running upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// The upstream's own CA (PEM file), given to the proxy as its extra CA.
+    pub ca_path: PathBuf,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub sse_sent: SentLog,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// Gap between SSE events.
+pub const SSE_GAP: Duration = Duration::from_millis(300);
+/// Number of SSE content events.
+pub const SSE_EVENTS: usize = 5;
+
+impl Upstream {
+    /// Starts on 127.0.0.1:0 with a certificate for `names`; git repos live under `git_root`.
+    pub fn start(dir: &Path, names: &[&str], git_root: PathBuf) -> Upstream {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "upstream test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let ca_path = dir.join("upstream-ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            )
+            .unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let sse_sent: SentLog = Arc::default();
+        let state = Arc::new(State {
+            seen: seen.clone(),
+            sse_sent: sse_sent.clone(),
+            git_root,
+        });
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            ca_path,
+            seen,
+            sse_sent,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+struct State {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    sse_sent: SentLog,
+    git_root: PathBuf,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.split(':').next().unwrap_or_default().to_owned())
+        })
+        .unwrap_or_default();
+    let seen = Seen {
+        host: host.clone(),
+        method: req.method().to_string(),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("<bin>").to_owned()))
+            .collect(),
+        version: format!("{:?}", req.version()),
+    };
+    state.seen.lock().unwrap().push(seen.clone());
+    if host == "git.test" {
+        return Ok(git_cgi(&state.git_root, req).await);
+    }
+    let path = req.uri().path().to_owned();
+    if path == "/v1/messages" {
+        return Ok(sse(state.sse_sent.clone()));
+    }
+    if let Some(size) = path.strip_prefix("/bytes/") {
+        let size: usize = size.parse().unwrap_or(0);
+        return Ok(Response::new(
+            Full::new(Bytes::from(vec![b'x'; size])).boxed(),
+        ));
+    }
+    let body = serde_json::json!({
+        "host": seen.host,
+        "path": seen.path_and_query,
+        "version": seen.version,
+        "headers": seen.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    Ok(response)
+}
+
+/// An Anthropic Messages streaming reply: SSE events with [`SSE_GAP`] between them.
+fn sse(sent: SentLog) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    tokio::spawn(async move {
+        let mut events = vec![
+            event(
+                "message_start",
+                serde_json::json!({"type": "message_start", "message": {
+                "id": "msg_test", "type": "message", "role": "assistant", "model": "claude-test",
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 1, "output_tokens": 0}}}),
+            ),
+            event(
+                "content_block_start",
+                serde_json::json!({"type": "content_block_start",
+                "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+        ];
+        for i in 0..SSE_EVENTS {
+            events.push(event(
+                "content_block_delta",
+                serde_json::json!({
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": format!("chunk{i} ")}}),
+            ));
+        }
+        events.push(event(
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 0}),
+        ));
+        events.push(event(
+            "message_delta",
+            serde_json::json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": 5}}),
+        ));
+        events.push(event(
+            "message_stop",
+            serde_json::json!({"type": "message_stop"}),
+        ));
+        for (n, e) in events.into_iter().enumerate() {
+            let is_delta = e.starts_with("event: content_block_delta");
+            if is_delta && n > 2 {
+                tokio::time::sleep(SSE_GAP).await;
+            }
+            if is_delta {
+                sent.lock().unwrap().push(Instant::now());
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(e)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(ChannelBody(rx)));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+/// A body fed frame by frame from a channel: each frame is written as soon as it is sent.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut().0.poll_recv(cx)
+    }
+}
+
+fn event(name: &str, data: serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// Runs `git http-backend` for one request (CGI), buffering its output (test side only).
+async fn git_cgi(root: &Path, req: Request<Incoming>) -> Response<Body> {
+    use tokio::io::AsyncWriteExt as _;
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let encoding = req
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", content_type)
+        .env("HTTP_CONTENT_ENCODING", encoding)
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_USER", "tester")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("git http-backend");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+    });
+    let output = child.wait_with_output().await.unwrap();
+    let _ = writer.await;
+    let out = output.stdout;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))
+        .unwrap_or((out.len(), 0));
+    let head = String::from_utf8_lossy(&out[..split.0]).into_owned();
+    let body = Bytes::copy_from_slice(&out[split.0 + split.1..]);
+    let mut response = Response::new(Full::new(body).boxed());
+    for line in head.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("status") {
+            let code: u16 = v
+                .split_whitespace()
+                .next()
+                .unwrap_or("200")
+                .parse()
+                .unwrap_or(500);
+            *response.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+        } else if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(k.trim().as_bytes()),
+            hyper::header::HeaderValue::from_str(v),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
