@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -41,7 +41,7 @@ impl Seen {
 }
 
 /// When each SSE event was written (relative to the first).
-pub type SentLog = Arc<Mutex<Vec<Instant>>>;
+pub type SentLog = Arc<Mutex<Vec<std::time::SystemTime>>>;
 
 /// The running upstream.
 pub struct Upstream {
@@ -248,7 +248,7 @@ fn sse(sent: SentLog) -> Response<Body> {
                 tokio::time::sleep(SSE_GAP).await;
             }
             if is_delta {
-                sent.lock().unwrap().push(Instant::now());
+                sent.lock().unwrap().push(std::time::SystemTime::now());
             }
             if tx.send(Ok(Frame::data(Bytes::from(e)))).await.is_err() {
                 return;
