@@ -312,3 +312,54 @@ fn audit_log_and_stderr_record_decisions_and_never_a_token() {
         assert!(!raw.contains(secret), "{secret} leaked");
     }
 }
+
+#[test]
+fn keep_alive_reuses_the_upstream_connection_across_requests_and_tunnels() {
+    let env = Env::start(Mode::Direct);
+    let url = env.url("open.test", "/k");
+    let (code, _, err) = env.curl(&["-v", &url, &url, &url]);
+    assert_eq!(code, 200, "{err}");
+    assert!(
+        err.contains("Re-using existing") || err.contains("Reusing existing"),
+        "{err}"
+    );
+    let (code, _, err) = env.curl(&[&url]);
+    assert_eq!(code, 200, "{err}");
+    assert_eq!(env.upstream.seen().len(), 4);
+    let connections = env
+        .upstream
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(connections, 1, "the upstream pool was not reused");
+}
+
+#[test]
+fn websocket_upgrade_passes_through() {
+    let env = Env::start(Mode::Direct);
+    let out = env.python(
+        r#"
+import os, ssl, websocket
+port = os.environ["PORT"]
+proxy_host, proxy_port = os.environ["PROXY"].removeprefix("http://").split(":")
+ws = websocket.create_connection(
+    f"wss://open.test:{port}/ws",
+    http_proxy_host=proxy_host, http_proxy_port=int(proxy_port), proxy_type="http",
+    sslopt={"ca_certs": os.environ["CA"]},
+)
+for word in ["one", "two"]:
+    ws.send(word)
+    print(ws.recv())
+ws.close()
+"#,
+    );
+    assert!(
+        out.status.success(),
+        "websocket-client (pip install websocket-client): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    expect_test::expect![[r#"
+        echo: one
+        echo: two
+    "#]]
+    .assert_eq(&String::from_utf8_lossy(&out.stdout));
+}

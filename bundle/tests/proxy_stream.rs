@@ -58,10 +58,16 @@ print(json.dumps(arrivals))
     }
     // The gaps survive the trip (the whole stream did not arrive at once at the end).
     let spread = arrivals[SSE_EVENTS - 1].1 - arrivals[0].1;
-    assert!(spread >= SSE_GAP.as_secs_f64() * (SSE_EVENTS as f64 - 1.5), "spread {spread}");
+    assert!(
+        spread >= SSE_GAP.as_secs_f64() * (SSE_EVENTS as f64 - 1.5),
+        "spread {spread}"
+    );
 
     let seen = env.upstream.seen();
-    let call = seen.iter().find(|s| s.path_and_query == "/v1/messages").unwrap();
+    let call = seen
+        .iter()
+        .find(|s| s.path_and_query == "/v1/messages")
+        .unwrap();
     assert_eq!(call.header("x-api-key"), Some(KEY_TOKEN));
     assert!(!format!("{seen:?}").contains("placeholder-not-a-secret"));
 }

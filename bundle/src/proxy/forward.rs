@@ -125,7 +125,11 @@ pub(crate) async fn handle(
     *upstream_req.headers_mut() = headers;
     drop(policy);
 
-    let mut response = match shared.client.request(upstream_req).await {
+    let client = match client_upgrade {
+        true => &shared.client_h1,
+        false => &shared.client,
+    };
+    let mut response = match client.request(upstream_req).await {
         Ok(response) => response,
         Err(e) => return Ok(upstream_failure(&shared, event, &e, &target)),
     };

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) ca: CertAuthority,
     /// Pooled upstream client (keep-alive, h2 by ALPN).
     pub(crate) client: Client<Connector, Incoming>,
+    /// HTTP/1.1-only client for upgrade requests (WebSocket needs an h1 upstream leg).
+    pub(crate) client_h1: Client<Connector, Incoming>,
     pub(crate) audit: Arc<Audit>,
     /// Every connection and tunnel task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
@@ -88,9 +90,14 @@ impl Proxy {
         let ca = CertAuthority::load(Path::new(&config.ca_cert), Path::new(&config.ca_key))?;
         let (outbound, extra_ca) = Outbound::from_config(&config.outbound)?;
         let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))?;
+        let mut tls_h1 = (*tls).clone();
+        tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(Connector::new(outbound, tls));
+            .build(Connector::new(outbound.clone(), tls));
+        let client_h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(Connector::new(outbound, Arc::new(tls_h1)));
         let audit = Audit::open(audit_log).map_err(|source| ProxyError::Audit {
             path: audit_log.map(Path::to_owned).unwrap_or_default(),
             source,
@@ -100,6 +107,7 @@ impl Proxy {
                 policy: ArcSwap::from_pointee(policy),
                 ca,
                 client,
+                client_h1,
                 audit: Arc::new(audit),
                 tracker: TaskTracker::new(),
             }),

@@ -50,6 +50,8 @@ pub struct Upstream {
     pub ca_path: PathBuf,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub sse_sent: SentLog,
+    /// TLS connections accepted (keep-alive shows as fewer connections than requests).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -98,6 +100,8 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let sse_sent: SentLog = Arc::default();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let counter = connections.clone();
         let state = Arc::new(State {
             seen: seen.clone(),
             sse_sent: sse_sent.clone(),
@@ -108,6 +112,7 @@ impl Upstream {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -126,6 +131,7 @@ impl Upstream {
             ca_path,
             seen,
             sse_sent,
+            connections,
             _runtime: runtime,
         }
     }
@@ -180,6 +186,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         return Ok(git_cgi(&state.git_root, req).await);
     }
     let path = req.uri().path().to_owned();
+    if path == "/ws" {
+        return Ok(websocket_echo(req));
+    }
     if path == "/v1/messages" {
         return Ok(sse(state.sse_sent.clone()));
     }
@@ -200,6 +209,64 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         .headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     Ok(response)
+}
+
+/// Accepts a WebSocket upgrade and echoes text frames back, prefixed with `echo: `.
+fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut sha = sha1::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        loop {
+            let mut head = [0u8; 2];
+            if io.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let opcode = head[0] & 0x0f;
+            let len = usize::from(head[1] & 0x7f);
+            assert!(len < 126, "test frames are small");
+            let mut mask = [0u8; 4];
+            let mut payload = vec![0u8; len];
+            if io.read_exact(&mut mask).await.is_err() || io.read_exact(&mut payload).await.is_err()
+            {
+                return;
+            }
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+            if opcode == 0x8 {
+                let _ = io.write_all(&[0x88, 0]).await;
+                return;
+            }
+            let mut reply = b"echo: ".to_vec();
+            reply.extend_from_slice(&payload);
+            let mut frame = vec![0x81, u8::try_from(reply.len()).unwrap()];
+            frame.extend_from_slice(&reply);
+            if io.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()).boxed());
+    *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("upgrade", "websocket".parse().unwrap());
+    headers.insert("connection", "Upgrade".parse().unwrap());
+    headers.insert("sec-websocket-accept", accept.parse().unwrap());
+    response
 }
 
 /// An Anthropic Messages streaming reply: SSE events with [`SSE_GAP`] between them.
