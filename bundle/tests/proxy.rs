@@ -1,13 +1,44 @@
-//! The egress proxy against real clients (curl, Python `requests`, git) and a local HTTPS
-//! upstream, in direct mode. `proxy_chained.rs` runs the same checks through squid.
+//! The egress proxy against real clients (curl, Python `requests`, `websocket-client`, git)
+//! and a local HTTPS upstream. Every check runs twice: `direct::*` dials the upstream itself,
+//! `chained::*` goes through a real upstream CONNECT proxy (squid, in pipelock's place).
+
+// Checks are plain functions run once per outbound mode; a panic is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
+/// Runs each named check in both outbound modes.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod direct {
+            $(#[test] fn $name() { super::$name(super::Mode::Direct) })*
+        }
+        mod chained {
+            $(#[test] fn $name() { super::$name(super::Mode::Chained) })*
+        }
+    };
+}
+
+in_both_modes!(
+    curl_routed_request_gets_the_injected_token_and_never_the_agents,
+    header_and_basic_schemes_are_injected,
+    unrouted_host_is_refused_with_a_pointer_to_egress_block,
+    paths_outside_the_allowlist_are_refused_after_normalization,
+    every_git_receive_pack_form_is_refused_over_h1_and_h2,
+    h2_reaches_the_agent_and_the_upstream,
+    git_push_over_https_fails_with_the_gate_message_and_fetch_works,
+    python_requests_routed_unrouted_and_path_refused,
+    cleartext_requests_never_carry_a_credential,
+    egress_local_routes_lists_routes_without_secrets,
+    audit_log_and_stderr_record_decisions_and_never_a_token,
+    keep_alive_reuses_the_upstream_connection_across_requests_and_tunnels,
+    websocket_upgrade_passes_through,
+);
+
 use support::{BASIC_TOKEN, BEARER_TOKEN, Env, KEY_TOKEN, Mode};
 
-#[test]
-fn curl_routed_request_gets_the_injected_token_and_never_the_agents() {
-    let env = Env::start(Mode::Direct);
+fn curl_routed_request_gets_the_injected_token_and_never_the_agents(mode: Mode) {
+    let env = Env::start(mode);
     let (code, body, err) = env.curl(&[
         "-H",
         "Authorization: Bearer agent-own-token",
@@ -31,9 +62,8 @@ fn curl_routed_request_gets_the_injected_token_and_never_the_agents() {
     assert!(body.contains("/v1/models"), "{body}");
 }
 
-#[test]
-fn header_and_basic_schemes_are_injected() {
-    let env = Env::start(Mode::Direct);
+fn header_and_basic_schemes_are_injected(mode: Mode) {
+    let env = Env::start(mode);
     let (code, _, err) = env.curl(&["-H", "x-api-key: agent-key", &env.url("key.test", "/x")]);
     assert_eq!(code, 200, "{err}");
     let (code, _, err) = env.curl(&["-u", "agent:pw", &env.url("basic.test", "/y")]);
@@ -51,9 +81,8 @@ fn header_and_basic_schemes_are_injected() {
     );
 }
 
-#[test]
-fn unrouted_host_is_refused_with_a_pointer_to_egress_block() {
-    let env = Env::start(Mode::Direct);
+fn unrouted_host_is_refused_with_a_pointer_to_egress_block(mode: Mode) {
+    let env = Env::start(mode);
     let (code, body, _) = env.curl(&[&env.url("other.test", "/")]);
     assert_eq!(code, 403);
     assert!(
@@ -70,9 +99,8 @@ fn unrouted_host_is_refused_with_a_pointer_to_egress_block() {
     );
 }
 
-#[test]
-fn paths_outside_the_allowlist_are_refused_after_normalization() {
-    let env = Env::start(Mode::Direct);
+fn paths_outside_the_allowlist_are_refused_after_normalization(mode: Mode) {
+    let env = Env::start(mode);
     let cases = [
         ("/v2/models", 403, "outside the route's path_allowlist"),
         ("/v1/../admin", 403, "outside the route's path_allowlist"),
@@ -100,9 +128,8 @@ fn paths_outside_the_allowlist_are_refused_after_normalization() {
     );
 }
 
-#[test]
-fn every_git_receive_pack_form_is_refused_over_h1_and_h2() {
-    let env = Env::start(Mode::Direct);
+fn every_git_receive_pack_form_is_refused_over_h1_and_h2(mode: Mode) {
+    let env = Env::start(mode);
     let forms = [
         "/repo.git/info/refs?service=git-receive-pack",
         "/repo.git/info/refs?service=GIT-RECEIVE-PACK",
@@ -129,18 +156,16 @@ fn every_git_receive_pack_form_is_refused_over_h1_and_h2() {
     assert!(env.upstream.seen().is_empty(), "{:?}", env.upstream.seen());
 }
 
-#[test]
-fn h2_reaches_the_agent_and_the_upstream() {
-    let env = Env::start(Mode::Direct);
+fn h2_reaches_the_agent_and_the_upstream(mode: Mode) {
+    let env = Env::start(mode);
     let (code, body, err) = env.curl(&["--http2", "-v", &env.url("open.test", "/h2")]);
     assert_eq!(code, 200, "{body} {err}");
     assert!(err.contains("using HTTP/2"), "agent leg is not h2: {err}");
     assert_eq!(env.upstream.seen().last().unwrap().version, "HTTP/2.0");
 }
 
-#[test]
-fn git_push_over_https_fails_with_the_gate_message_and_fetch_works() {
-    let env = Env::start(Mode::Direct);
+fn git_push_over_https_fails_with_the_gate_message_and_fetch_works(mode: Mode) {
+    let env = Env::start(mode);
     let work = env.dir.path().join("work");
     let url = env.url("git.test", "/repo.git");
     let out = env.git(
@@ -197,9 +222,8 @@ fn git_push_over_https_fails_with_the_gate_message_and_fetch_works() {
     );
 }
 
-#[test]
-fn python_requests_routed_unrouted_and_path_refused() {
-    let env = Env::start(Mode::Direct);
+fn python_requests_routed_unrouted_and_path_refused(mode: Mode) {
+    let env = Env::start(mode);
     let out = env.python(
         r#"
 import os, requests
@@ -242,9 +266,8 @@ except requests.exceptions.SSLError:
     );
 }
 
-#[test]
-fn cleartext_requests_never_carry_a_credential() {
-    let env = Env::start(Mode::Direct);
+fn cleartext_requests_never_carry_a_credential(mode: Mode) {
+    let env = Env::start(mode);
     let port = env.port();
     let (code, body, _) = env.curl(&[&format!("http://api.test:{port}/v1/x")]);
     // The route names port {port}; over http:// the same host:port carries a credential.
@@ -258,9 +281,8 @@ fn cleartext_requests_never_carry_a_credential() {
     assert!(env.upstream.seen().is_empty());
 }
 
-#[test]
-fn egress_local_routes_lists_routes_without_secrets() {
-    let env = Env::start(Mode::Direct);
+fn egress_local_routes_lists_routes_without_secrets(mode: Mode) {
+    let env = Env::start(mode);
     let (code, body, err) = env.curl(&["http://egress.local/routes"]);
     assert_eq!(code, 200, "{err}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -278,9 +300,8 @@ fn egress_local_routes_lists_routes_without_secrets() {
     }
 }
 
-#[test]
-fn audit_log_and_stderr_record_decisions_and_never_a_token() {
-    let env = Env::start(Mode::Direct);
+fn audit_log_and_stderr_record_decisions_and_never_a_token(mode: Mode) {
+    let env = Env::start(mode);
     env.curl(&[&env.url("api.test", "/v1/a?q=1")]);
     env.curl(&[&env.url("other.test", "/b")]);
     env.curl(&[
@@ -313,9 +334,8 @@ fn audit_log_and_stderr_record_decisions_and_never_a_token() {
     }
 }
 
-#[test]
-fn keep_alive_reuses_the_upstream_connection_across_requests_and_tunnels() {
-    let env = Env::start(Mode::Direct);
+fn keep_alive_reuses_the_upstream_connection_across_requests_and_tunnels(mode: Mode) {
+    let env = Env::start(mode);
     let url = env.url("open.test", "/k");
     let (code, _, err) = env.curl(&["-v", &url, &url, &url]);
     assert_eq!(code, 200, "{err}");
@@ -333,9 +353,8 @@ fn keep_alive_reuses_the_upstream_connection_across_requests_and_tunnels() {
     assert_eq!(connections, 1, "the upstream pool was not reused");
 }
 
-#[test]
-fn websocket_upgrade_passes_through() {
-    let env = Env::start(Mode::Direct);
+fn websocket_upgrade_passes_through(mode: Mode) {
+    let env = Env::start(mode);
     let out = env.python(
         r#"
 import os, ssl, websocket

@@ -11,10 +11,20 @@ fn routed_names_resolving_to_special_addresses_are_refused() {
     let env = Env::start(Mode::DirectStrict);
     // Each is a configured route; the hosts file inside the proxy's namespace points them at
     // 10.255.255.1, 169.254.169.254, ::1, ::ffff:127.0.0.1 and 127.0.0.1.
-    for host in ["ten.test", "meta.test", "six.test", "mapped.test", "loop.test", "open.test"] {
+    for host in [
+        "ten.test",
+        "meta.test",
+        "six.test",
+        "mapped.test",
+        "loop.test",
+        "open.test",
+    ] {
         let (code, body, err) = env.curl(&[&env.url(host, "/")]);
         assert_eq!(code, 403, "{host}: {body} {err}");
-        assert!(body.contains("private or special address"), "{host}: {body}");
+        assert!(
+            body.contains("private or special address"),
+            "{host}: {body}"
+        );
     }
     assert!(env.upstream.seen().is_empty(), "{:?}", env.upstream.seen());
     assert_eq!(
@@ -29,7 +39,10 @@ fn routed_names_resolving_to_special_addresses_are_refused() {
         .iter()
         .map(|l| l["reason"].to_string())
         .collect();
-    assert!(reasons.iter().all(|r| r == "\"private-address\""), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r == "\"private-address\""),
+        "{reasons:?}"
+    );
 }
 
 #[test]

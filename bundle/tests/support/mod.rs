@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod squid;
 pub mod upstream;
 
 use std::io::{BufRead as _, BufReader};
@@ -36,8 +37,8 @@ pub enum Mode {
     Direct,
     /// Direct with no private allowance: the SSRF checks apply to everything.
     DirectStrict,
-    /// Through an upstream CONNECT proxy at this address.
-    Chained(SocketAddr),
+    /// Through a real upstream CONNECT proxy (squid), started here.
+    Chained,
 }
 
 pub struct Env {
@@ -50,6 +51,8 @@ pub struct Env {
     pub secrets_path: PathBuf,
     pub audit_path: PathBuf,
     pub config: BundleConfig,
+    /// The upstream CONNECT proxy in chained mode.
+    pub squid: Option<squid::Squid>,
 }
 
 pub struct ProxyProc {
@@ -131,6 +134,21 @@ impl Env {
             route("loop.test", &[], None),
         ];
         let upstream_ca = upstream.ca_path.display().to_string();
+        let hosts = dir.path().join("hosts");
+        let mut text = format!("127.0.0.1 localhost {}\n", NAMES.join(" "));
+        text.push_str("10.255.255.1 ten.test\n169.254.169.254 meta.test\n::1 six.test\n");
+        text.push_str("::ffff:127.0.0.1 mapped.test\n127.0.0.1 loop.test\n");
+        std::fs::write(&hosts, text).unwrap();
+        let squid = match mode {
+            Mode::Chained => {
+                use std::os::unix::fs::PermissionsExt as _;
+                // squid runs as its own user and must read the hosts file.
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+                Some(squid::Squid::start(dir.path(), &hosts))
+            }
+            _ => None,
+        };
         let outbound = match mode {
             Mode::Direct => Outbound::Direct {
                 allow_private: vec!["127.0.0.0/8".into()],
@@ -140,8 +158,8 @@ impl Env {
                 allow_private: vec![],
                 extra_ca: Some(upstream_ca),
             },
-            Mode::Chained(addr) => Outbound::Upstream {
-                proxy_url: format!("http://{addr}"),
+            Mode::Chained => Outbound::Upstream {
+                proxy_url: format!("http://{}", squid.as_ref().unwrap().addr),
                 extra_ca: Some(upstream_ca),
             },
         };
@@ -184,11 +202,6 @@ impl Env {
         let secrets_path = dir.path().join("secrets.json");
         std::fs::write(&secrets_path, serde_json::to_string(&secrets).unwrap()).unwrap();
 
-        let hosts = dir.path().join("hosts");
-        let mut text = format!("127.0.0.1 localhost {}\n", NAMES.join(" "));
-        text.push_str("10.255.255.1 ten.test\n169.254.169.254 meta.test\n::1 six.test\n");
-        text.push_str("::ffff:127.0.0.1 mapped.test\n127.0.0.1 loop.test\n");
-        std::fs::write(&hosts, text).unwrap();
         let proxy = spawn_proxy(dir.path(), &hosts, &config_path, &secrets_path);
         Env {
             dir,
@@ -199,6 +212,7 @@ impl Env {
             secrets_path,
             audit_path,
             config,
+            squid,
         }
     }
 
