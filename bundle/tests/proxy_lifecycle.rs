@@ -2,6 +2,8 @@
 //! request in flight (a bad config keeps the old routes); SIGTERM lets in-flight streams finish
 //! and then exits cleanly.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;
