@@ -121,3 +121,60 @@ fn sigterm_lets_streams_finish_then_exits_cleanly() {
         "still listening"
     );
 }
+
+#[test]
+fn serves_on_a_unix_socket_when_configured() {
+    let env = Env::start(Mode::Direct);
+    let socket = env.dir.path().join("proxy.sock");
+    let mut config = env.config.clone();
+    config.proxy.listen.unix = Some(socket.display().to_string());
+    let config_path = env.dir.path().join("config-unix.json");
+    std::fs::write(&config_path, config.to_json()).unwrap();
+    let second = support::spawn_proxy(
+        env.dir.path(),
+        &env.dir.path().join("hosts"),
+        &config_path,
+        &env.secrets_path,
+    );
+    // The agent side of the relay: CONNECT over the socket, then TLS with the bundle CA.
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import os, socket, ssl, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+target = sys.argv[2]
+sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+reply = b""
+while b"\r\n\r\n" not in reply:
+    reply += sock.recv(1)
+assert reply.startswith(b"HTTP/1.1 200"), reply
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+tls = ctx.wrap_socket(sock, server_hostname=target.split(":")[0])
+tls.sendall(f"GET /v1/unix HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode())
+data = b""
+while chunk := tls.recv(65536):
+    data += chunk
+print(data.decode())
+"#,
+        )
+        .arg(&socket)
+        .arg(format!("api.test:{}", env.port()))
+        .arg(&env.ca)
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        second.stderr_text()
+    );
+    assert!(body.contains("/v1/unix"), "{body}");
+    assert!(
+        body.contains(support::BEARER_TOKEN),
+        "the upstream echo shows the injected token"
+    );
+    drop(second);
+}

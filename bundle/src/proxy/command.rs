@@ -93,7 +93,10 @@ pub async fn serve_from_files(
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (proxy.listen.tcp)"))?;
-        println!("proxy listening on tcp {}", listener.local_addr()?);
+        announce(&format!(
+            "proxy listening on tcp {}",
+            listener.local_addr()?
+        ));
         let (proxy, cancel) = (proxy.clone(), cancel.clone());
         tasks.spawn(async move { proxy.serve_tcp(listener, cancel).await });
     }
@@ -101,7 +104,7 @@ pub async fn serve_from_files(
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
             .with_context(|| format!("cannot listen on {path} (proxy.listen.unix)"))?;
-        println!("proxy listening on unix {path}");
+        announce(&format!("proxy listening on unix {path}"));
         let (proxy, cancel) = (proxy.clone(), cancel.clone());
         tasks.spawn(async move { proxy.serve_unix(listener, cancel).await });
     }
@@ -124,6 +127,13 @@ pub async fn serve_from_files(
         tracing::warn!("some connections were still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// Tells the caller a listener is ready. A closed stdout must not stop the proxy.
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Re-reads the routes and secrets; on any error keeps the current table and says why.

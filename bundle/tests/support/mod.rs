@@ -300,7 +300,7 @@ impl Env {
     }
 }
 
-fn spawn_proxy(dir: &Path, hosts: &Path, config: &Path, secrets: &Path) -> ProxyProc {
+pub fn spawn_proxy(dir: &Path, hosts: &Path, config: &Path, secrets: &Path) -> ProxyProc {
     let stderr = dir.join("proxy.stderr");
     let mut child = Command::new("unshare")
         .args([
