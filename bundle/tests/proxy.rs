@@ -94,7 +94,10 @@ fn unrouted_host_is_refused_with_a_pointer_to_egress_block(mode: Mode) {
     // is in no hosts file, so a lookup would have answered 502, not 403.
     let (code, body, _) = env.curl(&[&env.url("sk-ant-leak0123456789.api.test", "/v1/x")]);
     assert_eq!(code, 403, "{body}");
-    assert!(body.contains("not in this bottle's egress routes"), "{body}");
+    assert!(
+        body.contains("not in this bottle's egress routes"),
+        "{body}"
+    );
     // An IP literal is a host with no route too.
     let (code, body, _) = env.curl(&[&format!("https://127.0.0.1:{}/", env.port())]);
     assert_eq!(code, 403, "{body}");

@@ -79,3 +79,35 @@ print("plain cl+te:", status(socket.create_connection((host, int(port))), plain)
     );
     assert!(seen[0].header("content-length").is_none(), "{seen:?}");
 }
+
+#[test]
+fn a_tls_name_other_than_the_connect_target_is_refused() {
+    let env = Env::start(Mode::Direct);
+    let out = env.python(
+        r#"
+import os, socket, ssl
+host, port = os.environ["PROXY"].removeprefix("http://").split(":")
+target = f"open.test:{os.environ['PORT']}"
+s = socket.create_connection((host, int(port)))
+s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+reply = b""
+while b"\r\n\r\n" not in reply:
+    reply += s.recv(1)
+ctx = ssl.create_default_context(cafile=os.environ["CA"])
+# The client would accept any name the bundle CA signed: only the proxy's own check stops it.
+ctx.check_hostname = False
+try:
+    ctx.wrap_socket(s, server_hostname="other.test")
+    print("handshake accepted")
+except (ssl.SSLError, ConnectionError, OSError) as e:
+    print("handshake refused")
+"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "handshake refused\n");
+    assert!(env.upstream.seen().is_empty());
+}
