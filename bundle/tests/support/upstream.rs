@@ -55,8 +55,8 @@ pub struct Upstream {
     _runtime: tokio::runtime::Runtime,
 }
 
-/// Gap between SSE events.
-pub const SSE_GAP: Duration = Duration::from_millis(300);
+/// Gap before each SSE content event (the client is idle, waiting, when each one is sent).
+pub const SSE_GAP: Duration = Duration::from_millis(400);
 /// Number of SSE content events.
 pub const SSE_EVENTS: usize = 5;
 
@@ -309,9 +309,9 @@ fn sse(sent: SentLog) -> Response<Body> {
             "message_stop",
             serde_json::json!({"type": "message_stop"}),
         ));
-        for (n, e) in events.into_iter().enumerate() {
+        for e in events {
             let is_delta = e.starts_with("event: content_block_delta");
-            if is_delta && n > 2 {
+            if is_delta {
                 tokio::time::sleep(SSE_GAP).await;
             }
             if is_delta {
