@@ -110,4 +110,13 @@ except (ssl.SSLError, ConnectionError, OSError) as e:
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "handshake refused\n");
     assert!(env.upstream.seen().is_empty());
+    let audit = env.audit_lines();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["method"], "CONNECT");
+    assert_eq!(audit[0]["decision"], "deny");
+    let reason = audit[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("does not match the CONNECT target"),
+        "{reason}"
+    );
 }

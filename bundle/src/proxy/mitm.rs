@@ -12,6 +12,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Shared;
+use crate::proxy::audit::AuditEvent;
 use crate::proxy::forward::{self, Target};
 
 /// Longest the agent may take to send its TLS ClientHello and finish the handshake.
@@ -24,6 +25,7 @@ pub(crate) async fn intercept(
     target: Target,
     cancel: CancellationToken,
 ) {
+    let started = std::time::Instant::now();
     let acceptor =
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
     let handshake = async {
@@ -44,6 +46,18 @@ pub(crate) async fn intercept(
         Ok(Ok(tls)) => tls,
         Ok(Err(reason)) => {
             tracing::info!(host = %target.host, %reason, "TLS handshake with the agent failed");
+            shared.audit.record(&AuditEvent {
+                method: "CONNECT".into(),
+                host: target.host.clone(),
+                port: target.port,
+                path: String::new(),
+                route: None,
+                decision: "deny",
+                reason: Some(format!("tls: {reason}")),
+                status: 0,
+                bytes: 0,
+                started,
+            });
             return;
         }
         Err(_) => {
