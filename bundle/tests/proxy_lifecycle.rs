@@ -178,3 +178,37 @@ print(data.decode())
     );
     drop(second);
 }
+
+#[test]
+fn bad_config_fails_with_a_message_naming_file_route_and_slot() {
+    let env = Env::start(Mode::Direct);
+    let mut config = env.config.clone();
+    config.proxy.routes[1].auth.as_mut().unwrap().token_slot = "MISSING".into();
+    config.proxy.routes.push(RouteConfig {
+        host: "10.0.0.1".into(),
+        path_allowlist: vec![],
+        auth: None,
+    });
+    let path = env.dir.path().join("bad.json");
+    std::fs::write(&path, config.to_json()).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .arg("proxy")
+        .arg("--config")
+        .arg(&path)
+        .arg("--secrets")
+        .arg(&env.secrets_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.json: proxy config"), "{err}");
+    assert!(
+        err.contains(&format!("route 1 (key.test:{})", env.port())),
+        "{err}"
+    );
+    assert!(
+        err.contains("token slot \"MISSING\" is not in the secrets file"),
+        "{err}"
+    );
+    assert!(!err.contains(support::BEARER_TOKEN) && !err.contains(support::KEY_TOKEN));
+}
