@@ -113,8 +113,7 @@ http {{
   sendfile on;
   keepalive_requests 1000000;
   server {{
-    listen 127.0.0.1:{NGINX_PORT} ssl;
-    http2 on;
+    listen 127.0.0.1:{NGINX_PORT} ssl http2;
     ssl_certificate {tmp}/up.pem;
     ssl_certificate_key {tmp}/up.key;
     root {tmp}/www;
