@@ -108,6 +108,7 @@ impl CertAuthority {
     }
 
     fn mint(&self, host: &str) -> Result<ServerConfig, String> {
+        let started = std::time::Instant::now();
         let mut params =
             CertificateParams::new(vec![host.to_owned()]).map_err(|e| e.to_string())?;
         let mut dn = DistinguishedName::new();
@@ -125,7 +126,8 @@ impl CertAuthority {
             .with_single_cert(vec![leaf.der().clone(), self.ca_der.clone()], key)
             .map_err(|e| e.to_string())?;
         config.alpn_protocols = AGENT_ALPN.iter().map(|p| p.to_vec()).collect();
-        tracing::debug!(host, "minted leaf certificate");
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(host, micros, "minted leaf certificate");
         Ok(config)
     }
 }

@@ -86,6 +86,7 @@ pub(crate) async fn handle(
     event.path = allowed.path.clone();
 
     let mut req = req;
+    let agent_h2 = req.version() == Version::HTTP_2;
     let client_upgrade = wants_upgrade(req.headers());
     let upgrade_fut = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -125,9 +126,11 @@ pub(crate) async fn handle(
     *upstream_req.headers_mut() = headers;
     drop(policy);
 
-    let client = match client_upgrade {
-        true => &shared.client_h1,
-        false => &shared.client,
+    // The upstream leg mirrors the agent's: h2 only for an h2 agent (ALPN decides), HTTP/1.1
+    // otherwise, which also keeps upgrades possible and spreads load over pooled connections.
+    let client = match agent_h2 && !client_upgrade {
+        true => &shared.client,
+        false => &shared.client_h1,
     };
     let mut response = match client.request(upstream_req).await {
         Ok(response) => response,

@@ -64,9 +64,9 @@ pub(crate) struct Shared {
     /// The route table; swapped whole on reload, so a request sees one table start to end.
     pub(crate) policy: ArcSwap<Policy>,
     pub(crate) ca: CertAuthority,
-    /// Pooled upstream client (keep-alive, h2 by ALPN).
+    /// Pooled upstream client offering h2 and HTTP/1.1 (ALPN), for agents speaking h2.
     pub(crate) client: Client<Connector, Incoming>,
-    /// HTTP/1.1-only client for upgrade requests (WebSocket needs an h1 upstream leg).
+    /// Pooled HTTP/1.1-only client, for HTTP/1.1 agents and upgrades (WebSocket).
     pub(crate) client_h1: Client<Connector, Incoming>,
     pub(crate) audit: Arc<Audit>,
     /// Every connection and tunnel task, so shutdown can wait for them.
