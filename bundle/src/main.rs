@@ -31,6 +31,10 @@ enum Command {
     },
     /// Inside the agent container: forward 127.0.0.1 ports to the bundle's Unix sockets.
     Relay(bottle_bundle::relay::RelayArgs),
+    /// Run the egress proxy alone.
+    Proxy(bottle_bundle::proxy::ProxyArgs),
+    /// Manage the per-bottle CA (`ca init` for standalone use).
+    Ca(bottle_bundle::proxy::CaArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Command::Run { config, secrets } => bottle_bundle::run::run(&config, &secrets),
         Command::Supervise { children } => bottle_bundle::run::supervise_commands(&children),
         Command::Relay(args) => bottle_bundle::relay::main(args),
+        Command::Proxy(args) => bottle_bundle::proxy::run_proxy(args),
+        Command::Ca(args) => bottle_bundle::proxy::run_ca(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
