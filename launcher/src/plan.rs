@@ -32,8 +32,8 @@ pub(crate) const CLAUDE_API_HOST: &str = "api.anthropic.com";
 
 /// Image names. The agent image is built from `Dockerfile.agent`, the bundle's from
 /// `Dockerfile.bundle`, both locally (no registry).
-pub(crate) const AGENT_IMAGE: &str = "claude-bottle-agent:latest";
-pub(crate) const BUNDLE_IMAGE: &str = concat!("claude-bottle-bundle:", env!("CARGO_PKG_VERSION"));
+pub(crate) const AGENT_IMAGE: &str = "claude-bottle-agent:<hash of its inputs>";
+pub(crate) const BUNDLE_IMAGE: &str = "claude-bottle-bundle:<hash of its inputs>";
 
 /// Length of the random part of a bottle identity.
 pub(crate) const IDENTITY_SUFFIX_LEN: usize = 5;
@@ -63,6 +63,11 @@ pub(crate) enum Runtime {
     /// Docker could not be asked; the reason is shown.
     Unknown(String),
 }
+
+/// Whether the bundle serves the supervise MCP role yet.
+// FIXME(supervise issue): true once `bottle-bundle mcp` exists; until then a bottle with
+// `supervise: true` runs without it and the plan says so.
+pub(crate) const SUPERVISE_SERVED: bool = false;
 
 /// The preflight plan, shown by `start --dry-run` and, as JSON, by `start --dry-run --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -292,6 +297,11 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             ));
         }
     }
+    if bottle.supervise && !SUPERVISE_SERVED {
+        warnings.push(
+            "supervise: the supervise MCP server is not built yet, so this bottle runs without it (the agent gets no supervise tools)".into(),
+        );
+    }
     if let Some(ca) = bottle
         .extra_ca
         .as_deref()
@@ -343,7 +353,7 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             .extra_ca
             .as_deref()
             .map(|p| expand_home(p, &facts.home)),
-        supervise: bottle.supervise,
+        supervise: bottle.supervise && SUPERVISE_SERVED,
         warnings,
     }
 }

@@ -127,9 +127,11 @@ fn init_then_dry_run_shows_the_plan() {
     for want in [
         "agent      example",
         "command    claude",
-        "images     agent claude-bottle-agent:latest",
+        "images     agent claude-bottle-agent:<hash of its inputs>",
         "runtime    ",
-        "supervise  on",
+        // FIXME(supervise issue): `on` once the bundle serves the MCP role.
+        "supervise  off",
+        "supervise: the supervise MCP server is not built yet",
         "api.github.com             paths /repos/anthropics/; no auth",
         "api.anthropic.com          all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
         "GIT_AUTHOR_NAME   literal in the bottle",
@@ -154,7 +156,8 @@ fn dry_run_json_is_the_same_plan() {
     assert_identity(plan["identity"].as_str().unwrap());
     assert_eq!(plan["agent"]["name"], "example");
     assert_eq!(plan["bottle"]["name"], "example");
-    assert_eq!(plan["supervise"], true);
+    // FIXME(supervise issue): true once the bundle serves the MCP role.
+    assert_eq!(plan["supervise"], false);
     let routes = plan["routes"].as_array().unwrap();
     let claude = routes
         .iter()

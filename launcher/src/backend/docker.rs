@@ -88,17 +88,20 @@ fn tar_of(files: &[ContextFile]) -> Result<Vec<u8>, std::io::Error> {
     let mut builder = tar::Builder::new(Vec::new());
     for file in files {
         let mut header = tar::Header::new_gnu();
-        header.set_size(file.contents.len() as u64);
         header.set_mode(file.mode);
         header.set_uid(file.uid);
         header.set_gid(file.gid);
         header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(
-            &mut header,
-            file.path.trim_start_matches('/'),
-            &file.contents[..],
-        )?;
+        let path = file.path.trim_start_matches('/');
+        if file.is_dir() {
+            header.set_size(0);
+            header.set_entry_type(tar::EntryType::Directory);
+            builder.append_data(&mut header, path, std::io::empty())?;
+        } else {
+            header.set_size(file.contents.len() as u64);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut header, path, &file.contents[..])?;
+        }
     }
     builder.into_inner()
 }
