@@ -215,14 +215,15 @@ impl Default for TestCa {
 }
 
 /// The fake upstream's program: HTTPS on 443 that answers every request with a JSON echo of
-/// its method, path, headers and body, and appends the same to /tmp/requests.jsonl.
+/// its method, path, headers (names lowercased) and body, and appends the same to /tmp/requests.jsonl.
 const ECHO_SERVER: &str = r#"
 import http.server, json, ssl
 class H(http.server.BaseHTTPRequestHandler):
     def handle_any(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n).decode("utf-8", "replace") if n else ""
-        seen = {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        seen = {"method": self.command, "path": self.path, "headers": headers, "body": body}
         with open("/tmp/requests.jsonl", "a") as f:
             f.write(json.dumps(seen) + "\n")
         out = json.dumps(seen).encode()

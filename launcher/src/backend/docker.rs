@@ -26,6 +26,9 @@ use super::{
     ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind,
 };
 
+/// How many times (20 ms apart) to ask for an exec's exit code after its output ended.
+const EXEC_EXIT_POLLS: usize = 250;
+
 /// A connection to the local Docker engine.
 #[derive(Clone)]
 pub struct DockerBackend {
@@ -326,13 +329,29 @@ impl Backend for DockerBackend {
                 }
             }
         }
-        let inspect = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| engine_error("inspect exec in", object(), e))?;
+        // The output can end a moment before the engine records the exit code.
+        let mut exit_code = None;
+        for _ in 0..EXEC_EXIT_POLLS {
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| engine_error("inspect exec in", object(), e))?;
+            if inspect.running != Some(true) && inspect.exit_code.is_some() {
+                exit_code = inspect.exit_code;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let Some(exit_code) = exit_code else {
+            return Err(BackendError::Engine {
+                action: "wait for exec in",
+                object: object(),
+                message: "its output ended but it never reported an exit code".into(),
+            });
+        };
         Ok(ExecOutput {
-            exit_code: inspect.exit_code.unwrap_or(-1),
+            exit_code,
             stdout,
             stderr,
         })
