@@ -279,6 +279,7 @@ mod tests {
                 routes: vec![],
                 outbound: Outbound::Direct {
                     allow_private: vec![],
+                    extra_ca: None,
                 },
             },
             gate: GateConfig {

@@ -35,6 +35,10 @@ enum Command {
     Scan(bottle_bundle::scanner::cli::ScanArgs),
     /// Serve the git gate (`gate hook pre-receive` is git's hook).
     Gate(bottle_bundle::gate::GateArgs),
+    /// Run the egress proxy alone.
+    Proxy(bottle_bundle::proxy::ProxyArgs),
+    /// Manage the per-bottle CA (`ca init` for standalone use).
+    Ca(bottle_bundle::proxy::CaArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Relay(args) => bottle_bundle::relay::main(args),
+        Command::Proxy(args) => bottle_bundle::proxy::run_proxy(args),
+        Command::Ca(args) => bottle_bundle::proxy::run_ca(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,5 +69,6 @@ fn init_tracing() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -107,6 +107,10 @@ pub enum Outbound {
         /// users' internal hosts).
         #[serde(default)]
         allow_private: Vec<String>,
+        /// Extra CA (PEM path) to trust for upstream TLS besides the public roots, e.g. a
+        /// user's internal CA (and the tests' local upstream CA).
+        #[serde(default)]
+        extra_ca: Option<String>,
     },
     /// Tunnel every upstream connection through an HTTP CONNECT proxy (pipelock).
     Upstream {

@@ -16,6 +16,8 @@ pub const BUNDLE_CONFIG_PATH: &str = "/etc/bottle/config.json";
 pub const BUNDLE_SECRETS_PATH: &str = "/etc/bottle/secrets.json";
 pub const BUNDLE_CA_CERT_PATH: &str = "/etc/bottle/ca.pem";
 pub const BUNDLE_CA_KEY_PATH: &str = "/etc/bottle/ca-key.pem";
+/// `egress.extra_ca`, copied from the host.
+pub const BUNDLE_EXTRA_CA_PATH: &str = "/etc/bottle/extra-ca.pem";
 pub const BUNDLE_KEYS_DIR: &str = "/etc/bottle/keys";
 pub const BUNDLE_MIRRORS_DIR: &str = "/var/lib/bottle/mirrors";
 pub const BUNDLE_QUEUE_DIR: &str = "/var/lib/bottle/queue";

@@ -95,6 +95,7 @@ fn direct_outbound_roundtrip() {
     let mut config = full_config();
     config.proxy.outbound = Outbound::Direct {
         allow_private: vec!["10.0.0.0/8".into()],
+        extra_ca: Some("/etc/bottle/internal-ca.pem".into()),
     };
     let json = config.to_json();
     assert!(json.contains(r#""mode": "direct""#), "{json}");

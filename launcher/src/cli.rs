@@ -19,8 +19,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a bottle for an agent (for now: show its preflight plan with --dry-run).
+    /// Start a bottle for an agent: show the plan, build images, run it, attach (or -d).
     Start(StartArgs),
+    /// List the bottles Docker knows about.
+    List,
+    /// Run a command in a bottle's agent container (as the agent, with the bottle's env).
+    Exec(ExecArgs),
+    /// Connect the terminal to a running bottle's agent.
+    Attach(IdArgs),
+    /// Remove a bottle: its containers, network, volume and state.
+    Stop(IdArgs),
+    /// Find what a killed launcher left behind and remove it (one plan, one question).
+    Cleanup(CleanupArgs),
     /// Show an agent, its bottle and what the bottle grants.
     Info(InfoArgs),
     /// Write an example bottle and agent into the manifest home, never overwriting.
@@ -49,6 +59,28 @@ pub struct StartArgs {
     /// Leave the bottle running in the background.
     #[arg(short = 'd', long)]
     pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The bottle identity (`<agent>-<5 chars>`, as `list` shows it).
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The bottle identity.
+    pub id: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Remove without asking.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,14 +1,14 @@
 //! Host facts the plan needs: which variables are set and which container runtime Docker uses.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::backend::docker::DockerBackend;
 use crate::manifest::Loaded;
 use crate::plan::{self, HostFacts, IDENTITY_SUFFIX_LEN, Runtime};
 use crate::secrets::HostEnv;
 
-/// How long `docker info` may take before the runtime is reported unknown.
+/// How long asking Docker for its runtimes may take before the runtime is reported unknown.
 const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Gathers the facts for `loaded`. Reads variable *presence* only, never values.
@@ -52,44 +52,35 @@ fn facts_from(
     }
 }
 
-/// Asks Docker whether gVisor (`runsc`) is registered.
+/// Asks Docker (through the backend, bounded by [`DOCKER_INFO_TIMEOUT`]) whether gVisor
+/// (`runsc`) is registered.
 fn runtime() -> Runtime {
-    let child = Command::new("docker")
-        .args(["info", "--format", "{{json .Runtimes}}"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(_) => return Runtime::Unknown("the docker CLI is not installed".into()),
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Runtime::Unknown("cannot start an async runtime".into());
     };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() < DOCKER_INFO_TIMEOUT => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Runtime::Unknown("the Docker engine did not answer".into());
-            }
-        }
-    }
-    match child.wait_with_output() {
-        Ok(out) if out.status.success() => runtime_from_info(&String::from_utf8_lossy(&out.stdout)),
-        _ => Runtime::Unknown("the Docker engine is not reachable".into()),
+    let asked = rt.block_on(async {
+        tokio::time::timeout(DOCKER_INFO_TIMEOUT, async {
+            let backend = DockerBackend::connect().await?;
+            backend.runtimes().await
+        })
+        .await
+    });
+    match asked {
+        Ok(Ok(names)) => runtime_from_names(&names),
+        Ok(Err(e)) => Runtime::Unknown(format!("the Docker engine is not reachable: {e}")),
+        Err(_) => Runtime::Unknown("the Docker engine did not answer".into()),
     }
 }
 
-/// `docker info`'s runtimes JSON -> [`Runtime`].
-fn runtime_from_info(json: &str) -> Runtime {
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
-        Ok(runtimes) if runtimes.contains_key("runsc") => Runtime::Gvisor,
-        Ok(_) => Runtime::Runc,
-        Err(_) => Runtime::Unknown("unexpected `docker info` output".into()),
+/// The registered runtime names -> [`Runtime`].
+fn runtime_from_names(names: &[String]) -> Runtime {
+    if names.iter().any(|n| n == "runsc") {
+        Runtime::Gvisor
+    } else {
+        Runtime::Runc
     }
 }
 
@@ -130,17 +121,12 @@ mod tests {
     }
 
     #[test]
-    fn runsc_is_detected_from_docker_info() {
+    fn runsc_is_detected_from_the_engines_runtimes() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            runtime_from_info(
-                r#"{"io.containerd.runc.v2":{"path":"runc"},"runc":{"path":"runc"},"runsc":{"path":"/usr/bin/runsc"}}"#
-            ),
+            runtime_from_names(&names(&["io.containerd.runc.v2", "runc", "runsc"])),
             Runtime::Gvisor
         );
-        assert_eq!(
-            runtime_from_info(r#"{"runc":{"path":"runc"}}"#),
-            Runtime::Runc
-        );
-        assert!(matches!(runtime_from_info("garbage"), Runtime::Unknown(_)));
+        assert_eq!(runtime_from_names(&names(&["runc"])), Runtime::Runc);
     }
 }

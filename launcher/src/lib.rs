@@ -11,6 +11,7 @@
 //! (bollard lives only in `backend/docker.rs`).
 
 pub mod backend;
+mod bottle;
 pub mod cli;
 mod commands;
 mod facts;
@@ -18,6 +19,8 @@ mod manifest;
 mod plan;
 mod render;
 mod secrets;
+mod state;
+mod tty;
 
 use std::path::PathBuf;
 
@@ -31,21 +34,29 @@ pub const EXIT_MANIFEST: u8 = 3;
 /// Exit status for any other failure.
 pub const EXIT_FAILURE: u8 = 1;
 
-/// Runs one command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command; returns the process exit status (`exec` and an attached `start` pass
+/// the agent's through).
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Start(args) => {
             let dirs = dirs(args.cwd.clone())?;
             commands::start::run(&args, &dirs, &secrets::ProcessHost)
         }
+        Command::List => commands::list::run(&dirs(None)?.root),
+        Command::Exec(args) => commands::exec::run(&args.id, &args.cmd),
+        Command::Attach(args) => commands::attach::run(&args.id),
+        Command::Stop(args) => commands::stop::run(&args.id, &dirs(None)?.root),
+        Command::Cleanup(args) => {
+            commands::cleanup::run(&dirs(None)?.root, args.yes, &secrets::ProcessHost)
+        }
         Command::Info(args) => {
             let dirs = dirs(args.cwd.clone())?;
-            commands::info::run(&args.agent, &dirs, &secrets::ProcessHost)
+            commands::info::run(&args.agent, &dirs, &secrets::ProcessHost).map(|()| 0)
         }
-        Command::Init => commands::init::run(&dirs(None)?.root),
+        Command::Init => commands::init::run(&dirs(None)?.root).map(|()| 0),
         Command::Completions(args) => {
             commands::completions::run(args.shell);
-            Ok(())
+            Ok(0)
         }
     }
 }

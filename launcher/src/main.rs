@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         )
         .init();
     match claude_bottle::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(claude_bottle::exit_code(&err))

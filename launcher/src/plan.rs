@@ -32,8 +32,8 @@ pub(crate) const CLAUDE_API_HOST: &str = "api.anthropic.com";
 
 /// Image names. The agent image is built from `Dockerfile.agent`, the bundle's from
 /// `Dockerfile.bundle`, both locally (no registry).
-pub(crate) const AGENT_IMAGE: &str = "claude-bottle-agent:latest";
-pub(crate) const BUNDLE_IMAGE: &str = concat!("claude-bottle-bundle:", env!("CARGO_PKG_VERSION"));
+pub(crate) const AGENT_IMAGE: &str = "claude-bottle-agent:<hash of its inputs>";
+pub(crate) const BUNDLE_IMAGE: &str = "claude-bottle-bundle:<hash of its inputs>";
 
 /// Length of the random part of a bottle identity.
 pub(crate) const IDENTITY_SUFFIX_LEN: usize = 5;
@@ -64,6 +64,11 @@ pub(crate) enum Runtime {
     Unknown(String),
 }
 
+/// Whether the bundle serves the supervise MCP role yet.
+// FIXME(supervise issue): true once `bottle-bundle mcp` exists; until then a bottle with
+// `supervise: true` runs without it and the plan says so.
+pub(crate) const SUPERVISE_SERVED: bool = false;
+
 /// The preflight plan, shown by `start --dry-run` and, as JSON, by `start --dry-run --json`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Plan {
@@ -78,6 +83,10 @@ pub(crate) struct Plan {
     /// Env names and their sources; never values.
     pub(crate) env: Vec<EnvPlan>,
     pub(crate) git: Vec<GitPlan>,
+    /// CIDR blocks the bundle may dial although private (`egress.allow_private`).
+    pub(crate) allow_private: Vec<String>,
+    /// Host path of an extra CA the bundle trusts for upstream TLS (`egress.extra_ca`).
+    pub(crate) extra_ca: Option<String>,
     pub(crate) supervise: bool,
     /// Things that will fail at start or that the operator should know.
     pub(crate) warnings: Vec<String>,
@@ -288,6 +297,21 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             ));
         }
     }
+    if bottle.supervise && !SUPERVISE_SERVED {
+        warnings.push(
+            "supervise: the supervise MCP server is not built yet, so this bottle runs without it (the agent gets no supervise tools)".into(),
+        );
+    }
+    if let Some(ca) = bottle
+        .extra_ca
+        .as_deref()
+        .map(|p| expand_home(p, &facts.home))
+        && facts.missing_paths.contains(&ca)
+    {
+        warnings.push(format!(
+            "egress.extra_ca: {ca} does not exist; start will refuse until it does"
+        ));
+    }
     for g in &git {
         let g: &GitPlan = g;
         if facts.missing_paths.contains(&g.identity_file) {
@@ -317,14 +341,19 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             bundle: BUNDLE_IMAGE.into(),
         },
         runtime: match &facts.runtime {
-            Runtime::Gvisor => "runsc (gVisor)".into(),
+            Runtime::Gvisor => "runsc (gVisor; the relay needs runsc's `--host-uds=open` to reach the bundle's sockets)".into(),
             Runtime::Runc => "runc (gVisor not registered with Docker)".into(),
             Runtime::Unknown(why) => format!("unknown ({why})"),
         },
         routes,
         env,
         git,
-        supervise: bottle.supervise,
+        allow_private: bottle.allow_private.clone(),
+        extra_ca: bottle
+            .extra_ca
+            .as_deref()
+            .map(|p| expand_home(p, &facts.home)),
+        supervise: bottle.supervise && SUPERVISE_SERVED,
         warnings,
     }
 }
@@ -392,7 +421,8 @@ fn skill_path(home: &Path, skill: &str) -> String {
     home.join(SKILLS_DIR).join(skill).display().to_string()
 }
 
-/// Host paths the bottle will copy: each skill directory and each git `IdentityFile`.
+/// Host paths the bottle will copy: each skill directory, each git `IdentityFile`, and the
+/// extra CA.
 pub(crate) fn host_paths(loaded: &Loaded, home: &Path) -> BTreeSet<String> {
     let skills = loaded.agent.skills.iter().map(|s| skill_path(home, s));
     let keys = loaded
@@ -400,7 +430,8 @@ pub(crate) fn host_paths(loaded: &Loaded, home: &Path) -> BTreeSet<String> {
         .git
         .iter()
         .map(|g| expand_home(&g.identity_file, home));
-    skills.chain(keys).collect()
+    let ca = loaded.bottle.extra_ca.iter().map(|p| expand_home(p, home));
+    skills.chain(keys).chain(ca).collect()
 }
 
 /// The random part of an identity from random bytes: lowercase base36, [`IDENTITY_SUFFIX_LEN`]

@@ -433,7 +433,12 @@ fn env_copy_of_a_route_token_is_warned() {
         text.contains("env `GITHUB_TOKEN` copies `GH_PAT`, the token of route `api.github.com`: the agent will hold that credential itself"),
         "{text}"
     );
-    assert_eq!(plan.warnings.len(), 1, "{text}");
+    // FIXME(supervise issue): 1 once the supervise MCP server exists.
+    assert_eq!(plan.warnings.len(), 2, "{text}");
+    assert!(
+        text.contains("supervise MCP server is not built yet"),
+        "{text}"
+    );
 }
 
 #[test]

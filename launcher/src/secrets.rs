@@ -59,8 +59,38 @@ impl HostEnv for ProcessHost {
         std::io::stdin().is_terminal()
     }
     fn prompt_hidden(&self, prompt: &str) -> std::io::Result<String> {
-        rpassword::prompt_password(prompt)
+        prompt_without_echo(prompt)
     }
+}
+
+/// Asks on `/dev/tty` with echo turned off *before* the prompt is shown, so nothing typed
+/// ahead of the prompt is echoed either (rpassword prompts first, then turns echo off).
+/// The terminal's settings are restored on every path.
+fn prompt_without_echo(prompt: &str) -> std::io::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::{BufRead, Write};
+
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    let saved = tcgetattr(&tty).map_err(std::io::Error::from)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
+    let answer = (|| -> std::io::Result<String> {
+        let mut out = &tty;
+        out.write_all(prompt.as_bytes())?;
+        out.flush()?;
+        let mut line = String::new();
+        std::io::BufReader::new(&tty).read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    })();
+    let restored = tcsetattr(&tty, SetArg::TCSADRAIN, &saved).map_err(std::io::Error::from);
+    let answer = answer?;
+    restored?;
+    Ok(answer)
 }
 
 /// Why a value could not be resolved. Messages name keys and variables, never values.

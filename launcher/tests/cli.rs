@@ -14,6 +14,9 @@ struct Env {
     project: PathBuf,
 }
 
+/// Where the tests point the bundle binary: nowhere.
+const NO_BUNDLE_BIN: &str = "/nonexistent/bottle-bundle";
+
 impl Env {
     fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
@@ -40,6 +43,10 @@ impl Env {
             .env_clear()
             .env("HOME", &self.home)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // These tests stop before Docker: a start that gets past the preflight and the
+            // secrets fails on the missing bundle binary (tests/ at the workspace root run
+            // real bottles).
+            .env("CLAUDE_BOTTLE_BUNDLE_BIN", NO_BUNDLE_BIN)
             .stdin(Stdio::null());
         for (k, v) in vars {
             cmd.env(k, v);
@@ -120,9 +127,11 @@ fn init_then_dry_run_shows_the_plan() {
     for want in [
         "agent      example",
         "command    claude",
-        "images     agent claude-bottle-agent:latest",
+        "images     agent claude-bottle-agent:<hash of its inputs>",
         "runtime    ",
-        "supervise  on",
+        // FIXME(supervise issue): `on` once the bundle serves the MCP role.
+        "supervise  off",
+        "supervise: the supervise MCP server is not built yet",
         "api.github.com             paths /repos/anthropics/; no auth",
         "api.anthropic.com          all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
         "GIT_AUTHOR_NAME   literal in the bottle",
@@ -147,7 +156,8 @@ fn dry_run_json_is_the_same_plan() {
     assert_identity(plan["identity"].as_str().unwrap());
     assert_eq!(plan["agent"]["name"], "example");
     assert_eq!(plan["bottle"]["name"], "example");
-    assert_eq!(plan["supervise"], true);
+    // FIXME(supervise issue): true once the bundle serves the MCP role.
+    assert_eq!(plan["supervise"], false);
     let routes = plan["routes"].as_array().unwrap();
     let claude = routes
         .iter()
@@ -329,7 +339,7 @@ fn claude_bottle_home_overrides_the_manifest_home() {
 }
 
 #[test]
-fn start_without_dry_run_says_running_is_not_built() {
+fn start_resolves_secrets_then_stops_before_docker_when_the_bundle_binary_is_missing() {
     let env = Env::new();
     env.run(&["init"]).ok();
     let run = env.run_with(
@@ -343,12 +353,15 @@ fn start_without_dry_run_says_running_is_not_built() {
         run.stdout()
     );
     assert!(
-        run.stderr().contains("running bottles is not built yet"),
+        run.stderr()
+            .contains("resolved 2 env values and 1 route tokens"),
         "{}",
         run.stderr()
     );
     assert!(
-        run.stderr().contains("nothing was created"),
+        run.stderr().contains(&format!(
+            "CLAUDE_BOTTLE_BUNDLE_BIN={NO_BUNDLE_BIN} is not a file"
+        )),
         "{}",
         run.stderr()
     );
@@ -440,7 +453,7 @@ fn no_secret_value_in_any_output() {
     // The runs did see the variables (so the check is not vacuous).
     assert!(seen.contains("auth Bearer from $GH_PAT (set)"), "{seen}");
     assert!(
-        seen.contains("2 env values and 3 tokens resolved"),
+        seen.contains("resolved 2 env values and 3 route tokens"),
         "{seen}"
     );
     assert!(!seen.contains("SECRET"), "a secret leaked:\n{seen}");
@@ -483,6 +496,7 @@ fn prompt_on_a_real_tty_is_not_echoed() {
         .env("HOME", &env.home)
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")
+        .env("CLAUDE_BOTTLE_BUNDLE_BIN", NO_BUNDLE_BIN)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -514,7 +528,7 @@ fn prompt_on_a_real_tty_is_not_echoed() {
     stdin.write_all(b"y\n").unwrap();
     wait_for("paste your token (GITEA_TOKEN): ", &mut seen);
     stdin.write_all(b"typed-SECRET-9\n").unwrap();
-    wait_for("not built yet", &mut seen);
+    wait_for("is not a file", &mut seen);
     drop(stdin);
     child.wait().unwrap();
     while let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
@@ -523,7 +537,7 @@ fn prompt_on_a_real_tty_is_not_echoed() {
     // The terminal echoes normally (the `y` shows), but not the secret.
     assert!(seen.contains("[y/N] y"), "{seen}");
     assert!(
-        seen.contains("1 env values and 1 tokens resolved"),
+        seen.contains("resolved 1 env values and 1 route tokens"),
         "{seen}"
     );
     assert!(!seen.contains("SECRET"), "the secret was echoed:\n{seen}");
@@ -552,5 +566,5 @@ fn start_refuses_missing_skill_and_key_files() {
         &["start", "example", "-y"],
         &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
     );
-    assert!(run.stderr().contains("not built yet"), "{}", run.stderr());
+    assert!(run.stderr().contains("is not a file"), "{}", run.stderr());
 }

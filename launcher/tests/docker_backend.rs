@@ -18,7 +18,7 @@ const BASE_IMAGE: &str = "claude-bottle-base:bookworm";
 async fn backend() -> DockerBackend {
     let backend = DockerBackend::connect().await.unwrap();
     assert!(
-        backend.image_exists(BASE_IMAGE).await.unwrap(),
+        backend.image_id(BASE_IMAGE).await.unwrap().is_some(),
         "the base image {BASE_IMAGE} is missing: run scripts/base-image"
     );
     backend
@@ -58,6 +58,7 @@ fn container(name: &str, image: &str, identity: &str, network: Network) -> Conta
         runtime: None,
         tty: false,
         working_dir: None,
+        extra_hosts: vec![],
     }
 }
 
@@ -250,7 +251,7 @@ async fn builds_with_progress_and_reports_failures() {
         .build_image(&build, &mut |line| lines.push(line.to_owned()))
         .await
         .unwrap();
-    assert!(backend.image_exists(&tag).await.unwrap());
+    assert!(backend.image_id(&tag).await.unwrap().is_some());
     let all = lines.join("\n");
     assert!(all.contains("hello from the context"), "{all}");
 
@@ -269,10 +270,10 @@ async fn builds_with_progress_and_reports_failures() {
         err.contains("exit") || err.contains("returned a non-zero code"),
         "{err}"
     );
-    assert!(!backend.image_exists(&failing.tag).await.unwrap());
+    assert!(backend.image_id(&failing.tag).await.unwrap().is_none());
 
     // Tidy the test image; a second removal is not an error.
     backend.remove_image(&tag).await.unwrap();
-    assert!(!backend.image_exists(&tag).await.unwrap());
+    assert!(backend.image_id(&tag).await.unwrap().is_none());
     backend.remove_image(&tag).await.unwrap();
 }

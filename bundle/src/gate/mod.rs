@@ -123,9 +123,7 @@ async fn bind(
         listeners.push(GateListener::Tcp(l));
     }
     if let Some(path) = &listen.unix {
-        // A socket file left by a previous run would make bind fail.
-        let _ = std::fs::remove_file(path);
-        let l = tokio::net::UnixListener::bind(path)
+        let l = crate::sockets::bind_unix(std::path::Path::new(path))
             .with_context(|| format!("gate.listen.unix: cannot listen on {path}"))?;
         tracing::info!(path = %path, "git gate listening");
         listeners.push(GateListener::Unix(l));

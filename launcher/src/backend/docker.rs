@@ -22,9 +22,12 @@ use futures_util::StreamExt;
 use bottle_contract::wire;
 
 use super::{
-    Backend, BackendError, ContainerSpec, ContextFile, ExecOutput, ExecSpec, ImageBuild, Labels,
-    Network, Object, ObjectKind,
+    AttachIo, Backend, BackendError, ContainerSpec, ContainerState, ContextFile, ExecOutput,
+    ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind,
 };
+
+/// How many times (20 ms apart) to ask for an exec's exit code after its output ended.
+const EXEC_EXIT_POLLS: usize = 250;
 
 /// A connection to the local Docker engine.
 #[derive(Clone)]
@@ -88,26 +91,29 @@ fn tar_of(files: &[ContextFile]) -> Result<Vec<u8>, std::io::Error> {
     let mut builder = tar::Builder::new(Vec::new());
     for file in files {
         let mut header = tar::Header::new_gnu();
-        header.set_size(file.contents.len() as u64);
         header.set_mode(file.mode);
         header.set_uid(file.uid);
         header.set_gid(file.gid);
         header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(
-            &mut header,
-            file.path.trim_start_matches('/'),
-            &file.contents[..],
-        )?;
+        let path = file.path.trim_start_matches('/');
+        if file.is_dir() {
+            header.set_size(0);
+            header.set_entry_type(tar::EntryType::Directory);
+            builder.append_data(&mut header, path, std::io::empty())?;
+        } else {
+            header.set_size(file.contents.len() as u64);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut header, path, &file.contents[..])?;
+        }
     }
     builder.into_inner()
 }
 
 impl Backend for DockerBackend {
-    async fn image_exists(&self, tag: &str) -> Result<bool, BackendError> {
+    async fn image_id(&self, tag: &str) -> Result<Option<String>, BackendError> {
         match self.docker.inspect_image(tag).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Ok(image) => Ok(Some(image.id.unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(engine_error("inspect image", tag, e)),
         }
     }
@@ -236,6 +242,7 @@ impl Backend for DockerBackend {
                 .then(|| vec!["no-new-privileges:true".to_owned()]),
             runtime: spec.runtime.clone(),
             init: Some(false),
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -322,13 +329,29 @@ impl Backend for DockerBackend {
                 }
             }
         }
-        let inspect = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| engine_error("inspect exec in", object(), e))?;
+        // The output can end a moment before the engine records the exit code.
+        let mut exit_code = None;
+        for _ in 0..EXEC_EXIT_POLLS {
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| engine_error("inspect exec in", object(), e))?;
+            if inspect.running != Some(true) && inspect.exit_code.is_some() {
+                exit_code = inspect.exit_code;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let Some(exit_code) = exit_code else {
+            return Err(BackendError::Engine {
+                action: "wait for exec in",
+                object: object(),
+                message: "its output ended but it never reported an exit code".into(),
+            });
+        };
         Ok(ExecOutput {
-            exit_code: inspect.exit_code.unwrap_or(-1),
+            exit_code,
             stdout,
             stderr,
         })
@@ -461,6 +484,91 @@ impl Backend for DockerBackend {
         }
     }
 
+    async fn container_state(&self, container: &str) -> Result<ContainerState, BackendError> {
+        self.state_of(container).await
+    }
+
+    async fn logs(&self, container: &str, tail: usize) -> Result<String, BackendError> {
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(container, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => out.extend_from_slice(chunk.as_ref()),
+                Err(e) => return Err(engine_error("read logs of", container, e)),
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn attach(&self, container: &str, io: AttachIo) -> Result<i64, BackendError> {
+        use tokio::io::AsyncWriteExt;
+
+        let options = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .logs(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(container, Some(options))
+            .await
+            .map_err(|e| engine_error("attach to", container, e))?;
+        let mut input = attached.input;
+        let mut output = attached.output;
+        let AttachIo {
+            mut stdin,
+            mut stdout,
+            mut resize,
+        } = io;
+
+        // Keystrokes go in as they come; the task ends with stdin or with the container.
+        let typing = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stdin, &mut input).await;
+        });
+        let docker = self.docker.clone();
+        let id = container.to_owned();
+        let resizing = tokio::spawn(async move {
+            while let Some((cols, rows)) = resize.recv().await {
+                let options =
+                    bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
+                        .w(i32::from(cols))
+                        .h(i32::from(rows))
+                        .build();
+                let _ = docker.resize_container_tty(&id, options).await;
+            }
+        });
+        while let Some(chunk) = output.next().await {
+            let Ok(chunk) = chunk else { break };
+            if stdout.write_all(chunk.as_ref()).await.is_err() {
+                break;
+            }
+            let _ = stdout.flush().await;
+        }
+        typing.abort();
+        resizing.abort();
+
+        // The output ends when the container stops; its exit code is then final.
+        for _ in 0..100 {
+            let state = self.state_of(container).await?;
+            if let Some(code) = state.exit_code {
+                return Ok(code);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(BackendError::Engine {
+            action: "wait for",
+            object: container.to_owned(),
+            message: "the terminal closed but the container is still running".into(),
+        })
+    }
+
     async fn remove_image(&self, tag: &str) -> Result<(), BackendError> {
         let removed = self
             .docker
@@ -475,6 +583,22 @@ impl Backend for DockerBackend {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(engine_error("remove image", tag, e)),
         }
+    }
+}
+
+impl DockerBackend {
+    async fn state_of(&self, container: &str) -> Result<ContainerState, BackendError> {
+        let inspect = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| engine_error("inspect container", container, e))?;
+        let state = inspect.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        Ok(ContainerState {
+            running,
+            exit_code: if running { None } else { state.exit_code },
+        })
     }
 }
 

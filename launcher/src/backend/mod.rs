@@ -89,6 +89,19 @@ impl ContextFile {
         }
     }
 
+    /// A directory (its path ends with `/`), so copies can create it with an owner.
+    pub fn dir(path: impl Into<String>, mode: u32) -> ContextFile {
+        let mut path = path.into();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        ContextFile::new(path, Vec::new(), mode)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.path.ends_with('/')
+    }
+
     /// The same file owned by `uid:gid`.
     pub fn owned_by(mut self, uid: u64, gid: u64) -> ContextFile {
         self.uid = uid;
@@ -142,6 +155,8 @@ pub struct ContainerSpec {
     /// Allocate a tty and keep stdin open, for an interactive agent.
     pub tty: bool,
     pub working_dir: Option<String>,
+    /// `/etc/hosts` entries, `name:address`.
+    pub extra_hosts: Vec<String>,
 }
 
 /// A command to run in a running container.
@@ -197,8 +212,8 @@ pub struct Object {
 /// A container engine.
 #[allow(async_fn_in_trait)] // Used with concrete types only; no dyn, no Send bound needed.
 pub trait Backend {
-    /// Whether an image with this tag exists.
-    async fn image_exists(&self, tag: &str) -> Result<bool, BackendError>;
+    /// The id of the image with this tag, or `None` when there is none.
+    async fn image_id(&self, tag: &str) -> Result<Option<String>, BackendError>;
     /// Builds an image, reporting each line of build output to `progress`.
     async fn build_image(
         &self,
@@ -226,6 +241,29 @@ pub trait Backend {
     async fn remove(&self, kind: ObjectKind, id: &str) -> Result<(), BackendError>;
     /// Removes an image by tag; an image that is already gone is not an error.
     async fn remove_image(&self, tag: &str) -> Result<(), BackendError>;
+    /// Whether the container runs, and its exit code once it has stopped.
+    async fn container_state(&self, container: &str) -> Result<ContainerState, BackendError>;
+    /// The last `tail` lines of the container's output.
+    async fn logs(&self, container: &str, tail: usize) -> Result<String, BackendError>;
+    /// Connects the terminal to a tty container until it exits; returns its exit code.
+    async fn attach(&self, container: &str, io: AttachIo) -> Result<i64, BackendError>;
+}
+
+/// A container's run state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerState {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+}
+
+/// The terminal side of [`Backend::attach`].
+pub struct AttachIo {
+    /// Raw bytes typed by the user.
+    pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    /// Where the container's tty output goes.
+    pub stdout: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Terminal sizes (columns, rows), the current one first, then one per resize.
+    pub resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
 }
 
 /// Records what a multi-step start created, so a failed step can remove it all.

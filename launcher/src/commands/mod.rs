@@ -1,7 +1,26 @@
 //! One module per subcommand. Each prints its own output; errors go back to `main` as
 //! `anyhow::Error`, with `ManifestError` kept in the chain for the exit status.
 
+pub(crate) mod attach;
+pub(crate) mod cleanup;
 pub(crate) mod completions;
+pub(crate) mod exec;
 pub(crate) mod info;
 pub(crate) mod init;
+pub(crate) mod list;
 pub(crate) mod start;
+pub(crate) mod stop;
+
+/// Runs a Docker-facing command on a fresh runtime. The runtime is not waited for on the way
+/// out: a thread reading the terminal cannot be joined.
+pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<u8>>>(
+    f: F,
+) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let out = rt.block_on(f);
+    rt.shutdown_background();
+    out
+}

@@ -30,6 +30,12 @@ pub(crate) struct Bottle {
     pub(crate) git: Vec<GitRemote>,
     /// The manifest's egress routes (built-in defaults are merged in by the plan).
     pub(crate) routes: Vec<Route>,
+    /// `egress.allow_private`: CIDR blocks the bundle may dial although they are private
+    /// (off by default; for internal hosts, and the tests' upstreams on a Docker network).
+    pub(crate) allow_private: Vec<String>,
+    /// `egress.extra_ca`: a host path to a PEM CA the bundle trusts for upstream TLS besides
+    /// the public roots (an internal CA). As written; may start with `~/`.
+    pub(crate) extra_ca: Option<String>,
     /// Whether the supervise MCP server runs.
     pub(crate) supervise: bool,
 }

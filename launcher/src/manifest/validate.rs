@@ -10,8 +10,8 @@ use std::path::Path;
 use super::parse::{Kind, Node, parse_document};
 use super::tree::{Cx, join};
 use super::values::{
-    check_host_key, check_path_prefix, check_ssh_url, valid_env_name, valid_header_name,
-    valid_plain_name,
+    check_cidr, check_host_key, check_path_prefix, check_ssh_url, valid_env_name,
+    valid_header_name, valid_plain_name,
 };
 use super::{
     Agent, AgentCommand, AuthScheme, Bottle, EnvSource, EnvVar, GitRemote, Host, ManifestError,
@@ -20,7 +20,7 @@ use super::{
 use crate::secrets::Secret;
 
 const BOTTLE_KEYS: &[&str] = &["env", "git", "egress", "supervise"];
-const EGRESS_KEYS: &[&str] = &["routes"];
+const EGRESS_KEYS: &[&str] = &["routes", "allow_private", "extra_ca"];
 const ROUTE_KEYS: &[&str] = &["host", "path_allowlist", "auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref", "header"];
 const GIT_KEYS: &[&str] = &[
@@ -85,6 +85,13 @@ const RESERVED_ENV: &[&str] = &[
     "CLAUDE_CODE_OAUTH_TOKEN",
 ];
 
+/// The `egress` section, before it is spread over [`Bottle`]'s fields.
+struct EgressSection {
+    routes: Vec<Route>,
+    allow_private: Vec<String>,
+    extra_ca: Option<String>,
+}
+
 /// Parses and validates a bottle file.
 pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle, ManifestError> {
     let cx = Cx { file };
@@ -97,13 +104,20 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
         env: Vec::new(),
         git: Vec::new(),
         routes: Vec::new(),
+        allow_private: Vec::new(),
+        extra_ca: None,
         supervise: false,
     };
     for (key, value) in entries {
         match key.name.as_str() {
             "env" => bottle.env = cx.env(value)?,
             "git" => bottle.git = cx.git(value)?,
-            "egress" => bottle.routes = cx.egress(value)?,
+            "egress" => {
+                let egress = cx.egress(value)?;
+                bottle.routes = egress.routes;
+                bottle.allow_private = egress.allow_private;
+                bottle.extra_ca = egress.extra_ca;
+            }
             "supervise" => bottle.supervise = cx.bool(value, "supervise")?,
             _ => {} // check_keys allowed nothing else.
         }
@@ -264,11 +278,29 @@ impl Cx<'_> {
         Ok(EnvSource::Literal(Secret::new(text.to_owned())))
     }
 
-    fn egress(&self, node: &Node) -> Result<Vec<Route>, ManifestError> {
+    fn egress(&self, node: &Node) -> Result<EgressSection, ManifestError> {
         let entries = self.map(node, "egress")?;
         self.check_keys(entries, "egress", EGRESS_KEYS, EGRESS_LEGACY)?;
         let mut routes: Vec<Route> = Vec::new();
-        for (_, value) in entries {
+        let mut allow_private = Vec::new();
+        let mut extra_ca = None;
+        for (key, value) in entries {
+            match key.name.as_str() {
+                "allow_private" => {
+                    for (i, item) in self.seq(value, "egress.allow_private")?.iter().enumerate() {
+                        let path = format!("egress.allow_private[{i}]");
+                        let text = self.string(item, &path)?;
+                        check_cidr(&text).map_err(|m| self.err(item.line, &path, m))?;
+                        allow_private.push(text);
+                    }
+                    continue;
+                }
+                "extra_ca" => {
+                    extra_ca = Some(self.string(value, "egress.extra_ca")?);
+                    continue;
+                }
+                _ => {}
+            }
             for (i, item) in self.seq(value, "egress.routes")?.iter().enumerate() {
                 let prefix = format!("egress.routes[{i}]");
                 let route = self.route(item, &prefix)?;
@@ -285,7 +317,11 @@ impl Cx<'_> {
                 routes.push(route);
             }
         }
-        Ok(routes)
+        Ok(EgressSection {
+            routes,
+            allow_private,
+            extra_ca,
+        })
     }
 
     fn route(&self, node: &Node, prefix: &str) -> Result<Route, ManifestError> {

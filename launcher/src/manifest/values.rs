@@ -91,3 +91,36 @@ pub(super) fn check_host_key(k: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A CIDR block (`10.0.0.0/8`, `fd00::/8`) with no host bits set.
+pub(super) fn check_cidr(text: &str) -> Result<(), String> {
+    let hint = "write an address block such as 10.20.0.0/16 or fd00::/8";
+    let Some((addr, len)) = text.split_once('/') else {
+        return Err(format!("`{text}` is not a CIDR block; {hint}"));
+    };
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{text}`: `{addr}` is not an IP address; {hint}"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u32 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?;
+    // Both families as the top bits of a u128, so the prefix is always its top `len` bits.
+    let bits: u128 = match addr {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    };
+    let host_bits = if len >= 128 {
+        0
+    } else {
+        bits & (u128::MAX >> len)
+    };
+    if host_bits != 0 {
+        return Err(format!(
+            "`{text}` has host bits set; write the block's first address (e.g. 10.20.0.0/16)"
+        ));
+    }
+    Ok(())
+}

@@ -65,7 +65,11 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
     let (outbound, pipelock) = match egress {
         Egress::Direct => (
             Outbound::Direct {
-                allow_private: Vec::new(),
+                allow_private: plan.allow_private.clone(),
+                extra_ca: plan
+                    .extra_ca
+                    .as_ref()
+                    .map(|_| wire::BUNDLE_EXTRA_CA_PATH.to_owned()),
             },
             None,
         ),

@@ -67,6 +67,16 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         };
         let _ = writeln!(w, "    {:width$}  {paths}; {auth}{origin}", r.host);
     }
+    if !plan.allow_private.is_empty() {
+        let _ = writeln!(
+            w,
+            "  private    may dial {} (egress.allow_private)",
+            plan.allow_private.join(" ")
+        );
+    }
+    if let Some(ca) = &plan.extra_ca {
+        let _ = writeln!(w, "  extra CA   {ca} trusted for upstream TLS");
+    }
     let _ = writeln!(w, "  env ({}; values never shown)", plan.env.len());
     let width = plan.env.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in &plan.env {

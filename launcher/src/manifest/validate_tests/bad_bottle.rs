@@ -595,3 +595,43 @@ fn empty_sections_are_empty() {
         ],
     );
 }
+
+#[test]
+fn bad_allow_private_not_a_cidr() {
+    check_bottle(
+        "egress:\n  allow_private: [\"10.0.0.1\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `egress.allow_private[0]`: `10.0.0.1` is not a CIDR block; write an address block such as 10.20.0.0/16 or fd00::/8"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_allow_private_host_bits() {
+    check_bottle(
+        "egress:\n  allow_private:\n    - 10.0.0.0/8\n    - 172.17.0.1/16\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.allow_private[1]`: `172.17.0.1/16` has host bits set; write the block's first address (e.g. 10.20.0.0/16)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_allow_private_prefix_too_long() {
+    check_bottle(
+        "egress:\n  allow_private: [\"10.0.0.0/33\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `egress.allow_private[0]`: `10.0.0.0/33`: the prefix length must be 0 to 32"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_extra_ca_not_a_string() {
+    check_bottle(
+        "egress:\n  extra_ca: [a, b]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `egress.extra_ca`: expected a string, found a list"#
+        ]],
+    );
+}

@@ -77,6 +77,8 @@ egress:
     - host: \"*.linear.app\"
     - host: api.example.com
       auth: {scheme: header, header: X-Api-Key, token_ref: EX_KEY}
+  allow_private: [\"10.20.0.0/16\", \"fd00::/8\"]
+  extra_ca: ~/certs/internal-ca.pem
 supervise: true
 ---
 Docs.
@@ -169,6 +171,13 @@ Docs.
                     ),
                 },
             ],
+            allow_private: [
+                "10.20.0.0/16",
+                "fd00::/8",
+            ],
+            extra_ca: Some(
+                "~/certs/internal-ca.pem",
+            ),
             supervise: true,
         }
     "#]]

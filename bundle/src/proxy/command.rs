@@ -1,0 +1,153 @@
+//! `bottle-bundle proxy` and `bottle-bundle ca`: the command layer (files, signals, sockets).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::{Proxy, SHUTDOWN_GRACE, ca};
+
+/// `bottle-bundle proxy`: run the egress proxy from a bundle config and a secrets file.
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// The bundle config (JSON); its `proxy` block and `audit_log` are used.
+    #[arg(long, default_value = bottle_contract::wire::BUNDLE_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// The secrets file (JSON, `{"tokens": {...}}`). Token values are never taken from argv.
+    #[arg(long, default_value = bottle_contract::wire::BUNDLE_SECRETS_PATH)]
+    pub secrets: PathBuf,
+}
+
+/// `bottle-bundle ca`: manage the per-bottle CA.
+#[derive(Debug, clap::Args)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    pub command: CaCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CaCommand {
+    /// Create a new CA (ECDSA P-256) for standalone use.
+    Init {
+        /// Where to write the CA certificate (PEM).
+        #[arg(long, default_value = bottle_contract::wire::BUNDLE_CA_CERT_PATH)]
+        cert: PathBuf,
+        /// Where to write the CA private key (PEM, mode 0600).
+        #[arg(long, default_value = bottle_contract::wire::BUNDLE_CA_KEY_PATH)]
+        key: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "claude-bottle CA")]
+        name: String,
+    },
+}
+
+/// Runs `bottle-bundle ca`.
+pub fn run_ca(args: CaArgs) -> anyhow::Result<()> {
+    match args.command {
+        CaCommand::Init { cert, key, name } => {
+            ca::init_ca(&cert, &key, &name)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            Ok(())
+        }
+    }
+}
+
+/// Runs `bottle-bundle proxy` until SIGTERM or SIGINT.
+pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let terminate = cancel.clone();
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down");
+            terminate.cancel();
+        });
+        serve_from_files(&args.config, &args.secrets, cancel).await
+    })
+}
+
+/// Loads the files, binds the configured listeners, serves until `cancel`, reloads the routes
+/// on SIGHUP, then drains. Prints `proxy listening on tcp <addr>` (and `unix <path>`) on stdout
+/// once ready.
+pub async fn serve_from_files(
+    config_path: &Path,
+    secrets_path: &Path,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = crate::config::load_config(config_path)?;
+    let secrets = crate::config::load_secrets(secrets_path)?;
+    let audit_log = Some(Path::new(&config.audit_log)).filter(|p| !p.as_os_str().is_empty());
+    let proxy = Proxy::new(&config.proxy, &secrets, audit_log)
+        .with_context(|| format!("{}: proxy config", config_path.display()))?;
+    drop(secrets);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = &config.proxy.listen.tcp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (proxy.listen.tcp)"))?;
+        announce(&format!(
+            "proxy listening on tcp {}",
+            listener.local_addr()?
+        ));
+        let (proxy, cancel) = (proxy.clone(), cancel.clone());
+        tasks.spawn(async move { proxy.serve_tcp(listener, cancel).await });
+    }
+    if let Some(path) = &config.proxy.listen.unix {
+        let listener = crate::sockets::bind_unix(std::path::Path::new(path))
+            .with_context(|| format!("cannot listen on {path} (proxy.listen.unix)"))?;
+        announce(&format!("proxy listening on unix {path}"));
+        let (proxy, cancel) = (proxy.clone(), cancel.clone());
+        tasks.spawn(async move { proxy.serve_unix(listener, cancel).await });
+    }
+    if tasks.is_empty() {
+        anyhow::bail!(
+            "{}: proxy.listen has neither tcp nor unix",
+            config_path.display()
+        );
+    }
+
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = hangup.recv() => reload(&proxy, config_path, secrets_path),
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    if !proxy.drain(SHUTDOWN_GRACE).await {
+        tracing::warn!("some connections were still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+/// Tells the caller a listener is ready. A closed stdout must not stop the proxy.
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
+/// Re-reads the routes and secrets; on any error keeps the current table and says why.
+fn reload(proxy: &Proxy, config_path: &Path, secrets_path: &Path) {
+    let result = crate::config::load_config(config_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| {
+            let secrets = crate::config::load_secrets(secrets_path)?;
+            proxy.reload(&config.proxy.routes, &secrets)?;
+            Ok(config.proxy.routes.len())
+        });
+    match result {
+        Ok(count) => tracing::info!(routes = count, "routes reloaded"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the current routes")
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! One request through the proxy: decide, rewrite, send upstream, stream the answer back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::proxy::Shared;
+use crate::proxy::audit::{AuditEvent, AuditedBody, ProxyBody, full};
+use crate::proxy::policy::{Decision, DenyReason, RequestFacts};
+use crate::proxy::upstream::UpstreamError;
+
+/// Where a request goes: the CONNECT target inside a tunnel, or the absolute-form authority.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Lower-case, without a trailing dot or IPv6 brackets.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy ones; never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Handles one request for `target`; never fails (errors become responses).
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    target: Target,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let started = Instant::now();
+    let mut event = AuditEvent {
+        method: req.method().to_string(),
+        host: target.host.clone(),
+        port: target.port,
+        path: req.uri().path().to_owned(),
+        route: None,
+        decision: "deny",
+        reason: None,
+        status: 0,
+        bytes: 0,
+        started,
+    };
+    if !authority_matches(&req, &target) {
+        return Ok(deny(&shared, event, DenyReason::HostMismatch, &target));
+    }
+    let policy = shared.policy.load_full();
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let facts = RequestFacts {
+        host: &target.host,
+        port: target.port,
+        tls: target.tls,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        content_type,
+    };
+    let allowed = match policy.decide(&facts) {
+        Decision::Allow(allowed) => allowed,
+        Decision::Deny(reason) => {
+            if let Some(i) = policy.route_for(&target.host, target.port, target.tls) {
+                event.route = Some(policy.routes[i].label());
+            }
+            return Ok(deny(&shared, event, reason, &target));
+        }
+    };
+    let route = &policy.routes[allowed.route];
+    event.route = Some(route.label());
+    event.decision = "allow";
+    event.path = allowed.path.clone();
+
+    let mut req = req;
+    let agent_h2 = req.version() == Version::HTTP_2;
+    let client_upgrade = wants_upgrade(req.headers());
+    let upgrade_fut = client_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let scheme = if target.tls { "https" } else { "http" };
+    let authority = match target.host.contains(':') {
+        true => format!("[{}]:{}", target.host, target.port),
+        false => format!("{}:{}", target.host, target.port),
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{}?{q}", allowed.path),
+        None => allowed.path.clone(),
+    };
+    let uri = match Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(_) => return Ok(deny(&shared, event, DenyReason::AmbiguousPath, &target)),
+    };
+    let mut headers = parts.headers;
+    let upgrade_header = headers.get(UPGRADE).cloned();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(HOST);
+    if let Some(auth) = &route.auth {
+        auth.apply(&mut headers);
+    }
+    if let (true, Some(protocol)) = (client_upgrade, upgrade_header) {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = headers;
+    drop(policy);
+
+    // The upstream leg mirrors the agent's: h2 only for an h2 agent (ALPN decides), HTTP/1.1
+    // otherwise, which also keeps upgrades possible and spreads load over pooled connections.
+    let client = match agent_h2 && !client_upgrade {
+        true => &shared.client,
+        false => &shared.client_h1,
+    };
+    let mut response = match client.request(upstream_req).await {
+        Ok(response) => response,
+        Err(e) => return Ok(upstream_failure(&shared, event, &e, &target)),
+    };
+    event.status = response.status().as_u16();
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_fut) = upgrade_fut else {
+            return Ok(bad_gateway(
+                &shared,
+                event,
+                "upstream switched protocols unasked",
+            ));
+        };
+        let upstream_fut = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_fut, upstream_fut) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        shared.audit.record(&event);
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, full("")));
+    }
+
+    strip_hop_by_hop(response.headers_mut());
+    let (parts, body) = response.into_parts();
+    let body = AuditedBody::new(body, event, shared.audit.clone()).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Inside a tunnel the request's authority (Host header or h2 `:authority`) must name the
+/// CONNECT target: a request cannot borrow another host's tunnel.
+fn authority_matches(req: &Request<Incoming>, target: &Target) -> bool {
+    let default_port = if target.tls { 443 } else { 80 };
+    let same = |text: &str| {
+        let Ok(authority) = text.parse::<http::uri::Authority>() else {
+            return false;
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        host == target.host && authority.port_u16().unwrap_or(default_port) == target.port
+    };
+    let uri_ok = req.uri().authority().is_none_or(|a| same(a.as_str()));
+    let host_ok = match req.headers().get(HOST) {
+        Some(value) => value.to_str().is_ok_and(same),
+        None => req.version() == Version::HTTP_2 && req.uri().authority().is_some(),
+    };
+    uri_ok && host_ok
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the fixed hop-by-hop headers and every header the `Connection` header names (so
+/// an agent cannot name `Authorization` hop-by-hop to dodge the strip-and-inject step).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The text the agent sees for a refusal. It names the host and what to do, nothing else.
+pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
+    let host = &target.host;
+    match reason {
+        DenyReason::NoRoute => format!(
+            "claude-bottle egress proxy: {host} is not in this bottle's egress routes.\n\
+             To ask for it, call the supervise MCP tool `egress-block` with host \"{host}\" \
+             and a justification; the operator approves or rejects it.\n"
+        ),
+        DenyReason::PathNotAllowed => format!(
+            "claude-bottle egress proxy: this path on {host} is outside the route's \
+             path_allowlist.\nTo ask for it, call the supervise MCP tool `egress-block` with host \
+             \"{host}\", the path_allowlist you need, and a justification.\n"
+        ),
+        DenyReason::AmbiguousPath => format!(
+            "claude-bottle egress proxy: the request path for {host} is ambiguous (encoded `/`, \
+             `\\`, NUL, or `..` above the root) and is refused.\n"
+        ),
+        DenyReason::GitPush => format!(
+            "claude-bottle egress proxy: git push over HTTPS is refused on every route ({host}).\n\
+             Push through the git gate instead (git://git-gate/<name>.git), where pushes are \
+             scanned for secrets before they reach the upstream.\n"
+        ),
+        DenyReason::CredentialOverCleartext => format!(
+            "claude-bottle egress proxy: {host} carries a credential and is reachable only \
+             over https://.\n"
+        ),
+        DenyReason::HostMismatch => format!(
+            "claude-bottle egress proxy: the request's Host does not match the tunnel to {host}.\n"
+        ),
+        DenyReason::PrivateAddress => format!(
+            "claude-bottle egress proxy: {host} resolves to a private or special address, \
+             which this bottle may not reach.\n"
+        ),
+    }
+}
+
+fn deny(
+    shared: &Shared,
+    mut event: AuditEvent,
+    reason: DenyReason,
+    target: &Target,
+) -> Response<ProxyBody> {
+    event.decision = "deny";
+    event.reason = Some(reason.code().to_owned());
+    event.status = StatusCode::FORBIDDEN.as_u16();
+    shared.audit.record(&event);
+    text_response(StatusCode::FORBIDDEN, denial_text(reason, target))
+}
+
+fn upstream_failure(
+    shared: &Shared,
+    event: AuditEvent,
+    error: &hyper_util::client::legacy::Error,
+    target: &Target,
+) -> Response<ProxyBody> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(UpstreamError::Refused { .. }) = e.downcast_ref::<UpstreamError>() {
+            tracing::info!(host = %target.host, error = %e, "refused a private address");
+            return deny(shared, event, DenyReason::PrivateAddress, target);
+        }
+        source = e.source();
+    }
+    let detail = error_chain(error);
+    tracing::warn!(host = %target.host, error = %detail, "upstream request failed");
+    bad_gateway(shared, event, &detail)
+}
+
+fn bad_gateway(shared: &Shared, mut event: AuditEvent, detail: &str) -> Response<ProxyBody> {
+    event.decision = "error";
+    event.reason = Some(detail.to_owned());
+    event.status = StatusCode::BAD_GATEWAY.as_u16();
+    shared.audit.record(&event);
+    text_response(
+        StatusCode::BAD_GATEWAY,
+        format!("claude-bottle egress proxy: the upstream could not be reached ({detail}).\n"),
+    )
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// A plain-text response.
+pub(crate) fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

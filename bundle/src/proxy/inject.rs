@@ -1,0 +1,210 @@
+//! Credential injection: the agent's own credentials are removed and the bundle's are put on
+//! the wire. Token values live only in [`Secret`] and in sensitive `HeaderValue`s.
+
+use base64::Engine as _;
+use bottle_contract::bundle_config::{AuthConfig, AuthScheme};
+use bottle_contract::secrets::SecretsFile;
+use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// A token value. `Debug` is redacted and there is no `Display`, so it cannot end up in a log
+/// line or an error by accident.
+pub(crate) struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why an `auth` block could not be turned into an injection. Never carries the value.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectionError {
+    #[error("token slot {0:?} is not in the secrets file")]
+    MissingSlot(String),
+    #[error("the token in slot {0:?} is not a valid header value (control characters?)")]
+    BadValue(String),
+    #[error("header name {0:?} is not a valid HTTP header name")]
+    BadHeaderName(String),
+    #[error("header name {0:?} cannot carry a credential (it is hop-by-hop or framing)")]
+    ReservedHeaderName(String),
+    #[error("slot {0:?}: a Basic credential must be `user:password`")]
+    BasicNeedsColon(String),
+}
+
+/// One route's credential: the header it is sent in and its ready-made value.
+pub(crate) struct Injection {
+    header: HeaderName,
+    value: HeaderValue,
+    /// The scheme name for `/routes` and the audit log.
+    scheme: &'static str,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("header", &self.header)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers that can never carry a credential: framing and hop-by-hop.
+const RESERVED: [&str; 11] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+impl Injection {
+    /// Builds the header for one route from its `auth` block and the secrets file.
+    pub(crate) fn from_config(
+        auth: &AuthConfig,
+        secrets: &SecretsFile,
+    ) -> Result<Injection, InjectionError> {
+        let slot = &auth.token_slot;
+        let secret = Secret(
+            secrets
+                .tokens
+                .get(slot)
+                .ok_or_else(|| InjectionError::MissingSlot(slot.clone()))?
+                .clone(),
+        );
+        let (header, text, scheme) = match &auth.scheme {
+            AuthScheme::Bearer => (
+                AUTHORIZATION,
+                format!("Bearer {}", secret.expose()),
+                "Bearer",
+            ),
+            AuthScheme::Token => (AUTHORIZATION, format!("token {}", secret.expose()), "token"),
+            AuthScheme::Basic => {
+                if !secret.expose().contains(':') {
+                    return Err(InjectionError::BasicNeedsColon(slot.clone()));
+                }
+                let encoded = base64::engine::general_purpose::STANDARD.encode(secret.expose());
+                (AUTHORIZATION, format!("Basic {encoded}"), "Basic")
+            }
+            AuthScheme::Header { name } => {
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| InjectionError::BadHeaderName(name.clone()))?;
+                if RESERVED.contains(&header.as_str()) {
+                    return Err(InjectionError::ReservedHeaderName(name.clone()));
+                }
+                (header, secret.expose().to_owned(), "header")
+            }
+        };
+        let mut value =
+            HeaderValue::from_str(&text).map_err(|_| InjectionError::BadValue(slot.clone()))?;
+        value.set_sensitive(true);
+        Ok(Injection {
+            header,
+            value,
+            scheme,
+        })
+    }
+
+    /// The scheme name (`Bearer`, `token`, `Basic`, `header`), never the value.
+    pub(crate) fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// Removes every credential the agent sent and sets the route's own.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        headers.remove(AUTHORIZATION);
+        headers.remove(PROXY_AUTHORIZATION);
+        headers.remove(&self.header);
+        headers.insert(self.header.clone(), self.value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn injection(scheme: AuthScheme, value: &str) -> Result<Injection, InjectionError> {
+        let mut secrets = SecretsFile::default();
+        secrets.tokens.insert("S".into(), value.into());
+        let auth = AuthConfig {
+            scheme,
+            token_slot: "S".into(),
+        };
+        Injection::from_config(&auth, &secrets)
+    }
+
+    fn applied(scheme: AuthScheme, value: &str) -> String {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer agent-own"));
+        headers.insert("x-api-key", HeaderValue::from_static("agent-key"));
+        headers.insert(PROXY_AUTHORIZATION, HeaderValue::from_static("Basic eA=="));
+        injection(scheme, value).unwrap().apply(&mut headers);
+        let mut lines: Vec<String> = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    #[test]
+    fn schemes() {
+        expect_test::expect![[r#"
+            authorization: Bearer tok
+            x-api-key: agent-key"#]]
+        .assert_eq(&applied(AuthScheme::Bearer, "tok"));
+        expect_test::expect![[r#"
+            authorization: token tok
+            x-api-key: agent-key"#]]
+        .assert_eq(&applied(AuthScheme::Token, "tok"));
+        expect_test::expect![[r#"
+            authorization: Basic dTpw
+            x-api-key: agent-key"#]]
+        .assert_eq(&applied(AuthScheme::Basic, "u:p"));
+        expect_test::expect!["x-api-key: tok"].assert_eq(&applied(
+            AuthScheme::Header {
+                name: "x-api-key".into(),
+            },
+            "tok",
+        ));
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_the_value() {
+        let inj = injection(AuthScheme::Bearer, "sekrit-value").unwrap();
+        assert!(!format!("{inj:?}").contains("sekrit"));
+        assert!(!format!("{:?}", Secret("sekrit".into())).contains("sekrit"));
+        let err = injection(AuthScheme::Bearer, "bad\nsekrit")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("sekrit"), "{err}");
+        let err = injection(AuthScheme::Basic, "sekrit")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("sekrit"), "{err}");
+        let err = injection(
+            AuthScheme::Header {
+                name: "Connection".into(),
+            },
+            "sekrit",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "header name \"Connection\" cannot carry a credential (it is hop-by-hop or framing)"
+        );
+    }
+}

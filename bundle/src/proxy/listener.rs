@@ -1,0 +1,191 @@
+//! The agent-facing listener: accepts connections (TCP or Unix socket) and serves the proxy
+//! protocol on them: `CONNECT` tunnels, absolute-form `http://` requests, and the
+//! `http://egress.local/routes` introspection page.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::Shared;
+use crate::proxy::audit::{ProxyBody, full};
+use crate::proxy::forward::{self, Target, text_response};
+use crate::proxy::mitm;
+
+/// Serves the proxy on a bound TCP listener until `cancel` fires.
+pub(crate) async fn serve_tcp(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    spawn_conn(&shared, stream, &cancel);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves the proxy on a bound Unix socket listener until `cancel` fires.
+pub(crate) async fn serve_unix(
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => spawn_conn(&shared, stream, &cancel),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+fn spawn_conn<S>(shared: &Arc<Shared>, stream: S, cancel: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = shared.clone();
+    let cancel = cancel.clone();
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
+        let svc_shared = shared.clone();
+        let svc_cancel = cancel.clone();
+        let service = service_fn(move |req| outer(svc_shared.clone(), req, svc_cancel.clone()));
+        let conn = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "agent connection ended with an error");
+                }
+            }
+            () = cancel.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    });
+}
+
+/// The proxy protocol on the agent's connection.
+async fn outer(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    cancel: CancellationToken,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    if req.method() == Method::CONNECT {
+        return Ok(connect(shared, req, cancel));
+    }
+    let uri = req.uri();
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(host)) => {
+            let host = normalize_host(host);
+            if host == bottle_contract::wire::INTROSPECTION_HOST {
+                return Ok(introspect(&shared, &req));
+            }
+            let port = uri.port_u16().unwrap_or(80);
+            forward::handle(shared, req, Target { host, port, tls: false }).await
+        }
+        (Some(_), Some(_)) => Ok(text_response(
+            StatusCode::BAD_REQUEST,
+            "claude-bottle egress proxy: send https:// requests through CONNECT (set HTTPS_PROXY)\n"
+                .into(),
+        )),
+        _ => Ok(text_response(
+            StatusCode::BAD_REQUEST,
+            "claude-bottle egress proxy: this is an HTTP proxy; set HTTP_PROXY/HTTPS_PROXY to use it \
+             (routes: http://egress.local/routes)\n"
+                .into(),
+        )),
+    }
+}
+
+fn connect(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    cancel: CancellationToken,
+) -> Response<ProxyBody> {
+    let Some((host, port)) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.port_u16().map(|p| (normalize_host(a.host()), p)))
+    else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "claude-bottle egress proxy: CONNECT needs host:port\n".into(),
+        );
+    };
+    let target = Target {
+        host,
+        port,
+        tls: true,
+    };
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => mitm::intercept(shared, upgraded, target, cancel).await,
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(full(""))
+}
+
+/// Lower case, no trailing dot, no IPv6 brackets.
+fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+/// `GET http://egress.local/routes`: hosts, paths and auth scheme names; never a value.
+fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.uri().path() != "/routes" {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            "claude-bottle egress proxy: try http://egress.local/routes\n".into(),
+        );
+    }
+    let policy = shared.policy.load();
+    let routes: Vec<serde_json::Value> = policy
+        .routes
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "host": r.label(),
+                "path_allowlist": r.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "auth": r.auth.as_ref().map(|a| a.scheme()),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "routes": routes }).to_string();
+    let mut response = Response::new(full(body + "\n"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

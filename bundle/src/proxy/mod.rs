@@ -1,0 +1,145 @@
+//! The egress proxy role: an HTTP forward proxy with CONNECT and TLS interception that lets a
+//! request leave only on a configured route, injects the route's credential on the wire, and
+//! refuses git pushes.
+//!
+//! Layout, in reading order: [`listener`] accepts agent connections and speaks the proxy
+//! protocol; [`mitm`] terminates TLS inside a tunnel with leaves from [`ca`]; [`forward`] runs
+//! each request through [`policy`] (pure: routes, normalized paths, [`push_block`]), applies
+//! [`inject`] and sends it through [`upstream`] (direct with [`ssrf`] checks, or chained);
+//! [`audit`] records every outcome.
+
+mod audit;
+pub mod ca;
+mod forward;
+mod inject;
+mod listener;
+mod mitm;
+pub mod policy;
+mod push_block;
+mod ssrf;
+mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bottle_contract::bundle_config::{ProxyConfig, RouteConfig};
+use bottle_contract::secrets::SecretsFile;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::proxy::audit::Audit;
+use crate::proxy::ca::{CaError, CertAuthority};
+use crate::proxy::policy::{Policy, PolicyError};
+use crate::proxy::upstream::{Connector, Outbound, UpstreamError};
+
+/// How long shutdown waits for in-flight requests before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("proxy.outbound: {0}")]
+    Outbound(#[from] UpstreamError),
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    /// The route table; swapped whole on reload, so a request sees one table start to end.
+    pub(crate) policy: ArcSwap<Policy>,
+    pub(crate) ca: CertAuthority,
+    /// Pooled upstream client offering h2 and HTTP/1.1 (ALPN), for agents speaking h2.
+    pub(crate) client: Client<Connector, Incoming>,
+    /// Pooled HTTP/1.1-only client, for HTTP/1.1 agents and upgrades (WebSocket).
+    pub(crate) client_h1: Client<Connector, Incoming>,
+    pub(crate) audit: Arc<Audit>,
+    /// Every connection and tunnel task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+}
+
+/// A ready-to-serve proxy. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Builds the proxy from its config block, the secrets file and an optional audit log path.
+    pub fn new(
+        config: &ProxyConfig,
+        secrets: &SecretsFile,
+        audit_log: Option<&Path>,
+    ) -> Result<Proxy, ProxyError> {
+        let policy = Policy::from_config(&config.routes, secrets)?;
+        let ca = CertAuthority::load(Path::new(&config.ca_cert), Path::new(&config.ca_key))?;
+        let (outbound, extra_ca) = Outbound::from_config(&config.outbound)?;
+        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))?;
+        let mut tls_h1 = (*tls).clone();
+        tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(Connector::new(outbound.clone(), tls));
+        let client_h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(Connector::new(outbound, Arc::new(tls_h1)));
+        let audit = Audit::open(audit_log).map_err(|source| ProxyError::Audit {
+            path: audit_log.map(Path::to_owned).unwrap_or_default(),
+            source,
+        })?;
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                policy: ArcSwap::from_pointee(policy),
+                ca,
+                client,
+                client_h1,
+                audit: Arc::new(audit),
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Replaces the route table. Requests already decided keep the table they started with.
+    pub fn reload(&self, routes: &[RouteConfig], secrets: &SecretsFile) -> Result<(), PolicyError> {
+        let policy = Policy::from_config(routes, secrets)?;
+        self.shared.policy.store(Arc::new(policy));
+        Ok(())
+    }
+
+    /// Serves agents on a bound TCP listener until `cancel` fires.
+    pub async fn serve_tcp(&self, listener: TcpListener, cancel: CancellationToken) {
+        listener::serve_tcp(self.shared.clone(), listener, cancel).await;
+    }
+
+    /// Serves agents on a bound Unix socket until `cancel` fires.
+    pub async fn serve_unix(&self, listener: UnixListener, cancel: CancellationToken) {
+        listener::serve_unix(self.shared.clone(), listener, cancel).await;
+    }
+
+    /// After `cancel`: waits (at most `grace`) for open connections to finish their requests.
+    /// Returns false when some were still busy.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.shared.tracker.close();
+        tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+mod command;
+pub use command::{CaArgs, ProxyArgs, run_ca, run_proxy, serve_from_files};

@@ -1,0 +1,387 @@
+//! The outbound leg: dialing upstream hosts directly (with address checks and pinned dialing)
+//! or through an upstream CONNECT proxy, then TLS with the public roots plus an extra CA.
+//!
+//! [`Connector`] plugs into hyper-util's pooled client, so keep-alive connections are reused
+//! and a tunnel the upstream proxy closed is simply dropped from the pool.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::proxy::ssrf;
+
+/// Longest a TCP connect (direct, or to the upstream proxy) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the upstream proxy may take to answer a CONNECT.
+const PROXY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest CONNECT reply header accepted from the upstream proxy.
+const MAX_PROXY_REPLY: usize = 16 * 1024;
+/// ALPN protocols offered to upstream servers.
+const UPSTREAM_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why an upstream connection failed. `Refused` is a policy decision, the rest are faults.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{host} resolves to {addr}, a private or special address; direct mode refuses it")]
+    Refused { host: String, addr: IpAddr },
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("upstream proxy refused CONNECT {target}: {status}")]
+    ProxyStatus { target: String, status: String },
+    #[error("TLS to {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("bad upstream URI {0}")]
+    Uri(String),
+    #[error("cannot read CA file {path}: {reason}")]
+    Ca { path: String, reason: String },
+    #[error("upstream proxy URL {url:?}: {reason}")]
+    ProxyUrl { url: String, reason: &'static str },
+    #[error("allow_private entry {entry:?} is not a CIDR (e.g. 10.0.0.0/8)")]
+    Cidr { entry: String },
+}
+
+/// How the proxy reaches upstream hosts.
+#[derive(Debug, Clone)]
+pub(crate) enum Outbound {
+    Direct {
+        /// CIDRs exempt from the private-address refusal.
+        allow_private: Vec<IpNet>,
+    },
+    Chained {
+        proxy_host: String,
+        proxy_port: u16,
+    },
+}
+
+impl Outbound {
+    /// Converts the contract's outbound block; also returns the extra CA path, if any.
+    pub(crate) fn from_config(
+        config: &bottle_contract::bundle_config::Outbound,
+    ) -> Result<(Outbound, Option<String>), UpstreamError> {
+        use bottle_contract::bundle_config::Outbound as C;
+        match config {
+            C::Direct {
+                allow_private,
+                extra_ca,
+            } => {
+                let nets = allow_private
+                    .iter()
+                    .map(|entry| {
+                        entry.parse::<IpNet>().map_err(|_| UpstreamError::Cidr {
+                            entry: entry.clone(),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((
+                    Outbound::Direct {
+                        allow_private: nets,
+                    },
+                    extra_ca.clone(),
+                ))
+            }
+            C::Upstream {
+                proxy_url,
+                extra_ca,
+            } => {
+                let bad = |reason| UpstreamError::ProxyUrl {
+                    url: proxy_url.clone(),
+                    reason,
+                };
+                let uri: Uri = proxy_url.parse().map_err(|_| bad("not a URL"))?;
+                if uri.scheme_str() != Some("http") {
+                    return Err(bad("must be http://host:port"));
+                }
+                let host = uri.host().ok_or_else(|| bad("has no host"))?;
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let proxy_port = uri.port_u16().unwrap_or(80);
+                Ok((
+                    Outbound::Chained {
+                        proxy_host: host,
+                        proxy_port,
+                    },
+                    extra_ca.clone(),
+                ))
+            }
+        }
+    }
+}
+
+/// Builds the client TLS config: the public roots plus the extra CA.
+pub(crate) fn client_tls(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, UpstreamError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let ca_err = |reason: String| UpstreamError::Ca {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_err("no PEM certificate in the file".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Tls {
+            host: String::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = UPSTREAM_ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The hyper-util connector for upstream connections.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    outbound: Arc<Outbound>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Connector {
+    pub(crate) fn new(outbound: Outbound, tls: Arc<ClientConfig>) -> Connector {
+        Connector {
+            outbound: Arc::new(outbound),
+            tls: tokio_rustls::TlsConnector::from(tls),
+        }
+    }
+
+    async fn connect(self, uri: Uri) -> Result<UpstreamConn, UpstreamError> {
+        let host = uri
+            .host()
+            .ok_or_else(|| UpstreamError::Uri(uri.to_string()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = match &*self.outbound {
+            Outbound::Direct { allow_private } => dial_checked(&host, port, allow_private).await?,
+            Outbound::Chained {
+                proxy_host,
+                proxy_port,
+            } => tunnel(proxy_host, *proxy_port, &host, port).await?,
+        };
+        let _ = tcp.set_nodelay(true);
+        if !tls {
+            return Ok(UpstreamConn::Plain(TokioIo::new(tcp)));
+        }
+        let name = ServerName::try_from(host.clone()).map_err(|e| UpstreamError::Tls {
+            host: host.clone(),
+            reason: e.to_string(),
+        })?;
+        let stream = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| UpstreamError::Tls {
+                host,
+                reason: e.to_string(),
+            })?;
+        Ok(UpstreamConn::Tls(Box::new(TokioIo::new(stream))))
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = UpstreamConn;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, UpstreamError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+/// Resolves once, refuses if any address is private or special (unless allowed), then dials
+/// exactly the addresses it checked: no second lookup, so no DNS rebinding.
+async fn dial_checked(
+    host: &str,
+    port: u16,
+    allow_private: &[IpNet],
+) -> Result<TcpStream, UpstreamError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| UpstreamError::Resolve {
+            host: host.to_owned(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(UpstreamError::Resolve {
+            host: host.to_owned(),
+            reason: "no addresses".into(),
+        });
+    }
+    if let Some(bad) = addrs
+        .iter()
+        .find(|a| !ssrf::is_allowed(a.ip(), allow_private))
+    {
+        return Err(UpstreamError::Refused {
+            host: host.to_owned(),
+            addr: bad.ip(),
+        });
+    }
+    let mut last = String::new();
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+    }
+    Err(UpstreamError::Connect {
+        target: format!("{host}:{port}"),
+        reason: last,
+    })
+}
+
+/// Opens a CONNECT tunnel to `host:port` through the upstream proxy.
+async fn tunnel(
+    proxy_host: &str,
+    proxy_port: u16,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, UpstreamError> {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let connect_err = |reason: String| UpstreamError::Connect {
+        target: format!("upstream proxy {proxy_host}:{proxy_port}"),
+        reason,
+    };
+    let mut tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((proxy_host, proxy_port)),
+    )
+    .await
+    .map_err(|_| connect_err("timed out".into()))?
+    .map_err(|e| connect_err(e.to_string()))?;
+    let handshake = async {
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await?;
+        let mut reply = Vec::with_capacity(256);
+        let mut byte = [0u8; 1];
+        // Byte by byte so no TLS bytes after the header are consumed; the reply is tiny.
+        while !reply.ends_with(b"\r\n\r\n") {
+            if reply.len() >= MAX_PROXY_REPLY || tcp.read(&mut byte).await? == 0 {
+                return Err(std::io::Error::other("reply ended early or is too large"));
+            }
+            reply.push(byte[0]);
+        }
+        Ok::<_, std::io::Error>(reply)
+    };
+    let reply = tokio::time::timeout(PROXY_HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| connect_err("CONNECT reply timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    let status_line = String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code == "200");
+    if !ok {
+        return Err(UpstreamError::ProxyStatus {
+            target,
+            status: status_line,
+        });
+    }
+    Ok(tcp)
+}
+
+/// One upstream connection, cleartext or TLS.
+pub(crate) enum UpstreamConn {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamConn::Plain(_) => Connected::new(),
+            UpstreamConn::Tls(tls) => {
+                let h2 = tls.inner().get_ref().1.alpn_protocol() == Some(b"h2");
+                match h2 {
+                    true => Connected::new().negotiated_h2(),
+                    false => Connected::new(),
+                }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            UpstreamConn::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for UpstreamConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            UpstreamConn::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(io) => Pin::new(io).poll_flush(cx),
+            UpstreamConn::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            UpstreamConn::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Direct mode's address checks: a routed name that resolves to a loopback, private,
+//! link-local (metadata) or IPv4-mapped address is refused after resolution, and IP literals
+//! are never routes. Without `allow_private`, nothing here may reach the local upstream.
+
+mod support;
+
+use support::{Env, Mode};
+
+#[test]
+fn routed_names_resolving_to_special_addresses_are_refused() {
+    let env = Env::start(Mode::DirectStrict);
+    // Each is a configured route; the hosts file inside the proxy's namespace points them at
+    // 10.255.255.1, 169.254.169.254, ::1, ::ffff:127.0.0.1 and 127.0.0.1.
+    for host in [
+        "ten.test",
+        "meta.test",
+        "six.test",
+        "mapped.test",
+        "loop.test",
+        "open.test",
+    ] {
+        let (code, body, err) = env.curl(&[&env.url(host, "/")]);
+        assert_eq!(code, 403, "{host}: {body} {err}");
+        assert!(
+            body.contains("private or special address"),
+            "{host}: {body}"
+        );
+    }
+    assert!(env.upstream.seen().is_empty(), "{:?}", env.upstream.seen());
+    assert_eq!(
+        env.upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the proxy dialed a refused address"
+    );
+    let reasons: Vec<String> = env
+        .audit_lines()
+        .iter()
+        .map(|l| l["reason"].to_string())
+        .collect();
+    assert!(
+        reasons.iter().all(|r| r == "\"private-address\""),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn ip_literals_are_refused_without_a_route() {
+    let env = Env::start(Mode::DirectStrict);
+    let port = env.port();
+    for target in [
+        format!("https://127.0.0.1:{port}/"),
+        format!("https://[::1]:{port}/"),
+        format!("https://169.254.169.254:{port}/"),
+        format!("https://[::ffff:127.0.0.1]:{port}/"),
+        format!("https://10.0.0.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let (code, body, err) = env.curl(&[&target]);
+        assert_eq!(code, 403, "{target}: {body} {err}");
+    }
+    assert_eq!(
+        env.upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}

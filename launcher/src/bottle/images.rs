@@ -1,0 +1,222 @@
+//! The agent and bundle images: built from the Dockerfiles shipped in this repository
+//! (embedded at compile time), tagged by a hash of every input, and rebuilt only when an
+//! input changes. Docker's layer cache serves whatever the tag does not.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, ContextFile, ImageBuild};
+
+pub(crate) const AGENT_DOCKERFILE: &str = include_str!("../../../Dockerfile.agent");
+pub(crate) const BUNDLE_DOCKERFILE: &str = include_str!("../../../Dockerfile.bundle");
+
+/// The local base image `scripts/base-image` builds (no registry needed).
+pub(crate) const LOCAL_BASE_IMAGE: &str = "claude-bottle-base:bookworm";
+/// The base image used when there is no local one.
+pub(crate) const REGISTRY_BASE_IMAGE: &str = "debian:bookworm-slim";
+/// Overrides the base image.
+pub(crate) const BASE_IMAGE_ENV: &str = "CLAUDE_BOTTLE_BASE_IMAGE";
+/// Overrides where the `bottle-bundle` binary is found.
+pub(crate) const BUNDLE_BIN_ENV: &str = "CLAUDE_BOTTLE_BUNDLE_BIN";
+
+/// What the two images are built from.
+pub(crate) struct ImageInputs {
+    pub(crate) base_image: String,
+    pub(crate) bundle_bin: PathBuf,
+    /// Install Claude Code in the agent image (only agents that run `claude` need it).
+    pub(crate) install_claude: bool,
+    /// The agent Dockerfile: the shipped one, or a bottle's approved replacement.
+    pub(crate) agent_dockerfile: String,
+}
+
+/// The tags to run.
+pub(crate) struct Images {
+    pub(crate) agent: String,
+    pub(crate) bundle: String,
+    /// The bundle binary's bytes, copied into the agent for the relay.
+    pub(crate) bundle_bin: Vec<u8>,
+}
+
+/// Finds the `bottle-bundle` binary: `$CLAUDE_BOTTLE_BUNDLE_BIN`, else next to this executable.
+pub(crate) fn find_bundle_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(BUNDLE_BIN_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        anyhow::ensure!(
+            path.is_file(),
+            "{BUNDLE_BIN_ENV}={} is not a file",
+            path.display()
+        );
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("cannot locate the claude-bottle executable")?;
+    let sibling = exe.with_file_name("bottle-bundle");
+    anyhow::ensure!(
+        sibling.is_file(),
+        "cannot find the bottle-bundle binary next to {} (install it with `cargo install --path bundle`, or set {BUNDLE_BIN_ENV})",
+        exe.display()
+    );
+    Ok(sibling)
+}
+
+/// `$CLAUDE_BOTTLE_BASE_IMAGE`, else the local base image when present, else Debian's.
+pub(crate) async fn choose_base_image<B: Backend>(backend: &B) -> anyhow::Result<String> {
+    if let Ok(image) = std::env::var(BASE_IMAGE_ENV)
+        && !image.is_empty()
+    {
+        return Ok(image);
+    }
+    Ok(match backend.image_id(LOCAL_BASE_IMAGE).await? {
+        Some(_) => LOCAL_BASE_IMAGE.to_owned(),
+        None => REGISTRY_BASE_IMAGE.to_owned(),
+    })
+}
+
+/// Builds whichever image is missing, printing build output through `progress`.
+pub(crate) async fn ensure<B: Backend>(
+    backend: &B,
+    inputs: &ImageInputs,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Images> {
+    // A rebuilt base image must rebuild ours: its id is an input.
+    let base_id = backend
+        .image_id(&inputs.base_image)
+        .await?
+        .unwrap_or_default();
+    let bundle_bin = std::fs::read(&inputs.bundle_bin)
+        .with_context(|| format!("cannot read {}", inputs.bundle_bin.display()))?;
+    let pipelock = pipelock_next_to(&inputs.bundle_bin);
+
+    let mut bundle_context = vec![ContextFile::new("bottle-bundle", bundle_bin.clone(), 0o755)];
+    if let Some(bytes) = &pipelock {
+        bundle_context.push(ContextFile::new("pipelock", bytes.clone(), 0o755));
+    }
+    let bundle = build_if_missing(
+        backend,
+        "claude-bottle-bundle",
+        BUNDLE_DOCKERFILE,
+        bundle_context,
+        BTreeMap::from([("BASE_IMAGE".to_owned(), inputs.base_image.clone())]),
+        "prebuilt",
+        &base_id,
+        progress,
+    )
+    .await?;
+
+    let install = if inputs.install_claude { "1" } else { "0" };
+    let agent = build_if_missing(
+        backend,
+        "claude-bottle-agent",
+        &inputs.agent_dockerfile,
+        Vec::new(),
+        BTreeMap::from([
+            ("BASE_IMAGE".to_owned(), inputs.base_image.clone()),
+            ("INSTALL_CLAUDE".to_owned(), install.to_owned()),
+        ]),
+        "",
+        &base_id,
+        progress,
+    )
+    .await?;
+    Ok(Images {
+        agent,
+        bundle,
+        bundle_bin,
+    })
+}
+
+fn pipelock_next_to(bundle_bin: &Path) -> Option<Vec<u8>> {
+    std::fs::read(bundle_bin.with_file_name("pipelock")).ok()
+}
+
+/// The tag for these inputs: `<repo>:<first 16 hex of sha256>`.
+fn tag_for(
+    repo: &str,
+    dockerfile: &str,
+    context: &[ContextFile],
+    args: &BTreeMap<String, String>,
+    target: &str,
+    base_id: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [dockerfile, target, base_id] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for (k, v) in args {
+        h.update(format!("{k}={v}\n").as_bytes());
+    }
+    for f in context {
+        h.update(f.path.as_bytes());
+        h.update(f.mode.to_le_bytes());
+        h.update(Sha256::digest(&f.contents));
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{repo}:{hex}")
+}
+
+#[allow(clippy::too_many_arguments)] // One call site each; a struct would only rename them.
+async fn build_if_missing<B: Backend>(
+    backend: &B,
+    repo: &str,
+    dockerfile: &str,
+    context: Vec<ContextFile>,
+    build_args: BTreeMap<String, String>,
+    target: &str,
+    base_id: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<String> {
+    let tag = tag_for(repo, dockerfile, &context, &build_args, target, base_id);
+    if backend.image_id(&tag).await?.is_some() {
+        progress(&format!("image {tag} is up to date"));
+        return Ok(tag);
+    }
+    progress(&format!("building image {tag}"));
+    let build = ImageBuild {
+        tag: tag.clone(),
+        dockerfile: dockerfile.to_owned(),
+        context,
+        build_args,
+        target: target.to_owned(),
+        labels: BTreeMap::from([(
+            bottle_contract::wire::LABEL_MANAGED.to_owned(),
+            "true".to_owned(),
+        )]),
+    };
+    backend.build_image(&build, progress).await?;
+    Ok(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_change_with_every_input() {
+        let args = BTreeMap::from([("BASE_IMAGE".to_owned(), "b".to_owned())]);
+        let ctx = vec![ContextFile::new("bottle-bundle", b"v1".to_vec(), 0o755)];
+        let base = tag_for("r", "FROM x", &ctx, &args, "", "sha256:1");
+        assert!(base.starts_with("r:") && base.len() == 2 + 16, "{base}");
+        assert_eq!(base, tag_for("r", "FROM x", &ctx, &args, "", "sha256:1"));
+        let other_bin = vec![ContextFile::new("bottle-bundle", b"v2".to_vec(), 0o755)];
+        let other_args = BTreeMap::from([("BASE_IMAGE".to_owned(), "c".to_owned())]);
+        for changed in [
+            tag_for("r", "FROM y", &ctx, &args, "", "sha256:1"),
+            tag_for("r", "FROM x", &other_bin, &args, "", "sha256:1"),
+            tag_for("r", "FROM x", &ctx, &other_args, "", "sha256:1"),
+            tag_for("r", "FROM x", &ctx, &args, "prebuilt", "sha256:1"),
+            tag_for("r", "FROM x", &ctx, &args, "", "sha256:2"),
+        ] {
+            assert_ne!(base, changed);
+        }
+    }
+
+    #[test]
+    fn the_shipped_dockerfiles_are_embedded() {
+        assert!(BUNDLE_DOCKERFILE.contains("AS prebuilt"));
+        assert!(AGENT_DOCKERFILE.contains("INSTALL_CLAUDE"));
+    }
+}

@@ -1,0 +1,264 @@
+//! Running a bottle: create its network, socket volume, bundle and agent, provision them, and
+//! tear it all down again.
+//!
+//! Order matters for the security model: the bundle gets its config, secrets and CA key before
+//! it starts; the agent starts with no network at all and its command waits for the ready file,
+//! which the launcher creates only after the CA is trusted and the relay (another uid) answers.
+//! Every created object goes into a [`Ledger`]: a failed step removes them all.
+
+pub(crate) mod ca;
+pub(crate) mod images;
+pub(crate) mod provision;
+pub(crate) mod worktree;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use bottle_contract::wire;
+
+use crate::backend::{
+    Backend, BackendError, ContainerSpec, ContextFile, ExecSpec, Labels, Ledger, Network,
+    ObjectKind, VolumeMount, remove_all,
+};
+
+/// How long the bundle may take to answer through the relay.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything needed to create one bottle.
+pub(crate) struct Launch {
+    pub(crate) identity: String,
+    pub(crate) agent_image: String,
+    pub(crate) bundle_image: String,
+    pub(crate) bundle_files: Vec<ContextFile>,
+    pub(crate) agent_files: Vec<ContextFile>,
+    pub(crate) agent_cmd: Vec<String>,
+    /// The OCI runtime for the agent (`runsc`), or Docker's default.
+    pub(crate) runtime: Option<String>,
+    /// Give the agent a tty (interactive start).
+    pub(crate) tty: bool,
+}
+
+/// The started bottle.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    /// The agent container's id.
+    pub(crate) agent: String,
+}
+
+/// Docker object names of bottle `identity`.
+pub(crate) fn object_name(identity: &str, role: &str) -> String {
+    format!("claude-bottle-{identity}-{role}")
+}
+
+/// Creates and starts the bottle. On failure everything created so far is removed.
+pub(crate) async fn launch<B: Backend>(
+    backend: &B,
+    launch: &Launch,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Running> {
+    let mut ledger = Ledger::default();
+    match launch_steps(backend, launch, &mut ledger, progress).await {
+        Ok(running) => Ok(running),
+        Err(e) => {
+            progress("start failed; removing what was created");
+            for err in ledger.roll_back(backend).await {
+                tracing::warn!(error = %err, "rollback step failed");
+                eprintln!("warning: {err}; run `claude-bottle cleanup` to retry");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn launch_steps<B: Backend>(
+    backend: &B,
+    launch: &Launch,
+    ledger: &mut Ledger,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Running> {
+    let id = &launch.identity;
+    let labels = |role: &str| Labels::for_bottle(id, role);
+    let sockets = VolumeMount {
+        volume: object_name(id, "sock"),
+        target: wire::SOCKET_DIR.to_owned(),
+        read_only: false,
+    };
+
+    progress("creating the egress network and the socket volume");
+    let network = backend
+        .create_network(&object_name(id, "egress"), &labels("egress"))
+        .await?;
+    ledger.record(ObjectKind::Network, &network);
+    let volume = backend
+        .create_volume(&sockets.volume, &labels("sockets"))
+        .await?;
+    ledger.record(ObjectKind::Volume, &volume);
+
+    progress("creating the bundle");
+    let bundle = backend
+        .create_container(&ContainerSpec {
+            name: object_name(id, "bundle"),
+            image: launch.bundle_image.clone(),
+            labels: labels("bundle"),
+            cmd: vec!["run".into()],
+            entrypoint: None,
+            user: String::new(),
+            env: vec!["BOTTLE_LOG=info".into()],
+            network: Network::Attached {
+                network: object_name(id, "egress"),
+                aliases: vec!["bundle".into()],
+            },
+            volumes: vec![sockets.clone()],
+            cap_drop_all: true,
+            no_new_privileges: true,
+            runtime: None,
+            tty: false,
+            working_dir: None,
+            extra_hosts: Vec::new(),
+        })
+        .await?;
+    ledger.record(ObjectKind::Container, &bundle);
+    backend
+        .copy_into(&bundle, "/", &launch.bundle_files)
+        .await?;
+    backend.start_container(&bundle).await?;
+
+    progress("creating the agent (no network)");
+    let agent = backend
+        .create_container(&ContainerSpec {
+            name: object_name(id, "agent"),
+            image: launch.agent_image.clone(),
+            labels: labels("agent"),
+            cmd: launch.agent_cmd.clone(),
+            entrypoint: Some(Vec::new()),
+            user: format!("{0}:{0}", provision::AGENT_UID),
+            env: provision::agent_env(),
+            network: Network::None,
+            volumes: vec![sockets],
+            cap_drop_all: true,
+            no_new_privileges: true,
+            runtime: launch.runtime.clone(),
+            tty: launch.tty,
+            working_dir: None,
+            extra_hosts: wire::AGENT_HOST_NAMES
+                .iter()
+                .map(|name| format!("{name}:127.0.0.1"))
+                .collect(),
+        })
+        .await?;
+    ledger.record(ObjectKind::Container, &agent);
+    backend.copy_into(&agent, "/", &launch.agent_files).await?;
+    backend.start_container(&agent).await?;
+
+    progress("provisioning the agent: CA trust, relay");
+    let trust = backend
+        .exec(&agent, &root_exec(&["update-ca-certificates", "--fresh"]))
+        .await?;
+    anyhow::ensure!(
+        trust.exit_code == 0,
+        "trusting the bottle's CA in the agent failed: {}",
+        String::from_utf8_lossy(&trust.stderr).trim()
+    );
+    backend
+        .exec_detached(
+            &agent,
+            &ExecSpec {
+                cmd: vec![provision::RELAY_BIN.into(), "relay".into()],
+                user: provision::RELAY_USER.into(),
+                env: vec!["BOTTLE_LOG=warn".into()],
+                working_dir: Some("/".into()),
+            },
+        )
+        .await?;
+
+    progress("waiting for the bundle to answer through the relay");
+    wait_until_ready(backend, &agent, &bundle).await?;
+    let ready = backend
+        .exec(&agent, &root_exec(&["touch", provision::READY_FILE]))
+        .await?;
+    anyhow::ensure!(ready.exit_code == 0, "cannot release the agent's command");
+    Ok(Running { agent })
+}
+
+fn root_exec(cmd: &[&str]) -> ExecSpec {
+    ExecSpec {
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        user: "0:0".into(),
+        env: Vec::new(),
+        working_dir: Some("/".into()),
+    }
+}
+
+/// Polls the proxy's introspection page from inside the agent (agent → relay → socket →
+/// bundle): the whole path the agent will use. A bundle that exits fails at once with its log.
+async fn wait_until_ready<B: Backend>(
+    backend: &B,
+    agent: &str,
+    bundle: &str,
+) -> anyhow::Result<()> {
+    let probe = ExecSpec {
+        cmd: vec![
+            "curl".into(),
+            "-sf".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "--max-time".into(),
+            "2".into(),
+            "-x".into(),
+            format!("http://bundle:{}", wire::PROXY_PORT),
+            format!("http://{}/routes", wire::INTROSPECTION_HOST),
+        ],
+        user: format!("{0}:{0}", provision::AGENT_UID),
+        env: Vec::new(),
+        working_dir: Some("/".into()),
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if backend.exec(agent, &probe).await?.exit_code == 0 {
+            return Ok(());
+        }
+        let state = backend.container_state(bundle).await?;
+        if !state.running {
+            let log = backend.logs(bundle, 30).await.unwrap_or_default();
+            anyhow::bail!(
+                "the bundle stopped during start (exit code {}); its last output:\n{}",
+                state.exit_code.unwrap_or(-1),
+                log.trim_end()
+            );
+        }
+        if Instant::now() > deadline {
+            let log = backend.logs(bundle, 30).await.unwrap_or_default();
+            anyhow::bail!(
+                "the bundle did not answer within {}s; its last output:\n{}",
+                READY_TIMEOUT.as_secs(),
+                log.trim_end()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Removes every object of bottle `identity` (found by label). Returns what could not be
+/// removed; an empty list means nothing of the bottle is left.
+pub(crate) async fn teardown<B: Backend>(
+    backend: &B,
+    identity: &str,
+) -> Result<Vec<BackendError>, BackendError> {
+    let objects = backend.list_objects(Some(identity)).await?;
+    Ok(remove_all(backend, &objects).await)
+}
+
+/// Runs `f` and, if the process gets SIGINT or SIGTERM first, stops it and returns `None`.
+pub(crate) async fn unless_interrupted<F: std::future::Future>(
+    f: F,
+) -> anyhow::Result<Option<F::Output>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        out = f => Ok(Some(out)),
+        _ = term.recv() => Ok(None),
+        _ = int.recv() => Ok(None),
+    }
+}

@@ -1,0 +1,308 @@
+//! What goes into each container, decided without touching Docker: the files copied into the
+//! bundle and the agent, the agent's environment and its command line.
+//!
+//! The split is the security boundary in one place: the bundle gets the config, the secrets
+//! file, the CA key and the git keys; the agent gets the CA *certificate*, its own env, its
+//! prompt and skills, and settings that point every tool at the bundle.
+
+use std::collections::BTreeMap;
+
+use bottle_contract::wire;
+
+use crate::backend::ContextFile;
+use crate::manifest::AgentCommand;
+use crate::secrets::Secret;
+
+/// The agent's user (from `Dockerfile.agent`).
+pub(crate) const AGENT_UID: u64 = 1000;
+pub(crate) const AGENT_HOME: &str = "/home/agent";
+/// Where `--cwd` copies the work tree, and where the agent's command starts.
+pub(crate) const AGENT_WORKDIR: &str = "/home/agent/work";
+/// The relay's user: not the agent's, so the agent cannot signal or replace it.
+pub(crate) const RELAY_USER: &str = "999:999";
+/// The relay binary inside the agent container (the bundle binary, copied in).
+pub(crate) const RELAY_BIN: &str = "/usr/local/bin/bottle-bundle";
+/// Created by the launcher (as root) once the relay and provisioning are done; the agent's
+/// command waits for it. The agent cannot create it: `/run` belongs to root.
+pub(crate) const READY_FILE: &str = "/run/claude-bottle.ready";
+/// The agent's environment values, sourced by the wait-then-exec wrapper. Values stay out of
+/// the container's config (which `docker inspect` shows).
+pub(crate) const ENV_FILE: &str = "/home/agent/.claude-bottle-env";
+/// What the agent's `claude` sees instead of the real credential, so it starts; the bundle
+/// strips it and injects the real one on the wire.
+pub(crate) const CLAUDE_PLACEHOLDER: &str = "claude-bottle-placeholder-not-a-credential";
+/// The system CA bundle after `update-ca-certificates` (holds the bottle's CA).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Waits for the ready file, loads the env file, then runs the agent's command.
+const WRAPPER: &str = "while [ ! -e /run/claude-bottle.ready ]; do sleep 0.1; done; \
+     . /home/agent/.claude-bottle-env; cd /home/agent/work 2>/dev/null || cd; exec \"$@\"";
+
+/// Everything provisioning needs, already resolved.
+pub(crate) struct Inputs<'a> {
+    pub(crate) ca_cert_pem: &'a str,
+    pub(crate) ca_key_pem: &'a Secret,
+    pub(crate) config_json: &'a str,
+    pub(crate) secrets_json: &'a str,
+    pub(crate) pipelock_yaml: Option<&'a str>,
+    /// `egress.extra_ca`'s contents.
+    pub(crate) extra_ca_pem: Option<&'a [u8]>,
+    /// Git remote name -> private key bytes (bundle only).
+    pub(crate) git_keys: Vec<(String, Secret)>,
+    /// Git remote name -> upstream URL, for the agent's `insteadOf` rules.
+    pub(crate) git_remotes: Vec<(String, String)>,
+    /// The agent's resolved environment, in manifest order.
+    pub(crate) env: Vec<(String, Secret)>,
+    pub(crate) prompt: &'a str,
+    pub(crate) supervise: bool,
+    /// The bottle-bundle binary, copied in for the relay.
+    pub(crate) relay_bin: &'a [u8],
+    /// Skill name -> its files (paths relative to the skill directory).
+    pub(crate) skills: Vec<(String, Vec<ContextFile>)>,
+    /// The `--cwd` work tree (paths relative to it), copied to [`AGENT_WORKDIR`].
+    pub(crate) work_tree: Vec<ContextFile>,
+}
+
+/// Files for the bundle container, all under `/etc/bottle`.
+pub(crate) fn bundle_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
+    let mut files = vec![
+        ContextFile::new(wire::BUNDLE_CONFIG_PATH, inputs.config_json, 0o644),
+        ContextFile::new(wire::BUNDLE_SECRETS_PATH, inputs.secrets_json, 0o600),
+        ContextFile::new(wire::BUNDLE_CA_CERT_PATH, inputs.ca_cert_pem, 0o644),
+        ContextFile::new(wire::BUNDLE_CA_KEY_PATH, inputs.ca_key_pem.expose(), 0o600),
+    ];
+    if let Some(ca) = inputs.extra_ca_pem {
+        files.push(ContextFile::new(wire::BUNDLE_EXTRA_CA_PATH, ca, 0o644));
+    }
+    if let Some(yaml) = inputs.pipelock_yaml {
+        files.push(ContextFile::new("/etc/bottle/pipelock.yaml", yaml, 0o600));
+    }
+    for (name, key) in &inputs.git_keys {
+        files.push(ContextFile::new(
+            format!("{}/{name}", wire::BUNDLE_KEYS_DIR),
+            key.expose(),
+            0o600,
+        ));
+    }
+    files
+}
+
+/// Files for the agent container.
+pub(crate) fn agent_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
+    let own = |path: String, contents: Vec<u8>, mode: u32| {
+        ContextFile::new(path, contents, mode).owned_by(AGENT_UID, AGENT_UID)
+    };
+    let dir = |path: &str| ContextFile::dir(path, 0o755).owned_by(AGENT_UID, AGENT_UID);
+    let mut files = vec![
+        dir(&format!("{AGENT_HOME}/.claude")),
+        dir(AGENT_WORKDIR),
+        ContextFile::new(wire::AGENT_CA_PATH, inputs.ca_cert_pem, 0o644),
+        ContextFile::new(RELAY_BIN, inputs.relay_bin, 0o755),
+        own(ENV_FILE.into(), env_file(&inputs.env).into_bytes(), 0o600),
+        own(
+            format!("{AGENT_HOME}/.gitconfig"),
+            gitconfig(&inputs.git_remotes).into_bytes(),
+            0o644,
+        ),
+        own(
+            format!("{AGENT_HOME}/.claude/CLAUDE.md"),
+            inputs.prompt.as_bytes().to_vec(),
+            0o644,
+        ),
+        own(
+            format!("{AGENT_HOME}/.claude.json"),
+            claude_json(inputs.supervise).into_bytes(),
+            0o600,
+        ),
+    ];
+    for (skill, skill_files) in &inputs.skills {
+        files.push(dir(&format!("{AGENT_HOME}/.claude/skills")));
+        files.push(dir(&format!("{AGENT_HOME}/.claude/skills/{skill}")));
+        for f in skill_files {
+            let mut f = f.clone();
+            f.path = format!("{AGENT_HOME}/.claude/skills/{skill}/{}", f.path);
+            files.push(f.owned_by(AGENT_UID, AGENT_UID));
+        }
+    }
+    files.extend(inputs.work_tree.iter().map(|f| {
+        let mut f = f.clone();
+        f.path = format!("{AGENT_WORKDIR}/{}", f.path);
+        f.owned_by(AGENT_UID, AGENT_UID)
+    }));
+    files
+}
+
+/// The agent container's environment: proxy and CA settings only, never a secret.
+pub(crate) fn agent_env() -> Vec<String> {
+    let proxy = format!("http://bundle:{}", wire::PROXY_PORT);
+    let no_proxy = "bundle,egress,git-gate,supervise,localhost,127.0.0.1";
+    vec![
+        format!("HOME={AGENT_HOME}"),
+        format!("HTTP_PROXY={proxy}"),
+        format!("HTTPS_PROXY={proxy}"),
+        format!("http_proxy={proxy}"),
+        format!("https_proxy={proxy}"),
+        format!("NO_PROXY={no_proxy}"),
+        format!("no_proxy={no_proxy}"),
+        format!("NODE_EXTRA_CA_CERTS={}", wire::AGENT_CA_PATH),
+        format!("SSL_CERT_FILE={SYSTEM_CA_BUNDLE}"),
+        format!("REQUESTS_CA_BUNDLE={SYSTEM_CA_BUNDLE}"),
+        format!("CURL_CA_BUNDLE={SYSTEM_CA_BUNDLE}"),
+        format!("CLAUDE_CODE_OAUTH_TOKEN={CLAUDE_PLACEHOLDER}"),
+    ]
+}
+
+/// The agent container's command: the wrapper, then the agent's own argv.
+pub(crate) fn agent_cmd(command: &AgentCommand) -> Vec<String> {
+    let mut cmd = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        WRAPPER.to_owned(),
+        "claude-bottle-agent".to_owned(),
+    ];
+    match command {
+        AgentCommand::Claude => cmd.push("claude".into()),
+        AgentCommand::Shell(s) => cmd.extend(["/bin/sh".into(), "-c".into(), s.clone()]),
+        AgentCommand::Argv(argv) => cmd.extend(argv.iter().cloned()),
+    }
+    cmd
+}
+
+/// `export NAME='value'` lines, single-quoted so no value is ever interpreted by the shell.
+fn env_file(env: &[(String, Secret)]) -> String {
+    let mut out = String::from("# Written by claude-bottle: the bottle's env values.\n");
+    for (name, value) in env {
+        let quoted = value.expose().replace('\'', r"'\''");
+        out.push_str(&format!("export {name}='{quoted}'\n"));
+    }
+    out
+}
+
+/// `insteadOf` rules sending every upstream through the gate.
+fn gitconfig(remotes: &[(String, String)]) -> String {
+    let mut out = String::from("# Written by claude-bottle: git remotes go through the gate.\n");
+    for (name, upstream) in remotes {
+        out.push_str(&format!(
+            "[url \"git://git-gate:{}/{name}.git\"]\n\tinsteadOf = {upstream}\n",
+            wire::GATE_PORT
+        ));
+    }
+    out
+}
+
+/// Claude Code's user config: the supervise MCP server when enabled.
+fn claude_json(supervise: bool) -> String {
+    let mut servers = BTreeMap::new();
+    if supervise {
+        servers.insert(
+            "supervise",
+            serde_json::json!({
+                "type": "http",
+                "url": format!("http://supervise:{}/mcp", wire::SUPERVISE_PORT),
+            }),
+        );
+    }
+    let doc = serde_json::json!({ "hasCompletedOnboarding": true, "mcpServers": servers });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(key: &Secret) -> Inputs<'_> {
+        Inputs {
+            ca_cert_pem: "CERT",
+            ca_key_pem: key,
+            config_json: "{}",
+            secrets_json: r#"{"tokens":{"GH":"ghp_tokenvalue"}}"#,
+            pipelock_yaml: None,
+            extra_ca_pem: None,
+            git_keys: vec![("app".into(), Secret::new("PRIVATE-KEY-BYTES".into()))],
+            git_remotes: vec![("app".into(), "ssh://git@h:22/a/app.git".into())],
+            env: vec![("NOTE".into(), Secret::new("it's $HOME `x`".into()))],
+            prompt: "Be careful.",
+            supervise: true,
+            relay_bin: b"ELF",
+            skills: vec![],
+            work_tree: vec![],
+        }
+    }
+
+    #[test]
+    fn secrets_and_keys_go_to_the_bundle_only() {
+        let key = Secret::new("CA-KEY".into());
+        let inputs = inputs(&key);
+        let agent = agent_files(&inputs);
+        for f in &agent {
+            let text = String::from_utf8_lossy(&f.contents);
+            for secret in ["CA-KEY", "ghp_tokenvalue", "PRIVATE-KEY-BYTES"] {
+                assert!(!text.contains(secret), "{} holds {secret}", f.path);
+            }
+        }
+        let bundle = bundle_files(&inputs);
+        let paths: Vec<&str> = bundle.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/bottle/config.json",
+                "/etc/bottle/secrets.json",
+                "/etc/bottle/ca.pem",
+                "/etc/bottle/ca-key.pem",
+                "/etc/bottle/keys/app",
+            ]
+        );
+        for f in &bundle {
+            let private = f.path.ends_with("secrets.json")
+                || f.path.ends_with("ca-key.pem")
+                || f.path.contains("/keys/");
+            assert_eq!(f.mode == 0o600, private, "{} mode {:o}", f.path, f.mode);
+        }
+    }
+
+    #[test]
+    fn agent_env_holds_no_secret_and_points_at_the_bundle() {
+        let env = agent_env();
+        assert!(env.contains(&"HTTPS_PROXY=http://bundle:9099".to_owned()));
+        assert!(env.iter().any(|e| e.starts_with("NO_PROXY=bundle,")));
+        assert!(env.contains(&format!("CLAUDE_CODE_OAUTH_TOKEN={CLAUDE_PLACEHOLDER}")));
+    }
+
+    #[test]
+    fn env_file_quotes_values_so_the_shell_interprets_nothing() {
+        let text = env_file(&[("NOTE".into(), Secret::new("it's $HOME `x`".into()))]);
+        assert!(text.contains(r"export NOTE='it'\''s $HOME `x`'"), "{text}");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{text}\nprintf %s \"$NOTE\""))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's $HOME `x`");
+    }
+
+    #[test]
+    fn gitconfig_rewrites_each_upstream_to_the_gate() {
+        let text = gitconfig(&[("app".into(), "ssh://git@h:22/a/app.git".into())]);
+        expect_test::expect![[r#"
+            # Written by claude-bottle: git remotes go through the gate.
+            [url "git://git-gate:9418/app.git"]
+            	insteadOf = ssh://git@h:22/a/app.git
+        "#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn claude_config_names_supervise_only_when_enabled() {
+        assert!(claude_json(true).contains("http://supervise:9100/mcp"));
+        assert!(!claude_json(false).contains("supervise"));
+    }
+
+    #[test]
+    fn the_wrapper_waits_then_runs_the_agents_argv() {
+        let cmd = agent_cmd(&AgentCommand::Argv(vec!["python3".into(), "a b.py".into()]));
+        assert_eq!(cmd[..2], ["/bin/sh", "-c"]);
+        assert!(cmd[2].contains(READY_FILE));
+        assert!(cmd[2].contains(ENV_FILE));
+        assert_eq!(cmd[4..], ["python3", "a b.py"]);
+    }
+}

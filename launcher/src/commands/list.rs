@@ -1,0 +1,49 @@
+//! `claude-bottle list`: the bottles Docker knows about (by label), with their agents.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::backend::docker::DockerBackend;
+use crate::backend::{Backend, Object, ObjectKind};
+use crate::state;
+
+pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
+    super::block_on(async {
+        let backend = DockerBackend::connect().await?;
+        let objects = backend.list_objects(None).await?;
+        let groups = by_identity(&objects);
+        if groups.is_empty() {
+            println!("no bottles");
+            return Ok(0);
+        }
+        println!(
+            "{:<24} {:<16} {:<10} OBJECTS",
+            "IDENTITY", "AGENT", "AGENT CTR"
+        );
+        for (identity, objects) in &groups {
+            let agent = state::load(root, identity).map_or_else(|| "?".to_owned(), |m| m.agent);
+            let status = match objects
+                .iter()
+                .find(|o| o.kind == ObjectKind::Container && o.role == "agent")
+            {
+                Some(o) if o.running => "running",
+                Some(_) => "stopped",
+                None => "missing",
+            };
+            println!("{identity:<24} {agent:<16} {status:<10} {}", objects.len());
+        }
+        Ok(0)
+    })
+}
+
+/// Objects grouped by their identity label.
+pub(crate) fn by_identity(objects: &[Object]) -> BTreeMap<String, Vec<Object>> {
+    let mut groups: BTreeMap<String, Vec<Object>> = BTreeMap::new();
+    for o in objects {
+        groups
+            .entry(o.identity.clone())
+            .or_default()
+            .push(o.clone());
+    }
+    groups
+}

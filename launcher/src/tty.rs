@@ -1,0 +1,58 @@
+//! The user's terminal during `start` and `attach`: raw mode (restored on every exit path,
+//! including panics, by a drop guard) and the size, sent again on every SIGWINCH.
+
+use std::io::IsTerminal;
+
+use crate::backend::AttachIo;
+
+/// Raw mode while alive, when stdin is a terminal.
+pub(crate) struct RawMode {
+    enabled: bool,
+}
+
+impl RawMode {
+    pub(crate) fn enable() -> anyhow::Result<RawMode> {
+        if !std::io::stdin().is_terminal() {
+            return Ok(RawMode { enabled: false });
+        }
+        crossterm::terminal::enable_raw_mode()
+            .map_err(|e| anyhow::anyhow!("cannot put the terminal in raw mode: {e}"))?;
+        Ok(RawMode { enabled: true })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if self.enabled {
+            let _ = crossterm::terminal::disable_raw_mode();
+        }
+    }
+}
+
+/// The process's stdin/stdout and terminal sizes, for [`crate::backend::Backend::attach`].
+pub(crate) fn attach_io() -> AttachIo {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    if std::io::stdout().is_terminal() {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut winch) = signal(SignalKind::window_change()) else {
+                return;
+            };
+            loop {
+                if let Ok(size) = crossterm::terminal::size()
+                    && tx.send(size).await.is_err()
+                {
+                    return;
+                }
+                if winch.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+    }
+    AttachIo {
+        stdin: Box::pin(tokio::io::stdin()),
+        stdout: Box::pin(tokio::io::stdout()),
+        resize: rx,
+    }
+}

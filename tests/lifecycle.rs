@@ -1,0 +1,243 @@
+//! Bottles on the real Docker engine: start from the shipped examples, reach a routed
+//! upstream with the credential injected, and leave nothing behind after `stop` or, when the
+//! launcher was SIGKILLed, after `cleanup`.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+use std::time::{Duration, Instant};
+
+use e2e::{Home, TestCa, docker, leftovers, start_upstream};
+
+/// The agent command for tests: stay up until stopped.
+const IDLE: &str = "command: \"sleep 100000\"";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_bottle_starts_refuses_unrouted_hosts_and_stop_removes_everything() {
+    let home = Home::new();
+    let example = include_str!("../examples/bottles/example.md");
+    home.write("bottles", "example", example);
+    // The project's agent (same name, wins with a notice) runs a shell instead of `claude`.
+    let agents = home.project().join(".claude-bottle/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("example.md"),
+        format!("---\nbottle: example\n{IDLE}\n---\nTest agent.\n"),
+    )
+    .unwrap();
+
+    let bottle = home.start_detached("example");
+    let id = bottle.id.clone();
+    let docker = docker().await;
+    assert_eq!(
+        leftovers(&docker, &id).await.len(),
+        4,
+        "agent, bundle, network, volume"
+    );
+    assert!(
+        home.root()
+            .join("state")
+            .join(&id)
+            .join("metadata.json")
+            .exists()
+    );
+
+    // The bottle's env reaches the agent; its proxy settings point at the bundle.
+    assert_eq!(
+        bottle.sh_ok("echo \"$GIT_AUTHOR_NAME\"").trim(),
+        "Example Agent"
+    );
+    assert_eq!(
+        bottle.sh_ok("echo $HTTPS_PROXY").trim(),
+        "http://bundle:9099"
+    );
+    // The routes are introspectable, without secrets.
+    let routes = bottle.sh_ok("curl -sS http://egress.local/routes");
+    assert!(routes.contains("api.github.com"), "{routes}");
+    // A host with no route is refused by the bundle, naming the host and the way to ask.
+    let refused = bottle.sh("curl -sS -w '\\n%{http_code}' https://not-routed.example.org/");
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(text.trim_end().ends_with("403"), "{text}");
+    assert!(text.contains("not-routed.example.org"), "{text}");
+    assert!(text.contains("egress-block"), "{text}");
+
+    let out = home.run(&["stop", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::mem::forget(bottle); // Already stopped.
+    assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
+    assert!(!home.root().join("state").join(&id).exists());
+    // Stopping again says there is no such bottle.
+    let again = home.run(&["stop", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no bottle"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routed_upstream_sees_the_injected_credential_never_the_agents() {
+    let mut home = Home::new();
+    let ca = TestCa::new();
+    let ca_path = home.dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let token = "e2e-upstream-token-Zq81x";
+    home.env.insert("E2E_TOKEN".into(), token.into());
+    home.write(
+        "bottles",
+        "routed",
+        &format!(
+            "---\nenv:\n  CANARY: planted-canary-value-77\negress:\n  routes:\n    - host: api.test\n      auth: {{scheme: Bearer, token_ref: E2E_TOKEN}}\n  allow_private: [172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8]\n  extra_ca: {}\n---\n",
+            ca_path.display()
+        ),
+    );
+    home.write(
+        "agents",
+        "routed",
+        &format!("---\nbottle: routed\n{IDLE}\n---\n"),
+    );
+
+    let bottle = home.start_detached("routed");
+    let docker = docker().await;
+    start_upstream(&docker, &bottle.id, &bottle.network(), "api.test", &ca).await;
+
+    // curl, with an Authorization of its own that must not reach the upstream.
+    let script = "for i in $(seq 50); do \
+        out=$(curl -sS --fail https://api.test/hello -H 'Authorization: Bearer agent-own') && { echo \"$out\"; exit 0; }; \
+        sleep 0.2; done; exit 1";
+    let seen: serde_json::Value = serde_json::from_str(&bottle.sh_ok(script)).unwrap();
+    assert_eq!(seen["path"], "/hello");
+    assert_eq!(seen["headers"]["authorization"], format!("Bearer {token}"));
+    assert!(!seen.to_string().contains("agent-own"), "{seen}");
+
+    // Python requests, trusting the bottle's CA through REQUESTS_CA_BUNDLE.
+    let py = bottle.sh_ok(
+        "python3 -c 'import requests; print(requests.post(\"https://api.test/py\", data=\"x\").json()[\"headers\"][\"authorization\"])'",
+    );
+    assert_eq!(py.trim(), format!("Bearer {token}"));
+
+    // The token is nowhere the agent can look: env, any process's environment or command
+    // line, any readable file.
+    let found = bottle.sh_ok(&hunt_script(token));
+    assert_eq!(
+        found.trim(),
+        "HITS []",
+        "the agent can see the upstream token"
+    );
+    // The hunt does find what the agent was given (so the check above can fail).
+    let canary = bottle.sh_ok(&hunt_script("planted-canary-value-77"));
+    assert!(canary.contains("'env'"), "{canary}");
+    assert!(canary.contains(".claude-bottle-env"), "{canary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_removes_what_a_sigkilled_launcher_left() {
+    let home = Home::new();
+    home.write("bottles", "killed", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "killed",
+        &format!("---\nbottle: killed\n{IDLE}\n---\n"),
+    );
+    let mut launcher = home
+        .cmd(&["start", "killed", "-y"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the bottle is attached: its agent runs and its state exists.
+    let docker = docker().await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let id = loop {
+        let state = home.root().join("state");
+        let ids: Vec<String> = std::fs::read_dir(&state)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(id) = ids.first()
+            && leftovers(&docker, id).await.len() == 4
+        {
+            let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
+            if probe.status.success() {
+                break id.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the bottle never came up");
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the launcher exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+
+    launcher.kill().unwrap(); // SIGKILL: no teardown can run.
+    launcher.wait().unwrap();
+    assert_eq!(
+        leftovers(&docker, &id).await.len(),
+        4,
+        "SIGKILL left the bottle"
+    );
+
+    // A detached bottle of another agent is not an orphan and must survive the cleanup.
+    home.write(
+        "agents",
+        "keeper",
+        &format!("---\nbottle: killed\n{IDLE}\n---\n"),
+    );
+    let keeper = home.start_detached("keeper");
+
+    let out = home.run(&["cleanup", "-y"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&id), "{text}");
+    assert!(
+        !text.contains(&keeper.id),
+        "cleanup planned to remove a live bottle:\n{text}"
+    );
+    assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
+    assert!(!home.root().join("state").join(&id).exists());
+    assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
+}
+
+/// A Python program, run in the agent, that prints `HITS [...]`: every place the agent can read
+/// that holds `secret` (its env, each process's environ and cmdline, every readable file). The
+/// secret is assembled from two halves so the program's own command line does not hold it.
+pub fn hunt_script(secret: &str) -> String {
+    let (a, b) = secret.split_at(secret.len() / 2);
+    let program = format!(
+        r#"import os
+t = ("{a}" + "{b}").encode()
+hits = []
+if any(t in v.encode() for v in os.environ.values()):
+    hits.append("env")
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        for f in ("environ", "cmdline"):
+            try:
+                if t in open("/proc/%s/%s" % (pid, f), "rb").read():
+                    hits.append("/proc/%s/%s" % (pid, f))
+            except OSError:
+                pass
+for root, dirs, files in os.walk("/"):
+    if root == "/":
+        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+    for n in files:
+        p = os.path.join(root, n)
+        try:
+            if not os.path.islink(p) and os.path.getsize(p) < 50000000 and t in open(p, "rb").read():
+                hits.append(p)
+        except OSError:
+            pass
+print("HITS", hits)
+"#
+    );
+    format!("python3 -c '{program}'")
+}
