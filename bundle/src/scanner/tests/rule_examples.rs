@@ -123,7 +123,7 @@ const CASES: &[Case] = &[
     case("jwt", &["token: ey<nil>JhbGciOiJIUzI1NiJ9.ey<nil>J<url:40>.<url:43>"], &["header ey<nil>JhbGciOiJIUzI1NiJ9 only"]),
     case("url-credentials", &["DATABASE_URL=postgres://app:<an:16>@db.internal:5432/app", "git clone https://bot:<an:20>@git.example.test/x.git"], &["postgres://app:${DB_PASSWORD}@db/app", "https://user:password@host.test", "https://example.test/path"]),
     case("authorization-header", &["-H 'Authorization: Bearer <url:40>'", "\"authorization\": \"token <an:40>\""], &["Authorization: Bearer $TOKEN", "Authorization: Bearer xxxxxxxxxxxxxxxxxxxxxxxxx"]),
-    case("netrc-password", &["machine api.example.test login bot password <an:20>"], &["machine learning login page password reset"]),
+    case("netrc-password", &["machine api.example.test login bot password <an:20>"], &["machine learning login page password reset"]), // gitleaks:allow (templates)
     case("generic-api-key", &["db_password = \"<an:24>\"", "const apiKey: string = '<an:32>';", "SECRET_TOKEN: <b64:40>"], &["password = \"changeme\"", "token_endpoint = \"/oauth/token\"", "secret_key_base = your_secret_key_here_123", "API_VERSION_KEY = config.settings.api_version", "api_key = os.environ[\"API_KEY\"]", "key = \"aaaaaaaaaaaaaaaaaaaa\""]),
 ];
 
