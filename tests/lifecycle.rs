@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Home, TestCa, docker, leftovers, start_upstream};
+use e2e::{Home, TestCa, docker, hunt_script, leftovers, start_upstream};
 
 /// The agent command for tests: stay up until stopped.
 const IDLE: &str = "command: \"sleep 100000\"";
@@ -205,39 +205,4 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
     assert!(!home.root().join("state").join(&id).exists());
     assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
-}
-
-/// A Python program, run in the agent, that prints `HITS [...]`: every place the agent can read
-/// that holds `secret` (its env, each process's environ and cmdline, every readable file). The
-/// secret is assembled from two halves so the program's own command line does not hold it.
-pub fn hunt_script(secret: &str) -> String {
-    let (a, b) = secret.split_at(secret.len() / 2);
-    let program = format!(
-        r#"import os
-t = ("{a}" + "{b}").encode()
-hits = []
-if any(t in v.encode() for v in os.environ.values()):
-    hits.append("env")
-for pid in os.listdir("/proc"):
-    if pid.isdigit():
-        for f in ("environ", "cmdline"):
-            try:
-                if t in open("/proc/%s/%s" % (pid, f), "rb").read():
-                    hits.append("/proc/%s/%s" % (pid, f))
-            except OSError:
-                pass
-for root, dirs, files in os.walk("/"):
-    if root == "/":
-        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
-    for n in files:
-        p = os.path.join(root, n)
-        try:
-            if not os.path.islink(p) and os.path.getsize(p) < 50000000 and t in open(p, "rb").read():
-                hits.append(p)
-        except OSError:
-            pass
-print("HITS", hits)
-"#
-    );
-    format!("python3 -c '{program}'")
 }

@@ -36,6 +36,9 @@ pub const AGENT_CA_PATH: &str = "/usr/local/share/ca-certificates/claude-bottle.
 pub const LABEL_IDENTITY: &str = "claude-bottle.identity";
 pub const LABEL_ROLE: &str = "claude-bottle.role";
 pub const LABEL_MANAGED: &str = "claude-bottle.managed";
+/// The manifest home (`~/.claude-bottle`) of the launcher that made the object: `list` and
+/// `cleanup` consider only their own home's bottles.
+pub const LABEL_HOME: &str = "claude-bottle.home";
 
 /// The host environment variable holding the Claude credential.
 pub const CLAUDE_TOKEN_ENV: &str = "CLAUDE_BOTTLE_OAUTH_TOKEN";

@@ -369,3 +369,236 @@ pub async fn leftovers(docker: &Docker, identity: &str) -> Vec<String> {
     );
     left
 }
+
+/// The test sshd image (the base image plus openssh-server), built once and kept by tag.
+pub const SSHD_IMAGE: &str = "claude-bottle-test-sshd:1";
+
+const SSHD_DOCKERFILE: &str = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n\
+RUN apt-get update && apt-get install -y --no-install-recommends openssh-server \
+ && rm -rf /var/lib/apt/lists/* && mkdir -p /run/sshd\n";
+
+/// Builds [`SSHD_IMAGE`] if it is missing.
+pub async fn ensure_sshd_image(docker: &Docker) {
+    use futures_util::StreamExt;
+    if docker.inspect_image(SSHD_IMAGE).await.is_ok() {
+        return;
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(SSHD_DOCKERFILE.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "Dockerfile", SSHD_DOCKERFILE.as_bytes())
+        .unwrap();
+    let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(SSHD_IMAGE)
+        .rm(true)
+        .buildargs(&HashMap::from([("BASE_IMAGE", BASE_IMAGE)]))
+        .build();
+    let mut stream = docker.build_image(
+        options,
+        None,
+        Some(bollard::body_full(tar.into_inner().unwrap().into())),
+    );
+    while let Some(item) = stream.next().await {
+        let info = item.unwrap();
+        assert!(
+            info.error_detail.is_none(),
+            "building {SSHD_IMAGE}: {info:?}"
+        );
+    }
+}
+
+/// Key material for a git upstream over SSH, generated on the host with `ssh-keygen`.
+pub struct SshKeys {
+    pub dir: tempfile::TempDir,
+    /// The client's private key file (the bottle's `IdentityFile`).
+    pub client_key: PathBuf,
+    pub client_pub: String,
+    pub host_key: String,
+    /// The host's public key line (the bottle's `KnownHostKey`).
+    pub host_pub: String,
+}
+
+impl SshKeys {
+    pub fn new() -> SshKeys {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["client", "host"] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(dir.path().join(name))
+                .status()
+                .expect("ssh-keygen (openssh-client) is needed");
+            assert!(status.success());
+        }
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+        let host_pub = read("host.pub");
+        let host_pub = host_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        SshKeys {
+            client_key: dir.path().join("client"),
+            client_pub: read("client.pub"),
+            host_key: read("host"),
+            host_pub,
+            dir,
+        }
+    }
+}
+
+impl Default for SshKeys {
+    fn default() -> SshKeys {
+        SshKeys::new()
+    }
+}
+
+/// Starts an sshd serving the bare repository `/srv/app.git` (seeded with one commit on
+/// `main`) as root, on `network` as `alias`, labelled into bottle `identity`. It logs to
+/// `/var/log/sshd.log` in the container. Returns the container id.
+pub async fn start_git_upstream(
+    docker: &Docker,
+    identity: &str,
+    network: &str,
+    alias: &str,
+    keys: &SshKeys,
+) -> String {
+    ensure_sshd_image(docker).await;
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_IDENTITY.to_owned(), identity.to_owned()),
+        (LABEL_ROLE.to_owned(), "test-git-upstream".to_owned()),
+    ]);
+    let script = "set -e; \
+        chmod 600 /etc/ssh/test_host_key /root/.ssh/authorized_keys; \
+        git init -q --bare -b main /srv/app.git; \
+        git init -q -b main /tmp/seed && cd /tmp/seed && echo hello > README && git add README \
+          && git -c user.name=t -c user.email=t@t commit -qm seed && git push -q /srv/app.git main; \
+        exec /usr/sbin/sshd -D -e -o HostKey=/etc/ssh/test_host_key -o PermitRootLogin=prohibit-password \
+          -o PasswordAuthentication=no -o LogLevel=VERBOSE 2>>/var/log/sshd.log";
+    let body = ContainerCreateBody {
+        image: Some(SSHD_IMAGE.into()),
+        cmd: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.to_owned()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.to_owned(),
+                EndpointSettings {
+                    aliases: Some(vec![alias.to_owned()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    };
+    let name = format!(
+        "claude-bottle-{identity}-upstream-{}",
+        alias.replace('.', "-")
+    );
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, text, mode) in [
+        ("etc/ssh/test_host_key", keys.host_key.as_str(), 0o600),
+        ("root/.ssh/authorized_keys", keys.client_pub.as_str(), 0o600),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(mode);
+        tar.append_data(&mut header, path, text.as_bytes()).unwrap();
+    }
+    docker
+        .upload_to_container(
+            &created.id,
+            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+            bollard::body_full(tar.into_inner().unwrap().into()),
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    created.id
+}
+
+/// Runs `sh -c script` in a test container as root; returns stdout.
+pub async fn container_sh(docker: &Docker, container: &str, script: &str) -> String {
+    use futures_util::StreamExt;
+    let exec = docker
+        .create_exec(
+            container,
+            bollard::exec::CreateExecOptions {
+                cmd: Some(vec!["/bin/sh", "-c", script]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&exec.id, None).await.unwrap()
+    {
+        while let Some(Ok(chunk)) = output.next().await {
+            if let bollard::container::LogOutput::StdOut { message } = chunk {
+                out.push_str(&String::from_utf8_lossy(&message));
+            }
+        }
+    }
+    out
+}
+
+/// The container's address on `network`.
+pub async fn container_ip(docker: &Docker, container: &str, network: &str) -> String {
+    let inspect = docker.inspect_container(container, None).await.unwrap();
+    inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut n| n.remove(network))
+        .and_then(|e| e.ip_address)
+        .unwrap_or_default()
+}
+
+/// A Python program, run in the agent, that prints `HITS [...]`: every place the agent can read
+/// that holds `secret` (its env, each process's environ and cmdline, every readable file). The
+/// secret is assembled from two halves so the program's own command line does not hold it.
+pub fn hunt_script(secret: &str) -> String {
+    let (a, b) = secret.split_at(secret.len() / 2);
+    let program = format!(
+        r#"import os
+t = ("{a}" + "{b}").encode()
+hits = []
+if any(t in v.encode() for v in os.environ.values()):
+    hits.append("env")
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        for f in ("environ", "cmdline"):
+            try:
+                if t in open("/proc/%s/%s" % (pid, f), "rb").read():
+                    hits.append("/proc/%s/%s" % (pid, f))
+            except OSError:
+                pass
+for root, dirs, files in os.walk("/"):
+    if root == "/":
+        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+    for n in files:
+        p = os.path.join(root, n)
+        try:
+            if not os.path.islink(p) and os.path.getsize(p) < 50000000 and t in open(p, "rb").read():
+                hits.append(p)
+        except OSError:
+            pass
+print("HITS", hits)
+"#
+    );
+    format!("python3 -c '{program}'")
+}

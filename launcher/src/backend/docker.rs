@@ -413,6 +413,7 @@ impl Backend for DockerBackend {
                 name: name.trim_start_matches('/').to_owned(),
                 identity: label(&labels, wire::LABEL_IDENTITY),
                 role: label(&labels, wire::LABEL_ROLE),
+                home: label(&labels, wire::LABEL_HOME),
                 running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
             });
         }
@@ -434,6 +435,7 @@ impl Backend for DockerBackend {
                 name: n.name.unwrap_or_default(),
                 identity: label(&labels, wire::LABEL_IDENTITY),
                 role: label(&labels, wire::LABEL_ROLE),
+                home: label(&labels, wire::LABEL_HOME),
                 running: false,
             });
         }
@@ -454,6 +456,7 @@ impl Backend for DockerBackend {
                 name: v.name,
                 identity: label(&v.labels, wire::LABEL_IDENTITY),
                 role: label(&v.labels, wire::LABEL_ROLE),
+                home: label(&v.labels, wire::LABEL_HOME),
                 running: false,
             });
         }

@@ -45,6 +45,12 @@ impl Labels {
         Labels(map)
     }
 
+    /// The same labels plus the manifest home they belong to.
+    pub fn in_home(mut self, home: &str) -> Labels {
+        self.0.insert(wire::LABEL_HOME.to_owned(), home.to_owned());
+        self
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
         self.0.iter()
     }
@@ -205,6 +211,8 @@ pub struct Object {
     pub identity: String,
     /// The `claude-bottle.role` label.
     pub role: String,
+    /// The `claude-bottle.home` label (empty when absent).
+    pub home: String,
     /// Containers: whether it is running.
     pub running: bool,
 }
@@ -319,6 +327,10 @@ mod tests {
         assert_eq!(map[&wire::LABEL_IDENTITY.to_owned()], "dev-ab12c");
         assert_eq!(map[&wire::LABEL_ROLE.to_owned()], "agent");
         assert_eq!(map[&wire::LABEL_MANAGED.to_owned()], "true");
+        assert!(!map.contains_key(&wire::LABEL_HOME.to_owned()));
+        let homed = Labels::for_bottle("dev-ab12c", "agent").in_home("/h/.claude-bottle");
+        let map: BTreeMap<_, _> = homed.iter().collect();
+        assert_eq!(map[&wire::LABEL_HOME.to_owned()], "/h/.claude-bottle");
     }
 
     #[test]
@@ -329,6 +341,7 @@ mod tests {
             name: "x".into(),
             identity: "i".into(),
             role: "r".into(),
+            home: String::new(),
             running: false,
         };
         let mut objects = [

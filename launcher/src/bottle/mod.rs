@@ -28,6 +28,8 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Everything needed to create one bottle.
 pub(crate) struct Launch {
     pub(crate) identity: String,
+    /// The manifest home, labelled on every object.
+    pub(crate) home: String,
     pub(crate) agent_image: String,
     pub(crate) bundle_image: String,
     pub(crate) bundle_files: Vec<ContextFile>,
@@ -78,7 +80,7 @@ async fn launch_steps<B: Backend>(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<Running> {
     let id = &launch.identity;
-    let labels = |role: &str| Labels::for_bottle(id, role);
+    let labels = |role: &str| Labels::for_bottle(id, role).in_home(&launch.home);
     let sockets = VolumeMount {
         volume: object_name(id, "sock"),
         target: wire::SOCKET_DIR.to_owned(),

@@ -1,9 +1,10 @@
 //! `claude-bottle cleanup`: find what a killed launcher left (containers, networks, volumes,
 //! state), show one plan, ask once, remove it.
 //!
-//! An orphan is a bottle whose agent is not running, whose state is gone, or that was started
-//! attached by a launcher process that no longer exists. Detached bottles with a running agent
-//! are left alone (`stop` removes those).
+//! Only this manifest home's bottles are considered. A bottle whose launcher process is alive
+//! is never touched (it may be starting, or attached). Otherwise an orphan is a bottle with no
+//! state, whose agent is not running, or that was started attached by a launcher that is
+//! gone. Detached bottles with a running agent are left alone (`stop` removes those).
 
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use crate::state;
 pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<u8> {
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
-        let objects = backend.list_objects(None).await?;
+        let objects = super::list::in_home(backend.list_objects(None).await?, root);
         let groups = super::list::by_identity(&objects);
         let mut doomed: Vec<Object> = Vec::new();
         let mut doomed_ids: Vec<(String, &'static str)> = Vec::new();
@@ -69,16 +70,21 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
 }
 
 fn orphan_reason(root: &Path, identity: &str, objects: &[Object]) -> Option<&'static str> {
+    let Some(meta) = state::load(root, identity) else {
+        return Some("no state: its launcher is gone");
+    };
+    // A launcher that is still alive owns its bottle: it may be starting it (the agent not
+    // running yet) or attached to it, and tears it down itself.
+    if process_exists(meta.launcher_pid) {
+        return None;
+    }
     let agent_running = objects
         .iter()
         .any(|o| o.kind == ObjectKind::Container && o.role == "agent" && o.running);
     if !agent_running {
         return Some("its agent is not running");
     }
-    let Some(meta) = state::load(root, identity) else {
-        return Some("no state: its launcher is gone");
-    };
-    if !meta.detached && !process_exists(meta.launcher_pid) {
+    if !meta.detached {
         return Some("started attached and its launcher is gone");
     }
     None

@@ -11,7 +11,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
         let objects = backend.list_objects(None).await?;
-        let groups = by_identity(&objects);
+        let groups = by_identity(&in_home(objects, root));
         if groups.is_empty() {
             println!("no bottles");
             return Ok(0);
@@ -34,6 +34,12 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
         }
         Ok(0)
     })
+}
+
+/// The objects made from manifest home `root` (another home's bottles are its own business).
+pub(crate) fn in_home(objects: Vec<Object>, root: &Path) -> Vec<Object> {
+    let root = root.display().to_string();
+    objects.into_iter().filter(|o| o.home == root).collect()
 }
 
 /// Objects grouped by their identity label.

@@ -210,6 +210,7 @@ async fn start_bottle(
     };
     let launch = Launch {
         identity: identity.clone(),
+        home: ctx.dirs.root.display().to_string(),
         agent_image: built.agent.clone(),
         bundle_image: built.bundle.clone(),
         bundle_files: provision::bundle_files(&provision_inputs),
