@@ -293,10 +293,15 @@ fn bad_gateway(shared: &Shared, mut event: AuditEvent, detail: &str) -> Response
     event.decision = "error";
     event.reason = Some(detail.to_owned());
     event.status = StatusCode::BAD_GATEWAY.as_u16();
+    let host = event.host.clone();
     shared.audit.record(&event);
+    // The agent gets the host only; addresses and error details stay in the audit log.
     text_response(
         StatusCode::BAD_GATEWAY,
-        format!("claude-bottle egress proxy: the upstream could not be reached ({detail}).\n"),
+        format!(
+            "claude-bottle egress proxy: the upstream {host} could not be reached; the bundle's \
+             audit log has the detail.\n"
+        ),
     )
 }
 
