@@ -179,7 +179,10 @@ def main_inner():
             "bottle-bundle": (f"http://127.0.0.1:{BUNDLE_PORT}", f"{tmp}/ca.pem", bundle.pid),
             "mitmdump": (f"http://127.0.0.1:{MITM_PORT}", f"{tmp}/mitm/mitmproxy-ca-cert.pem", mitm.pid),
         }
+        only = os.environ.get("BENCH_ONLY")
         for name, (proxy, ca, pid) in setups.items():
+            if only and name not in only.split(","):
+                continue
             r = {}
             r["idle_rss_mb"] = rss_kb(pid) / 1024 if pid else None
             curl_time(url, proxy, ca, ["http_code"])  # warm up: mint, pool
@@ -205,7 +208,8 @@ def main_inner():
                 r["mints"] = len(mints)
             results[name] = r
             print(f"{name}: {json.dumps(r)}", file=sys.stderr)
-        report(results)
+        if len(results) == len(setups):
+            report(results)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -26,6 +26,16 @@ fn upstream_connections_go_only_through_the_upstream_proxy() {
     env.squid.as_mut().unwrap().stop();
     let (code, body, _) = env.curl(&[&env.url("open.test", "/x")]);
     assert_eq!(code, 502, "{body}");
-    assert!(body.contains("upstream could not be reached"), "{body}");
+    assert!(
+        body.contains("upstream open.test could not be reached"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("127.0.0.1"),
+        "internals leaked to the agent: {body}"
+    );
+    let audit = env.audit_lines();
+    let reason = audit.last().unwrap()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("upstream proxy 127.0.0.1"), "{reason}");
     assert!(env.upstream.seen().is_empty());
 }

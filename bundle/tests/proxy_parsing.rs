@@ -120,3 +120,43 @@ except (ssl.SSLError, ConnectionError, OSError) as e:
         "{reason}"
     );
 }
+
+#[test]
+fn concurrent_first_connections_to_a_host_mint_one_leaf() {
+    let env = Env::start(Mode::Direct);
+    let url = env.url("open.test", "/first");
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let proxy = env.proxy.url();
+            let ca = env.ca.clone();
+            let url = url.clone();
+            std::thread::spawn(move || {
+                std::process::Command::new("curl")
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "-x",
+                        &proxy,
+                        "--cacert",
+                    ])
+                    .arg(&ca)
+                    .arg(&url)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for handle in handles {
+        let out = handle.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    }
+    let log = env.proxy.stderr_text();
+    let mints = log
+        .lines()
+        .filter(|l| l.contains("minted leaf certificate") && l.contains("host=\"open.test\""))
+        .count();
+    assert_eq!(mints, 1, "{log}");
+}

@@ -67,3 +67,34 @@ fn ip_literals_are_refused_without_a_route() {
         0
     );
 }
+
+#[test]
+fn a_route_leading_back_to_the_proxy_is_refused_as_a_loop() {
+    // Loopback is allowed here (as an internal-host CIDR would be), so only the loop check
+    // stands between the proxy and dialing itself.
+    let env = Env::start(Mode::Direct);
+    let proxy_port = env.proxy.addr.port();
+    let mut config = env.config.clone();
+    config
+        .proxy
+        .routes
+        .push(bottle_contract::bundle_config::RouteConfig {
+            host: format!("loop.test:{proxy_port}"),
+            path_allowlist: vec![],
+            auth: None,
+        });
+    env.write_config(&config);
+    env.proxy.signal("HUP");
+    let url = format!("https://loop.test:{proxy_port}/");
+    let mut last = (0, String::new());
+    for _ in 0..50 {
+        let (code, body, err) = env.curl(&[&url]);
+        last = (code, format!("{body}{err}"));
+        if !last.1.contains("not in this bottle's egress routes") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(last.0, 403, "{}", last.1);
+    assert!(last.1.contains("leads back to this proxy"), "{}", last.1);
+}

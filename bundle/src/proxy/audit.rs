@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +11,22 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
 
-/// Where audit events go. A write failure is logged and never stops the proxy.
+/// Where audit events go. Lines are written by a dedicated thread so a request never waits on
+/// the disk; under load the thread batches lines and flushes whenever it has caught up. A write
+/// failure is logged and never stops the proxy.
 pub(crate) struct Audit {
-    file: Option<Mutex<std::fs::File>>,
+    sender: Option<std::sync::mpsc::Sender<String>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after it has flushed every line.
+        drop(self.sender.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// One request's outcome.
@@ -26,7 +39,7 @@ pub(crate) struct AuditEvent {
     pub(crate) path: String,
     /// The route's label, when one matched.
     pub(crate) route: Option<String>,
-    /// `allow`, or `deny` with a reason code.
+    /// `allow`, `deny` or `error`, with a reason code for the latter two.
     pub(crate) decision: &'static str,
     pub(crate) reason: Option<String>,
     pub(crate) status: u16,
@@ -38,20 +51,27 @@ pub(crate) struct AuditEvent {
 impl Audit {
     /// Opens (appends to) the audit log; `None` logs to tracing only.
     pub(crate) fn open(path: Option<&Path>) -> std::io::Result<Audit> {
-        let file = match path {
-            Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
-                Some(Mutex::new(file))
-            }
-            None => None,
+        let Some(path) = path else {
+            return Ok(Audit {
+                sender: None,
+                writer: None,
+            });
         };
-        Ok(Audit { file })
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let (sender, receiver) = std::sync::mpsc::channel::<String>();
+        let writer = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_lines(file, &receiver))?;
+        Ok(Audit {
+            sender: Some(sender),
+            writer: Some(writer),
+        })
     }
 
     pub(crate) fn record(&self, event: &AuditEvent) {
@@ -71,13 +91,30 @@ impl Audit {
             "status": event.status,
             "bytes": event.bytes,
             "duration_ms": event.started.elapsed().as_secs_f64() * 1000.0,
-        });
+        })
+        .to_string();
         tracing::debug!(target: "audit", "{line}");
-        if let Some(file) = &self.file {
-            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = writeln!(file, "{line}") {
-                tracing::warn!(error = %e, "cannot write the audit log");
-            }
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(line);
+        }
+    }
+}
+
+/// The writer thread: batch what is queued, flush when caught up, stop when the channel closes.
+fn write_lines(file: std::fs::File, receiver: &std::sync::mpsc::Receiver<String>) {
+    let mut out = std::io::BufWriter::new(file);
+    let write = |out: &mut std::io::BufWriter<std::fs::File>, line: String| {
+        if let Err(e) = writeln!(out, "{line}") {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
+    };
+    while let Ok(line) = receiver.recv() {
+        write(&mut out, line);
+        while let Ok(more) = receiver.try_recv() {
+            write(&mut out, more);
+        }
+        if let Err(e) = out.flush() {
+            tracing::warn!(error = %e, "cannot write the audit log");
         }
     }
 }

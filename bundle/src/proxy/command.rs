@@ -88,6 +88,8 @@ pub async fn serve_from_files(
         .with_context(|| format!("{}: proxy config", config_path.display()))?;
     drop(secrets);
 
+    // Watch SIGHUP before announcing readiness: an early SIGHUP must reload, not kill.
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = &config.proxy.listen.tcp {
         let listener = TcpListener::bind(addr)
@@ -114,7 +116,6 @@ pub async fn serve_from_files(
         );
     }
 
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,

@@ -250,6 +250,9 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
         DenyReason::HostMismatch => format!(
             "claude-bottle egress proxy: the request's Host does not match the tunnel to {host}.\n"
         ),
+        DenyReason::Loop => format!(
+            "claude-bottle egress proxy: {host} leads back to this proxy; the loop is refused.\n"
+        ),
         DenyReason::PrivateAddress => format!(
             "claude-bottle egress proxy: {host} resolves to a private or special address, \
              which this bottle may not reach.\n"
@@ -278,9 +281,16 @@ fn upstream_failure(
 ) -> Response<ProxyBody> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(UpstreamError::Refused { .. }) = e.downcast_ref::<UpstreamError>() {
-            tracing::info!(host = %target.host, error = %e, "refused a private address");
-            return deny(shared, event, DenyReason::PrivateAddress, target);
+        match e.downcast_ref::<UpstreamError>() {
+            Some(UpstreamError::Refused { .. }) => {
+                tracing::info!(host = %target.host, error = %e, "refused a private address");
+                return deny(shared, event, DenyReason::PrivateAddress, target);
+            }
+            Some(UpstreamError::Loop { .. }) => {
+                tracing::warn!(host = %target.host, error = %e, "refused a request looping to the proxy");
+                return deny(shared, event, DenyReason::Loop, target);
+            }
+            _ => {}
         }
         source = e.source();
     }
@@ -293,10 +303,15 @@ fn bad_gateway(shared: &Shared, mut event: AuditEvent, detail: &str) -> Response
     event.decision = "error";
     event.reason = Some(detail.to_owned());
     event.status = StatusCode::BAD_GATEWAY.as_u16();
+    let host = event.host.clone();
     shared.audit.record(&event);
+    // The agent gets the host only; addresses and error details stay in the audit log.
     text_response(
         StatusCode::BAD_GATEWAY,
-        format!("claude-bottle egress proxy: the upstream could not be reached ({detail}).\n"),
+        format!(
+            "claude-bottle egress proxy: the upstream {host} could not be reached; the bundle's \
+             audit log has the detail.\n"
+        ),
     )
 }
 

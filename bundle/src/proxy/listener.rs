@@ -3,12 +3,13 @@
 //! `http://egress.local/routes` introspection page.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,10 @@ use crate::proxy::Shared;
 use crate::proxy::audit::{ProxyBody, full};
 use crate::proxy::forward::{self, Target, text_response};
 use crate::proxy::mitm;
+
+/// Longest an agent may take to send a request's headers (also how long an idle keep-alive
+/// connection is kept). Bodies and established streams have no timeout.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves the proxy on a bound TCP listener until `cancel` fires.
 pub(crate) async fn serve_tcp(
@@ -73,6 +78,8 @@ where
         let svc_cancel = cancel.clone();
         let service = service_fn(move |req| outer(svc_shared.clone(), req, svc_cancel.clone()));
         let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         tokio::pin!(conn);

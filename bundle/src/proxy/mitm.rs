@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::Shared;
 use crate::proxy::audit::AuditEvent;
 use crate::proxy::forward::{self, Target};
+use crate::proxy::listener::HEADER_READ_TIMEOUT;
 
 /// Longest the agent may take to send its TLS ClientHello and finish the handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +67,11 @@ pub(crate) async fn intercept(
         }
     };
     let service = service_fn(move |req| forward::handle(shared.clone(), req, target.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {

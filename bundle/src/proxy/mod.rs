@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) client: Client<Connector, Incoming>,
     /// Pooled HTTP/1.1-only client, for HTTP/1.1 agents and upgrades (WebSocket).
     pub(crate) client_h1: Client<Connector, Incoming>,
+    /// The TCP addresses this proxy listens on (the connector refuses to dial them).
+    pub(crate) own_addrs: upstream::OwnAddrs,
     pub(crate) audit: Arc<Audit>,
     /// Every connection and tunnel task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
@@ -90,14 +92,19 @@ impl Proxy {
         let ca = CertAuthority::load(Path::new(&config.ca_cert), Path::new(&config.ca_key))?;
         let (outbound, extra_ca) = Outbound::from_config(&config.outbound)?;
         let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))?;
+        let own_addrs = upstream::OwnAddrs::default();
         let mut tls_h1 = (*tls).clone();
         tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(Connector::new(outbound.clone(), tls));
+            .build(Connector::new(outbound.clone(), tls, own_addrs.clone()));
         let client_h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(Connector::new(outbound, Arc::new(tls_h1)));
+            .build(Connector::new(
+                outbound,
+                Arc::new(tls_h1),
+                own_addrs.clone(),
+            ));
         let audit = Audit::open(audit_log).map_err(|source| ProxyError::Audit {
             path: audit_log.map(Path::to_owned).unwrap_or_default(),
             source,
@@ -108,6 +115,7 @@ impl Proxy {
                 ca,
                 client,
                 client_h1,
+                own_addrs,
                 audit: Arc::new(audit),
                 tracker: TaskTracker::new(),
             }),
@@ -123,6 +131,14 @@ impl Proxy {
 
     /// Serves agents on a bound TCP listener until `cancel` fires.
     pub async fn serve_tcp(&self, listener: TcpListener, cancel: CancellationToken) {
+        if let Ok(addr) = listener.local_addr() {
+            let mut own = self
+                .shared
+                .own_addrs
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            own.push(addr);
+        }
         listener::serve_tcp(self.shared.clone(), listener, cancel).await;
     }
 

@@ -188,6 +188,8 @@ pub(crate) enum DenyReason {
     HostMismatch,
     /// Direct mode resolved the host to a private or special address.
     PrivateAddress,
+    /// The host resolves to the proxy's own listener.
+    Loop,
 }
 
 impl DenyReason {
@@ -201,6 +203,7 @@ impl DenyReason {
             DenyReason::CredentialOverCleartext => "credential-over-cleartext",
             DenyReason::HostMismatch => "host-mismatch",
             DenyReason::PrivateAddress => "private-address",
+            DenyReason::Loop => "loop",
         }
     }
 }

@@ -38,6 +38,8 @@ const UPSTREAM_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub enum UpstreamError {
     #[error("{host} resolves to {addr}, a private or special address; direct mode refuses it")]
     Refused { host: String, addr: IpAddr },
+    #[error("{host} resolves to {addr}, the proxy itself; refusing the loop")]
+    Loop { host: String, addr: SocketAddr },
     #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
     #[error("cannot connect to {target}: {reason}")]
@@ -163,13 +165,18 @@ pub(crate) fn client_tls(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, U
 pub(crate) struct Connector {
     outbound: Arc<Outbound>,
     tls: tokio_rustls::TlsConnector,
+    own: OwnAddrs,
 }
 
+/// The proxy's own TCP listen addresses, so direct mode never dials itself (a loop).
+pub(crate) type OwnAddrs = Arc<std::sync::RwLock<Vec<SocketAddr>>>;
+
 impl Connector {
-    pub(crate) fn new(outbound: Outbound, tls: Arc<ClientConfig>) -> Connector {
+    pub(crate) fn new(outbound: Outbound, tls: Arc<ClientConfig>, own: OwnAddrs) -> Connector {
         Connector {
             outbound: Arc::new(outbound),
             tls: tokio_rustls::TlsConnector::from(tls),
+            own,
         }
     }
 
@@ -183,7 +190,9 @@ impl Connector {
         let tls = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let tcp = match &*self.outbound {
-            Outbound::Direct { allow_private } => dial_checked(&host, port, allow_private).await?,
+            Outbound::Direct { allow_private } => {
+                dial_checked(&host, port, allow_private, &self.own).await?
+            }
             Outbound::Chained {
                 proxy_host,
                 proxy_port,
@@ -229,6 +238,7 @@ async fn dial_checked(
     host: &str,
     port: u16,
     allow_private: &[IpNet],
+    own: &OwnAddrs,
 ) -> Result<TcpStream, UpstreamError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
@@ -252,6 +262,15 @@ async fn dial_checked(
             addr: bad.ip(),
         });
     }
+    {
+        let own = own.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(addr) = addrs.iter().find(|a| is_self(**a, &own)) {
+            return Err(UpstreamError::Loop {
+                host: host.to_owned(),
+                addr: *addr,
+            });
+        }
+    }
     let mut last = String::new();
     for addr in addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -263,6 +282,17 @@ async fn dial_checked(
     Err(UpstreamError::Connect {
         target: format!("{host}:{port}"),
         reason: last,
+    })
+}
+
+/// True when dialing `addr` would reach one of the proxy's own listeners. A wildcard listener
+/// (`0.0.0.0`, `::`) is reachable on every local address: any non-public address on its port
+/// counts as self.
+fn is_self(addr: SocketAddr, own: &[SocketAddr]) -> bool {
+    own.iter().any(|o| {
+        o.port() == addr.port()
+            && (o.ip() == addr.ip()
+                || (o.ip().is_unspecified() && !ssrf::is_allowed(addr.ip(), &[])))
     })
 }
 

@@ -286,7 +286,10 @@ impl Env {
             .expect("git is required")
     }
 
+    /// The audit log so far. Lines are written by the proxy's writer thread (and a response's
+    /// line when its body ends), so give it a moment first.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::thread::sleep(std::time::Duration::from_millis(150));
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
@@ -316,7 +319,8 @@ pub fn spawn_proxy(dir: &Path, hosts: &Path, config: &Path, secrets: &Path) -> P
         .arg(config)
         .arg("--secrets")
         .arg(secrets)
-        .env("BOTTLE_LOG", "info")
+        .env("BOTTLE_LOG", "info,bottle_bundle::proxy::ca=debug")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
