@@ -206,3 +206,81 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     assert!(!home.root().join("state").join(&id).exists());
     assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attached_start_passes_the_exit_code_through_and_removes_the_bottle() {
+    let home = Home::new();
+    home.write("bottles", "brief", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "brief",
+        "---\nbottle: brief\ncommand: \"echo attached-output; exit 7\"\n---\n",
+    );
+    let out = home
+        .cmd(&["start", "brief", "-y"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
+    assert!(stdout.contains("attached-output"), "{stdout}");
+    let id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("bottle ")?.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no identity in:\n{stderr}"))
+        .to_owned();
+    assert!(stderr.contains("removed (agent exit code 7)"), "{stderr}");
+    let docker = docker().await;
+    assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
+    assert!(!home.root().join("state").join(&id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_to_an_attached_launcher_removes_the_bottle() {
+    let home = Home::new();
+    home.write("bottles", "termed", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "termed",
+        &format!("---\nbottle: termed\n{IDLE}\n---\n"),
+    );
+    let launcher = home
+        .cmd(&["start", "termed", "-y"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let docker = docker().await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let id = loop {
+        let ids: Vec<String> = std::fs::read_dir(home.root().join("state"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(id) = ids.first() {
+            let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
+            if probe.status.success() {
+                break id.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the bottle never came up");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Attached now; let the attach itself begin.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = launcher.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("bottle {id} removed")), "{stderr}");
+    assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
+    assert!(!home.root().join("state").join(&id).exists());
+}
