@@ -260,14 +260,45 @@ pub async fn start_upstream(
     ca: &TestCa,
 ) -> String {
     let (cert, key) = ca.leaf(alias);
+    start_test_container(
+        docker,
+        identity,
+        network,
+        alias,
+        "test-upstream",
+        BASE_IMAGE,
+        vec!["python3".into(), "/srv/echo.py".into()],
+        &[
+            ("srv/echo.py", ECHO_SERVER, 0o644),
+            ("srv/cert.pem", &cert, 0o644),
+            ("srv/key.pem", &key, 0o644),
+        ],
+    )
+    .await
+}
+
+/// Creates and starts a test container from `image` running `cmd`, on `network` as `alias`,
+/// with `files` (path, contents, mode) copied in first, labelled into bottle `identity` with
+/// `role` so the bottle's `stop` removes it too. Returns its id.
+#[allow(clippy::too_many_arguments)] // Test fixture: every argument is a different knob.
+async fn start_test_container(
+    docker: &Docker,
+    identity: &str,
+    network: &str,
+    alias: &str,
+    role: &str,
+    image: &str,
+    cmd: Vec<String>,
+    files: &[(&str, &str, u32)],
+) -> String {
     let labels = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_IDENTITY.to_owned(), identity.to_owned()),
-        (LABEL_ROLE.to_owned(), "test-upstream".to_owned()),
+        (LABEL_ROLE.to_owned(), role.to_owned()),
     ]);
     let body = ContainerCreateBody {
-        image: Some(BASE_IMAGE.into()),
-        cmd: Some(vec!["python3".into(), "/srv/echo.py".into()]),
+        image: Some(image.into()),
+        cmd: Some(cmd),
         labels: Some(labels),
         host_config: Some(HostConfig {
             network_mode: Some(network.to_owned()),
@@ -285,7 +316,7 @@ pub async fn start_upstream(
         ..Default::default()
     };
     let name = format!(
-        "claude-bottle-{identity}-upstream-{}",
+        "claude-bottle-{identity}-{role}-{}",
         alias.replace('.', "-")
     );
     let created = docker
@@ -296,14 +327,10 @@ pub async fn start_upstream(
         .await
         .unwrap();
     let mut tar = tar::Builder::new(Vec::new());
-    for (path, text) in [
-        ("srv/echo.py", ECHO_SERVER),
-        ("srv/cert.pem", cert.as_str()),
-        ("srv/key.pem", key.as_str()),
-    ] {
+    for (path, text, mode) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(text.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(*mode);
         tar.append_data(&mut header, path, text.as_bytes()).unwrap();
     }
     docker
@@ -465,11 +492,6 @@ pub async fn start_git_upstream(
     keys: &SshKeys,
 ) -> String {
     ensure_sshd_image(docker).await;
-    let labels = HashMap::from([
-        (LABEL_MANAGED.to_owned(), "true".to_owned()),
-        (LABEL_IDENTITY.to_owned(), identity.to_owned()),
-        (LABEL_ROLE.to_owned(), "test-git-upstream".to_owned()),
-    ]);
     let script = "set -e; \
         chmod 600 /etc/ssh/test_host_key /root/.ssh/authorized_keys; \
         git init -q --bare -b main /srv/app.git; \
@@ -477,56 +499,20 @@ pub async fn start_git_upstream(
           && git -c user.name=t -c user.email=t@t commit -qm seed && git push -q /srv/app.git main; \
         exec /usr/sbin/sshd -D -e -o HostKey=/etc/ssh/test_host_key -o PermitRootLogin=prohibit-password \
           -o PasswordAuthentication=no -o LogLevel=VERBOSE 2>>/var/log/sshd.log";
-    let body = ContainerCreateBody {
-        image: Some(SSHD_IMAGE.into()),
-        cmd: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
-        labels: Some(labels),
-        host_config: Some(HostConfig {
-            network_mode: Some(network.to_owned()),
-            ..Default::default()
-        }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                network.to_owned(),
-                EndpointSettings {
-                    aliases: Some(vec![alias.to_owned()]),
-                    ..Default::default()
-                },
-            )])),
-        }),
-        ..Default::default()
-    };
-    let name = format!(
-        "claude-bottle-{identity}-upstream-{}",
-        alias.replace('.', "-")
-    );
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, text, mode) in [
-        ("etc/ssh/test_host_key", keys.host_key.as_str(), 0o600),
-        ("root/.ssh/authorized_keys", keys.client_pub.as_str(), 0o600),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_mode(mode);
-        tar.append_data(&mut header, path, text.as_bytes()).unwrap();
-    }
-    docker
-        .upload_to_container(
-            &created.id,
-            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-            bollard::body_full(tar.into_inner().unwrap().into()),
-        )
-        .await
-        .unwrap();
-    docker.start_container(&created.id, None).await.unwrap();
-    created.id
+    start_test_container(
+        docker,
+        identity,
+        network,
+        alias,
+        "test-git-upstream",
+        SSHD_IMAGE,
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+        &[
+            ("etc/ssh/test_host_key", &keys.host_key, 0o600),
+            ("root/.ssh/authorized_keys", &keys.client_pub, 0o600),
+        ],
+    )
+    .await
 }
 
 /// Runs `sh -c script` in a test container as root; returns stdout.
