@@ -1,4 +1,4 @@
-//! Relay throughput: 100 MB through `relay::serve` (TCP -> Unix socket) against a direct
+//! Relay throughput: 1 GiB through `relay::serve` (TCP -> Unix socket) against a direct
 //! loopback TCP copy, each into a sink that counts bytes. Prints MB/s and the ratio.
 //!
 //!     cargo bench -p bottle-bundle --bench relay
@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-const TOTAL: usize = 100 * 1024 * 1024;
+const TOTAL: usize = 1024 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
 const ROUNDS: usize = 5;
 
