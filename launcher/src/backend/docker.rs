@@ -301,17 +301,8 @@ impl Backend for DockerBackend {
     }
 
     async fn exec(&self, container: &str, exec: &ExecSpec) -> Result<ExecOutput, BackendError> {
-        let object = || {
-            format!(
-                "{container}: {}",
-                exec.cmd.first().map_or("", String::as_str)
-            )
-        };
-        let created = self
-            .docker
-            .create_exec(container, exec_options(exec, true))
-            .await
-            .map_err(|e| engine_error("exec in", object(), e))?;
+        let object = || exec_label(container, exec);
+        let created = self.create_exec(container, exec, true).await?;
         let started = self
             .docker
             .start_exec(&created.id, None)
@@ -358,17 +349,8 @@ impl Backend for DockerBackend {
     }
 
     async fn exec_detached(&self, container: &str, exec: &ExecSpec) -> Result<(), BackendError> {
-        let object = || {
-            format!(
-                "{container}: {}",
-                exec.cmd.first().map_or("", String::as_str)
-            )
-        };
-        let created = self
-            .docker
-            .create_exec(container, exec_options(exec, false))
-            .await
-            .map_err(|e| engine_error("exec in", object(), e))?;
+        let object = || exec_label(container, exec);
+        let created = self.create_exec(container, exec, false).await?;
         let options = StartExecOptions {
             detach: true,
             ..Default::default()
@@ -590,6 +572,18 @@ impl Backend for DockerBackend {
 }
 
 impl DockerBackend {
+    async fn create_exec(
+        &self,
+        container: &str,
+        exec: &ExecSpec,
+        attach: bool,
+    ) -> Result<bollard::exec::CreateExecResults, BackendError> {
+        self.docker
+            .create_exec(container, exec_options(exec, attach))
+            .await
+            .map_err(|e| engine_error("exec in", exec_label(container, exec), e))
+    }
+
     async fn state_of(&self, container: &str) -> Result<ContainerState, BackendError> {
         let inspect = self
             .docker
@@ -603,6 +597,14 @@ impl DockerBackend {
             exit_code: if running { None } else { state.exit_code },
         })
     }
+}
+
+/// `container: program`, naming an exec in errors.
+fn exec_label(container: &str, exec: &ExecSpec) -> String {
+    format!(
+        "{container}: {}",
+        exec.cmd.first().map_or("", String::as_str)
+    )
 }
 
 fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
