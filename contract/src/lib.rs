@@ -3,7 +3,8 @@
 //! Layout: [`bundle_config`] is the JSON document the launcher writes and the bundle reads
 //! (routes with token *slot names*, git remotes, supervise settings); [`secrets`] is the separate
 //! file that carries token values and never leaves the bundle container; [`wire`] holds the
-//! fixed names both sides must agree on (ports, mount paths, labels, host names).
+//! fixed names both sides must agree on (ports, mount paths, labels, host names); [`supervise`]
+//! is the proposal/decision queue the bundle's MCP server and the host's dashboard share.
 //!
 //! Only the types in this crate are serialized across the process boundary. Each side converts
 //! them once into its own validated types. Changing a type here changes the wire format: bump
@@ -11,6 +12,7 @@
 
 pub mod bundle_config;
 pub mod secrets;
+pub mod supervise;
 pub mod wire;
 
 /// Version of [`bundle_config::BundleConfig`]. The bundle refuses any other value.

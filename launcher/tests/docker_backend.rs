@@ -53,6 +53,7 @@ fn container(name: &str, image: &str, identity: &str, network: Network) -> Conta
         env: vec!["HELLO=world".into()],
         network,
         volumes: vec![],
+        binds: Vec::new(),
         cap_drop_all: true,
         no_new_privileges: true,
         runtime: None,

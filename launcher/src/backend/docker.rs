@@ -222,17 +222,21 @@ impl Backend for DockerBackend {
                 )
             }
         };
-        let mounts = spec
-            .volumes
-            .iter()
-            .map(|v| Mount {
-                target: Some(v.target.clone()),
-                source: Some(v.volume.clone()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(v.read_only),
-                ..Default::default()
-            })
-            .collect();
+        let volumes = spec.volumes.iter().map(|v| Mount {
+            target: Some(v.target.clone()),
+            source: Some(v.volume.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(v.read_only),
+            ..Default::default()
+        });
+        let binds = spec.binds.iter().map(|b| Mount {
+            target: Some(b.target.clone()),
+            source: Some(b.source.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(b.read_only),
+            ..Default::default()
+        });
+        let mounts = volumes.chain(binds).collect();
         let host_config = HostConfig {
             network_mode: Some(network_mode),
             mounts: Some(mounts),
@@ -298,6 +302,32 @@ impl Backend for DockerBackend {
             .start_container(container, None)
             .await
             .map_err(|e| engine_error("start container", container, e))
+    }
+
+    async fn copy_out(&self, container: &str, path: &str) -> Result<Vec<u8>, BackendError> {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self
+            .docker
+            .download_from_container(container, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| engine_error("copy files out of", format!("{container}:{path}"), e))?;
+            archive.extend_from_slice(&chunk);
+        }
+        Ok(archive)
+    }
+
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), BackendError> {
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(container, Some(options))
+            .await
+            .map_err(|e| engine_error("signal container", container, e))
     }
 
     async fn exec(&self, container: &str, exec: &ExecSpec) -> Result<ExecOutput, BackendError> {

@@ -136,6 +136,15 @@ pub struct VolumeMount {
     pub read_only: bool,
 }
 
+/// A host directory mounted into a container (the supervise queue, into the bundle only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Absolute host path; it must exist.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
 /// Everything needed to create one container.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
@@ -152,6 +161,8 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     pub network: Network,
     pub volumes: Vec<VolumeMount>,
+    /// Host directories; empty for the agent, always.
+    pub binds: Vec<BindMount>,
     /// Drop every Linux capability.
     pub cap_drop_all: bool,
     /// `no-new-privileges`: setuid binaries cannot raise privileges.
@@ -239,6 +250,10 @@ pub trait Backend {
         files: &[ContextFile],
     ) -> Result<(), BackendError>;
     async fn start_container(&self, container: &str) -> Result<(), BackendError>;
+    /// `path` (a file or directory) out of a container, running or stopped, as a tar archive.
+    async fn copy_out(&self, container: &str, path: &str) -> Result<Vec<u8>, BackendError>;
+    /// Sends a signal (`SIGHUP`, …) to a running container's PID 1.
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), BackendError>;
     /// Runs a command to completion and collects its output.
     async fn exec(&self, container: &str, exec: &ExecSpec) -> Result<ExecOutput, BackendError>;
     /// Starts a command and returns at once (it runs as long as the container does).

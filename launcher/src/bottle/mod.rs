@@ -9,6 +9,7 @@
 pub(crate) mod ca;
 pub(crate) mod images;
 pub(crate) mod provision;
+pub(crate) mod suspend;
 pub(crate) mod worktree;
 
 use std::time::{Duration, Instant};
@@ -112,6 +113,7 @@ async fn launch_steps<B: Backend>(
                 aliases: vec!["bundle".into()],
             },
             volumes: vec![sockets.clone()],
+            binds: Vec::new(),
             cap_drop_all: true,
             no_new_privileges: true,
             runtime: None,
@@ -138,6 +140,7 @@ async fn launch_steps<B: Backend>(
             env: provision::agent_env(),
             network: Network::None,
             volumes: vec![sockets],
+            binds: Vec::new(),
             cap_drop_all: true,
             no_new_privileges: true,
             runtime: launch.runtime.clone(),
