@@ -15,9 +15,12 @@ pub(crate) fn run(root: &Path, id: &str, edit: bool) -> anyhow::Result<u8> {
     } else {
         None
     };
+    // The request is checked and the token read before the engine is contacted: a missing
+    // variable changes nothing.
+    let prepared = decide::prepare(&pending, edited, &ProcessHost)?;
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
-        let said = decide::approve(&backend, root, &pending, edited, &ProcessHost).await?;
+        let said = decide::apply(&backend, root, &prepared).await?;
         println!("{said}");
         Ok(0)
     })

@@ -106,12 +106,13 @@ fn approve(
     pending: &queue::Pending,
     edited: Option<bottle_contract::supervise::Request>,
 ) -> anyhow::Result<String> {
+    let prepared = decide::prepare(pending, edited, &ProcessHost)?;
     rt.block_on(async {
         let backend = match engine.take() {
             Some(b) => b,
             None => DockerBackend::connect().await?,
         };
-        let result = decide::approve(&backend, root, pending, edited, &ProcessHost).await;
+        let result = decide::apply(&backend, root, &prepared).await;
         *engine = Some(backend);
         result
     })

@@ -1,6 +1,6 @@
 //! Approve and reject: the order that keeps a decision true.
 //!
-//! Approve: validate the request (the operator's edit too), read what the host must supply
+//! Approve ([`prepare`], then [`apply`]): validate the request (the operator's edit too), read what the host must supply
 //! (the token) before touching anything, apply the effect, *then* write the decision, then the
 //! audit line. A failure before the decision leaves no decision: the agent's proposal stays
 //! pending and the operator can retry or reject. The one exception is a capability approval:
@@ -47,23 +47,28 @@ pub(crate) fn reject(root: &Path, pending: &Pending, reason: &str) -> anyhow::Re
     ))
 }
 
-/// Approves `pending`, applying `edited` instead of its request when the operator edited it.
-/// Returns what to tell the operator.
-pub(crate) async fn approve<B: Backend, H: HostEnv>(
-    backend: &B,
-    root: &Path,
+/// An approval checked and ready to apply: what the host must supply is already in hand.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pending: Pending,
+    /// The request to apply (the operator's edit, or the proposal's).
+    applied: Request,
+    /// The token for an egress route with `auth`, from the host's environment.
+    token: Option<Secret>,
+    /// The edit, as a diff (empty when not edited).
+    edit_diff: String,
+}
+
+/// Validates the request to apply (`edited` when the operator edited it) and reads the token
+/// it needs from `host`. Touches nothing: an error here leaves no trace.
+pub(crate) fn prepare<H: HostEnv>(
     pending: &Pending,
     edited: Option<Request>,
     host: &H,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Prepared> {
     let proposal = &pending.proposal;
     let id = &proposal.id;
-    let identity = &proposal.identity;
-    let applied = edited.clone().unwrap_or_else(|| proposal.request.clone());
-    request::validate(&applied).map_err(|m| {
-        anyhow::anyhow!("proposal {id} asks for something invalid: {m}; reject it with a reason, or approve it with --edit")
-    })?;
-    let mut diff = match &edited {
+    let edit_diff = match &edited {
         Some(e) => audit::diff(
             "request",
             &request::to_editable(&proposal.request),
@@ -71,23 +76,48 @@ pub(crate) async fn approve<B: Backend, H: HostEnv>(
         ),
         None => String::new(),
     };
+    let applied = edited.unwrap_or_else(|| proposal.request.clone());
+    request::validate(&applied).map_err(|m| {
+        anyhow::anyhow!("proposal {id} asks for something invalid: {m}; reject it with a reason, or approve it with --edit")
+    })?;
+    let token = match &applied {
+        Request::Egress(egress) => match &egress.auth {
+            Some(auth) => Some(Secret::new(
+                host.var(&auth.token_ref).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "proposal {id} injects a token from the host variable {var}, which is not set here; set {var} in the environment that runs claude-bottle and approve again (nothing was changed)",
+                        var = auth.token_ref
+                    )
+                })?,
+            )),
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(Prepared {
+        pending: pending.clone(),
+        applied,
+        token,
+        edit_diff,
+    })
+}
 
-    match &applied {
+/// Applies a prepared approval to its bottle, then writes the decision and the audit line.
+pub(crate) async fn apply<B: Backend>(
+    backend: &B,
+    root: &Path,
+    prepared: &Prepared,
+) -> anyhow::Result<String> {
+    let pending = &prepared.pending;
+    let applied = &prepared.applied;
+    let id = &pending.proposal.id;
+    let identity = &pending.proposal.identity;
+    let mut diff = prepared.edit_diff.clone();
+    match applied {
         Request::Egress(egress) => {
-            // The token first: an unset variable must change nothing.
-            let token = match &egress.auth {
-                Some(auth) => Some(Secret::new(
-                    host.var(&auth.token_ref).filter(|v| !v.is_empty()).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "proposal {id} injects a token from the host variable {var}, which is not set here; set {var} in the environment that runs claude-bottle and approve again (nothing was changed)",
-                            var = auth.token_ref
-                        )
-                    })?,
-                )),
-                None => None,
-            };
             let bottle = effects::live_bottle(backend, root, identity).await?;
-            let change = effects::apply_egress(backend, &bottle, egress, token.as_ref()).await?;
+            let change =
+                effects::apply_egress(backend, &bottle, egress, prepared.token.as_ref()).await?;
             diff.push_str(&audit::diff(
                 "routes",
                 &super::routes::describe(&change.before),
@@ -103,7 +133,7 @@ pub(crate) async fn approve<B: Backend, H: HostEnv>(
                     format!(" (paths {})", egress.path_allowlist.join(", "))
                 }
             );
-            decide(root, pending, &applied, message, diff)?;
+            decide(root, pending, applied, message, diff)?;
             super::routes::save_state(root, identity, &change.after)?;
             Ok(format!(
                 "proposal {id} approved: bottle {identity} now routes {}",
@@ -116,7 +146,7 @@ pub(crate) async fn approve<B: Backend, H: HostEnv>(
             let message =
                 "approved: pipelock's configuration was changed and reloaded; retry the request"
                     .to_owned();
-            decide(root, pending, &applied, message, diff)?;
+            decide(root, pending, applied, message, diff)?;
             Ok(format!(
                 "proposal {id} approved: pipelock of bottle {identity} reloaded"
             ))
@@ -131,7 +161,7 @@ pub(crate) async fn approve<B: Backend, H: HostEnv>(
             let message = format!(
                 "approved: the bottle stops now with its work saved; the operator resumes it with `claude-bottle resume {identity}`, rebuilt from the proposed Dockerfile"
             );
-            decide(root, pending, &applied, message, diff)?;
+            decide(root, pending, applied, message, diff)?;
             let said = crate::bottle::suspend::suspend(backend, root, identity, dockerfile)
                 .await
                 .map_err(|e| {
