@@ -119,6 +119,30 @@ async fn approved_route_goes_live_without_a_restart() {
         assert!(!text.contains(token), "the token leaked:\n{text}");
     }
 
+    // A pipelock change for a bottle without pipelock is refused, and nothing is decided.
+    std::fs::write(
+        queue.join("proposals/p-e2e-pipelock.json"),
+        serde_json::json!({
+            "id": "p-e2e-pipelock",
+            "identity": id,
+            "created": 2,
+            "justification": "pipelock blocks me",
+            "request": {"kind": "pipelock", "change": "api_allowlist: [new.test]\n"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = home.run(&["approve", "p-e2e-pipelock"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "bottle `{id}` runs without pipelock; reject this proposal with a reason"
+        )),
+        "{stderr}"
+    );
+    assert!(!queue.join("decisions/p-e2e-pipelock.json").exists());
+
     // Approving again is refused: it was decided.
     let again = home.run(&["approve", "p-e2e-new"]);
     assert!(!again.status.success());

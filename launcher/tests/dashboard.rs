@@ -116,7 +116,7 @@ impl Tmux {
             socket: format!("claude-bottle-dash-{}", std::process::id()),
         };
         let command = format!(
-            "env CLAUDE_BOTTLE_HOME='{}' HOME='{}' USER=olga DOCKER_HOST=unix:///nonexistent/docker.sock '{BIN}' dashboard; sleep 30",
+            "env CLAUDE_BOTTLE_HOME='{}' HOME='{}' USER=olga EDITOR='sed -i s/crates.io/Crates.IO/' DOCKER_HOST=unix:///nonexistent/docker.sock '{BIN}' dashboard; sleep 30",
             home.root.display(),
             home.root.parent().unwrap().display(),
         );
@@ -239,6 +239,13 @@ fn tui_rejects_with_a_typed_reason_and_the_list_updates() {
     tmux.wait_for("the new proposal", |s| {
         s.contains("Pending proposals (2)") && s.contains("p-third")
     });
+
+    // `e` runs $EDITOR (here: a sed that upper-cases the host); the edit is refused as a
+    // manifest route would be, the screen comes back, and nothing is decided.
+    tmux.keys(&["e"]);
+    let screen = tmux.wait_for("the edit error", |s| s.contains("must be lowercase"));
+    assert!(screen.contains("Pending proposals (2)"), "{screen}");
+    assert!(!home.decision("dev-abcde", "p-second").exists());
 
     // Approving needs the engine: the error is shown and nothing is decided.
     tmux.keys(&["a"]);

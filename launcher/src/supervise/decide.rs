@@ -253,4 +253,66 @@ mod tests {
             ("p-1", "rejected", "egress")
         );
     }
+
+    #[test]
+    fn prepare_reads_the_token_validates_and_diffs_the_edit() {
+        use crate::secrets::fake::FakeHost;
+        use bottle_contract::bundle_config::AuthScheme;
+        use bottle_contract::supervise::{AuthRequest, EgressRequest};
+
+        let root = tempfile::tempdir().unwrap();
+        write_proposal(root.path(), "dev-abcde", "p-1", 1);
+        let pending = queue::find(root.path(), "p-1").unwrap();
+        let with_auth = |host: &str| {
+            Request::Egress(EgressRequest {
+                host: host.into(),
+                path_allowlist: vec!["/api/".into()],
+                auth: Some(AuthRequest {
+                    scheme: AuthScheme::Bearer,
+                    token_ref: "DOCS_TOKEN".into(),
+                }),
+            })
+        };
+        // Not edited: nothing to diff, no token needed.
+        let plain = prepare(&pending, None, &FakeHost::new(&[], false)).unwrap();
+        assert_eq!(plain.edit_diff, "");
+        assert!(plain.token.is_none());
+        // An edit that adds auth needs the variable, and names it when it is unset or empty.
+        for vars in [&[][..], &[("DOCS_TOKEN", "")]] {
+            let err = prepare(
+                &pending,
+                Some(with_auth("docs.rs")),
+                &FakeHost::new(vars, false),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("DOCS_TOKEN") && err.contains("nothing was changed"),
+                "{err}"
+            );
+        }
+        let host = FakeHost::new(&[("DOCS_TOKEN", "tok-value-123")], false);
+        let ready = prepare(&pending, Some(with_auth("docs.rs")), &host).unwrap();
+        assert_eq!(ready.token.as_ref().unwrap().expose(), "tok-value-123");
+        assert!(
+            ready
+                .edit_diff
+                .starts_with("--- request (before)\n+++ request (after)\n")
+        );
+        assert!(
+            ready.edit_diff.contains("+    \"/api/\""),
+            "{}",
+            ready.edit_diff
+        );
+        assert!(!ready.edit_diff.contains("tok-value"));
+        assert!(
+            !format!("{ready:?}").contains("tok-value"),
+            "Debug shows the token"
+        );
+        // An invalid edit is refused before anything else.
+        let err = prepare(&pending, Some(with_auth("Docs.rs")), &host)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lowercase"), "{err}");
+    }
 }
