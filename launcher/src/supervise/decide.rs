@@ -26,6 +26,7 @@ pub(crate) fn reject(root: &Path, pending: &Pending, reason: &str) -> anyhow::Re
         "a rejection needs a reason the agent can act on, e.g. `claude-bottle reject {} --reason \"use the mirror at ...\"`",
         pending.proposal.id
     );
+    queue::ensure_undecided(pending)?;
     let proposal = &pending.proposal;
     let decision = Decision {
         id: proposal.id.clone(),
@@ -109,6 +110,7 @@ pub(crate) async fn apply<B: Backend>(
     prepared: &Prepared,
 ) -> anyhow::Result<String> {
     let pending = &prepared.pending;
+    queue::ensure_undecided(pending)?;
     let applied = &prepared.applied;
     let id = &pending.proposal.id;
     let identity = &pending.proposal.identity;
@@ -252,6 +254,13 @@ mod tests {
             ),
             ("p-1", "rejected", "egress")
         );
+        // A stale copy (the dashboard's, read before the decision) cannot decide again.
+        let err = reject(root.path(), &pending, "again")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already rejected"), "{err}");
+        let audit = std::fs::read_to_string(audit::path(root.path())).unwrap();
+        assert_eq!(audit.lines().count(), 1);
     }
 
     #[test]

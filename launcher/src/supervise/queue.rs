@@ -99,20 +99,10 @@ pub(crate) fn find(root: &Path, id: &str) -> Result<Pending, QueueError> {
         if !path.exists() {
             continue;
         }
-        let decision = supervise::decision_path(&queue, id);
-        if decision.exists() {
-            let verdict = std::fs::read_to_string(&decision)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Decision>(&t).ok())
-                .map_or("decided", |d| verdict_word(d.verdict));
-            return Err(QueueError::Decided {
-                id: id.to_owned(),
-                verdict,
-                path: decision,
-            });
-        }
         let proposal = read_proposal(&queue, &path)?;
-        return Ok(Pending { proposal, queue });
+        let pending = Pending { proposal, queue };
+        ensure_undecided(&pending)?;
+        return Ok(pending);
     }
     Err(QueueError::NotFound {
         id: id.to_owned(),
@@ -120,9 +110,35 @@ pub(crate) fn find(root: &Path, id: &str) -> Result<Pending, QueueError> {
     })
 }
 
+/// Fails when `pending` got a decision since it was read (another operator, the CLI while the
+/// dashboard is open): a proposal is decided once.
+pub(crate) fn ensure_undecided(pending: &Pending) -> Result<(), QueueError> {
+    let path = supervise::decision_path(&pending.queue, &pending.proposal.id);
+    if !path.exists() {
+        return Ok(());
+    }
+    let verdict = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Decision>(&t).ok())
+        .map_or("decided", |d| verdict_word(d.verdict));
+    Err(QueueError::Decided {
+        id: pending.proposal.id.clone(),
+        verdict,
+        path,
+    })
+}
+
 /// Writes `decision` into `queue`'s `decisions/` (created if missing), whole or not at all.
+/// An existing decision is never replaced.
 pub(crate) fn write_decision(queue: &Path, decision: &Decision) -> Result<PathBuf, QueueError> {
     let path = supervise::decision_path(queue, &decision.id);
+    if path.exists() {
+        return Err(QueueError::Decided {
+            id: decision.id.clone(),
+            verdict: "decided",
+            path,
+        });
+    }
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(queue.join(DECISIONS_DIR))?;
         let text = serde_json::to_string_pretty(decision).map_err(std::io::Error::other)?;
