@@ -105,6 +105,19 @@ fn once_prints_pending_proposals_oldest_first() {
     assert!(stderr.contains("p-broken.json"), "{stderr}");
 }
 
+#[test]
+fn without_a_terminal_the_tui_points_at_once() {
+    let home = Home::new();
+    let out = Command::new(BIN)
+        .arg("dashboard")
+        .env("CLAUDE_BOTTLE_HOME", &home.root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dashboard --once"));
+}
+
 /// A tmux server of our own (its own socket), killed when the test ends.
 struct Tmux {
     socket: String,

@@ -27,6 +27,11 @@ const REFRESH: Duration = Duration::from_secs(1);
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
+    use std::io::IsTerminal;
+    anyhow::ensure!(
+        std::io::stdout().is_terminal() && std::io::stdin().is_terminal(),
+        "the dashboard needs a terminal; `claude-bottle dashboard --once` prints the pending proposals for scripts"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
