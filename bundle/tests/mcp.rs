@@ -283,7 +283,7 @@ fn tools_list_shows_the_five_tools_with_their_schemas() {
             egress["description"]
                 .as_str()
                 .unwrap()
-                .contains("403 'no route'")
+                .contains("'no route'")
         );
         assert!(
             egress["description"]
@@ -479,15 +479,35 @@ fn egress_block_files_a_proposal_and_refuses_bad_input() {
         .unwrap()
         .count();
     assert_eq!(files, 1);
-    // Asking again for a host that is waiting names the waiting proposal.
     let again = server.client(
         "legacy",
-        json!([call(
-            "egress-block",
-            json!({"host": "docs.rs", "justification": "again"})
-        )]),
+        json!([
+            // Asking again for a host that is waiting names the waiting proposal.
+            call(
+                "egress-block",
+                json!({"host": "docs.rs", "justification": "again"})
+            ),
+            // A routed host with a prefix its route lacks is an extension, as the proxy's
+            // "outside the route's path_allowlist" refusal suggests.
+            call(
+                "egress-block",
+                json!({"host": "api.github.com",
+                                        "path_allowlist": ["/orgs/alice/"], "justification": j})
+            ),
+            call(
+                "egress-block",
+                json!({"host": "api.github.com",
+                                        "path_allowlist": ["/repos/alice/x"], "justification": j})
+            ),
+        ]),
     );
     assert!(tool_error(&again[0]).contains(id));
+    let extension = ok(&again[1])["id"].as_str().unwrap().to_owned();
+    let Request::Egress(asked) = server.proposal(&extension).request else {
+        panic!("not an egress proposal")
+    };
+    assert_eq!(asked.path_allowlist, ["/orgs/alice/"]);
+    assert!(tool_error(&again[2]).contains("already inside"));
 }
 
 #[test]

@@ -59,6 +59,21 @@ impl State {
 
     async fn file(&self, justification: String, request: Request) -> Result<Filed, String> {
         let _guard = self.submit.lock().await;
+        if let Request::Egress(asked) = &request {
+            let waiting = self
+                .queue
+                .pending()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|p| matches!(&p.request, Request::Egress(e) if e.host == asked.host));
+            if let Some(p) = waiting {
+                return Err(format!(
+                    "host: {} is already asked for in proposal {}, still waiting for the \
+                     operator; call proposal-status with that id instead of asking again",
+                    asked.host, p.id
+                ));
+            }
+        }
         let kind = queue::kind(&request);
         let proposal = self
             .queue
@@ -225,8 +240,10 @@ impl Supervise {
         name = "egress-block",
         description = "Ask the operator to allow a host through the egress proxy. Call this when \
             a request through the egress proxy (HTTPS_PROXY, http://bundle:9099) was refused \
-            with 403 'no route' for a host, or before using a host that list-egress-routes does \
-            not show. Send the exact host, optional path prefixes, and a justification the \
+            with 403 because the host is not in the egress routes ('no route'), or because a \
+            path is outside a routed host's path_allowlist (then send the path_allowlist you \
+            need), or before using a host that list-egress-routes does not show. Send the \
+            exact host, optional path prefixes, and a justification the \
             operator will read. If the API needs a credential, put the NAME of the host \
             environment variable holding it in auth.token_ref (never a token value). Returns a \
             proposal id at once; then call proposal-status with that id to wait for the \
@@ -249,23 +266,7 @@ impl Supervise {
 
         let config = self.state.config()?;
         let serving = validate::routes_serving(&config.proxy.routes, &host);
-        if !serving.is_empty() {
-            return Err(validate::already_routed(&host, &serving).to_string());
-        }
-        let waiting = self
-            .state
-            .queue
-            .pending()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|p| matches!(&p.request, Request::Egress(e) if e.host == host));
-        if let Some(p) = waiting {
-            return Err(format!(
-                "host: {host} is already asked for in proposal {}, still waiting for the \
-                 operator; call proposal-status with that id instead of asking again",
-                p.id
-            ));
-        }
+        validate::check_routed(&host, &path_allowlist, &serving).map_err(|e| e.to_string())?;
         self.state
             .file(
                 justification,

@@ -115,9 +115,24 @@ pub fn routes_serving<'a>(routes: &'a [RouteConfig], host: &str) -> Vec<&'a Rout
         .collect()
 }
 
-/// The error for a host that already has a route, listing what the route allows.
-pub fn already_routed(host: &str, routes: &[&RouteConfig]) -> Invalid {
-    let described: Vec<String> = routes
+/// Whether asking for `host` with `paths` adds anything to the routes already `serving` it.
+///
+/// A request for a routed host is refused (naming what the route allows) unless it asks for
+/// path prefixes the route does not cover yet: the proxy's "outside the route's
+/// path_allowlist" refusal tells the agent to ask exactly that way.
+pub fn check_routed(host: &str, paths: &[String], serving: &[&RouteConfig]) -> Result<(), Invalid> {
+    if serving.is_empty() {
+        return Ok(());
+    }
+    let covered = |path: &str| {
+        serving.iter().any(|r| {
+            r.path_allowlist.is_empty() || r.path_allowlist.iter().any(|p| path.starts_with(p))
+        })
+    };
+    if !paths.is_empty() && !paths.iter().all(|p| covered(p)) {
+        return Ok(());
+    }
+    let described: Vec<String> = serving
         .iter()
         .map(|r| {
             let paths = if r.path_allowlist.is_empty() {
@@ -128,14 +143,21 @@ pub fn already_routed(host: &str, routes: &[&RouteConfig]) -> Invalid {
             format!("route {} allows {paths}", r.host)
         })
         .collect();
-    invalid(
+    let hint = if serving.iter().any(|r| r.path_allowlist.is_empty()) {
+        "A request refused for this host is not a missing route; call list-egress-routes to see it"
+    } else if paths.is_empty() {
+        "If a path outside those prefixes was refused, call egress-block again with the \
+         path_allowlist you need"
+    } else {
+        "The paths you sent are already inside those prefixes; call list-egress-routes to see them"
+    };
+    Err(invalid(
         "host",
         format!(
-            "{host} already has a route ({}). If a request was refused, check its path against \
-             those prefixes (call list-egress-routes); a 403 for a routed host is not a missing route",
+            "{host} already has a route ({}). {hint}",
             described.join("; ")
         ),
-    )
+    ))
 }
 
 /// `path_allowlist`: each a prefix starting with `/` that the proxy can match unambiguously.
@@ -253,10 +275,8 @@ pub fn auth(scheme: &str, token_ref: &str, header: Option<&str>) -> Result<AuthR
     if !token_ok {
         return Err(invalid(
             "auth.token_ref",
-            format!(
-                "{token_ref:?} is not a variable name; send the NAME of the host environment \
-                 variable holding the token ([A-Z_][A-Z0-9_]*, e.g. GITHUB_TOKEN), never the token itself"
-            ),
+            "not a variable name; send the NAME of the host environment variable holding the \
+             token ([A-Z_][A-Z0-9_]*, e.g. GITHUB_TOKEN), never the token itself",
         ));
     }
     Ok(AuthRequest {
@@ -379,9 +399,29 @@ mod tests {
         assert_eq!(routes_serving(&routes, "a.b.example.com").len(), 0);
         assert_eq!(routes_serving(&routes, "git.test").len(), 1);
         assert_eq!(routes_serving(&routes, "github.com").len(), 0);
-        let msg = already_routed("api.github.com", &routes_serving(&routes, "api.github.com"))
+        let gh = routes_serving(&routes, "api.github.com");
+        let msg = check_routed("api.github.com", &[], &gh)
+            .unwrap_err()
             .to_string();
         assert!(msg.contains("path prefixes /repos/a/"), "{msg}");
+        assert!(msg.contains("path_allowlist you need"), "{msg}");
+        let msg = check_routed("api.github.com", &["/repos/a/x".into()], &gh)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("already inside"), "{msg}");
+        // Asking for a prefix the route lacks is an extension, not a duplicate.
+        check_routed(
+            "api.github.com",
+            &["/repos/a/x".into(), "/user".into()],
+            &gh,
+        )
+        .unwrap();
+        let wild = routes_serving(&routes, "x.example.com");
+        let msg = check_routed("x.example.com", &["/v1/".into()], &wild)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("every path"), "{msg}");
+        check_routed("docs.rs", &[], &[]).unwrap();
     }
 
     #[test]
