@@ -344,6 +344,18 @@ mod tests {
         );
     }
 
+    /// The project's own Dockerfiles are what agents will start from.
+    #[test]
+    fn the_projects_dockerfiles_parse() {
+        for text in [
+            include_str!("../../../Dockerfile.agent"),
+            include_str!("../../../Dockerfile.bundle"),
+        ] {
+            let parsed = parse(text).unwrap();
+            assert!(parsed.iter().any(|i| i.keyword == "FROM"));
+        }
+    }
+
     #[test]
     fn heredocs_are_skipped_and_must_close() {
         let text = "FROM x\nRUN <<EOF bash\nnot an instruction\nEOF\nCOPY <<-'A' <<B /dst\n\tfoo\n\tA\nbar\nB\nUSER a\n";

@@ -372,10 +372,7 @@ impl Supervise {
         &self,
         Parameters(input): Parameters<ProposalStatusInput>,
     ) -> Result<Json<ProposalStatus>, String> {
-        let wait = input
-            .wait_seconds
-            .unwrap_or(DEFAULT_WAIT_SECONDS)
-            .min(MAX_WAIT_SECONDS);
+        let wait = wait_seconds(input.wait_seconds);
         let deadline = Instant::now() + Duration::from_secs(wait);
         let id = input.id.trim();
         loop {
@@ -420,6 +417,12 @@ impl Supervise {
             }
         }
     }
+}
+
+/// How long `proposal-status` waits: [`DEFAULT_WAIT_SECONDS`] unless told, never more than
+/// [`MAX_WAIT_SECONDS`] (Claude Code cuts tool calls near 60 s).
+fn wait_seconds(asked: Option<u64>) -> u64 {
+    asked.unwrap_or(DEFAULT_WAIT_SECONDS).min(MAX_WAIT_SECONDS)
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -549,6 +552,14 @@ mod tests {
             std::fs::read_to_string(decisions.join(format!("{}.json", filed.id))).unwrap(),
             decision
         );
+    }
+
+    #[test]
+    fn waits_are_clamped_to_the_maximum() {
+        assert_eq!(wait_seconds(None), 30);
+        assert_eq!(wait_seconds(Some(0)), 0);
+        assert_eq!(wait_seconds(Some(45)), 45);
+        assert_eq!(wait_seconds(Some(3600)), MAX_WAIT_SECONDS);
     }
 
     #[tokio::test]
