@@ -331,7 +331,7 @@ fn tools_list_shows_the_five_tools_with_their_schemas() {
         assert!(tool("pipelock-block")["inputSchema"]["properties"]["change"].is_object());
         assert_eq!(tool("list-egress-routes")["inputSchema"]["type"], "object");
         let status = &tool("proposal-status")["inputSchema"];
-        assert!(status["properties"]["wait_seconds"].is_object());
+        assert_eq!(status["properties"]["wait_seconds"]["default"], 30);
         assert_eq!(status["required"], json!(["id"]));
     }
 }

@@ -171,8 +171,12 @@ pub struct ProposalStatusInput {
     pub id: String,
     /// How long to wait for a decision before answering `pending`: default 30, at most 45
     /// (larger values are treated as 45). 0 answers at once.
-    #[serde(default)]
-    pub wait_seconds: Option<u64>,
+    #[serde(default = "default_wait")]
+    pub wait_seconds: u64,
+}
+
+fn default_wait() -> u64 {
+    DEFAULT_WAIT_SECONDS
 }
 
 /// What a block tool returns.
@@ -419,10 +423,10 @@ impl Supervise {
     }
 }
 
-/// How long `proposal-status` waits: [`DEFAULT_WAIT_SECONDS`] unless told, never more than
-/// [`MAX_WAIT_SECONDS`] (Claude Code cuts tool calls near 60 s).
-fn wait_seconds(asked: Option<u64>) -> u64 {
-    asked.unwrap_or(DEFAULT_WAIT_SECONDS).min(MAX_WAIT_SECONDS)
+/// How long `proposal-status` waits: never more than [`MAX_WAIT_SECONDS`] (Claude Code cuts
+/// tool calls near 60 s).
+fn wait_seconds(asked: u64) -> u64 {
+    asked.min(MAX_WAIT_SECONDS)
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -541,7 +545,7 @@ mod tests {
         let status = |id: &str| {
             s.proposal_status(Parameters(ProposalStatusInput {
                 id: id.into(),
-                wait_seconds: Some(0),
+                wait_seconds: 0,
             }))
         };
         assert_eq!(status(&filed.id).await.unwrap().0.status, "rejected");
@@ -556,10 +560,11 @@ mod tests {
 
     #[test]
     fn waits_are_clamped_to_the_maximum() {
-        assert_eq!(wait_seconds(None), 30);
-        assert_eq!(wait_seconds(Some(0)), 0);
-        assert_eq!(wait_seconds(Some(45)), 45);
-        assert_eq!(wait_seconds(Some(3600)), MAX_WAIT_SECONDS);
+        let default: ProposalStatusInput = serde_json::from_str(r#"{"id": "p-1"}"#).unwrap();
+        assert_eq!(wait_seconds(default.wait_seconds), 30);
+        assert_eq!(wait_seconds(0), 0);
+        assert_eq!(wait_seconds(45), 45);
+        assert_eq!(wait_seconds(3600), MAX_WAIT_SECONDS);
     }
 
     #[tokio::test]
