@@ -129,9 +129,7 @@ fn init_then_dry_run_shows_the_plan() {
         "command    claude",
         "images     agent claude-bottle-agent:<hash of its inputs>",
         "runtime    ",
-        // FIXME(supervise issue): `on` once the bundle serves the MCP role.
-        "supervise  off",
-        "supervise: the supervise MCP server is not built yet",
+        "supervise  on (MCP tools for a stuck agent",
         "api.github.com             paths /repos/anthropics/; no auth",
         "api.anthropic.com          all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
         "GIT_AUTHOR_NAME   literal in the bottle",
@@ -156,8 +154,7 @@ fn dry_run_json_is_the_same_plan() {
     assert_identity(plan["identity"].as_str().unwrap());
     assert_eq!(plan["agent"]["name"], "example");
     assert_eq!(plan["bottle"]["name"], "example");
-    // FIXME(supervise issue): true once the bundle serves the MCP role.
-    assert_eq!(plan["supervise"], false);
+    assert_eq!(plan["supervise"], true);
     let routes = plan["routes"].as_array().unwrap();
     let claude = routes
         .iter()

@@ -8,6 +8,7 @@ pub(crate) mod exec;
 pub(crate) mod info;
 pub(crate) mod init;
 pub(crate) mod list;
+pub(crate) mod resume;
 pub(crate) mod start;
 pub(crate) mod stop;
 
