@@ -565,3 +565,51 @@ fn start_refuses_missing_skill_and_key_files() {
     );
     assert!(run.stderr().contains("is not a file"), "{}", run.stderr());
 }
+
+#[test]
+fn resume_refuses_a_bottle_without_state_or_not_suspended() {
+    let env = Env::new();
+    let run = env.run(&["resume", "dev-zzzzz", "-y"]);
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.stderr()
+            .contains("no saved state for bottle `dev-zzzzz`"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stderr().contains("claude-bottle list"), "{}", run.all());
+
+    // A running (not suspended) bottle's state.
+    let state = env.root().join("state/dev-run00");
+    std::fs::create_dir_all(&state).unwrap();
+    env.write(
+        &state.join("metadata.json"),
+        r#"{"identity":"dev-run00","agent":"dev","bottle":"b","started":1,
+            "agent_container":"a","bundle_container":"bu","agent_image":"ai",
+            "bundle_image":"bi","detached":true,"launcher_pid":1}"#,
+    );
+    let run = env.run(&["resume", "dev-run00", "-y"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("is not suspended"), "{}", run.all());
+    assert!(
+        run.stderr().contains("claude-bottle attach dev-run00"),
+        "{}",
+        run.all()
+    );
+
+    // Suspended, but the saved Dockerfile is gone.
+    env.write(
+        &state.join("metadata.json"),
+        r#"{"identity":"dev-run00","agent":"dev","bottle":"b","started":1,
+            "agent_container":"a","bundle_container":"bu","agent_image":"ai",
+            "bundle_image":"bi","detached":true,"launcher_pid":1,"suspended":true,
+            "project":"/"}"#,
+    );
+    let run = env.run(&["resume", "dev-run00", "-y"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("agent.Dockerfile"), "{}", run.all());
+    assert!(
+        state.join("metadata.json").exists(),
+        "a refused resume keeps the state"
+    );
+}
