@@ -103,7 +103,14 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
             dockerfile_path,
             work_tar,
         };
-        start::start_bottle(&ctx, prepared, origin, args.detach).await
+        start::start_bottle(&ctx, prepared, origin, args.detach)
+            .await
+            .with_context(|| {
+                format!(
+                    "bottle {id} was not resumed; its saved state is kept in {} (fix the cause and run `claude-bottle resume {id}` again, or `claude-bottle stop {id}` to discard it)",
+                    state::dir(root, id).display()
+                )
+            })
     })
 }
 
