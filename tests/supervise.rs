@@ -143,10 +143,7 @@ async fn egress_request_is_refused_until_approved_and_a_rejection_carries_its_re
 
     // Not decided yet: still refused, and the status says so.
     let pending = status(&home, &id, &pid, 1);
-    assert!(
-        !pending.to_string().contains("approved"),
-        "undecided proposal reads approved: {pending}"
-    );
+    assert_eq!(pending["structured"]["status"], "pending", "{pending}");
     assert!(text(&bottle.sh(fetch)).trim_end().ends_with("403"));
 
     let approved = home.run(&["approve", &pid]);
@@ -158,7 +155,7 @@ async fn egress_request_is_refused_until_approved_and_a_rejection_carries_its_re
             .is_file()
     );
     let decided = status(&home, &id, &pid, 10);
-    assert!(decided.to_string().contains("approved"), "{decided}");
+    assert_eq!(decided["structured"]["status"], "approved", "{decided}");
 
     // The same request now reaches the upstream (no restart).
     let retry = "for i in $(seq 50); do \
@@ -181,9 +178,8 @@ async fn egress_request_is_refused_until_approved_and_a_rejection_carries_its_re
     let rejected = home.run(&["reject", &pid2, "--reason", reason]);
     assert!(rejected.status.success(), "{}", text(&rejected));
     let decided = status(&home, &id, &pid2, 10);
-    let decided = decided.to_string();
-    assert!(decided.contains("rejected"), "{decided}");
-    assert!(decided.contains(reason), "{decided}");
+    assert_eq!(decided["structured"]["status"], "rejected", "{decided}");
+    assert_eq!(decided["structured"]["reason"], reason, "{decided}");
     let still = bottle.sh("curl -sS -w '\\n%{http_code}' https://other.test/");
     assert!(text(&still).trim_end().ends_with("403"), "{}", text(&still));
 }

@@ -350,18 +350,19 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
     }
 }
 
-/// Adds routes approved while the bottle ran (`state/<id>/routes.json`), for `resume`. An
-/// approved route replaces a route for the same host, as the approval did in the live bottle.
-/// `vars_set` says which of their token variables are set on the host now.
+/// Re-applies the routes a bottle had live when it was suspended (`state/<id>/routes.json`,
+/// which the approvals write), for `resume`. A live route identical to the plan's route for
+/// its host changes nothing; any other replaces the plan's route for that host or is added,
+/// marked [`RouteOrigin::Approved`]. `vars_set` says which of their token variables are set
+/// on the host now.
 pub(crate) fn with_approved_routes(
     mut plan: Plan,
-    approved: &[bottle_contract::bundle_config::RouteConfig],
+    live: &[bottle_contract::bundle_config::RouteConfig],
     vars_set: &BTreeSet<String>,
 ) -> Plan {
     use bottle_contract::bundle_config::AuthScheme as Wire;
-    for route in approved {
-        plan.routes.retain(|r| r.host != route.host);
-        plan.routes.push(RoutePlan {
+    for route in live {
+        let approved = RoutePlan {
             host: route.host.clone(),
             path_allowlist: route.path_allowlist.clone(),
             auth: route.auth.as_ref().map(|a| {
@@ -384,7 +385,20 @@ pub(crate) fn with_approved_routes(
                 }
             }),
             origin: RouteOrigin::Approved,
+        };
+        let unchanged = plan.routes.iter().any(|r| {
+            r.host == approved.host
+                && r.path_allowlist == approved.path_allowlist
+                && r.auth.as_ref().map(|a| (&a.scheme, &a.header, &a.token))
+                    == approved
+                        .auth
+                        .as_ref()
+                        .map(|a| (&a.scheme, &a.header, &a.token))
         });
+        if !unchanged {
+            plan.routes.retain(|r| r.host != approved.host);
+            plan.routes.push(approved);
+        }
     }
     plan
 }

@@ -481,6 +481,10 @@ fn approved_routes_are_added_replace_the_same_host_and_render_with_their_slot() 
         },
     ];
     let before = full_plan().routes.len();
+    // The live routes hold every route: those the plan already has change nothing.
+    let unchanged = bundle_config(&full_plan(), Egress::Direct).proxy.routes;
+    let same = with_approved_routes(full_plan(), &unchanged, &BTreeSet::new());
+    assert_eq!(plan_text(&same), plan_text(&full_plan()));
     let plan = with_approved_routes(full_plan(), &approved, &BTreeSet::from(["DOCS_KEY".into()]));
     assert_eq!(
         plan.routes.len(),

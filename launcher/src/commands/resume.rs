@@ -58,18 +58,23 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
         root: root.clone(),
         cwd: project,
     };
-    let approved = approved_routes(&state_dir.join(state::ROUTES))?;
+    let live_routes = approved_routes(&state_dir.join(state::ROUTES))?;
 
     let loaded = manifest::load(&dirs, &meta.agent)?;
     let facts = facts::gather(&loaded, host)?;
     let mut plan = plan::build(&loaded, &facts);
     plan.identity = meta.identity.clone();
-    let approved_vars: BTreeSet<String> = approved
+    let approved_vars: BTreeSet<String> = live_routes
         .iter()
         .filter_map(|r| r.auth.as_ref().map(|a| a.token_slot.clone()))
         .filter(|v| host.var(v).is_some_and(|value| !value.is_empty()))
         .collect();
-    let plan = plan::with_approved_routes(plan, &approved, &approved_vars);
+    let plan = plan::with_approved_routes(plan, &live_routes, &approved_vars);
+    let approved = plan
+        .routes
+        .iter()
+        .filter(|r| r.origin == plan::RouteOrigin::Approved)
+        .count();
 
     print!("{}", plan_text(&plan));
     println!(
@@ -77,7 +82,7 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
         dockerfile_path.display(),
         work_tar.len() as f64 / 1e6,
         work_path.display(),
-        approved.len()
+        approved
     );
     if !args.yes && !start::confirm_with(host, "Resume this bottle?")? {
         println!("not resumed; the saved state is kept");
@@ -114,19 +119,29 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
     })
 }
 
-/// The routes approved while the bottle ran (`state/<id>/routes.json`); none when the file
-/// does not exist.
+/// The routes the bottle had live when it was suspended (`state/<id>/routes.json`, written by
+/// each approval: `{"identity", "updated", "routes": [...]}`, or a bare list of routes); none
+/// when the file does not exist.
 fn approved_routes(path: &Path) -> anyhow::Result<Vec<RouteConfig>> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        List(Vec<RouteConfig>),
+        State { routes: Vec<RouteConfig> },
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    serde_json::from_str(&text).with_context(|| {
+    let saved: Saved = serde_json::from_str(&text).with_context(|| {
         format!(
-            "{} is not a JSON list of routes (host, path_allowlist, auth); fix or remove it to resume without the approved routes",
+            "{} does not hold the bottle's routes (host, path_allowlist, auth); fix or remove it to resume without the approved routes",
             path.display()
         )
+    })?;
+    Ok(match saved {
+        Saved::List(routes) | Saved::State { routes } => routes,
     })
 }
 
@@ -148,10 +163,17 @@ mod tests {
         let routes = approved_routes(&path).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[1].auth.as_ref().unwrap().token_slot, "E2E_TOKEN");
+        // The approvals' form: the routes with who and when.
+        std::fs::write(
+            &path,
+            r#"{"identity":"dev-abcde","updated":1,"routes":[{"host":"docs.rs","auth":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(approved_routes(&path).unwrap()[0].host, "docs.rs");
         std::fs::write(&path, "{").unwrap();
         let err = format!("{:#}", approved_routes(&path).unwrap_err());
         assert!(
-            err.contains("routes.json") && err.contains("JSON list"),
+            err.contains("routes.json") && err.contains("does not hold"),
             "{err}"
         );
     }
