@@ -378,7 +378,7 @@ async fn the_agent_cannot_write_or_forge_a_decision() {
 
     // No queue path is mounted into the agent, and nothing of the bundle's queue exists there.
     let mounts = bottle.sh_ok("cat /proc/self/mountinfo /proc/mounts");
-    for needle in ["queue", "/var/lib/bottle", "decisions", "proposals"] {
+    for needle in ["/queue", "/var/lib/bottle", "decisions", "proposals"] {
         assert!(
             !mounts.contains(needle),
             "{needle} is mounted in the agent:\n{mounts}"
