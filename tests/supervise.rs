@@ -256,8 +256,21 @@ async fn capability_approval_suspends_and_resume_rebuilds_with_the_same_work_tre
         "jq is already there"
     );
 
+    // A route approved now must still be there after the resume.
+    let asked = call(
+        &home,
+        &id,
+        "egress-block",
+        &serde_json::json!({"host": "api.test", "justification": "the task needs the test API"}),
+    );
+    let route = next_proposal(&home, &id, &[]);
+    let route_id = route["id"].as_str().unwrap().to_owned();
+    assert_names(&asked, &route_id);
+    let approved = home.run(&["approve", &route_id]);
+    assert!(approved.status.success(), "{}", text(&approved));
+
     let asked = agent_py(&home, &id, &["capability", "jq parses the API's JSON"]);
-    let proposal = next_proposal(&home, &id, &[]);
+    let proposal = next_proposal(&home, &id, std::slice::from_ref(&route_id));
     let pid = proposal["id"].as_str().unwrap().to_owned();
     assert_names(&asked, &pid);
     assert_eq!(proposal["request"]["kind"], "capability", "{proposal}");
@@ -316,12 +329,26 @@ async fn capability_approval_suspends_and_resume_rebuilds_with_the_same_work_tre
     let resumed = home.run(&["resume", &id, "-y", "-d"]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(
+        text(&resumed)
+            .lines()
+            .any(|l| l.contains("api.test") && l.contains("[approved through supervise]")),
+        "{}",
+        text(&resumed)
+    );
+    assert!(
         text(&resumed).contains(&format!("bottle {id} is running")),
         "{}",
         text(&resumed)
     );
     // The new image has the package; the work tree is the one the agent left, still its own.
     assert!(guard.sh_ok("jq --version").starts_with("jq-"));
+    // The approved route is live again (the upstream is new: the old one went with the bottle).
+    start_upstream(&docker, &id, &guard.network(), "api.test", &ca).await;
+    let retry = "for i in $(seq 50); do \
+        out=$(curl -sS --fail https://api.test/again) && { echo \"$out\"; exit 0; }; \
+        sleep 0.2; done; exit 1";
+    let seen: Value = serde_json::from_str(&guard.sh_ok(retry)).unwrap();
+    assert_eq!(seen["path"], "/again");
     assert_eq!(guard.sh_ok("cat notes.txt"), "written-before-suspend\n");
     assert_eq!(
         guard.sh_ok("stat -c '%u %n' notes.txt sub/deep.txt mcp_agent.py"),
