@@ -6,13 +6,15 @@
 //! `run(config, listener, cancel)` entry and its own subcommand: [`proxy`] is the egress proxy
 //! (CONNECT + TLS interception, routes, credential injection, push block); [`gate`] serves the
 //! agent's git remotes, scanning pushes with [`scanner`] (the gitleaks-compatible secret
-//! scanner, also `bottle-bundle scan`) before forwarding them upstream. [`relay`] is the odd
+//! scanner, also `bottle-bundle scan`) before forwarding them upstream; [`mcp`] is the supervise
+//! MCP server where a stuck agent asks the operator for a host or an image change. [`relay`] is the odd
 //! one out: it runs inside the agent container and forwards loopback ports to the bundle's
 //! Unix sockets; [`sockets`] binds the roles' Unix sockets so the relay's uid can connect.
 
 pub mod config;
 pub mod gate;
 pub mod init;
+pub mod mcp;
 pub mod proxy;
 pub mod relay;
 pub mod run;

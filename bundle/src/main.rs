@@ -35,6 +35,8 @@ enum Command {
     Scan(bottle_bundle::scanner::cli::ScanArgs),
     /// Serve the git gate (`gate hook pre-receive` is git's hook).
     Gate(bottle_bundle::gate::GateArgs),
+    /// Serve the supervise MCP server (stuck-agent proposals to the operator).
+    Mcp(bottle_bundle::mcp::McpArgs),
     /// Run the egress proxy alone.
     Proxy(bottle_bundle::proxy::ProxyArgs),
     /// Manage the per-bottle CA (`ca init` for standalone use).
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Relay(args) => bottle_bundle::relay::main(args),
+        Command::Mcp(args) => bottle_bundle::mcp::run_mcp(args),
         Command::Proxy(args) => bottle_bundle::proxy::run_proxy(args),
         Command::Ca(args) => bottle_bundle::proxy::run_ca(args),
     };

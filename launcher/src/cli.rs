@@ -40,6 +40,12 @@ pub enum Command {
     Init,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// The operator's view of supervise: pending proposals and running bottles (a TUI).
+    Dashboard(DashboardArgs),
+    /// Approve a pending supervise proposal and apply it to its bottle.
+    Approve(ApproveArgs),
+    /// Reject a pending supervise proposal; the agent is told the reason.
+    Reject(RejectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,4 +117,29 @@ pub struct InfoArgs {
 pub struct CompletionsArgs {
     /// The shell to generate completions for.
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Print the pending proposals (oldest first) and exit, for scripts.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The proposal id (as `dashboard --once` shows it).
+    pub id: String,
+    /// Edit the request in $EDITOR (JSON) before approving it.
+    #[arg(long)]
+    pub edit: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// The proposal id (as `dashboard --once` shows it).
+    pub id: String,
+    /// Why, in words the agent can act on (required).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }

@@ -14,12 +14,14 @@ pub mod backend;
 mod bottle;
 pub mod cli;
 mod commands;
+mod dashboard;
 mod facts;
 mod manifest;
 mod plan;
 mod render;
 mod secrets;
 mod state;
+mod supervise;
 mod tty;
 
 use std::path::PathBuf;
@@ -58,6 +60,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Completions(args) => {
             commands::completions::run(args.shell);
             Ok(0)
+        }
+        Command::Dashboard(args) => commands::dashboard::run(&dirs(None)?.root, args.once),
+        Command::Approve(args) => commands::approve::run(&dirs(None)?.root, &args.id, args.edit),
+        Command::Reject(args) => {
+            commands::reject::run(&dirs(None)?.root, &args.id, args.reason.as_deref())
         }
     }
 }

@@ -82,6 +82,15 @@ fn serve_from_config(config_path: &Path) -> anyhow::Result<()> {
     let program = std::env::current_exe().context("cannot find the bundle binary")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
+        // The bundle's supervisor forwards SIGHUP to every role (the proxy reloads on it); its
+        // default action would kill the gate, so watch it before listening and ignore it.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot watch SIGHUP")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: the gate has nothing to reload");
+            }
+        });
         let listeners = bind(&config.gate.listen).await?;
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();

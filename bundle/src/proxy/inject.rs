@@ -56,7 +56,7 @@ impl std::fmt::Debug for Injection {
 }
 
 /// Headers that can never carry a credential: framing and hop-by-hop.
-const RESERVED: [&str; 11] = [
+pub(crate) const RESERVED: [&str; 11] = [
     "host",
     "content-length",
     "transfer-encoding",

@@ -11,7 +11,7 @@
 mod audit;
 pub mod ca;
 mod forward;
-mod inject;
+pub(crate) mod inject;
 mod listener;
 mod mitm;
 pub mod policy;

@@ -80,7 +80,7 @@ impl Host {
 }
 
 /// Checks an LDH host name; IP literals are refused (routes name hosts, not addresses).
-fn check_dns_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 253 {
         return Err("a host name must be 1 to 253 characters");
     }

@@ -17,7 +17,6 @@ use crate::state;
 /// `<root>/state/<identity>/`, removes the bottle's Docker objects (not its state, not its
 /// queue), and returns the message for the agent and the operator (it names
 /// `claude-bottle resume <identity>`).
-#[allow(dead_code)] // Called by `approve` of a capability proposal (commands/approve.rs).
 pub(crate) async fn suspend<B: Backend>(
     backend: &B,
     root: &Path,

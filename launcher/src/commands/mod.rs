@@ -1,13 +1,16 @@
 //! One module per subcommand. Each prints its own output; errors go back to `main` as
 //! `anyhow::Error`, with `ManifestError` kept in the chain for the exit status.
 
+pub(crate) mod approve;
 pub(crate) mod attach;
 pub(crate) mod cleanup;
 pub(crate) mod completions;
+pub(crate) mod dashboard;
 pub(crate) mod exec;
 pub(crate) mod info;
 pub(crate) mod init;
 pub(crate) mod list;
+pub(crate) mod reject;
 pub(crate) mod resume;
 pub(crate) mod start;
 pub(crate) mod stop;

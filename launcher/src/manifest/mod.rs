@@ -8,7 +8,7 @@
 pub(crate) mod parse;
 mod tree;
 pub(crate) mod validate;
-mod values;
+pub(crate) mod values;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

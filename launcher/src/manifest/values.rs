@@ -14,7 +14,7 @@ pub(super) fn valid_plain_name(s: &str) -> bool {
         && !s.contains("..")
 }
 
-pub(super) fn valid_header_name(s: &str) -> bool {
+pub(crate) fn valid_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
@@ -22,7 +22,7 @@ pub(super) fn valid_header_name(s: &str) -> bool {
 
 /// A path prefix must be an absolute, already-normalised path: the proxy compares it with the
 /// normalised request path, so anything that could be read two ways is refused here.
-pub(super) fn check_path_prefix(p: &str) -> Result<(), String> {
+pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
         return Err(format!("`{p}` must start with `/`"));
     }

@@ -1,0 +1,16 @@
+//! `claude-bottle reject ID --reason TEXT`: tell the agent no, and why. Needs no Docker.
+
+use std::path::Path;
+
+use crate::supervise::{decide, queue};
+
+pub(crate) fn run(root: &Path, id: &str, reason: Option<&str>) -> anyhow::Result<u8> {
+    let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+        anyhow::bail!(
+            "a rejection needs a reason the agent can act on: `claude-bottle reject {id} --reason \"TEXT\"`"
+        );
+    };
+    let pending = queue::find(root, id)?;
+    println!("{}", decide::reject(root, &pending, reason)?);
+    Ok(0)
+}

@@ -1,0 +1,381 @@
+//! What an approval does to a running bottle, through the backend.
+//!
+//! Egress: the live config (and the secrets file, for a credentialed route) is copied out of
+//! the bundle, the route merged, both copied back with their modes and owners, the bundle's
+//! PID 1 gets SIGHUP (it forwards it; the proxy reloads routes and secrets), and the route is
+//! confirmed on the proxy's introspection page *from the agent's side* before returning, so
+//! the decision written afterwards is true. If the route does not show up, the old files are
+//! put back. Pipelock: its YAML is merged the same way and the bundle signalled.
+//!
+//! The token value goes from the host's environment straight into the secrets file: never
+//! into an error, a log line, the audit log or `routes.json`.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bottle_contract::bundle_config::{BundleConfig, RouteConfig};
+use bottle_contract::secrets::SecretsFile;
+use bottle_contract::supervise::EgressRequest;
+use bottle_contract::wire;
+
+use crate::backend::{Backend, ContextFile, ExecSpec};
+use crate::bottle::{object_name, provision};
+use crate::secrets::Secret;
+
+/// How long the route may take to show up on the proxy's introspection page.
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(6);
+const CONFIRM_POLL: Duration = Duration::from_millis(300);
+
+/// A bottle whose bundle and agent containers both run.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveBottle {
+    pub(crate) identity: String,
+    pub(crate) bundle: String,
+    pub(crate) agent: String,
+}
+
+/// The running containers of bottle `identity` of manifest home `root`, or an error saying
+/// the bottle is not running.
+pub(crate) async fn live_bottle<B: Backend>(
+    backend: &B,
+    root: &std::path::Path,
+    identity: &str,
+) -> anyhow::Result<LiveBottle> {
+    let home = root.display().to_string();
+    let objects = backend.list_objects(Some(identity)).await?;
+    let running = |role: &str| {
+        let name = object_name(identity, role);
+        objects
+            .iter()
+            .find(|o| o.name == name && o.home == home && o.running)
+            .map(|o| o.id.clone())
+    };
+    match (running("bundle"), running("agent")) {
+        (Some(bundle), Some(agent)) => Ok(LiveBottle {
+            identity: identity.to_owned(),
+            bundle,
+            agent,
+        }),
+        _ => anyhow::bail!(
+            "bottle `{identity}` is not running, so nothing can be applied to it; reject the proposal with a reason, or start the bottle again"
+        ),
+    }
+}
+
+/// One file copied out of a container, with what is needed to put it back the same way.
+#[derive(Debug, Clone)]
+struct Fetched {
+    path: String,
+    contents: Vec<u8>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+}
+
+impl Fetched {
+    /// The same file with new contents.
+    fn with(&self, contents: impl Into<Vec<u8>>) -> ContextFile {
+        ContextFile::new(self.path.clone(), contents, self.mode).owned_by(self.uid, self.gid)
+    }
+
+    fn text(&self) -> anyhow::Result<&str> {
+        std::str::from_utf8(&self.contents).with_context(|| format!("{} is not UTF-8", self.path))
+    }
+}
+
+async fn fetch<B: Backend>(backend: &B, container: &str, path: &str) -> anyhow::Result<Fetched> {
+    let archive = backend.copy_out(container, path).await?;
+    let mut tar = tar::Archive::new(&archive[..]);
+    let entries = tar
+        .entries()
+        .with_context(|| format!("reading {path} out of the bundle"))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("reading {path} out of the bundle"))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let header = entry.header();
+        let mode = header.mode()? & 0o7777;
+        let uid = header.uid()?;
+        let gid = header.gid()?;
+        let mut contents = Vec::new();
+        entry.read_to_end(&mut contents)?;
+        return Ok(Fetched {
+            path: path.to_owned(),
+            contents,
+            mode,
+            uid,
+            gid,
+        });
+    }
+    anyhow::bail!("{path} is not a file in the bundle container")
+}
+
+/// Copies `files` back and signals the bundle to reload.
+async fn put_and_reload<B: Backend>(
+    backend: &B,
+    bottle: &LiveBottle,
+    files: &[ContextFile],
+) -> anyhow::Result<()> {
+    backend.copy_into(&bottle.bundle, "/", files).await?;
+    backend.signal(&bottle.bundle, "SIGHUP").await?;
+    Ok(())
+}
+
+/// The routes before and after an egress approval, and pipelock's YAML diff if it has one.
+#[derive(Debug, Clone)]
+pub(crate) struct EgressChange {
+    pub(crate) before: Vec<RouteConfig>,
+    pub(crate) after: Vec<RouteConfig>,
+    pub(crate) pipelock_diff: String,
+}
+
+/// Merges `request` into the bottle's live routes and waits until the proxy serves it.
+/// `token` is the value for `request.auth.token_ref`, read from the host already.
+pub(crate) async fn apply_egress<B: Backend>(
+    backend: &B,
+    bottle: &LiveBottle,
+    request: &EgressRequest,
+    token: Option<&Secret>,
+) -> anyhow::Result<EgressChange> {
+    let config_file = fetch(backend, &bottle.bundle, wire::BUNDLE_CONFIG_PATH).await?;
+    let mut config = BundleConfig::from_json(config_file.text()?)
+        .map_err(|e| anyhow::anyhow!("bottle `{}`: {e}", bottle.identity))?;
+    let before = config.proxy.routes.clone();
+    super::routes::merge(&mut config.proxy.routes, request);
+    let after = config.proxy.routes.clone();
+
+    let mut originals = vec![config_file.with(config_file.contents.clone())];
+    let mut updated = vec![config_file.with(config.to_json())];
+    if let (Some(auth), Some(token)) = (&request.auth, token) {
+        let secrets_file = fetch(backend, &bottle.bundle, wire::BUNDLE_SECRETS_PATH).await?;
+        let mut secrets: SecretsFile =
+            serde_json::from_slice(&secrets_file.contents).map_err(|_| {
+                anyhow::anyhow!(
+                    "the secrets file of bottle `{}` is not valid",
+                    bottle.identity
+                )
+            })?;
+        secrets
+            .tokens
+            .insert(auth.token_ref.clone(), token.expose().to_owned());
+        let text = serde_json::to_string_pretty(&secrets)
+            .map_err(|_| anyhow::anyhow!("cannot write the secrets file"))?;
+        originals.push(secrets_file.with(secrets_file.contents.clone()));
+        updated.push(secrets_file.with(text));
+    }
+    let mut pipelock_diff = String::new();
+    if let Some(pipelock) = &config.pipelock {
+        // Pipelock is a second allowlist behind the proxy: the host goes into it too, and a
+        // credentialed host passes through its interception (see render/pipelock.rs).
+        let mut change = serde_json::json!({ "api_allowlist": [request.host] });
+        if request.auth.is_some() {
+            change["tls_interception"] =
+                serde_json::json!({ "passthrough_domains": [request.host] });
+        }
+        let file = fetch(backend, &bottle.bundle, &pipelock.config).await?;
+        let (text, diff) = merged_pipelock(file.text()?, &change)?;
+        pipelock_diff = diff;
+        originals.push(file.with(file.contents.clone()));
+        updated.push(file.with(text));
+    }
+
+    put_and_reload(backend, bottle, &updated).await?;
+    let wanted = after
+        .iter()
+        .find(|r| r.host == request.host)
+        .cloned()
+        .context("the merged route is missing")?;
+    if let Err(e) = confirm_route(backend, bottle, &wanted).await {
+        if let Err(restore) = put_and_reload(backend, bottle, &originals).await {
+            tracing::warn!(error = %restore, "restoring the previous routes failed");
+        }
+        return Err(e.context(format!(
+            "the route for {} did not go live in bottle `{}`; its previous routes were put back and nothing was approved",
+            request.host, bottle.identity
+        )));
+    }
+    Ok(EgressChange {
+        before,
+        after,
+        pipelock_diff,
+    })
+}
+
+/// Polls `http://egress.local/routes` through the proxy from the agent container until it
+/// lists `wanted` with the same paths.
+async fn confirm_route<B: Backend>(
+    backend: &B,
+    bottle: &LiveBottle,
+    wanted: &RouteConfig,
+) -> anyhow::Result<()> {
+    let exec = ExecSpec {
+        cmd: vec![
+            "/usr/bin/curl".into(),
+            "-sS".into(),
+            "--max-time".into(),
+            "2".into(),
+            format!("http://{}/routes", wire::INTROSPECTION_HOST),
+        ],
+        user: format!("{0}:{0}", provision::AGENT_UID),
+        env: Vec::new(),
+        working_dir: None,
+    };
+    let deadline = Instant::now() + CONFIRM_TIMEOUT;
+    loop {
+        let out = backend.exec(&bottle.agent, &exec).await?;
+        let last = if out.exit_code == 0 {
+            let body = String::from_utf8_lossy(&out.stdout);
+            if lists_route(&body, wanted) {
+                return Ok(());
+            }
+            format!("the proxy lists {}", body.trim())
+        } else {
+            String::from_utf8_lossy(&out.stderr).trim().to_owned()
+        };
+        if Instant::now() >= deadline {
+            anyhow::bail!("after {} s {last}", CONFIRM_TIMEOUT.as_secs());
+        }
+        tokio::time::sleep(CONFIRM_POLL).await;
+    }
+}
+
+/// Whether the introspection page's JSON lists `wanted`'s host with the same path prefixes.
+fn lists_route(body: &str, wanted: &RouteConfig) -> bool {
+    let Ok(page) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let mut want: Vec<&str> = wanted.path_allowlist.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    page["routes"].as_array().into_iter().flatten().any(|r| {
+        let mut paths: Vec<&str> = r["path_allowlist"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        paths.sort_unstable();
+        r["host"].as_str() == Some(wanted.host.as_str()) && paths == want
+    })
+}
+
+/// Merges the YAML mapping `change` into the bottle's pipelock config and signals the bundle.
+/// Returns the diff of the config.
+pub(crate) async fn apply_pipelock<B: Backend>(
+    backend: &B,
+    bottle: &LiveBottle,
+    change: &str,
+) -> anyhow::Result<String> {
+    let config_file = fetch(backend, &bottle.bundle, wire::BUNDLE_CONFIG_PATH).await?;
+    let config = BundleConfig::from_json(config_file.text()?)
+        .map_err(|e| anyhow::anyhow!("bottle `{}`: {e}", bottle.identity))?;
+    let Some(pipelock) = &config.pipelock else {
+        anyhow::bail!(
+            "bottle `{}` runs without pipelock; reject this proposal with a reason",
+            bottle.identity
+        );
+    };
+    let change = super::request::pipelock_mapping(change).map_err(|m| anyhow::anyhow!(m))?;
+    let file = fetch(backend, &bottle.bundle, &pipelock.config).await?;
+    let (text, diff) = merged_pipelock(file.text()?, &change)?;
+    put_and_reload(backend, bottle, &[file.with(text)]).await?;
+    Ok(diff)
+}
+
+/// Pipelock's YAML with `change` merged in, and the diff.
+fn merged_pipelock(yaml: &str, change: &serde_json::Value) -> anyhow::Result<(String, String)> {
+    let mut config: serde_json::Value =
+        serde_saphyr::from_str(yaml).context("the bottle's pipelock config is not valid YAML")?;
+    deep_merge(&mut config, change);
+    let text = serde_saphyr::to_string(&config).context("cannot write pipelock's config")?;
+    let diff = super::audit::diff("pipelock.yaml", yaml, &text);
+    Ok((text, diff))
+}
+
+/// Mappings merge key by key, lists gain the items they lack, anything else is replaced.
+pub(crate) fn deep_merge(base: &mut serde_json::Value, change: &serde_json::Value) {
+    use serde_json::Value;
+    match (base, change) {
+        (Value::Object(base), Value::Object(change)) => {
+            for (key, value) in change {
+                match base.get_mut(key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(base), Value::Array(change)) => {
+            for item in change {
+                if !base.contains(item) {
+                    base.push(item.clone());
+                }
+            }
+        }
+        (base, change) => *base = change.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_merge_adds_keys_unions_lists_replaces_scalars() {
+        let mut base = serde_json::json!({
+            "mode": "strict",
+            "api_allowlist": ["a.example"],
+            "tls_interception": {"enabled": true, "passthrough_domains": []}
+        });
+        let change = serde_json::json!({
+            "mode": "balanced",
+            "api_allowlist": ["a.example", "b.example"],
+            "tls_interception": {"passthrough_domains": ["b.example"]},
+            "new": 1
+        });
+        deep_merge(&mut base, &change);
+        assert_eq!(
+            base,
+            serde_json::json!({
+                "mode": "balanced",
+                "api_allowlist": ["a.example", "b.example"],
+                "tls_interception": {"enabled": true, "passthrough_domains": ["b.example"]},
+                "new": 1
+            })
+        );
+    }
+
+    #[test]
+    fn pipelock_yaml_merge_round_trips_and_diffs() {
+        let yaml = "version: 1\nmode: strict\napi_allowlist:\n- a.example\n";
+        let change = serde_json::json!({"api_allowlist": ["b.example"]});
+        let (text, diff) = merged_pipelock(yaml, &change).unwrap();
+        let back: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(
+            back["api_allowlist"],
+            serde_json::json!(["a.example", "b.example"])
+        );
+        assert_eq!(back["mode"], "strict");
+        assert!(diff.contains("+") && diff.contains("b.example"), "{diff}");
+    }
+
+    #[test]
+    fn introspection_must_list_the_host_with_the_same_paths() {
+        let wanted = RouteConfig {
+            host: "docs.rs".into(),
+            path_allowlist: vec!["/b/".into(), "/a/".into()],
+            auth: None,
+        };
+        let page = |paths: &str| {
+            format!(
+                r#"{{"routes":[{{"host":"x.example","path_allowlist":[],"auth":null}},{{"host":"docs.rs","path_allowlist":{paths},"auth":"bearer"}}]}}"#
+            )
+        };
+        assert!(lists_route(&page(r#"["/a/","/b/"]"#), &wanted));
+        assert!(!lists_route(&page(r#"["/a/"]"#), &wanted));
+        assert!(!lists_route(&page("[]"), &wanted));
+        assert!(!lists_route("not json", &wanted));
+    }
+}

@@ -1,0 +1,314 @@
+//! A proposal's request: validation with the manifest's own value checks, the operator's
+//! `$EDITOR` round trip, and the lines shown for it (`dashboard --once`, the TUI's detail pane).
+//!
+//! The bundle validated the request already, but it is the agent's side of the boundary: the
+//! host checks again before acting, and checks the operator's edit the same way, so an
+//! approved route is always one the manifest could have declared.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bottle_contract::bundle_config::AuthScheme;
+use bottle_contract::supervise::{AuthRequest, EgressRequest, Proposal, Request};
+
+use crate::manifest::Host;
+use crate::manifest::values::{check_path_prefix, valid_env_name, valid_header_name};
+
+/// `egress`, `capability` or `pipelock`: the request's kind as the queue spells it.
+pub(crate) fn kind(request: &Request) -> &'static str {
+    match request {
+        Request::Egress(_) => "egress",
+        Request::Capability { .. } => "capability",
+        Request::Pipelock { .. } => "pipelock",
+    }
+}
+
+/// Checks a request; the error says which field is wrong and how.
+pub(crate) fn validate(request: &Request) -> Result<(), String> {
+    match request {
+        Request::Egress(egress) => validate_egress(egress),
+        Request::Capability { dockerfile } => {
+            let has_from = dockerfile
+                .lines()
+                .any(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "));
+            if has_from {
+                Ok(())
+            } else {
+                Err("`dockerfile` has no `FROM` line; it must be a whole agent Dockerfile".into())
+            }
+        }
+        Request::Pipelock { change } => pipelock_mapping(change).map(|_| ()),
+    }
+}
+
+fn validate_egress(egress: &EgressRequest) -> Result<(), String> {
+    let host = Host::parse(&egress.host).map_err(|m| format!("`host`: {m}"))?;
+    if host.as_str().starts_with("*.") {
+        return Err(format!(
+            "`host`: `{}` is a wildcard; a proposal names one exact host",
+            egress.host
+        ));
+    }
+    for (i, p) in egress.path_allowlist.iter().enumerate() {
+        check_path_prefix(p).map_err(|m| format!("`path_allowlist[{i}]`: {m}"))?;
+    }
+    if let Some(AuthRequest { scheme, token_ref }) = &egress.auth {
+        if !valid_env_name(token_ref) {
+            return Err(format!(
+                "`auth.token_ref`: `{token_ref}` must name a host environment variable (letters, digits, `_`), not hold the token itself"
+            ));
+        }
+        if let AuthScheme::Header { name } = scheme {
+            let lower = name.to_ascii_lowercase();
+            if !valid_header_name(name)
+                || matches!(
+                    lower.as_str(),
+                    "host" | "cookie" | "content-length" | "transfer-encoding" | "connection"
+                )
+            {
+                return Err(format!(
+                    "`auth.scheme.header.name`: `{name}` cannot carry a credential; use a header such as `x-api-key`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pipelock change must be a YAML mapping (it is merged into pipelock's config).
+pub(crate) fn pipelock_mapping(change: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_saphyr::from_str(change).map_err(|_| "`change` is not valid YAML".to_owned())?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(
+            "`change` must be a YAML mapping of pipelock settings, e.g. `api_allowlist: [HOST]`"
+                .into(),
+        )
+    }
+}
+
+/// The request as the operator edits it: pretty JSON.
+pub(crate) fn to_editable(request: &Request) -> String {
+    serde_json::to_string_pretty(request).unwrap_or_default() + "\n"
+}
+
+/// Parses the operator's edit back and validates it.
+pub(crate) fn from_edited(text: &str) -> Result<Request, String> {
+    let request: Request = serde_json::from_str(text)
+        .map_err(|e| format!("the edited request is not valid JSON for a request: {e}"))?;
+    validate(&request).map_err(|m| format!("the edited request is not valid: {m}"))?;
+    Ok(request)
+}
+
+/// Opens `request` in `$EDITOR` (`vi` when unset) and returns the edited, validated request.
+/// The terminal must be in its normal mode (the TUI leaves its screen first).
+pub(crate) fn edit_in_editor(proposal: &Proposal) -> anyhow::Result<Request> {
+    let path = edit_file(&proposal.id)?;
+    let result = (|| {
+        std::fs::write(&path, to_editable(&proposal.request))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let editor = std::env::var("EDITOR")
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| "vi".to_owned());
+        // Through the shell, so EDITOR may carry arguments (`code -w`).
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("claude-bottle-edit")
+            .arg(&path)
+            .status()
+            .with_context(|| format!("cannot run the editor `{editor}`"))?;
+        anyhow::ensure!(
+            status.success(),
+            "the editor `{editor}` exited with {status}; proposal {} was not approved",
+            proposal.id
+        );
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        from_edited(&text)
+            .map_err(|m| anyhow::anyhow!("{m}; proposal {} was not approved", proposal.id))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// A new private file for the edit, `<tmp>/claude-bottle-<id>-<random>.json`.
+fn edit_file(id: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = [0u8; 6];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let path = std::env::temp_dir().join(format!("claude-bottle-{id}-{suffix}.json"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.flush()?;
+    Ok(path)
+}
+
+/// The header line of a proposal: id, bottle, kind, age.
+pub(crate) fn headline(proposal: &Proposal, now: u64) -> String {
+    format!(
+        "{}  {}  {}  {}",
+        proposal.id,
+        proposal.identity,
+        kind(&proposal.request),
+        age(now.saturating_sub(proposal.created))
+    )
+}
+
+/// What the proposal asks for and why, one line per fact (a Dockerfile line by line).
+pub(crate) fn detail_lines(proposal: &Proposal) -> Vec<String> {
+    let mut lines = vec![format!("why: {}", proposal.justification)];
+    match &proposal.request {
+        Request::Egress(e) => {
+            lines.push(format!("host: {}", e.host));
+            lines.push(if e.path_allowlist.is_empty() {
+                "paths: (all)".to_owned()
+            } else {
+                format!("paths: {}", e.path_allowlist.join(", "))
+            });
+            lines.push(match &e.auth {
+                None => "auth: none".to_owned(),
+                Some(a) => format!(
+                    "auth: {} with the host's ${}",
+                    scheme_name(&a.scheme),
+                    a.token_ref
+                ),
+            });
+        }
+        Request::Capability { dockerfile } => {
+            lines.push("dockerfile:".to_owned());
+            lines.extend(dockerfile.lines().map(|l| format!("  {l}")));
+        }
+        Request::Pipelock { change } => {
+            lines.push("pipelock change:".to_owned());
+            lines.extend(change.lines().map(|l| format!("  {l}")));
+        }
+    }
+    lines
+}
+
+/// `Bearer`, `token`, `Basic` or `header x-api-key`.
+pub(crate) fn scheme_name(scheme: &AuthScheme) -> String {
+    match scheme {
+        AuthScheme::Bearer => "Bearer".into(),
+        AuthScheme::Token => "token".into(),
+        AuthScheme::Basic => "Basic".into(),
+        AuthScheme::Header { name } => format!("header {name}"),
+    }
+}
+
+/// `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub(crate) fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3600 => format!("{}m ago", s / 60),
+        s if s < 86_400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress(host: &str, paths: &[&str], token_ref: Option<&str>) -> Request {
+        Request::Egress(EgressRequest {
+            host: host.into(),
+            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
+            auth: token_ref.map(|t| AuthRequest {
+                scheme: AuthScheme::Bearer,
+                token_ref: t.into(),
+            }),
+        })
+    }
+
+    #[test]
+    fn edits_are_validated_like_manifest_values() {
+        let ok = to_editable(&egress("docs.rs", &["/crate/"], Some("DOCS_TOKEN")));
+        assert_eq!(
+            from_edited(&ok).unwrap(),
+            egress("docs.rs", &["/crate/"], Some("DOCS_TOKEN"))
+        );
+        let cases = [
+            (egress("Docs.RS", &[], None), "lowercase"),
+            (egress("10.0.0.1", &[], None), "IP address"),
+            (egress("docs.rs:8443", &[], None), "port"),
+            (egress("*.docs.rs", &[], None), "wildcard"),
+            (egress("docs.rs", &["crate/"], None), "path_allowlist[0]"),
+            (egress("docs.rs", &["/a/../b"], None), "`..`"),
+            (
+                egress("docs.rs", &[], Some("ghp_abc-123")),
+                "auth.token_ref",
+            ),
+        ];
+        for (request, expect) in cases {
+            let err = from_edited(&to_editable(&request)).unwrap_err();
+            assert!(err.contains(expect), "{expect}: {err}");
+            assert!(err.starts_with("the edited request is not valid"), "{err}");
+        }
+        let err = from_edited("{\"kind\": \"egress\", \"host\": 1}").unwrap_err();
+        assert!(err.contains("not valid JSON for a request"), "{err}");
+        let header = Request::Egress(EgressRequest {
+            host: "docs.rs".into(),
+            path_allowlist: vec![],
+            auth: Some(AuthRequest {
+                scheme: AuthScheme::Header {
+                    name: "Cookie".into(),
+                },
+                token_ref: "T".into(),
+            }),
+        });
+        assert!(validate(&header).unwrap_err().contains("cannot carry"));
+    }
+
+    #[test]
+    fn capability_and_pipelock_requests_are_checked() {
+        let dockerfile = |d: &str| Request::Capability {
+            dockerfile: d.into(),
+        };
+        assert!(validate(&dockerfile("FROM debian\nRUN true\n")).is_ok());
+        assert!(
+            validate(&dockerfile("RUN true\n"))
+                .unwrap_err()
+                .contains("FROM")
+        );
+        let change = |c: &str| Request::Pipelock { change: c.into() };
+        assert!(validate(&change("api_allowlist: [docs.rs]\n")).is_ok());
+        assert!(
+            validate(&change("- a\n- b\n"))
+                .unwrap_err()
+                .contains("mapping")
+        );
+        assert!(validate(&change("a: [\n")).unwrap_err().contains("YAML"));
+    }
+
+    #[test]
+    fn details_show_what_is_asked() {
+        let p = Proposal {
+            id: "p-1".into(),
+            identity: "dev-abcde".into(),
+            created: 100,
+            justification: "read the docs".into(),
+            request: egress("docs.rs", &[], Some("DOCS_TOKEN")),
+        };
+        assert_eq!(headline(&p, 250), "p-1  dev-abcde  egress  2m ago");
+        assert_eq!(
+            detail_lines(&p),
+            [
+                "why: read the docs",
+                "host: docs.rs",
+                "paths: (all)",
+                "auth: Bearer with the host's $DOCS_TOKEN"
+            ]
+        );
+    }
+}

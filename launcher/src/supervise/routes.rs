@@ -1,0 +1,186 @@
+//! Merging an approved egress route into a bottle's routes, and remembering the result.
+//!
+//! A route for a host that already has one is widened, never narrowed: the path prefixes are
+//! the union of both, and an empty list (every path) on either side stays every path. The
+//! proposal's `auth` replaces the route's; a proposal without `auth` keeps the route's, so an
+//! agent asking for more paths cannot strip a credential the manifest granted. The token slot
+//! is the `token_ref` (as the launcher names slots at start).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bottle_contract::bundle_config::{AuthConfig, RouteConfig};
+use bottle_contract::supervise::{EgressRequest, write_atomic};
+use serde::{Deserialize, Serialize};
+
+/// Merges `request` into `routes` (see the module comment for the rules).
+pub(crate) fn merge(routes: &mut Vec<RouteConfig>, request: &EgressRequest) {
+    let auth = request.auth.as_ref().map(|a| AuthConfig {
+        scheme: a.scheme.clone(),
+        token_slot: a.token_ref.clone(),
+    });
+    match routes.iter_mut().find(|r| r.host == request.host) {
+        Some(route) => {
+            route.path_allowlist = union(&route.path_allowlist, &request.path_allowlist);
+            if auth.is_some() {
+                route.auth = auth;
+            }
+        }
+        None => routes.push(RouteConfig {
+            host: request.host.clone(),
+            path_allowlist: request.path_allowlist.clone(),
+            auth,
+        }),
+    }
+}
+
+/// Path prefixes allowed by either list; empty (every path) wins.
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    if a.is_empty() || b.is_empty() {
+        return Vec::new();
+    }
+    let mut out = a.to_vec();
+    for p in b {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// The routes as people read them in a diff: one line per route, never a token value (the
+/// config holds slot names only).
+pub(crate) fn describe(routes: &[RouteConfig]) -> String {
+    let mut out = String::new();
+    for r in routes {
+        let paths = if r.path_allowlist.is_empty() {
+            "*".to_owned()
+        } else {
+            r.path_allowlist.join(",")
+        };
+        let auth = r.auth.as_ref().map_or_else(
+            || "no auth".to_owned(),
+            |a| {
+                format!(
+                    "{} from {}",
+                    super::request::scheme_name(&a.scheme),
+                    a.token_slot
+                )
+            },
+        );
+        out.push_str(&format!("{} paths={paths} {auth}\n", r.host));
+    }
+    out
+}
+
+/// `state/<identity>/routes.json`: the bottle's live routes after the last approval.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RoutesState {
+    pub(crate) identity: String,
+    /// Seconds since the Unix epoch.
+    pub(crate) updated: u64,
+    pub(crate) routes: Vec<RouteConfig>,
+}
+
+/// Where [`RoutesState`] lives.
+pub(crate) fn state_path(root: &Path, identity: &str) -> PathBuf {
+    crate::state::dir(root, identity).join("routes.json")
+}
+
+/// Records the bottle's routes after an approval.
+pub(crate) fn save_state(
+    root: &Path,
+    identity: &str,
+    routes: &[RouteConfig],
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = crate::state::dir(root, identity);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let state = RoutesState {
+        identity: identity.to_owned(),
+        updated: super::now(),
+        routes: routes.to_vec(),
+    };
+    let path = state_path(root, identity);
+    let text = serde_json::to_string_pretty(&state)?;
+    write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_contract::bundle_config::AuthScheme;
+    use bottle_contract::supervise::AuthRequest;
+
+    fn route(host: &str, paths: &[&str], slot: Option<&str>) -> RouteConfig {
+        RouteConfig {
+            host: host.into(),
+            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
+            auth: slot.map(|s| AuthConfig {
+                scheme: AuthScheme::Bearer,
+                token_slot: s.into(),
+            }),
+        }
+    }
+
+    fn ask(host: &str, paths: &[&str], token_ref: Option<&str>) -> EgressRequest {
+        EgressRequest {
+            host: host.into(),
+            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
+            auth: token_ref.map(|t| AuthRequest {
+                scheme: AuthScheme::Token,
+                token_ref: t.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_new_host_is_appended() {
+        let mut routes = vec![route("api.github.com", &[], Some("GH"))];
+        merge(&mut routes, &ask("docs.rs", &["/crate/"], None));
+        assert_eq!(
+            routes,
+            [
+                route("api.github.com", &[], Some("GH")),
+                route("docs.rs", &["/crate/"], None)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_host_unions_paths_and_empty_means_all() {
+        let mut routes = vec![route("docs.rs", &["/a/", "/b/"], None)];
+        merge(&mut routes, &ask("docs.rs", &["/b/", "/c/"], None));
+        assert_eq!(routes, [route("docs.rs", &["/a/", "/b/", "/c/"], None)]);
+        merge(&mut routes, &ask("docs.rs", &[], None));
+        assert_eq!(routes, [route("docs.rs", &[], None)]);
+        merge(&mut routes, &ask("docs.rs", &["/d/"], None));
+        assert_eq!(routes, [route("docs.rs", &[], None)], "all stays all");
+    }
+
+    #[test]
+    fn auth_comes_from_the_proposal_and_is_never_stripped() {
+        let mut routes = vec![route("docs.rs", &["/a/"], Some("OLD"))];
+        merge(&mut routes, &ask("docs.rs", &["/b/"], None));
+        assert_eq!(routes[0].auth, route("x", &[], Some("OLD")).auth);
+        merge(&mut routes, &ask("docs.rs", &[], Some("NEW_TOKEN")));
+        let auth = routes[0].auth.clone().unwrap();
+        assert_eq!(auth.token_slot, "NEW_TOKEN");
+        assert_eq!(auth.scheme, AuthScheme::Token);
+    }
+
+    #[test]
+    fn routes_state_is_written_under_the_bottles_state() {
+        let root = tempfile::tempdir().unwrap();
+        let routes = vec![route("docs.rs", &[], Some("SLOT"))];
+        save_state(root.path(), "dev-abcde", &routes).unwrap();
+        let text = std::fs::read_to_string(state_path(root.path(), "dev-abcde")).unwrap();
+        let state: RoutesState = serde_json::from_str(&text).unwrap();
+        assert_eq!(state.routes, routes);
+        assert_eq!(describe(&routes), "docs.rs paths=* Bearer from SLOT\n");
+    }
+}

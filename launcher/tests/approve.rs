@@ -1,0 +1,228 @@
+//! `claude-bottle approve` / `reject` on hand-written proposal files in a temporary manifest
+//! home: decisions and audit lines are written only when they should be, and every refusal
+//! says why and exits non-zero.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
+
+struct Home {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Home {
+    fn new() -> Home {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("bottle-home");
+        std::fs::create_dir_all(&root).unwrap();
+        Home { _tmp: tmp, root }
+    }
+
+    /// Writes a proposal as the bundle would: `queue/<identity>/proposals/<id>.json`.
+    fn propose(&self, identity: &str, id: &str, created: u64, request: serde_json::Value) {
+        let dir = self.root.join("queue").join(identity).join("proposals");
+        std::fs::create_dir_all(&dir).unwrap();
+        let proposal = serde_json::json!({
+            "id": id,
+            "identity": identity,
+            "created": created,
+            "justification": format!("I need it for {id}"),
+            "request": request,
+        });
+        std::fs::write(dir.join(format!("{id}.json")), proposal.to_string()).unwrap();
+    }
+
+    fn decision(&self, identity: &str, id: &str) -> PathBuf {
+        self.root
+            .join("queue")
+            .join(identity)
+            .join("decisions")
+            .join(format!("{id}.json"))
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.root.parent().unwrap())
+            .env_clear()
+            .env("HOME", self.root.parent().unwrap())
+            .env("CLAUDE_BOTTLE_HOME", &self.root)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("USER", "alice")
+            .stdin(Stdio::null());
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    }
+}
+
+fn egress(host: &str, token_ref: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "egress",
+        "host": host,
+        "path_allowlist": [],
+        "auth": token_ref.map(|t| serde_json::json!({"scheme": "bearer", "token_ref": t})),
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_fails_with(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "expected failure, got success:\n{}",
+        text(&out.stdout)
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(needle), "`{needle}` not in:\n{stderr}");
+}
+
+fn no_decision_and_no_audit(home: &Home, identity: &str, id: &str) {
+    assert!(
+        !home.decision(identity, id).exists(),
+        "a decision was written"
+    );
+    assert!(home.audit().is_empty(), "an audit line was written");
+}
+
+#[test]
+fn reject_writes_the_decision_and_an_audit_line_once() {
+    let home = Home::new();
+    home.propose("dev-abcde", "p-docs", 10, egress("docs.rs", None));
+    let out = home.run(
+        &["reject", "p-docs", "--reason", "use the vendored docs"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("p-docs"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let decision: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.decision("dev-abcde", "p-docs")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(decision["verdict"], "rejected");
+    assert_eq!(decision["reason"], "use the vendored docs");
+    assert!(decision["applied"].is_null());
+    let audit = home.audit();
+    assert_eq!(audit.len(), 1);
+    let line = &audit[0];
+    assert_eq!(line["operator"], "alice");
+    assert_eq!(line["identity"], "dev-abcde");
+    assert_eq!(line["id"], "p-docs");
+    assert_eq!(line["kind"], "egress");
+    assert_eq!(line["verdict"], "rejected");
+    assert_eq!(line["reason"], "use the vendored docs");
+    assert!(line["time"].as_u64().unwrap() > 0);
+
+    // Deciding again is refused, and the first decision stands.
+    let again = home.run(&["approve", "p-docs"], &[]);
+    assert_fails_with(&again, "already rejected");
+    let again = home.run(&["reject", "p-docs", "--reason", "x"], &[]);
+    assert_fails_with(&again, "already rejected");
+    assert_eq!(home.audit().len(), 1);
+}
+
+#[test]
+fn reject_needs_a_reason() {
+    let home = Home::new();
+    home.propose("dev-abcde", "p-docs", 10, egress("docs.rs", None));
+    for args in [
+        &["reject", "p-docs"][..],
+        &["reject", "p-docs", "--reason", "  "],
+    ] {
+        let out = home.run(args, &[]);
+        assert_fails_with(&out, "needs a reason");
+        assert!(text(&out.stderr).contains("--reason"));
+    }
+    no_decision_and_no_audit(&home, "dev-abcde", "p-docs");
+}
+
+#[test]
+fn unknown_and_malformed_ids_are_clear_errors() {
+    let home = Home::new();
+    home.propose("dev-abcde", "p-docs", 10, egress("docs.rs", None));
+    let out = home.run(&["approve", "p-nope"], &[]);
+    assert_fails_with(&out, "no proposal `p-nope`");
+    assert_eq!(out.status.code(), Some(1));
+    let out = home.run(&["reject", "p-nope", "--reason", "no"], &[]);
+    assert_fails_with(&out, "no proposal `p-nope`");
+    let out = home.run(&["approve", "../../etc/passwd"], &[]);
+    assert_fails_with(&out, "not a proposal id");
+    no_decision_and_no_audit(&home, "dev-abcde", "p-docs");
+}
+
+#[test]
+fn an_unset_token_variable_changes_nothing() {
+    let home = Home::new();
+    home.propose(
+        "dev-abcde",
+        "p-tok",
+        10,
+        egress("docs.rs", Some("DOCS_TOKEN_NOT_SET")),
+    );
+    // Refused before the engine is contacted, whatever DOCKER_HOST says.
+    let out = home.run(
+        &["approve", "p-tok"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_fails_with(&out, "DOCS_TOKEN_NOT_SET");
+    assert!(text(&out.stderr).contains("nothing was changed"));
+    no_decision_and_no_audit(&home, "dev-abcde", "p-tok");
+}
+
+#[test]
+fn an_edit_is_validated_like_a_manifest_route() {
+    let home = Home::new();
+    home.propose("dev-abcde", "p-docs", 10, egress("docs.rs", None));
+    // The "editor" upper-cases the host: the launcher refuses it as it would in a manifest.
+    let out = home.run(
+        &["approve", "p-docs", "--edit"],
+        &[
+            ("EDITOR", "sed -i s/docs.rs/Docs.RS/"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    );
+    assert_fails_with(&out, "must be lowercase");
+    assert!(text(&out.stderr).contains("p-docs was not approved"));
+    // An editor that fails approves nothing either.
+    let out = home.run(&["approve", "p-docs", "--edit"], &[("EDITOR", "false")]);
+    assert_fails_with(&out, "exited with");
+    // A bad path prefix is refused with the manifest's own words.
+    let out = home.run(
+        &["approve", "p-docs", "--edit"],
+        &[(
+            "EDITOR",
+            r#"sed -i 's|"path_allowlist": \[\]|"path_allowlist": ["/a/../b"]|'"#,
+        )],
+    );
+    assert_fails_with(&out, "path_allowlist[0]");
+    no_decision_and_no_audit(&home, "dev-abcde", "p-docs");
+}
+
+#[test]
+fn approving_for_a_bottle_that_is_not_running_writes_no_decision() {
+    let home = Home::new();
+    home.propose("gone-zzzzz", "p-docs", 10, egress("docs.rs", None));
+    let out = home.run(&["approve", "p-docs"], &[]);
+    assert_fails_with(&out, "bottle `gone-zzzzz` is not running");
+    no_decision_and_no_audit(&home, "gone-zzzzz", "p-docs");
+}
