@@ -29,6 +29,9 @@ pub enum Command {
     Attach(IdArgs),
     /// Remove a bottle: its containers, network, volume and state.
     Stop(IdArgs),
+    /// Continue a bottle suspended by an approved capability request: rebuild its agent image
+    /// from the approved Dockerfile and restore its work tree, under the same identity.
+    Resume(ResumeArgs),
     /// Find what a killed launcher left behind and remove it (one plan, one question).
     Cleanup(CleanupArgs),
     /// Show an agent, its bottle and what the bottle grants.
@@ -62,6 +65,18 @@ pub struct StartArgs {
     /// copied into the bottle (default: the current directory).
     #[arg(long, value_name = "PATH")]
     pub cwd: Option<PathBuf>,
+    /// Leave the bottle running in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The suspended bottle's identity (`<agent>-<5 chars>`).
+    pub id: String,
+    /// Do not ask for confirmation before resuming.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
     /// Leave the bottle running in the background.
     #[arg(short = 'd', long)]
     pub detach: bool,

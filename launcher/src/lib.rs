@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Exec(args) => commands::exec::run(&args.id, &args.cmd),
         Command::Attach(args) => commands::attach::run(&args.id),
         Command::Stop(args) => commands::stop::run(&args.id, &dirs(None)?.root),
+        Command::Resume(args) => commands::resume::run(&args, &dirs(None)?, &secrets::ProcessHost),
         Command::Cleanup(args) => {
             commands::cleanup::run(&dirs(None)?.root, args.yes, &secrets::ProcessHost)
         }

@@ -64,11 +64,6 @@ pub(crate) enum Runtime {
     Unknown(String),
 }
 
-/// Whether the bundle serves the supervise MCP role yet.
-// FIXME(supervise issue): true once `bottle-bundle mcp` exists; until then a bottle with
-// `supervise: true` runs without it and the plan says so.
-pub(crate) const SUPERVISE_SERVED: bool = false;
-
 /// The preflight plan, shown by `start --dry-run` and, as JSON, by `start --dry-run --json`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Plan {
@@ -134,6 +129,8 @@ pub(crate) enum RouteOrigin {
     BuiltIn,
     /// The built-in Claude credential route.
     ClaudeCredential,
+    /// Approved through supervise (`egress-block`) while the bottle ran; re-applied on resume.
+    Approved,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -297,11 +294,6 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             ));
         }
     }
-    if bottle.supervise && !SUPERVISE_SERVED {
-        warnings.push(
-            "supervise: the supervise MCP server is not built yet, so this bottle runs without it (the agent gets no supervise tools)".into(),
-        );
-    }
     if let Some(ca) = bottle
         .extra_ca
         .as_deref()
@@ -353,9 +345,62 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             .extra_ca
             .as_deref()
             .map(|p| expand_home(p, &facts.home)),
-        supervise: bottle.supervise && SUPERVISE_SERVED,
+        supervise: bottle.supervise,
         warnings,
     }
+}
+
+/// Re-applies the routes a bottle had live when it was suspended (`state/<id>/routes.json`,
+/// which the approvals write), for `resume`. A live route identical to the plan's route for
+/// its host changes nothing; any other replaces the plan's route for that host or is added,
+/// marked [`RouteOrigin::Approved`]. `vars_set` says which of their token variables are set
+/// on the host now.
+pub(crate) fn with_approved_routes(
+    mut plan: Plan,
+    live: &[bottle_contract::bundle_config::RouteConfig],
+    vars_set: &BTreeSet<String>,
+) -> Plan {
+    use bottle_contract::bundle_config::AuthScheme as Wire;
+    for route in live {
+        let approved = RoutePlan {
+            host: route.host.clone(),
+            path_allowlist: route.path_allowlist.clone(),
+            auth: route.auth.as_ref().map(|a| {
+                let (kind, scheme, header) = match &a.scheme {
+                    Wire::Bearer => (AuthScheme::Bearer, "Bearer", None),
+                    Wire::Token => (AuthScheme::Token, "token", None),
+                    Wire::Basic => (AuthScheme::Basic, "Basic", None),
+                    Wire::Header { name } => (
+                        AuthScheme::Header(name.clone()),
+                        "header",
+                        Some(name.clone()),
+                    ),
+                };
+                AuthPlan {
+                    kind,
+                    scheme: scheme.into(),
+                    header,
+                    token: a.token_slot.clone(),
+                    token_set: vars_set.contains(&a.token_slot),
+                }
+            }),
+            origin: RouteOrigin::Approved,
+        };
+        let unchanged = plan.routes.iter().any(|r| {
+            r.host == approved.host
+                && r.path_allowlist == approved.path_allowlist
+                && r.auth.as_ref().map(|a| (&a.scheme, &a.header, &a.token))
+                    == approved
+                        .auth
+                        .as_ref()
+                        .map(|a| (&a.scheme, &a.header, &a.token))
+        });
+        if !unchanged {
+            plan.routes.retain(|r| r.host != approved.host);
+            plan.routes.push(approved);
+        }
+    }
+    plan
 }
 
 fn route_plan(route: &Route, origin: RouteOrigin, facts: &HostFacts) -> RoutePlan {

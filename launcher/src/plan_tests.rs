@@ -433,12 +433,7 @@ fn env_copy_of_a_route_token_is_warned() {
         text.contains("env `GITHUB_TOKEN` copies `GH_PAT`, the token of route `api.github.com`: the agent will hold that credential itself"),
         "{text}"
     );
-    // FIXME(supervise issue): 1 once the supervise MCP server exists.
-    assert_eq!(plan.warnings.len(), 2, "{text}");
-    assert!(
-        text.contains("supervise MCP server is not built yet"),
-        "{text}"
-    );
+    assert_eq!(plan.warnings.len(), 1, "{text}");
 }
 
 #[test]
@@ -463,4 +458,57 @@ fn missing_skills_and_keys_are_warned() {
         text.contains("git remote `docs`: IdentityFile /keys/docs does not exist"),
         "{text}"
     );
+}
+
+#[test]
+fn approved_routes_are_added_replace_the_same_host_and_render_with_their_slot() {
+    use bottle_contract::bundle_config::{AuthConfig, AuthScheme as Wire, RouteConfig};
+    let approved = [
+        RouteConfig {
+            host: "docs.rs".into(),
+            path_allowlist: vec!["/crate/".into()],
+            auth: None,
+        },
+        RouteConfig {
+            host: "api.github.com".into(),
+            path_allowlist: vec![],
+            auth: Some(AuthConfig {
+                scheme: Wire::Header {
+                    name: "x-api-key".into(),
+                },
+                token_slot: "DOCS_KEY".into(),
+            }),
+        },
+    ];
+    let before = full_plan().routes.len();
+    // The live routes hold every route: those the plan already has change nothing.
+    let unchanged = bundle_config(&full_plan(), Egress::Direct).proxy.routes;
+    let same = with_approved_routes(full_plan(), &unchanged, &BTreeSet::new());
+    assert_eq!(plan_text(&same), plan_text(&full_plan()));
+    let plan = with_approved_routes(full_plan(), &approved, &BTreeSet::from(["DOCS_KEY".into()]));
+    assert_eq!(
+        plan.routes.len(),
+        before + 1,
+        "api.github.com replaced, docs.rs added"
+    );
+    let github: Vec<_> = plan
+        .routes
+        .iter()
+        .filter(|r| r.host == "api.github.com")
+        .collect();
+    assert_eq!(github.len(), 1);
+    assert_eq!(github[0].origin, RouteOrigin::Approved);
+    let auth = github[0].auth.as_ref().unwrap();
+    assert_eq!((auth.token.as_str(), auth.token_set), ("DOCS_KEY", true));
+    assert!(plan_text(&plan).contains("docs.rs"));
+    assert!(plan_text(&plan).contains("[approved through supervise]"));
+    let config = bundle_config(&plan, Egress::Direct);
+    let docs = config
+        .proxy
+        .routes
+        .iter()
+        .find(|r| r.host == "docs.rs")
+        .unwrap();
+    assert_eq!(docs.path_allowlist, ["/crate/"]);
+    assert!(token_routes(&plan).contains(&("api.github.com".into(), "DOCS_KEY".into())));
 }

@@ -1,8 +1,12 @@
-//! Per-bottle state on the host: `<manifest home>/state/<identity>/metadata.json`.
+//! Per-bottle state on the host: `<manifest home>/state/<identity>/` (`metadata.json`, and for
+//! a suspended bottle `agent.Dockerfile` and `work.tar`; `routes.json` holds approved routes),
+//! and the bottle's supervise queue, `<manifest home>/queue/<identity>/`.
 //!
 //! Written when a bottle starts, removed when it is torn down, so `list` can say which agent a
 //! running bottle belongs to. The engine's labels, not this file, are the truth about what
-//! exists: `cleanup` works from labels even when the state is gone.
+//! exists: `cleanup` works from labels even when the state is gone. A *suspended* bottle (an
+//! approved `capability-block`) has state and a queue but no Docker objects; only `resume`
+//! and `stop` end that.
 
 use std::path::{Path, PathBuf};
 
@@ -25,25 +29,92 @@ pub(crate) struct Metadata {
     /// The launcher attached to it; `cleanup` treats an attached bottle whose launcher is gone
     /// as an orphan (the launcher was killed before it could tear down).
     pub(crate) launcher_pid: u32,
+    /// The project directory the agent's manifest was found from (`--cwd` or the current
+    /// directory), so `resume` reads the same agent file.
+    #[serde(default)]
+    pub(crate) project: Option<PathBuf>,
+    /// Stopped by an approved `capability-block`, its Dockerfile and work tree saved here:
+    /// `claude-bottle resume` rebuilds it. Nothing removes a suspended bottle's state but
+    /// `resume` (when the bottle ends) and `stop`.
+    #[serde(default)]
+    pub(crate) suspended: bool,
 }
+
+/// The agent Dockerfile an approved `capability-block` proposed, saved for `resume`.
+pub(crate) const DOCKERFILE: &str = "agent.Dockerfile";
+/// The agent's work tree (a tar of `/home/agent/work`), saved when the bottle was suspended.
+pub(crate) const WORK_TAR: &str = "work.tar";
+/// Approved egress routes (a JSON list of `bottle_contract::bundle_config::RouteConfig`,
+/// token slot names only), written by the approvals and re-applied by `resume`.
+pub(crate) const ROUTES: &str = "routes.json";
 
 /// `<root>/state/<identity>`.
 pub(crate) fn dir(root: &Path, identity: &str) -> PathBuf {
     root.join("state").join(identity)
 }
 
+/// `<root>/queue/<identity>`: the bottle's supervise queue (`proposals/`, `decisions/`).
+pub(crate) fn queue_dir(root: &Path, identity: &str) -> PathBuf {
+    root.join("queue").join(identity)
+}
+
+/// Creates the bottle's queue and returns it. The queue itself is 0700 (only the host user
+/// gets in); `proposals/` inside it is 0777 because the bundle writes there as its container's
+/// root *without* `CAP_DAC_OVERRIDE` (all capabilities dropped), which on a non-root host user's
+/// directory needs the "other" bits; nobody else on the host can reach it through the 0700
+/// parent. `decisions/` is 0755: the bundle reads it (mounted read-only), only the host writes.
+pub(crate) fn create_queue(root: &Path, identity: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let queue = queue_dir(root, identity);
+    let modes = [
+        (queue.clone(), 0o700),
+        (queue.join(bottle_contract::supervise::PROPOSALS_DIR), 0o777),
+        (queue.join(bottle_contract::supervise::DECISIONS_DIR), 0o755),
+    ];
+    for (dir, mode) in modes {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)))
+            .with_context(|| format!("cannot create the supervise queue {}", dir.display()))?;
+    }
+    Ok(queue)
+}
+
 /// Writes the metadata (creating the directory, mode 0700).
 pub(crate) fn save(root: &Path, meta: &Metadata) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = dir(root, &meta.identity);
+    let text = serde_json::to_string_pretty(meta)?;
+    write_file(root, &meta.identity, "metadata.json", text.as_bytes()).map(|_| ())
+}
+
+/// Writes `<state dir>/<name>` (mode 0600; the directory 0700, created if needed) through a
+/// temporary file and a rename, so a reader never sees half of it.
+pub(crate) fn write_file(
+    root: &Path,
+    identity: &str,
+    name: &str,
+    contents: &[u8],
+) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = dir(root, identity);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("metadata.json");
-    let text = serde_json::to_string_pretty(meta)?;
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 /// Reads a bottle's metadata, if any.
@@ -52,14 +123,21 @@ pub(crate) fn load(root: &Path, identity: &str) -> Option<Metadata> {
     serde_json::from_str(&text).ok()
 }
 
-/// Removes a bottle's state directory; a missing one is fine.
+/// Whether bottle `identity` is suspended (see [`Metadata::suspended`]).
+pub(crate) fn is_suspended(root: &Path, identity: &str) -> bool {
+    load(root, identity).is_some_and(|m| m.suspended)
+}
+
+/// Removes a bottle's state directory and its supervise queue; missing ones are fine.
 pub(crate) fn remove(root: &Path, identity: &str) -> anyhow::Result<()> {
-    let dir = dir(root, identity);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    for dir in [dir(root, identity), queue_dir(root, identity)] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+        }
     }
+    Ok(())
 }
 
 /// Identities with a state directory.
@@ -94,12 +172,62 @@ mod tests {
             bundle_image: "bi".into(),
             detached: true,
             launcher_pid: 1,
+            project: Some("/p".into()),
+            suspended: true,
         };
         save(root.path(), &meta).unwrap();
         assert_eq!(load(root.path(), "dev-abcde"), Some(meta));
+        assert!(is_suspended(root.path(), "dev-abcde"));
         assert_eq!(identities(root.path()), ["dev-abcde"]);
+        let queue = create_queue(root.path(), "dev-abcde").unwrap();
+        assert!(queue.join("proposals").is_dir() && queue.join("decisions").is_dir());
         remove(root.path(), "dev-abcde").unwrap();
         remove(root.path(), "dev-abcde").unwrap();
         assert!(identities(root.path()).is_empty());
+        assert!(!queue.exists());
+    }
+
+    #[test]
+    fn metadata_from_before_suspend_existed_still_loads() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = dir(root.path(), "dev-old00");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("metadata.json"),
+            r#"{"identity":"dev-old00","agent":"dev","bottle":"b","started":1,
+                "agent_container":"a","bundle_container":"bu","agent_image":"ai",
+                "bundle_image":"bi","detached":false,"launcher_pid":1}"#,
+        )
+        .unwrap();
+        let meta = load(root.path(), "dev-old00").unwrap();
+        assert!(!meta.suspended);
+        assert_eq!(meta.project, None);
+    }
+
+    #[test]
+    fn queue_modes_let_the_bundle_write_proposals_and_only_read_decisions() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let queue = create_queue(root.path(), "dev-abcde").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&queue), 0o700);
+        assert_eq!(mode(&queue.join("proposals")), 0o777);
+        assert_eq!(mode(&queue.join("decisions")), 0o755);
+    }
+
+    #[test]
+    fn state_files_are_private_and_replaced_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let path = write_file(root.path(), "dev-abcde", WORK_TAR, b"one").unwrap();
+        write_file(root.path(), "dev-abcde", WORK_TAR, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir(root.path(), "dev-abcde"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [WORK_TAR]);
     }
 }

@@ -129,9 +129,7 @@ fn init_then_dry_run_shows_the_plan() {
         "command    claude",
         "images     agent claude-bottle-agent:<hash of its inputs>",
         "runtime    ",
-        // FIXME(supervise issue): `on` once the bundle serves the MCP role.
-        "supervise  off",
-        "supervise: the supervise MCP server is not built yet",
+        "supervise  on (MCP tools for a stuck agent",
         "api.github.com             paths /repos/anthropics/; no auth",
         "api.anthropic.com          all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
         "GIT_AUTHOR_NAME   literal in the bottle",
@@ -156,8 +154,7 @@ fn dry_run_json_is_the_same_plan() {
     assert_identity(plan["identity"].as_str().unwrap());
     assert_eq!(plan["agent"]["name"], "example");
     assert_eq!(plan["bottle"]["name"], "example");
-    // FIXME(supervise issue): true once the bundle serves the MCP role.
-    assert_eq!(plan["supervise"], false);
+    assert_eq!(plan["supervise"], true);
     let routes = plan["routes"].as_array().unwrap();
     let claude = routes
         .iter()
@@ -567,4 +564,52 @@ fn start_refuses_missing_skill_and_key_files() {
         &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
     );
     assert!(run.stderr().contains("is not a file"), "{}", run.stderr());
+}
+
+#[test]
+fn resume_refuses_a_bottle_without_state_or_not_suspended() {
+    let env = Env::new();
+    let run = env.run(&["resume", "dev-zzzzz", "-y"]);
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.stderr()
+            .contains("no saved state for bottle `dev-zzzzz`"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stderr().contains("claude-bottle list"), "{}", run.all());
+
+    // A running (not suspended) bottle's state.
+    let state = env.root().join("state/dev-run00");
+    std::fs::create_dir_all(&state).unwrap();
+    env.write(
+        &state.join("metadata.json"),
+        r#"{"identity":"dev-run00","agent":"dev","bottle":"b","started":1,
+            "agent_container":"a","bundle_container":"bu","agent_image":"ai",
+            "bundle_image":"bi","detached":true,"launcher_pid":1}"#,
+    );
+    let run = env.run(&["resume", "dev-run00", "-y"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("is not suspended"), "{}", run.all());
+    assert!(
+        run.stderr().contains("claude-bottle attach dev-run00"),
+        "{}",
+        run.all()
+    );
+
+    // Suspended, but the saved Dockerfile is gone.
+    env.write(
+        &state.join("metadata.json"),
+        r#"{"identity":"dev-run00","agent":"dev","bottle":"b","started":1,
+            "agent_container":"a","bundle_container":"bu","agent_image":"ai",
+            "bundle_image":"bi","detached":true,"launcher_pid":1,"suspended":true,
+            "project":"/"}"#,
+    );
+    let run = env.run(&["resume", "dev-run00", "-y"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("agent.Dockerfile"), "{}", run.all());
+    assert!(
+        state.join("metadata.json").exists(),
+        "a refused resume keeps the state"
+    );
 }

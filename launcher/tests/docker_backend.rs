@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use claude_bottle::backend::docker::DockerBackend;
 use claude_bottle::backend::{
-    Backend, ContainerSpec, ContextFile, ExecSpec, ImageBuild, Labels, Ledger, Network, ObjectKind,
-    VolumeMount, remove_all,
+    Backend, BindMount, ContainerSpec, ContextFile, ExecSpec, ImageBuild, Labels, Ledger, Network,
+    ObjectKind, VolumeMount, remove_all,
 };
 
 const BASE_IMAGE: &str = "claude-bottle-base:bookworm";
@@ -277,4 +277,135 @@ async fn builds_with_progress_and_reports_failures() {
     backend.remove_image(&tag).await.unwrap();
     assert!(backend.image_id(&tag).await.unwrap().is_none());
     backend.remove_image(&tag).await.unwrap();
+}
+
+/// Bind mounts (read-write and read-only), `copy_out` of a directory as a tar, and `signal`
+/// reaching PID 1: what the supervise queue, `suspend` and route reloads rely on.
+#[tokio::test]
+async fn binds_copy_out_and_signals() {
+    let backend = backend().await;
+    let id = identity("binds");
+    let host = tempfile::tempdir().unwrap();
+    let (rw, ro) = (host.path().join("rw"), host.path().join("ro"));
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("decided.json"), "{}").unwrap();
+
+    let mut spec = container(&format!("{id}-bundle"), BASE_IMAGE, &id, Network::None);
+    spec.user = "0:0".into();
+    // PID 1 records each SIGHUP it gets.
+    spec.cmd = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "trap 'echo hup >> /tmp/hups' HUP; while :; do sleep 0.1; done".into(),
+    ];
+    spec.binds = vec![
+        BindMount {
+            source: rw.display().to_string(),
+            target: "/q/proposals".into(),
+            read_only: false,
+        },
+        BindMount {
+            source: ro.display().to_string(),
+            target: "/q/decisions".into(),
+            read_only: true,
+        },
+    ];
+    let c = backend.create_container(&spec).await.unwrap();
+    let mut ledger = Ledger::default();
+    ledger.record(ObjectKind::Container, &c);
+    backend.start_container(&c).await.unwrap();
+
+    // Read-write: what the container writes is on the host.
+    let out = backend
+        .exec(
+            &c,
+            &exec(&["sh", "-c", "echo p > /q/proposals/p-1.json"], ""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(rw.join("p-1.json")).unwrap(), "p\n");
+    // Read-only: readable, and neither writing nor removing works, even as root.
+    let out = backend
+        .exec(&c, &exec(&["cat", "/q/decisions/decided.json"], ""))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{}");
+    for cmd in [
+        "touch /q/decisions/forged.json",
+        "rm /q/decisions/decided.json",
+    ] {
+        let out = backend
+            .exec(&c, &exec(&["sh", "-c", cmd], ""))
+            .await
+            .unwrap();
+        assert_ne!(out.exit_code, 0, "`{cmd}` worked on a read-only bind");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 1);
+    let mounts = backend
+        .exec(&c, &exec(&["grep", " /q/", "/proc/mounts"], ""))
+        .await
+        .unwrap();
+    let mounts = String::from_utf8_lossy(&mounts.stdout);
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains("/q/decisions") && l.contains(" ro,")),
+        "{mounts}"
+    );
+
+    // copy_out: a directory comes back as a tar whose top entry is its own name.
+    let out = backend
+        .exec(
+            &c,
+            &exec(
+                &[
+                    "sh",
+                    "-c",
+                    "mkdir -p /w/sub && echo one > /w/a.txt && echo two > /w/sub/b.txt",
+                ],
+                "",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    let tar_bytes = backend.copy_out(&c, "/w").await.unwrap();
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    let mut seen = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let uid = entry.header().uid().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+        seen.insert(path, (uid, text));
+    }
+    assert_eq!(seen["w/a.txt"], (0, "one\n".to_owned()), "{seen:?}");
+    assert_eq!(seen["w/sub/b.txt"], (0, "two\n".to_owned()), "{seen:?}");
+    let missing = backend.copy_out(&c, "/no/such/dir").await.unwrap_err();
+    assert!(missing.to_string().contains("/no/such/dir"), "{missing}");
+
+    // signal: PID 1 gets SIGHUP (twice, twice recorded).
+    for _ in 0..2 {
+        backend.signal(&c, "SIGHUP").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    let out = backend
+        .exec(&c, &exec(&["cat", "/tmp/hups"], ""))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hup\nhup\n");
+    assert!(backend.container_state(&c).await.unwrap().running);
+
+    assert!(ledger.roll_back(&backend).await.is_empty());
+    assert!(backend.list_objects(Some(&id)).await.unwrap().is_empty());
+    // The host directories stay (they are the host's, not the container's).
+    assert!(rw.join("p-1.json").exists());
 }

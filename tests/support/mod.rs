@@ -23,6 +23,14 @@ pub const LABEL_MANAGED: &str = "claude-bottle.managed";
 pub const LABEL_IDENTITY: &str = "claude-bottle.identity";
 pub const LABEL_ROLE: &str = "claude-bottle.role";
 
+/// The workspace's target directory (where the binaries and cached test files live).
+pub fn target_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+}
+
 /// Paths of the freshly built binaries.
 pub struct Bins {
     pub claude_bottle: PathBuf,
@@ -117,9 +125,26 @@ impl Home {
         self.cmd(args).output().unwrap()
     }
 
+    /// `<manifest home>/state/<identity>`.
+    pub fn state(&self, identity: &str) -> PathBuf {
+        self.root().join("state").join(identity)
+    }
+
+    /// `<manifest home>/queue/<identity>`: the bottle's supervise queue.
+    pub fn queue(&self, identity: &str) -> PathBuf {
+        self.root().join("queue").join(identity)
+    }
+
     /// `start AGENT -y -d`; returns the running bottle, stopped when dropped.
     pub fn start_detached(&self, agent: &str) -> Bottle<'_> {
-        let out = self.run(&["start", agent, "-y", "-d"]);
+        self.start_detached_with(agent, &[])
+    }
+
+    /// `start AGENT -y -d EXTRA…` (e.g. `--cwd DIR`).
+    pub fn start_detached_with(&self, agent: &str, extra: &[&str]) -> Bottle<'_> {
+        let mut args = vec!["start", agent, "-y", "-d"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -587,4 +612,70 @@ print("HITS", hits)
 "#
     );
     format!("python3 -c '{program}'")
+}
+
+/// The Python `mcp` client, installed once for the host's Python (3.11, as bookworm's) into
+/// `target/e2e-pylib` with `pip install --target`, at the host's `mcp` version. Agents get a
+/// copy in their work tree: containers cannot reach PyPI.
+pub fn mcp_pylib() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("e2e-pylib");
+        if dir.join("mcp").is_dir() {
+            return dir;
+        }
+        let version = Command::new("python3")
+            .args([
+                "-c",
+                "import importlib.metadata as m; print(m.version('mcp'))",
+            ])
+            .output()
+            .expect("python3 is needed");
+        assert!(
+            version.status.success(),
+            "the host's Python has no `mcp` (pip install -r tests/requirements.txt)"
+        );
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+        // Installed aside and renamed, so concurrent test processes never see half of it.
+        let tmp = target_dir().join(format!("e2e-pylib.{}", std::process::id()));
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&tmp)
+            .arg(format!("mcp=={version}"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "pip install --target {} failed",
+            tmp.display()
+        );
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        assert!(dir.join("mcp").is_dir());
+        dir
+    })
+}
+
+/// The stuck-agent stand-in (`support/mcp_agent.py`).
+pub const MCP_AGENT: &str = include_str!("mcp_agent.py");
+
+/// Fills `project` with the MCP agent script (`mcp_agent.py`) and a copy of [`mcp_pylib`] as
+/// `pylib/`, so `--cwd project` puts both in the agent's work tree.
+pub fn mcp_project(project: &Path) {
+    std::fs::write(project.join("mcp_agent.py"), MCP_AGENT).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(mcp_pylib())
+        .arg(project.join("pylib"))
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

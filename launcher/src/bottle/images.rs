@@ -30,7 +30,12 @@ pub(crate) struct ImageInputs {
     pub(crate) install_claude: bool,
     /// The agent Dockerfile: the shipped one, or a bottle's approved replacement.
     pub(crate) agent_dockerfile: String,
+    /// Where that Dockerfile comes from, for messages (`the shipped Dockerfile.agent`, a path).
+    pub(crate) agent_dockerfile_source: String,
 }
+
+/// How many lines of build output a failed build's error shows.
+const BUILD_LOG_TAIL: usize = 25;
 
 /// The tags to run.
 pub(crate) struct Images {
@@ -119,7 +124,13 @@ pub(crate) async fn ensure<B: Backend>(
         &base_id,
         progress,
     )
-    .await?;
+    .await
+    .with_context(|| {
+        format!(
+            "building the agent image from {} failed",
+            inputs.agent_dockerfile_source
+        )
+    })?;
     Ok(Images {
         agent,
         bundle,
@@ -186,7 +197,21 @@ async fn build_if_missing<B: Backend>(
             "true".to_owned(),
         )]),
     };
-    backend.build_image(&build, progress).await?;
+    // Keep the last lines: a failure's own message rarely says which step broke.
+    let mut tail = std::collections::VecDeque::with_capacity(BUILD_LOG_TAIL);
+    let built = backend
+        .build_image(&build, &mut |line: &str| {
+            if tail.len() == BUILD_LOG_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
+            progress(line);
+        })
+        .await;
+    if let Err(e) = built {
+        let log: Vec<String> = tail.into_iter().map(|l| format!("  | {l}")).collect();
+        anyhow::bail!("{e}\nthe last lines of the build log:\n{}", log.join("\n"));
+    }
     Ok(tag)
 }
 

@@ -5,6 +5,9 @@
 //! it starts; the agent starts with no network at all and its command waits for the ready file,
 //! which the launcher creates only after the CA is trusted and the relay (another uid) answers.
 //! Every created object goes into a [`Ledger`]: a failed step removes them all.
+//!
+//! With supervise, the bundle (and only the bundle) gets the bottle's host queue as bind
+//! mounts: proposals read-write, decisions read-only. The agent never gets a bind mount.
 
 pub(crate) mod ca;
 pub(crate) mod images;
@@ -19,8 +22,8 @@ use anyhow::Context;
 use bottle_contract::wire;
 
 use crate::backend::{
-    Backend, BackendError, ContainerSpec, ContextFile, ExecSpec, Labels, Ledger, Network,
-    ObjectKind, VolumeMount, remove_all,
+    Backend, BackendError, BindMount, ContainerSpec, ContextFile, ExecSpec, Labels, Ledger,
+    Network, ObjectKind, VolumeMount, remove_all,
 };
 
 /// How long the bundle may take to answer through the relay.
@@ -34,7 +37,12 @@ pub(crate) struct Launch {
     pub(crate) agent_image: String,
     pub(crate) bundle_image: String,
     pub(crate) bundle_files: Vec<ContextFile>,
+    /// The supervise queue (see [`provision::bundle_binds`]); empty without supervise.
+    pub(crate) bundle_binds: Vec<BindMount>,
     pub(crate) agent_files: Vec<ContextFile>,
+    /// A resumed bottle's saved work tree (a tar of [`provision::AGENT_WORKDIR`]), unpacked
+    /// before the agent's command is released.
+    pub(crate) work_tar: Option<Vec<u8>>,
     pub(crate) agent_cmd: Vec<String>,
     /// The OCI runtime for the agent (`runsc`), or Docker's default.
     pub(crate) runtime: Option<String>,
@@ -113,7 +121,7 @@ async fn launch_steps<B: Backend>(
                 aliases: vec!["bundle".into()],
             },
             volumes: vec![sockets.clone()],
-            binds: Vec::new(),
+            binds: launch.bundle_binds.clone(),
             cap_drop_all: true,
             no_new_privileges: true,
             runtime: None,
@@ -140,6 +148,7 @@ async fn launch_steps<B: Backend>(
             env: provision::agent_env(),
             network: Network::None,
             volumes: vec![sockets],
+            // Never a host directory: the queue, above all, stays out of the agent's reach.
             binds: Vec::new(),
             cap_drop_all: true,
             no_new_privileges: true,
@@ -165,6 +174,10 @@ async fn launch_steps<B: Backend>(
         "trusting the bottle's CA in the agent failed: {}",
         String::from_utf8_lossy(&trust.stderr).trim()
     );
+    if let Some(tar) = &launch.work_tar {
+        progress("restoring the saved work tree");
+        restore_work_tree(backend, &agent, tar).await?;
+    }
     backend
         .exec_detached(
             &agent,
@@ -184,6 +197,36 @@ async fn launch_steps<B: Backend>(
         .await?;
     anyhow::ensure!(ready.exit_code == 0, "cannot release the agent's command");
     Ok(Running { agent })
+}
+
+/// Copies the saved work tree into the agent and unpacks it there as the agent's user.
+async fn restore_work_tree<B: Backend>(backend: &B, agent: &str, tar: &[u8]) -> anyhow::Result<()> {
+    let uid = provision::AGENT_UID;
+    backend
+        .copy_into(
+            agent,
+            "/",
+            &[ContextFile::new(provision::WORK_TAR_IN_AGENT, tar, 0o600).owned_by(uid, uid)],
+        )
+        .await?;
+    let unpack = backend
+        .exec(
+            agent,
+            &ExecSpec {
+                cmd: provision::restore_work_cmd(),
+                user: format!("{uid}:{uid}"),
+                env: Vec::new(),
+                working_dir: Some("/".into()),
+            },
+        )
+        .await?;
+    anyhow::ensure!(
+        unpack.exit_code == 0,
+        "restoring the saved work tree into {} failed: {}",
+        provision::AGENT_WORKDIR,
+        String::from_utf8_lossy(&unpack.stderr).trim()
+    );
+    Ok(())
 }
 
 fn root_exec(cmd: &[&str]) -> ExecSpec {

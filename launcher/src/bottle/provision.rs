@@ -6,10 +6,11 @@
 //! prompt and skills, and settings that point every tool at the bundle.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use bottle_contract::wire;
+use bottle_contract::{supervise, wire};
 
-use crate::backend::ContextFile;
+use crate::backend::{BindMount, ContextFile};
 use crate::manifest::AgentCommand;
 use crate::secrets::Secret;
 
@@ -31,6 +32,12 @@ pub(crate) const ENV_FILE: &str = "/home/agent/.claude-bottle-env";
 /// What the agent's `claude` sees instead of the real credential, so it starts; the bundle
 /// strips it and injects the real one on the wire.
 pub(crate) const CLAUDE_PLACEHOLDER: &str = "claude-bottle-placeholder-not-a-credential";
+/// The Dockerfile the agent's image was built from, readable by the agent, so a stuck agent
+/// can propose a modified whole file through `capability-block`.
+pub(crate) const AGENT_DOCKERFILE_PATH: &str = "/etc/claude-bottle/agent.Dockerfile";
+/// Where a resumed bottle's saved work tree (a tar of [`AGENT_WORKDIR`]) is copied before the
+/// agent unpacks it as itself; removed after.
+pub(crate) const WORK_TAR_IN_AGENT: &str = "/tmp/claude-bottle-work.tar";
 /// The system CA bundle after `update-ca-certificates` (holds the bottle's CA).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -55,6 +62,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) env: Vec<(String, Secret)>,
     pub(crate) prompt: &'a str,
     pub(crate) supervise: bool,
+    /// The Dockerfile the agent image was built from (shipped or approved).
+    pub(crate) agent_dockerfile: &'a str,
     /// The bottle-bundle binary, copied in for the relay.
     pub(crate) relay_bin: &'a [u8],
     /// Skill name -> its files (paths relative to the skill directory).
@@ -98,6 +107,7 @@ pub(crate) fn agent_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
         dir(AGENT_WORKDIR),
         ContextFile::new(wire::AGENT_CA_PATH, inputs.ca_cert_pem, 0o644),
         ContextFile::new(RELAY_BIN, inputs.relay_bin, 0o755),
+        ContextFile::new(AGENT_DOCKERFILE_PATH, inputs.agent_dockerfile, 0o644),
         own(ENV_FILE.into(), env_file(&inputs.env).into_bytes(), 0o600),
         own(
             format!("{AGENT_HOME}/.gitconfig"),
@@ -130,6 +140,35 @@ pub(crate) fn agent_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
         f.owned_by(AGENT_UID, AGENT_UID)
     }));
     files
+}
+
+/// The bundle's bind mounts: the bottle's supervise `queue` on the host, `proposals/`
+/// read-write (the MCP server writes there) and `decisions/` **read-only** (only the host
+/// decides). The agent container gets no bind mount at all.
+pub(crate) fn bundle_binds(queue: &Path) -> Vec<BindMount> {
+    [
+        (supervise::PROPOSALS_DIR, false),
+        (supervise::DECISIONS_DIR, true),
+    ]
+    .into_iter()
+    .map(|(sub, read_only)| BindMount {
+        source: queue.join(sub).display().to_string(),
+        target: format!("{}/{sub}", wire::BUNDLE_QUEUE_DIR),
+        read_only,
+    })
+    .collect()
+}
+
+/// Unpacks [`WORK_TAR_IN_AGENT`] (a tar whose top entry is the `work` directory, as the engine
+/// hands it out) into [`AGENT_WORKDIR`]. Run as the agent, so every file is the agent's.
+pub(crate) fn restore_work_cmd() -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "set -e; tar -x --no-same-owner --strip-components=1 -f {WORK_TAR_IN_AGENT} -C {AGENT_WORKDIR}; rm -f {WORK_TAR_IN_AGENT}"
+        ),
+    ]
 }
 
 /// The agent container's environment: proxy and CA settings only, never a secret.
@@ -223,6 +262,7 @@ mod tests {
             env: vec![("NOTE".into(), Secret::new("it's $HOME `x`".into()))],
             prompt: "Be careful.",
             supervise: true,
+            agent_dockerfile: "FROM base\nRUN true\n",
             relay_bin: b"ELF",
             skills: vec![],
             work_tree: vec![],
@@ -258,6 +298,38 @@ mod tests {
                 || f.path.contains("/keys/");
             assert_eq!(f.mode == 0o600, private, "{} mode {:o}", f.path, f.mode);
         }
+    }
+
+    #[test]
+    fn the_agent_can_read_the_dockerfile_of_its_image() {
+        let key = Secret::new("CA-KEY".into());
+        let files = agent_files(&inputs(&key));
+        let f = files
+            .iter()
+            .find(|f| f.path == AGENT_DOCKERFILE_PATH)
+            .unwrap();
+        assert_eq!(f.contents, b"FROM base\nRUN true\n");
+        assert_eq!(f.mode, 0o644);
+    }
+
+    #[test]
+    fn the_bundle_writes_proposals_and_only_reads_decisions() {
+        let binds = bundle_binds(Path::new("/h/.claude-bottle/queue/dev-abcde"));
+        assert_eq!(
+            binds,
+            [
+                BindMount {
+                    source: "/h/.claude-bottle/queue/dev-abcde/proposals".into(),
+                    target: "/var/lib/bottle/queue/proposals".into(),
+                    read_only: false,
+                },
+                BindMount {
+                    source: "/h/.claude-bottle/queue/dev-abcde/decisions".into(),
+                    target: "/var/lib/bottle/queue/decisions".into(),
+                    read_only: true,
+                },
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! is never touched (it may be starting, or attached). Otherwise an orphan is a bottle with no
 //! state, whose agent is not running, or that was started attached by a launcher that is
 //! gone. Detached bottles with a running agent are left alone (`stop` removes those).
+//! A suspended bottle's state (its saved Dockerfile and work tree) is never removed here:
+//! only `resume` and `stop` end a suspended bottle.
 
 use std::path::Path;
 
@@ -26,10 +28,10 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
                 doomed_ids.push((identity.clone(), why));
             }
         }
-        // State left without any object.
+        // State left without any object (a suspended bottle has none, on purpose).
         let stale: Vec<String> = state::identities(root)
             .into_iter()
-            .filter(|id| !groups.contains_key(id))
+            .filter(|id| !groups.contains_key(id) && !state::is_suspended(root, id))
             .collect();
         if doomed.is_empty() && stale.is_empty() {
             println!("nothing to clean up");
@@ -51,7 +53,9 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
         }
         let errors = remove_all(&backend, &doomed).await;
         for (identity, _) in &doomed_ids {
-            state::remove(root, identity)?;
+            if !state::is_suspended(root, identity) {
+                state::remove(root, identity)?;
+            }
         }
         for identity in &stale {
             state::remove(root, identity)?;

@@ -12,7 +12,12 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
         let backend = DockerBackend::connect().await?;
         let objects = backend.list_objects(None).await?;
         let groups = by_identity(&in_home(objects, root));
-        if groups.is_empty() {
+        // Suspended bottles have state but no Docker objects.
+        let suspended: Vec<String> = state::identities(root)
+            .into_iter()
+            .filter(|id| !groups.contains_key(id) && state::is_suspended(root, id))
+            .collect();
+        if groups.is_empty() && suspended.is_empty() {
             println!("no bottles");
             return Ok(0);
         }
@@ -31,6 +36,13 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
                 None => "missing",
             };
             println!("{identity:<24} {agent:<16} {status:<10} {}", objects.len());
+        }
+        for identity in &suspended {
+            let agent = state::load(root, identity).map_or_else(|| "?".to_owned(), |m| m.agent);
+            println!(
+                "{identity:<24} {agent:<16} {:<10} 0  (claude-bottle resume {identity})",
+                "suspended"
+            );
         }
         Ok(0)
     })

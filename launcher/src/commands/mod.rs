@@ -11,6 +11,7 @@ pub(crate) mod info;
 pub(crate) mod init;
 pub(crate) mod list;
 pub(crate) mod reject;
+pub(crate) mod resume;
 pub(crate) mod start;
 pub(crate) mod stop;
 

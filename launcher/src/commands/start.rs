@@ -40,33 +40,8 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
         println!("not started");
         return Ok(0);
     }
-    if !facts.missing_paths.is_empty() {
-        let list: Vec<&str> = facts.missing_paths.iter().map(String::as_str).collect();
-        anyhow::bail!(
-            "the bottle needs host files that do not exist: {} (skills are copied from ~/.claude/skills/<name>; git IdentityFile keys and egress.extra_ca are copied into the bundle)",
-            list.join(", ")
-        );
-    }
-    let env = secrets::resolve_env(&loaded.bottle, host)?;
-    let tokens = secrets::resolve_tokens(&token_routes(&plan), host)?;
-    eprintln!(
-        "resolved {} env values and {} route tokens",
-        env.vars.len(),
-        tokens.len()
-    );
-    let bundle_bin = images::find_bundle_bin()?;
-    let files = bottle_files(&plan, Egress::Direct, &tokens)?;
-    let runtime = match facts.runtime {
-        Runtime::Gvisor => Some("runsc".to_owned()),
-        Runtime::Runc | Runtime::Unknown(_) => None,
-    };
-    let inputs = HostInputs::read(&loaded, &plan, &facts.home, args.cwd.as_deref())?;
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = rt.block_on(async {
+    let prepared = Prepared::new(&loaded, &plan, &facts, host, args.cwd.as_deref())?;
+    super::block_on(async {
         let backend = DockerBackend::connect().await?;
         let ctx = Ctx {
             backend: &backend,
@@ -74,29 +49,81 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
             loaded: &loaded,
             plan: &plan,
         };
-        start_bottle(
-            &ctx,
-            &files,
-            env.vars,
-            &inputs,
+        start_bottle(&ctx, prepared, Origin::Fresh, args.detach).await
+    })
+}
+
+/// What a bottle is started with: the manifest, its plan, and where the launcher looks.
+pub(crate) struct Ctx<'a> {
+    pub(crate) backend: &'a DockerBackend,
+    pub(crate) dirs: &'a Dirs,
+    pub(crate) loaded: &'a Loaded,
+    pub(crate) plan: &'a Plan,
+}
+
+/// Where the bottle's agent image and work tree come from.
+pub(crate) enum Origin {
+    /// `start`: the shipped agent Dockerfile; the `--cwd` work tree (in [`HostInputs`]).
+    Fresh,
+    /// `resume`: a suspended bottle's approved Dockerfile and saved work tree.
+    Resume {
+        dockerfile: String,
+        /// Where it was saved, for messages.
+        dockerfile_path: std::path::PathBuf,
+        work_tar: Vec<u8>,
+    },
+}
+
+/// Everything read and resolved before any object is created: secrets, the bundle's files,
+/// host files to copy in. A failure here leaves nothing to clean up.
+pub(crate) struct Prepared {
+    files: crate::render::BottleFiles,
+    env: Vec<(String, Secret)>,
+    inputs: HostInputs,
+    bundle_bin: std::path::PathBuf,
+    runtime: Option<String>,
+}
+
+impl Prepared {
+    /// Resolves the bottle's env and route tokens (prompting on the terminal when the manifest
+    /// says so), renders the bundle's files and reads the host files; `work_tree` is `--cwd`.
+    pub(crate) fn new(
+        loaded: &Loaded,
+        plan: &Plan,
+        facts: &plan::HostFacts,
+        host: &dyn HostEnv,
+        work_tree: Option<&Path>,
+    ) -> anyhow::Result<Prepared> {
+        if !facts.missing_paths.is_empty() {
+            let list: Vec<&str> = facts.missing_paths.iter().map(String::as_str).collect();
+            anyhow::bail!(
+                "the bottle needs host files that do not exist: {} (skills are copied from ~/.claude/skills/<name>; git IdentityFile keys and egress.extra_ca are copied into the bundle)",
+                list.join(", ")
+            );
+        }
+        let env = secrets::resolve_env(&loaded.bottle, host)?;
+        let tokens = secrets::resolve_tokens(&token_routes(plan), host)?;
+        eprintln!(
+            "resolved {} env values and {} route tokens",
+            env.vars.len(),
+            tokens.len()
+        );
+        let bundle_bin = images::find_bundle_bin()?;
+        let files = bottle_files(plan, Egress::Direct, &tokens)?;
+        let runtime = match facts.runtime {
+            Runtime::Gvisor => Some("runsc".to_owned()),
+            Runtime::Runc | Runtime::Unknown(_) => None,
+        };
+        let inputs = HostInputs::read(loaded, plan, &facts.home, work_tree)?;
+        Ok(Prepared {
+            files,
+            env: env.vars,
+            inputs,
             bundle_bin,
             runtime,
-            args.detach,
-        )
-        .await
-    });
-    // Reading the terminal blocks a thread the runtime cannot join: do not wait for it.
-    rt.shutdown_background();
-    result
+        })
+    }
 }
-
-struct Ctx<'a> {
-    backend: &'a DockerBackend,
-    dirs: &'a Dirs,
-    loaded: &'a Loaded,
-    plan: &'a Plan,
-}
-
 /// Host files the bottle copies in, read before anything is created.
 struct HostInputs {
     extra_ca: Option<Vec<u8>>,
@@ -157,17 +184,18 @@ impl HostInputs {
     }
 }
 
-async fn start_bottle(
+/// Builds the images, runs the bottle and, unless `detach`, connects the terminal to the agent
+/// until it ends. The one path for `start` and `resume`: they differ only in [`Origin`].
+pub(crate) async fn start_bottle(
     ctx: &Ctx<'_>,
-    files: &crate::render::BottleFiles,
-    env: Vec<(String, Secret)>,
-    inputs: &HostInputs,
-    bundle_bin: std::path::PathBuf,
-    runtime: Option<String>,
+    prepared: Prepared,
+    origin: Origin,
     detach: bool,
 ) -> anyhow::Result<u8> {
     let backend = ctx.backend;
+    let root = &ctx.dirs.root;
     let identity = ctx.plan.identity.clone();
+    let resuming = matches!(origin, Origin::Resume { .. });
     let mut progress = |line: &str| eprintln!("  {line}");
 
     let command = &ctx.loaded.agent.command;
@@ -176,16 +204,35 @@ async fn start_bottle(
         Ok("1") => true,
         _ => *command == AgentCommand::Claude,
     };
+    let (agent_dockerfile, agent_dockerfile_source, work_tar) = match origin {
+        Origin::Fresh => (
+            images::AGENT_DOCKERFILE.to_owned(),
+            "the shipped Dockerfile.agent".to_owned(),
+            None,
+        ),
+        Origin::Resume {
+            dockerfile,
+            dockerfile_path,
+            work_tar,
+        } => (
+            dockerfile,
+            dockerfile_path.display().to_string(),
+            Some(work_tar),
+        ),
+    };
     let image_inputs = images::ImageInputs {
         base_image: images::choose_base_image(backend).await?,
-        bundle_bin,
+        bundle_bin: prepared.bundle_bin.clone(),
         install_claude,
-        agent_dockerfile: images::AGENT_DOCKERFILE.to_owned(),
+        agent_dockerfile: agent_dockerfile.clone(),
+        agent_dockerfile_source,
     };
     eprintln!("images (base {}):", image_inputs.base_image);
     let built = images::ensure(backend, &image_inputs, &mut progress).await?;
 
     let ca = ca::mint(&identity).context("cannot mint the bottle's CA")?;
+    let files = &prepared.files;
+    let inputs = &prepared.inputs;
     let provision_inputs = provision::Inputs {
         ca_cert_pem: &ca.cert_pem,
         ca_key_pem: &ca.key_pem,
@@ -201,23 +248,13 @@ async fn start_bottle(
             .iter()
             .map(|g| (g.name.clone(), g.upstream.clone()))
             .collect(),
-        env,
+        env: prepared.env,
         prompt: &ctx.loaded.agent.prompt,
         supervise: ctx.plan.supervise,
+        agent_dockerfile: &agent_dockerfile,
         relay_bin: &built.bundle_bin,
         skills: inputs.skills.clone(),
         work_tree: inputs.work_tree.clone(),
-    };
-    let launch = Launch {
-        identity: identity.clone(),
-        home: ctx.dirs.root.display().to_string(),
-        agent_image: built.agent.clone(),
-        bundle_image: built.bundle.clone(),
-        bundle_files: provision::bundle_files(&provision_inputs),
-        agent_files: provision::agent_files(&provision_inputs),
-        agent_cmd: provision::agent_cmd(command),
-        runtime,
-        tty: true,
     };
     let meta = state::Metadata {
         identity: identity.clone(),
@@ -233,24 +270,70 @@ async fn start_bottle(
         bundle_image: built.bundle.clone(),
         detached: detach,
         launcher_pid: std::process::id(),
+        project: Some(ctx.dirs.cwd.clone()),
+        // A resume stays suspended until it has succeeded: a failure keeps the saved state.
+        suspended: resuming,
     };
-    state::save(&ctx.dirs.root, &meta)?;
+    state::save(root, &meta)?;
+    let bundle_binds = if ctx.plan.supervise {
+        provision::bundle_binds(&state::create_queue(root, &identity)?)
+    } else {
+        Vec::new()
+    };
+    let launch = Launch {
+        identity: identity.clone(),
+        home: root.display().to_string(),
+        agent_image: built.agent.clone(),
+        bundle_image: built.bundle.clone(),
+        bundle_files: provision::bundle_files(&provision_inputs),
+        bundle_binds,
+        agent_files: provision::agent_files(&provision_inputs),
+        work_tar,
+        agent_cmd: provision::agent_cmd(command),
+        runtime: prepared.runtime,
+        tty: true,
+    };
 
-    eprintln!("starting bottle {identity}:");
+    eprintln!(
+        "{} bottle {identity}:",
+        if resuming { "resuming" } else { "starting" }
+    );
     let launched =
         bottle::unless_interrupted(bottle::launch(backend, &launch, &mut progress)).await;
     let running = match launched {
         Ok(Some(Ok(running))) => running,
         Ok(Some(Err(e))) => {
-            state::remove(&ctx.dirs.root, &identity)?;
+            // `launch` removed what it created.
+            if resuming {
+                eprintln!("the saved state is kept: `claude-bottle resume {identity}` retries");
+            } else {
+                state::remove(root, &identity)?;
+            }
             return Err(e);
         }
         Ok(None) | Err(_) => {
             eprintln!("interrupted: removing bottle {identity}");
-            remove_bottle(backend, &ctx.dirs.root, &identity).await?;
+            if resuming {
+                remove_objects(backend, &identity).await?;
+                anyhow::bail!(
+                    "resume was interrupted; the saved state of {identity} is kept (`claude-bottle resume {identity}` retries)"
+                );
+            }
+            remove_bottle(backend, root, &identity).await?;
             anyhow::bail!("start was interrupted; nothing of bottle {identity} is left");
         }
     };
+    if resuming {
+        state::save(
+            root,
+            &state::Metadata {
+                suspended: false,
+                ..meta
+            },
+        )?;
+        // The live work tree is in the agent now; a stale copy could only mislead.
+        let _ = std::fs::remove_file(state::dir(root, &identity).join(state::WORK_TAR));
+    }
 
     if detach {
         println!("bottle {identity} is running");
@@ -269,7 +352,9 @@ async fn start_bottle(
         match attached {
             Ok(Some(Ok(code))) => code,
             Ok(Some(Err(e))) => {
-                eprintln!("lost the agent's terminal: {e}");
+                if !state::is_suspended(root, &identity) {
+                    eprintln!("lost the agent's terminal: {e}");
+                }
                 1
             }
             Ok(None) | Err(_) => {
@@ -278,17 +363,25 @@ async fn start_bottle(
             }
         }
     };
-    remove_bottle(backend, &ctx.dirs.root, &identity).await?;
+    // An approved capability-block suspended the bottle under us: its state is for `resume`.
+    if state::is_suspended(root, &identity) {
+        eprintln!("{}", suspended_hint(&identity));
+        return Ok(0);
+    }
+    remove_bottle(backend, root, &identity).await?;
     eprintln!("bottle {identity} removed (agent exit code {code})");
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
-/// Removes every object of a bottle and its state; an error lists what is left.
-pub(crate) async fn remove_bottle<B: Backend>(
-    backend: &B,
-    root: &Path,
-    identity: &str,
-) -> anyhow::Result<()> {
+/// What an attached launcher prints when its bottle was suspended.
+pub(crate) fn suspended_hint(identity: &str) -> String {
+    format!(
+        "bottle {identity} was suspended by an approved capability request; its work tree and new Dockerfile are saved.\n  claude-bottle resume {identity}      rebuild the agent image and continue"
+    )
+}
+
+/// Removes every object of a bottle (not its state); an error lists what is left.
+async fn remove_objects<B: Backend>(backend: &B, identity: &str) -> anyhow::Result<()> {
     let left = bottle::teardown(backend, identity).await?;
     if !left.is_empty() {
         let list: Vec<String> = left.iter().map(ToString::to_string).collect();
@@ -297,6 +390,16 @@ pub(crate) async fn remove_bottle<B: Backend>(
             list.join("; ")
         );
     }
+    Ok(())
+}
+
+/// Removes every object of a bottle, its state and its queue; an error lists what is left.
+pub(crate) async fn remove_bottle<B: Backend>(
+    backend: &B,
+    root: &Path,
+    identity: &str,
+) -> anyhow::Result<()> {
+    remove_objects(backend, identity).await?;
     state::remove(root, identity)
 }
 

@@ -64,6 +64,7 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
             RouteOrigin::Manifest => "",
             RouteOrigin::BuiltIn => "  [built-in]",
             RouteOrigin::ClaudeCredential => "  [built-in, Claude credential]",
+            RouteOrigin::Approved => "  [approved through supervise]",
         };
         let _ = writeln!(w, "    {:width$}  {paths}; {auth}{origin}", r.host);
     }

@@ -215,7 +215,7 @@ fn log(root: &Path, proposal: &Proposal, decision: &Decision, diff: String) -> a
 /// The bottle's agent Dockerfile before a capability approval: the one a previous approval
 /// saved in its state, else the built-in one.
 fn current_dockerfile(root: &Path, identity: &str) -> String {
-    std::fs::read_to_string(crate::state::dir(root, identity).join("Dockerfile"))
+    std::fs::read_to_string(crate::state::dir(root, identity).join(crate::state::DOCKERFILE))
         .unwrap_or_else(|_| crate::bottle::images::AGENT_DOCKERFILE.to_owned())
 }
 

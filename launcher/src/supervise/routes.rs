@@ -84,7 +84,7 @@ pub(crate) struct RoutesState {
 
 /// Where [`RoutesState`] lives.
 pub(crate) fn state_path(root: &Path, identity: &str) -> PathBuf {
-    crate::state::dir(root, identity).join("routes.json")
+    crate::state::dir(root, identity).join(crate::state::ROUTES)
 }
 
 /// Records the bottle's routes after an approval.
