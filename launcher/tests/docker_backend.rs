@@ -33,6 +33,45 @@ fn identity(test: &str) -> String {
     format!("betest-{test}-{}-{nanos:x}", std::process::id())
 }
 
+/// Removes every object labelled with the identity when dropped, so a failing assertion
+/// leaves nothing behind (the happy path removes them itself and checks that it could).
+struct Sweep(String);
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        let label = format!("label=claude-bottle.identity={}", self.0);
+        for (list, rm) in [
+            (&["ps", "-aq", "--filter"][..], &["rm", "-f"][..]),
+            (
+                &["network", "ls", "-q", "--filter"][..],
+                &["network", "rm"][..],
+            ),
+            (
+                &["volume", "ls", "-q", "--filter"][..],
+                &["volume", "rm", "-f"][..],
+            ),
+        ] {
+            let Ok(out) = std::process::Command::new("docker")
+                .args(list)
+                .arg(&label)
+                .output()
+            else {
+                continue;
+            };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(rm)
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
 fn exec(cmd: &[&str], user: &str) -> ExecSpec {
     ExecSpec {
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
@@ -67,6 +106,7 @@ fn container(name: &str, image: &str, identity: &str, network: Network) -> Conta
 async fn isolated_container_lifecycle_leaves_nothing_behind() {
     let backend = backend().await;
     let id = identity("life");
+    let _sweep = Sweep(id.clone());
     let mut ledger = Ledger::default();
 
     let net = backend
@@ -196,6 +236,7 @@ async fn isolated_container_lifecycle_leaves_nothing_behind() {
 async fn ledger_rolls_back_a_half_made_bottle() {
     let backend = backend().await;
     let id = identity("rollback");
+    let _sweep = Sweep(id.clone());
     let mut ledger = Ledger::default();
     let net = backend
         .create_network(&format!("{id}-egress"), &Labels::for_bottle(&id, "egress"))
@@ -232,6 +273,7 @@ async fn ledger_rolls_back_a_half_made_bottle() {
 async fn builds_with_progress_and_reports_failures() {
     let backend = backend().await;
     let id = identity("build");
+    let _sweep = Sweep(id.clone());
     let tag = format!("claude-bottle-test-{id}:latest");
     let build = ImageBuild {
         tag: tag.clone(),
@@ -285,6 +327,7 @@ async fn builds_with_progress_and_reports_failures() {
 async fn binds_copy_out_and_signals() {
     let backend = backend().await;
     let id = identity("binds");
+    let _sweep = Sweep(id.clone());
     let host = tempfile::tempdir().unwrap();
     let (rw, ro) = (host.path().join("rw"), host.path().join("ro"));
     std::fs::create_dir_all(&rw).unwrap();
