@@ -5,11 +5,11 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::atomic::{self, AtomicU64};
 
-use git2::{
-    Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort, Tree, TreeEntry,
-};
+use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
+use crate::scanner::added::added_runs;
 use crate::scanner::engine::Fragment;
+use crate::scanner::objects::{Kind, Objects, entries, parse_commit};
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
 /// Shown as the file of a finding in a commit message.
@@ -199,61 +199,132 @@ fn scan_commits(
     budget: &Budget,
     spent: &AtomicU64,
 ) -> Result<Vec<Finding>, ScanError> {
+    let mut objects = Objects::new(repo).map_err(git_err(|| "open object database".to_owned()))?;
     let mut seen: HashSet<(Oid, Oid)> = HashSet::new();
+    let mut changed = Vec::new();
     let mut out = Vec::new();
     for &oid in commits {
-        let commit = repo
-            .find_commit(oid)
-            .map_err(git_err(|| format!("read commit {oid}")))?;
         let start = out.len();
-        scan_commit(scanner, repo, &commit, budget, spent, &mut seen, &mut out)?;
+        let ctx = Ctx {
+            scanner,
+            budget,
+            spent,
+        };
+        ctx.scan_commit(&mut objects, oid, &mut seen, &mut changed, &mut out)?;
         if out.len() > start {
+            let commit = repo
+                .find_commit(oid)
+                .map_err(git_err(|| format!("read commit {oid}")))?;
             annotate(&commit, &mut out[start..]);
         }
     }
     Ok(out)
 }
 
-fn scan_commit(
-    scanner: &Scanner,
-    repo: &Repository,
-    commit: &Commit<'_>,
-    budget: &Budget,
-    spent: &AtomicU64,
-    seen: &mut HashSet<(Oid, Oid)>,
-    out: &mut Vec<Finding>,
-) -> Result<(), ScanError> {
-    let id = commit.id().to_string();
-    let message = commit.message_bytes();
-    charge(budget, spent, message.len())?;
-    let mut found = scanner.scan_fragment(&Fragment {
-        text: message,
-        path: "",
-        commit: &id,
-        start_line: 1,
-    });
-    for f in &mut found {
-        f.file = COMMIT_MESSAGE_FILE.to_owned();
-    }
-    out.extend(found);
+/// What every commit of one scan shares.
+struct Ctx<'s> {
+    scanner: &'s Scanner,
+    budget: &'s Budget,
+    spent: &'s AtomicU64,
+}
 
-    let tree = commit.tree().map_err(git_err(|| format!("tree of {id}")))?;
-    let parent_tree = match commit.parent(0) {
-        Ok(p) => Some(
-            p.tree()
-                .map_err(git_err(|| format!("parent tree of {id}")))?,
-        ),
-        Err(_) => None,
-    };
-    let mut changed = Vec::new();
-    changed_blobs(repo, parent_tree.as_ref(), &tree, "", &mut changed)?;
-    for change in changed {
-        if !seen.insert((change.old, change.new)) {
-            continue;
+impl Ctx<'_> {
+    fn scan_commit(
+        &self,
+        objects: &mut Objects<'_>,
+        oid: Oid,
+        seen: &mut HashSet<(Oid, Oid)>,
+        changed: &mut Vec<Change>,
+        out: &mut Vec<Finding>,
+    ) -> Result<(), ScanError> {
+        let raw = objects
+            .commit(oid)
+            .map_err(git_err(|| format!("read commit {oid}")))?;
+        let info = parse_commit(&raw).map_err(git_err(|| format!("parse commit {oid}")))?;
+        let id = oid.to_string();
+        charge(self.budget, self.spent, info.message.len())?;
+        let mut found = self.scanner.scan_fragment(&Fragment {
+            text: info.message,
+            path: "",
+            commit: &id,
+            start_line: 1,
+        });
+        for f in &mut found {
+            f.file = COMMIT_MESSAGE_FILE.to_owned();
         }
-        scan_change(scanner, repo, &change, &id, budget, spent, out)?;
+        out.extend(found);
+
+        let parent_tree = match info.first_parent {
+            Some(p) => {
+                let raw = objects
+                    .commit(p)
+                    .map_err(git_err(|| format!("read parent {p} of {id}")))?;
+                Some(
+                    parse_commit(&raw)
+                        .map_err(git_err(|| format!("parse commit {p}")))?
+                        .tree,
+                )
+            }
+            None => None,
+        };
+        changed.clear();
+        changed_blobs(objects, parent_tree, info.tree, "", changed)?;
+        for change in changed.drain(..) {
+            if !seen.insert((change.old, change.new)) {
+                continue;
+            }
+            self.scan_change(objects, &change, &id, out)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Scans the lines `change` adds: the whole blob for a new file, else the runs of added
+    /// lines (the `+` side of zero-context hunks), one fragment each.
+    fn scan_change(
+        &self,
+        objects: &mut Objects<'_>,
+        change: &Change,
+        commit: &str,
+        out: &mut Vec<Finding>,
+    ) -> Result<(), ScanError> {
+        let path = &change.path;
+        let new = objects
+            .blob(change.new)
+            .map_err(git_err(|| format!("read blob {path}")))?;
+        if is_binary(&new) {
+            return Ok(());
+        }
+        if change.old.is_zero() {
+            charge(self.budget, self.spent, new.len())?;
+            out.extend(self.scanner.scan_fragment(&Fragment {
+                text: &new,
+                path,
+                commit,
+                start_line: 1,
+            }));
+            return Ok(());
+        }
+        let old = objects
+            .blob(change.old)
+            .map_err(git_err(|| format!("read blob {path}")))?;
+        let runs = added_runs(&old, &new).map_err(git_err(|| format!("diff {path}")))?;
+        for run in runs {
+            charge(self.budget, self.spent, run.text.len())?;
+            out.extend(self.scanner.scan_fragment(&Fragment {
+                text: &run.text,
+                path,
+                commit,
+                start_line: run.start_line,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// git's test for a binary file (what `git log -p` shows as "Binary files differ"): a NUL
+/// byte in the first 8000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    memchr::memchr(0, &data[..data.len().min(8000)]).is_some()
 }
 
 /// A file whose content differs between a commit and its first parent.
@@ -264,68 +335,87 @@ struct Change {
     new: Oid,
 }
 
-/// Collects the blobs of `new` that differ from `old`, skipping identical subtrees by id
-/// (libgit2's tree diff walks every entry, which is slow on wide trees).
+/// Collects the blobs of tree `new` that differ from tree `old`, skipping identical
+/// subtrees by id (libgit2's tree diff walks every entry, which is slow on wide trees).
 fn changed_blobs(
-    repo: &Repository,
-    old: Option<&Tree<'_>>,
-    new: &Tree<'_>,
+    objects: &mut Objects<'_>,
+    old: Option<Oid>,
+    new: Oid,
     prefix: &str,
     out: &mut Vec<Change>,
 ) -> Result<(), ScanError> {
+    let what = || match prefix.is_empty() {
+        true => "read root tree".to_owned(),
+        false => format!("read tree {prefix}"),
+    };
+    let new_raw = objects.tree(new).map_err(git_err(what))?;
+    let old_raw = match old {
+        Some(o) => Some(objects.tree(o).map_err(git_err(what))?),
+        None => None,
+    };
     // Both entry lists are in git's tree order, so one merge pass pairs them up.
-    let old_entries: Vec<TreeEntry<'_>> = old.map(|t| t.iter().collect()).unwrap_or_default();
-    let mut next_old = 0;
-    for entry in new.iter() {
-        let is_tree = entry.kind() == Some(ObjectType::Tree);
+    let mut old_entries = old_raw
+        .as_deref()
+        .map(entries)
+        .into_iter()
+        .flatten()
+        .peekable();
+    for entry in entries(&new_raw) {
+        let entry = entry.map_err(git_err(what))?;
+        let is_tree = entry.kind == Kind::Tree;
         let mut before = None;
-        while let Some(o) = old_entries.get(next_old) {
-            let o_tree = o.kind() == Some(ObjectType::Tree);
-            match tree_order(o.name_bytes(), o_tree, entry.name_bytes(), is_tree) {
-                Ordering::Less => next_old += 1,
+        while let Some(o) = old_entries.peek() {
+            let o = match o {
+                Ok(o) => *o,
+                Err(_) => {
+                    return Err(ScanError::Git {
+                        what: what(),
+                        source: git2::Error::from_str("malformed tree object"),
+                    });
+                }
+            };
+            match tree_order(o.name, o.kind == Kind::Tree, entry.name, is_tree) {
+                Ordering::Less => {
+                    old_entries.next();
+                }
                 Ordering::Equal => {
                     before = Some(o);
-                    next_old += 1;
+                    old_entries.next();
                     break;
                 }
                 Ordering::Greater => break,
             }
         }
-        if before.is_some_and(|b| b.id() == entry.id()) {
+        if before.is_some_and(|b| b.id == entry.id) {
             continue;
         }
-        let name = String::from_utf8_lossy(entry.name_bytes());
+        let name = String::from_utf8_lossy(entry.name);
         let path = match prefix.is_empty() {
             true => name.into_owned(),
             false => format!("{prefix}/{name}"),
         };
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                let sub = repo
-                    .find_tree(entry.id())
-                    .map_err(git_err(|| format!("read tree {path}")))?;
+        let id = entry.oid().map_err(git_err(what))?;
+        match entry.kind {
+            Kind::Tree => {
                 let old_sub = match before {
-                    Some(b) if b.kind() == Some(ObjectType::Tree) => Some(
-                        repo.find_tree(b.id())
-                            .map_err(git_err(|| format!("read tree {path}")))?,
-                    ),
+                    Some(b) if b.kind == Kind::Tree => Some(b.oid().map_err(git_err(what))?),
                     _ => None,
                 };
-                changed_blobs(repo, old_sub.as_ref(), &sub, &path, out)?;
+                changed_blobs(objects, old_sub, id, &path, out)?;
             }
-            Some(ObjectType::Blob) => {
+            Kind::Blob => {
                 let old_id = match before {
-                    Some(b) if b.kind() == Some(ObjectType::Blob) => b.id(),
+                    Some(b) if b.kind == Kind::Blob => b.oid().map_err(git_err(what))?,
                     _ => Oid::ZERO_SHA1,
                 };
                 out.push(Change {
                     path,
                     old: old_id,
-                    new: entry.id(),
+                    new: id,
                 });
             }
             // Submodule commits carry no content of this repository.
-            _ => {}
+            Kind::Gitlink => {}
         }
     }
     Ok(())
@@ -344,74 +434,6 @@ fn tree_order(a: &[u8], a_tree: bool, b: &[u8], b_tree: bool) -> Ordering {
         None => 0,
     };
     tail(a, a_tree).cmp(&tail(b, b_tree))
-}
-
-/// Scans the lines `change` adds: the whole blob for a new file, else the `+` lines of a
-/// zero-context diff, one fragment per hunk.
-fn scan_change(
-    scanner: &Scanner,
-    repo: &Repository,
-    change: &Change,
-    commit: &str,
-    budget: &Budget,
-    spent: &AtomicU64,
-    out: &mut Vec<Finding>,
-) -> Result<(), ScanError> {
-    let path = &change.path;
-    let new = repo
-        .find_blob(change.new)
-        .map_err(git_err(|| format!("read blob {path}")))?;
-    if new.is_binary() {
-        return Ok(());
-    }
-    if change.old.is_zero() {
-        charge(budget, spent, new.content().len())?;
-        out.extend(scanner.scan_fragment(&Fragment {
-            text: new.content(),
-            path,
-            commit,
-            start_line: 1,
-        }));
-        return Ok(());
-    }
-    let old = repo
-        .find_blob(change.old)
-        .map_err(git_err(|| format!("read blob {path}")))?;
-    let mut opts = DiffOptions::new();
-    opts.context_lines(0);
-    // No paths: a path makes libgit2 look up .gitattributes diff drivers for every file,
-    // a tenth of a history scan; binary blobs were already skipped above.
-    let patch = Patch::from_blobs(&old, None, &new, None, Some(&mut opts))
-        .map_err(git_err(|| format!("diff {path}")))?;
-    let mut buf: Vec<u8> = Vec::new();
-    for h in 0..patch.num_hunks() {
-        let lines = patch
-            .num_lines_in_hunk(h)
-            .map_err(git_err(|| format!("hunk of {path}")))?;
-        buf.clear();
-        let mut first_line = None;
-        for l in 0..lines {
-            let line = patch
-                .line_in_hunk(h, l)
-                .map_err(git_err(|| format!("line of {path}")))?;
-            if line.origin() != '+' {
-                continue;
-            }
-            first_line = first_line.or(line.new_lineno());
-            buf.extend_from_slice(line.content());
-        }
-        let Some(start_line) = first_line else {
-            continue;
-        };
-        charge(budget, spent, buf.len())?;
-        out.extend(scanner.scan_fragment(&Fragment {
-            text: &buf,
-            path,
-            commit,
-            start_line,
-        }));
-    }
-    Ok(())
 }
 
 /// Fills in who made the commit, for the report.

@@ -24,12 +24,14 @@
 //! # Ok(()) }
 //! ```
 
+mod added;
 pub mod cli;
 mod decode;
 mod engine;
 mod files;
 mod finding;
 mod git;
+mod objects;
 pub mod report;
 pub mod rules;
 
