@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{self, AtomicU64};
 
 use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
@@ -10,6 +11,7 @@ use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 use crate::scanner::added::added_runs;
 use crate::scanner::engine::Fragment;
 use crate::scanner::objects::{Kind, Objects, entries, parse_commit};
+use crate::scanner::packs::Packs;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
 /// Shown as the file of a finding in a commit message.
@@ -79,7 +81,8 @@ pub(crate) fn scan_push(
     }
     hide_existing_refs(repo, &mut walk)?;
     let commits = collect(walk)?;
-    out.extend(scan_commits(scanner, repo, &commits, budget, &spent)?);
+    // Pushes are small: libgit2 reads their few objects faster than packs could be loaded.
+    out.extend(scan_commits(scanner, repo, &commits, None, budget, &spent)?);
     Ok(out)
 }
 
@@ -99,7 +102,8 @@ pub(crate) fn scan_range(
     }
     .map_err(git_err(|| format!("resolve range {range:?}")))?;
     let commits = collect(walk)?;
-    scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0))
+    let packs = packs_for(repo, commits.len());
+    scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0))
 }
 
 pub(crate) fn scan_history(
@@ -127,9 +131,10 @@ pub(crate) fn scan_history(
         }
     }
     let commits = collect(walk)?;
+    let packs = packs_for(repo, commits.len());
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 || commits.len() < 64 {
-        return scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0));
+        return scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0));
     }
     // Each worker opens its own handle (git2 repositories are not Sync) and takes one
     // contiguous stretch of history: neighbouring commits share delta bases in the pack, and
@@ -142,11 +147,11 @@ pub(crate) fn scan_history(
             .chunks(per_thread)
             .map(|chunk| {
                 let mine: Vec<Oid> = chunk.to_vec();
-                let (path, spent) = (&path, &spent);
+                let (path, spent, packs) = (&path, &spent, packs.clone());
                 s.spawn(move || {
                     let repo =
                         Repository::open(path).map_err(git_err(|| "open repository".to_owned()))?;
-                    scan_commits(scanner, &repo, &mine, budget, spent)
+                    scan_commits(scanner, &repo, &mine, packs, budget, spent)
                 })
             })
             .collect();
@@ -159,6 +164,15 @@ pub(crate) fn scan_history(
         }
         Ok(out)
     })
+}
+
+/// Below this many commits a scan reads through libgit2 alone: loading packs into memory
+/// would cost more than it saves.
+const PACKS_FROM_COMMITS: usize = 2000;
+
+/// The repository's packs for a scan of `commits` commits, when worth loading.
+fn packs_for(repo: &Repository, commits: usize) -> Option<Arc<Packs>> {
+    (commits >= PACKS_FROM_COMMITS).then(|| Packs::load(&repo.commondir().join("objects")))
 }
 
 fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
@@ -196,10 +210,12 @@ fn scan_commits(
     scanner: &Scanner,
     repo: &Repository,
     commits: &[Oid],
+    packs: Option<Arc<Packs>>,
     budget: &Budget,
     spent: &AtomicU64,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut objects = Objects::new(repo).map_err(git_err(|| "open object database".to_owned()))?;
+    let mut objects =
+        Objects::new(repo, packs).map_err(git_err(|| "open object database".to_owned()))?;
     let mut seen: HashSet<(Oid, Oid)> = HashSet::new();
     let mut changed = Vec::new();
     let mut out = Vec::new();

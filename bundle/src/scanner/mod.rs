@@ -32,6 +32,7 @@ mod files;
 mod finding;
 mod git;
 mod objects;
+mod packs;
 pub mod report;
 pub mod rules;
 
