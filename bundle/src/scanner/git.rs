@@ -10,7 +10,7 @@ use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
 use crate::scanner::added::added_runs;
 use crate::scanner::engine::Fragment;
-use crate::scanner::objects::{Kind, Objects, entries, parse_commit};
+use crate::scanner::objects::{Kind, Objects, OidMap, entries, parents, parse_commit};
 use crate::scanner::packs::Packs;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
@@ -111,27 +111,31 @@ pub(crate) fn scan_history(
     repo: &Repository,
     budget: &Budget,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut walk = revwalk(repo)?;
-    let mut any = false;
+    let mut tips = Vec::new();
     for r in repo
         .references()
         .map_err(git_err(|| "list refs".to_owned()))?
     {
         let r = r.map_err(git_err(|| "read ref".to_owned()))?;
         if let Ok(c) = r.peel_to_commit() {
-            walk.push(c.id())
-                .map_err(git_err(|| "revwalk push".to_owned()))?;
-            any = true;
+            tips.push(c.id());
         }
     }
-    if !any {
+    if tips.is_empty() {
         // A repository without refs (or only HEAD detached) still has HEAD.
-        if walk.push_head().is_err() {
-            return Ok(Vec::new());
+        match repo.head().and_then(|h| h.peel_to_commit()) {
+            Ok(c) => tips.push(c.id()),
+            Err(_) => return Ok(Vec::new()),
         }
     }
-    let commits = collect(walk)?;
-    let packs = packs_for(repo, commits.len());
+    // A whole history reads nearly every object: the packs are worth loading up front, and
+    // the walk itself reads commits through them.
+    let packs = Some(Packs::load(&repo.commondir().join("objects")));
+    let commits = {
+        let mut objects = Objects::new(repo, packs.clone())
+            .map_err(git_err(|| "open object database".to_owned()))?;
+        walk_history(repo, &mut objects, &tips)?
+    };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 || commits.len() < 64 {
         return scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0));
@@ -173,6 +177,51 @@ const PACKS_FROM_COMMITS: usize = 2000;
 /// The repository's packs for a scan of `commits` commits, when worth loading.
 fn packs_for(repo: &Repository, commits: usize) -> Option<Arc<Packs>> {
     (commits >= PACKS_FROM_COMMITS).then(|| Packs::load(&repo.commondir().join("objects")))
+}
+
+/// Every commit reachable from `tips`, breadth first (so neighbours in the list are
+/// neighbours in history, which the workers' caches rely on). Shallow boundary commits
+/// (`.git/shallow`) count as roots, as in git.
+fn walk_history(
+    repo: &Repository,
+    objects: &mut Objects<'_>,
+    tips: &[Oid],
+) -> Result<Vec<Oid>, ScanError> {
+    let shallow = shallow_commits(repo);
+    let mut seen: OidMap<()> = OidMap::default();
+    let mut queue: std::collections::VecDeque<Oid> = std::collections::VecDeque::new();
+    for &t in tips {
+        if seen.insert(t, ()).is_none() {
+            queue.push_back(t);
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(c) = queue.pop_front() {
+        out.push(c);
+        if shallow.contains_key(&c) {
+            continue;
+        }
+        let raw = objects
+            .commit(c)
+            .map_err(git_err(|| format!("read commit {c}")))?;
+        for p in parents(&raw) {
+            let p = p.map_err(git_err(|| format!("parse commit {c}")))?;
+            if seen.insert(p, ()).is_none() {
+                queue.push_back(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The boundary commits of a shallow clone: their parents are not in the repository.
+fn shallow_commits(repo: &Repository) -> OidMap<()> {
+    std::fs::read_to_string(repo.commondir().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Oid::from_str(l.trim()).ok())
+        .map(|o| (o, ()))
+        .collect()
 }
 
 fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
@@ -271,16 +320,21 @@ impl Ctx<'_> {
         out.extend(found);
 
         let parent_tree = match info.first_parent {
-            Some(p) => {
-                let raw = objects
-                    .commit(p)
-                    .map_err(git_err(|| format!("read parent {p} of {id}")))?;
-                Some(
+            // A shallow clone's boundary commit has no parent here: git shows it as a root.
+            Some(p) => match objects.commit(p) {
+                Ok(raw) => Some(
                     parse_commit(&raw)
                         .map_err(git_err(|| format!("parse commit {p}")))?
                         .tree,
-                )
-            }
+                ),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                Err(e) => {
+                    return Err(ScanError::Git {
+                        what: format!("read parent {p} of {id}"),
+                        source: e,
+                    });
+                }
+            },
             None => None,
         };
         changed.clear();

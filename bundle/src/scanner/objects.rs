@@ -205,6 +205,19 @@ pub(crate) fn parse_commit(raw: &[u8]) -> Result<CommitInfo<'_>, git2::Error> {
     })
 }
 
+/// Every parent of a raw commit, in order.
+pub(crate) fn parents(raw: &[u8]) -> impl Iterator<Item = Result<Oid, git2::Error>> + '_ {
+    let headers = match memchr::memmem::find(raw, b"\n\n") {
+        Some(at) => &raw[..at],
+        None => raw,
+    };
+    headers
+        .split(|&b| b == b'\n')
+        .skip_while(|l| l.starts_with(b"tree "))
+        .map_while(|l| l.strip_prefix(b"parent "))
+        .map(|hex| hex_oid(hex).ok_or_else(|| git2::Error::from_str("malformed commit object")))
+}
+
 fn hex_oid(hex: &[u8]) -> Option<Oid> {
     Oid::from_str(std::str::from_utf8(hex).ok()?).ok()
 }
@@ -298,6 +311,8 @@ mod tests {
             assert_eq!(info.tree, c.tree_id());
             assert_eq!(info.first_parent, c.parent_ids().next());
             assert_eq!(info.message, c.message_bytes());
+            let all: Vec<Oid> = parents(&raw).map(Result::unwrap).collect();
+            assert_eq!(all, c.parent_ids().collect::<Vec<_>>());
         }
         assert!(objects.commit(tree.id()).is_err());
     }
