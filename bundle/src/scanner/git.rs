@@ -3,8 +3,8 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{self, AtomicU64};
+use std::sync::atomic::{self, AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
 
 use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
@@ -131,34 +131,73 @@ pub(crate) fn scan_history(
     // A whole history reads nearly every object: the packs are worth loading up front, and
     // the walk itself reads commits through them.
     let packs = Some(Packs::load(&repo.commondir().join("objects")));
-    let commits = {
-        let mut objects = Objects::new(repo, packs.clone())
-            .map_err(git_err(|| "open object database".to_owned()))?;
-        walk_history(repo, &mut objects, &tips)?
-    };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || commits.len() < 64 {
+    let mut walker =
+        Objects::new(repo, packs.clone()).map_err(git_err(|| "open object database".to_owned()))?;
+    if threads < 2 {
+        let mut commits = Vec::new();
+        walk_history(repo, &mut walker, &tips, |(_, chunk)| {
+            commits.extend(chunk);
+            true
+        })?;
         return scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0));
     }
-    // Each worker opens its own handle (git2 repositories are not Sync) and takes one
-    // contiguous stretch of history: neighbouring commits share delta bases in the pack, and
-    // interleaving them across handles made every worker re-inflate the same chains.
+    // A pipeline: this thread walks the history and hands out stretches of consecutive
+    // commits (neighbours share trees, blobs and delta bases, which each worker caches) while
+    // the workers scan; findings are put back in walk order at the end. Each worker opens its
+    // own handle: git2 repositories are not Sync.
     let path = repo.path().to_path_buf();
     let spent = AtomicU64::new(0);
-    let per_thread = commits.len().div_ceil(threads);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Oid>)>(threads * 2);
+    let rx = Mutex::new(rx);
     std::thread::scope(|s| {
-        let handles: Vec<_> = commits
-            .chunks(per_thread)
-            .map(|chunk| {
-                let mine: Vec<Oid> = chunk.to_vec();
-                let (path, spent, packs) = (&path, &spent, packs.clone());
-                s.spawn(move || {
-                    let repo =
-                        Repository::open(path).map_err(git_err(|| "open repository".to_owned()))?;
-                    scan_commits(scanner, &repo, &mine, packs, budget, spent)
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (path, spent, packs, rx, failed) = (&path, &spent, packs.clone(), &rx, &failed);
+                s.spawn(move || -> Result<Vec<(usize, Vec<Finding>)>, ScanError> {
+                    let repo = Repository::open(path);
+                    let mut worker = match &repo {
+                        Ok(repo) => Worker::new(scanner, repo, packs, budget, spent),
+                        Err(e) => Err(ScanError::Git {
+                            what: "open repository".to_owned(),
+                            source: git2::Error::from_str(e.message()),
+                        }),
+                    };
+                    let mut done = Vec::new();
+                    let mut error = None;
+                    loop {
+                        // The lock is held only to take the next stretch.
+                        let Ok(Ok((n, chunk))) = rx.lock().map(|r| r.recv()) else {
+                            break;
+                        };
+                        // After a failure keep draining, so the walker never blocks.
+                        if error.is_some() {
+                            continue;
+                        }
+                        let found = match &mut worker {
+                            Ok(w) => w.scan(&chunk),
+                            Err(e) => Err(ScanError::Input(e.to_string())),
+                        };
+                        match found {
+                            Ok(found) => done.push((n, found)),
+                            Err(e) => {
+                                failed.store(true, atomic::Ordering::Relaxed);
+                                error = Some(e);
+                            }
+                        }
+                    }
+                    match (error, worker) {
+                        (Some(e), _) | (None, Err(e)) => Err(e),
+                        (None, Ok(_)) => Ok(done),
+                    }
                 })
             })
             .collect();
+        let walked = walk_history(repo, &mut walker, &tips, |chunk| {
+            !failed.load(atomic::Ordering::Relaxed) && tx.send(chunk).is_ok()
+        });
+        drop(tx);
         let mut out = Vec::new();
         for h in handles {
             match h.join() {
@@ -166,7 +205,9 @@ pub(crate) fn scan_history(
                 Err(_) => return Err(ScanError::Input("scan worker panicked".to_owned())),
             }
         }
-        Ok(out)
+        walked?;
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out.into_iter().flat_map(|(_, f)| f).collect())
     })
 }
 
@@ -186,7 +227,8 @@ fn walk_history(
     repo: &Repository,
     objects: &mut Objects<'_>,
     tips: &[Oid],
-) -> Result<Vec<Oid>, ScanError> {
+    mut emit: impl FnMut((usize, Vec<Oid>)) -> bool,
+) -> Result<(), ScanError> {
     let shallow = shallow_commits(repo);
     let mut seen: OidMap<()> = OidMap::default();
     let mut queue: std::collections::VecDeque<Oid> = std::collections::VecDeque::new();
@@ -195,9 +237,16 @@ fn walk_history(
             queue.push_back(t);
         }
     }
-    let mut out = Vec::new();
+    let mut chunk = Vec::with_capacity(WALK_CHUNK);
+    let mut n = 0;
     while let Some(c) = queue.pop_front() {
-        out.push(c);
+        chunk.push(c);
+        if chunk.len() == WALK_CHUNK {
+            if !emit((n, std::mem::take(&mut chunk))) {
+                return Ok(());
+            }
+            n += 1;
+        }
         if shallow.contains_key(&c) {
             continue;
         }
@@ -211,8 +260,15 @@ fn walk_history(
             }
         }
     }
-    Ok(out)
+    if !chunk.is_empty() {
+        emit((n, chunk));
+    }
+    Ok(())
 }
+
+/// How many consecutive commits the history walk hands a worker at a time: large enough
+/// that the worker's caches pay off, small enough that the workers start early.
+const WALK_CHUNK: usize = 4096;
 
 /// The boundary commits of a shallow clone: their parents are not in the repository.
 fn shallow_commits(repo: &Repository) -> OidMap<()> {
@@ -263,27 +319,62 @@ fn scan_commits(
     budget: &Budget,
     spent: &AtomicU64,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut objects =
-        Objects::new(repo, packs).map_err(git_err(|| "open object database".to_owned()))?;
-    let mut seen: HashSet<(Oid, Oid)> = HashSet::new();
-    let mut changed = Vec::new();
-    let mut out = Vec::new();
-    for &oid in commits {
-        let start = out.len();
-        let ctx = Ctx {
-            scanner,
-            budget,
-            spent,
-        };
-        ctx.scan_commit(&mut objects, oid, &mut seen, &mut changed, &mut out)?;
-        if out.len() > start {
-            let commit = repo
-                .find_commit(oid)
-                .map_err(git_err(|| format!("read commit {oid}")))?;
-            annotate(&commit, &mut out[start..]);
-        }
+    Worker::new(scanner, repo, packs, budget, spent)?.scan(commits)
+}
+
+/// One thread's scan state, kept across the stretches of history it is given.
+struct Worker<'r, 's> {
+    ctx: Ctx<'s>,
+    repo: &'r Repository,
+    objects: Objects<'r>,
+    /// (old blob, new blob) pairs already scanned.
+    seen: HashSet<(Oid, Oid)>,
+    changed: Vec<Change>,
+}
+
+impl<'r, 's> Worker<'r, 's> {
+    fn new(
+        scanner: &'s Scanner,
+        repo: &'r Repository,
+        packs: Option<Arc<Packs>>,
+        budget: &'s Budget,
+        spent: &'s AtomicU64,
+    ) -> Result<Worker<'r, 's>, ScanError> {
+        Ok(Worker {
+            ctx: Ctx {
+                scanner,
+                budget,
+                spent,
+            },
+            repo,
+            objects: Objects::new(repo, packs)
+                .map_err(git_err(|| "open object database".to_owned()))?,
+            seen: HashSet::new(),
+            changed: Vec::new(),
+        })
     }
-    Ok(out)
+
+    fn scan(&mut self, commits: &[Oid]) -> Result<Vec<Finding>, ScanError> {
+        let mut out = Vec::new();
+        for &oid in commits {
+            let start = out.len();
+            self.ctx.scan_commit(
+                &mut self.objects,
+                oid,
+                &mut self.seen,
+                &mut self.changed,
+                &mut out,
+            )?;
+            if out.len() > start {
+                let commit = self
+                    .repo
+                    .find_commit(oid)
+                    .map_err(git_err(|| format!("read commit {oid}")))?;
+                annotate(&commit, &mut out[start..]);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// What every commit of one scan shares.
@@ -426,7 +517,7 @@ fn changed_blobs(
     // Both entry lists are in git's tree order, so one merge pass pairs them up.
     let mut old_entries = old_raw
         .as_deref()
-        .map(entries)
+        .map(|raw| entries(raw.as_slice()))
         .into_iter()
         .flatten()
         .peekable();

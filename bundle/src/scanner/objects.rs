@@ -25,7 +25,7 @@ use git2::{Odb, Oid};
 use crate::scanner::packs::{ObjKind, PackReader, Packs};
 
 /// Raw object bytes, shared between the cache and the caller.
-pub(crate) type Bytes = Rc<[u8]>;
+pub(crate) type Bytes = Rc<Vec<u8>>;
 
 /// A hasher for object ids: they are already uniformly distributed, so eight of their bytes
 /// are a good hash (SipHash over 20 bytes showed up in profiles).
@@ -95,6 +95,8 @@ pub(crate) struct Objects<'r> {
     packs: Option<PackReader>,
     trees: Cache,
     blobs: Cache,
+    /// The last commit read: a scan reads a commit's parent, then scans that parent next.
+    last_commit: Option<(Oid, Bytes)>,
 }
 
 impl<'r> Objects<'r> {
@@ -107,6 +109,7 @@ impl<'r> Objects<'r> {
             packs: packs.map(PackReader::new),
             trees: Cache::new(8 << 20),
             blobs: Cache::new(32 << 20),
+            last_commit: None,
         })
     }
 
@@ -137,7 +140,7 @@ impl<'r> Objects<'r> {
                 obj.kind()
             )));
         }
-        Ok(Rc::from(obj.data()))
+        Ok(Rc::new(obj.data().to_vec()))
     }
 
     pub(crate) fn tree(&mut self, oid: Oid) -> Result<Bytes, git2::Error> {
@@ -158,9 +161,16 @@ impl<'r> Objects<'r> {
         Ok(b)
     }
 
-    /// A commit's raw bytes (commits are read once each; not cached).
+    /// A commit's raw bytes.
     pub(crate) fn commit(&mut self, oid: Oid) -> Result<Bytes, git2::Error> {
-        self.read(oid, git2::ObjectType::Commit)
+        if let Some((id, raw)) = &self.last_commit
+            && *id == oid
+        {
+            return Ok(raw.clone());
+        }
+        let raw = self.read(oid, git2::ObjectType::Commit)?;
+        self.last_commit = Some((oid, raw.clone()));
+        Ok(raw)
     }
 }
 
@@ -343,12 +353,12 @@ mod tests {
         let mut c = Cache::new(1000);
         let id = |n: u8| Oid::from_bytes(&[n; 20]).unwrap();
         for n in 0..20u8 {
-            c.put(id(n), Rc::from(vec![n; 100]));
+            c.put(id(n), Rc::new(vec![n; 100]));
         }
         assert!(c.get(&id(19)).is_some());
         assert!(c.get(&id(0)).is_none());
         // Too large for the cache: not kept.
-        c.put(id(99), Rc::from(vec![0u8; 600]));
+        c.put(id(99), Rc::new(vec![0u8; 600]));
         assert!(c.get(&id(99)).is_none());
     }
 }

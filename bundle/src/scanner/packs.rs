@@ -99,21 +99,34 @@ impl Pack {
         let (mut lo, mut hi) = (if first == 0 { 0 } else { fan(first - 1) }, fan(first));
         let key = lead(id);
         let id_at = |i: usize| self.idx.get(IDS + i * 20..IDS + i * 20 + 20);
-        for _ in 0..3 {
-            if hi - lo < 16 {
-                break;
-            }
+        if hi - lo > 16 {
             let (a, b) = (lead(id_at(lo)?), lead(id_at(hi - 1)?));
-            if key < a || key > b || a == b {
-                break;
-            }
-            let span = (hi - 1 - lo) as f64;
-            let guess = lo + (span * ((key - a) as f64 / (b - a) as f64)) as usize;
-            let guess = guess.clamp(lo, hi - 1);
-            match id_at(guess)?.cmp(id) {
-                std::cmp::Ordering::Less => lo = guess + 1,
-                std::cmp::Ordering::Greater => hi = guess,
-                std::cmp::Ordering::Equal => return self.offset_of(guess),
+            if a < b && (a..=b).contains(&key) {
+                let span = (hi - 1 - lo) as f64;
+                let guess = lo + (span * ((key - a) as f64 / (b - a) as f64)) as usize;
+                let guess = guess.clamp(lo, hi - 1);
+                // Gallop from the guess to bracket the id, then bisect the bracket.
+                match id_at(guess)?.cmp(id) {
+                    std::cmp::Ordering::Equal => return self.offset_of(guess),
+                    std::cmp::Ordering::Less => {
+                        let mut step = 4;
+                        lo = guess + 1;
+                        while lo + step < hi && id_at(lo + step)? < id {
+                            lo += step + 1;
+                            step *= 2;
+                        }
+                        hi = hi.min(lo + step + 1);
+                    }
+                    std::cmp::Ordering::Greater => {
+                        let mut step = 4;
+                        hi = guess;
+                        while hi > lo + step && id_at(hi - step - 1)? > id {
+                            hi -= step + 1;
+                            step *= 2;
+                        }
+                        lo = lo.max(hi.saturating_sub(step + 1));
+                    }
+                }
             }
         }
         while lo < hi {
@@ -201,7 +214,7 @@ impl PackReader {
     }
 
     /// Object `id`'s kind and bytes, or `None` when no loaded pack has it.
-    pub(crate) fn read(&mut self, id: &[u8]) -> Result<Option<(ObjKind, Rc<[u8]>)>, PackError> {
+    pub(crate) fn read(&mut self, id: &[u8]) -> Result<Option<(ObjKind, Rc<Vec<u8>>)>, PackError> {
         let packs = Arc::clone(&self.packs);
         for (p, pack) in packs.packs.iter().enumerate() {
             if let Some(offset) = pack.find(id) {
@@ -218,7 +231,7 @@ impl PackReader {
         pack: &Pack,
         p: usize,
         offset: usize,
-    ) -> Result<Option<(ObjKind, Rc<[u8]>)>, PackError> {
+    ) -> Result<Option<(ObjKind, Rc<Vec<u8>>)>, PackError> {
         let corrupt = |problem: String| PackError::Corrupt {
             pack: pack.name.clone(),
             problem,
@@ -240,7 +253,7 @@ impl PackReader {
                         OBJ_BLOB => ObjKind::Blob,
                         _ => ObjKind::Tag,
                     };
-                    let data: Rc<[u8]> = self.inflate_at(pack, h.data, h.size)?.into();
+                    let data = Rc::new(self.inflate_at(pack, h.data, h.size)?);
                     self.cache.put(p, at, kind, data.clone());
                     break (kind, data);
                 }
@@ -274,7 +287,7 @@ impl PackReader {
             let delta = self.inflate_at(pack, start, size)?;
             let out =
                 apply_delta(&data, &delta).ok_or_else(|| corrupt(format!("bad delta at {at}")))?;
-            data = out.into();
+            data = Rc::new(out);
             self.cache.put(p, at, kind, data.clone());
         }
         Ok(Some((kind, data)))
@@ -411,7 +424,7 @@ struct OffsetCache {
 
 type OidMapByOffset = std::collections::HashMap<
     (usize, usize),
-    (ObjKind, Rc<[u8]>),
+    (ObjKind, Rc<Vec<u8>>),
     std::hash::BuildHasherDefault<OidHasher>,
 >;
 
@@ -425,7 +438,7 @@ impl OffsetCache {
         }
     }
 
-    fn get(&mut self, p: usize, at: usize) -> Option<(ObjKind, Rc<[u8]>)> {
+    fn get(&mut self, p: usize, at: usize) -> Option<(ObjKind, Rc<Vec<u8>>)> {
         if let Some(hit) = self.young.get(&(p, at)) {
             return Some(hit.clone());
         }
@@ -434,7 +447,7 @@ impl OffsetCache {
         Some(hit)
     }
 
-    fn put(&mut self, p: usize, at: usize, kind: ObjKind, data: Rc<[u8]>) {
+    fn put(&mut self, p: usize, at: usize, kind: ObjKind, data: Rc<Vec<u8>>) {
         if data.len() > self.limit / 8 {
             return;
         }
