@@ -268,7 +268,7 @@ fn walk_history(
 
 /// How many consecutive commits the history walk hands a worker at a time: large enough
 /// that the worker's caches pay off, small enough that the workers start early.
-const WALK_CHUNK: usize = 4096;
+const WALK_CHUNK: usize = 8192;
 
 /// The boundary commits of a shallow clone: their parents are not in the repository.
 fn shallow_commits(repo: &Repository) -> OidMap<()> {
@@ -523,6 +523,13 @@ fn changed_blobs(
         .peekable();
     for entry in entries(&new_raw) {
         let entry = entry.map_err(git_err(what))?;
+        // Most entries of a changed tree are unchanged and in the same place.
+        if let Some(Ok(o)) = old_entries.peek()
+            && o.raw == entry.raw
+        {
+            old_entries.next();
+            continue;
+        }
         let is_tree = entry.kind == Kind::Tree;
         let mut before = None;
         while let Some(o) = old_entries.peek() {

@@ -248,6 +248,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) kind: Kind,
     pub(crate) name: &'a [u8],
     pub(crate) id: &'a [u8],
+    /// The whole entry (mode, name, id): equal bytes mean an unchanged entry.
+    pub(crate) raw: &'a [u8],
 }
 
 impl Entry<'_> {
@@ -265,8 +267,9 @@ pub(crate) fn entries(raw: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, git2
             return None;
         }
         let parsed = (|| {
-            let space = memchr::memchr(b' ', rest)?;
-            let nul = space + 1 + memchr::memchr(0, &rest[space + 1..])?;
+            // Modes and names are short: plain loops beat memchr's call overhead here.
+            let space = rest.iter().position(|&b| b == b' ')?;
+            let nul = space + 1 + rest[space + 1..].iter().position(|&b| b == 0)?;
             let id = rest.get(nul + 1..nul + 21)?;
             let kind = match &rest[..space] {
                 b"40000" | b"040000" => Kind::Tree,
@@ -277,6 +280,7 @@ pub(crate) fn entries(raw: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, git2
                 kind,
                 name: &rest[space + 1..nul],
                 id,
+                raw: &rest[..nul + 21],
             };
             Some((entry, nul + 21))
         })();
