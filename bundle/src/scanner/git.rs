@@ -1,5 +1,6 @@
-//! Reading what commits add, in-process with git2: revwalks for pushes, ranges and whole
-//! histories; first-parent diffs with zero context; each (old blob, new blob) pair once.
+//! Reading what commits add, in-process: revwalks for pushes and ranges, an own pipelined
+//! walk for whole histories; first-parent tree diffs on raw trees; the added lines of each
+//! (old blob, new blob) pair, scanned once.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -10,7 +11,7 @@ use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
 use crate::scanner::added::added_runs;
 use crate::scanner::engine::Fragment;
-use crate::scanner::objects::{Kind, Objects, OidMap, entries, parents, parse_commit};
+use crate::scanner::objects::{Kind, Objects, OidHasher, OidMap, entries, parents, parse_commit};
 use crate::scanner::packs::Packs;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
@@ -328,7 +329,7 @@ struct Worker<'r, 's> {
     repo: &'r Repository,
     objects: Objects<'r>,
     /// (old blob, new blob) pairs already scanned.
-    seen: HashSet<(Oid, Oid)>,
+    seen: Seen,
     changed: Vec<Change>,
 }
 
@@ -349,7 +350,7 @@ impl<'r, 's> Worker<'r, 's> {
             repo,
             objects: Objects::new(repo, packs)
                 .map_err(git_err(|| "open object database".to_owned()))?,
-            seen: HashSet::new(),
+            seen: Seen::default(),
             changed: Vec::new(),
         })
     }
@@ -377,6 +378,9 @@ impl<'r, 's> Worker<'r, 's> {
     }
 }
 
+/// (old blob, new blob) pairs already scanned, hashed like ids.
+type Seen = HashSet<(Oid, Oid), std::hash::BuildHasherDefault<OidHasher>>;
+
 /// What every commit of one scan shares.
 struct Ctx<'s> {
     scanner: &'s Scanner,
@@ -389,7 +393,7 @@ impl Ctx<'_> {
         &self,
         objects: &mut Objects<'_>,
         oid: Oid,
-        seen: &mut HashSet<(Oid, Oid)>,
+        seen: &mut Seen,
         changed: &mut Vec<Change>,
         out: &mut Vec<Finding>,
     ) -> Result<(), ScanError> {
