@@ -51,6 +51,9 @@ pub(crate) enum ObjKind {
     Tag,
 }
 
+/// A decoded object: its kind and bytes (shared with the reader's cache).
+pub(crate) type Object = (ObjKind, Rc<Vec<u8>>);
+
 /// One pack and its index, in memory.
 #[derive(Debug)]
 struct Pack {
@@ -214,7 +217,7 @@ impl PackReader {
     }
 
     /// Object `id`'s kind and bytes, or `None` when no loaded pack has it.
-    pub(crate) fn read(&mut self, id: &[u8]) -> Result<Option<(ObjKind, Rc<Vec<u8>>)>, PackError> {
+    pub(crate) fn read(&mut self, id: &[u8]) -> Result<Option<Object>, PackError> {
         let packs = Arc::clone(&self.packs);
         for (p, pack) in packs.packs.iter().enumerate() {
             if let Some(offset) = pack.find(id) {
@@ -231,7 +234,7 @@ impl PackReader {
         pack: &Pack,
         p: usize,
         offset: usize,
-    ) -> Result<Option<(ObjKind, Rc<Vec<u8>>)>, PackError> {
+    ) -> Result<Option<Object>, PackError> {
         let corrupt = |problem: String| PackError::Corrupt {
             pack: pack.name.clone(),
             problem,
