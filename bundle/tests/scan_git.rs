@@ -324,6 +324,65 @@ fn history_scan_finds_every_secret_on_every_branch() {
     );
 }
 
+/// The same history read loose (through libgit2), packed with deltas (through the scanner's
+/// pack reader) plus loose commits on top, and as a shallow clone gives the same findings.
+#[test]
+fn history_scan_is_the_same_loose_packed_and_shallow() {
+    let repo = Repo::new();
+    let mut body: Vec<String> = (0..40).map(|i| format!("line {i} of config\n")).collect();
+    repo.write("conf/app.txt", &body.concat());
+    repo.commit("base");
+    let scan = |path: &std::path::Path| {
+        let git = Repository::open(path).unwrap();
+        let found = Scanner::builtin()
+            .unwrap()
+            .scan_history(&git, &Budget::unlimited())
+            .unwrap();
+        summary(&found)
+    };
+    for i in 0..30u64 {
+        // Edits at the start, middle and end of one growing file, and new files.
+        match i % 3 {
+            0 => body.insert(0, format!("head {i}\n")),
+            1 => body.insert(body.len() / 2, format!("middle {i}\n")),
+            _ => body.push(format!("tail {i}\n")),
+        }
+        if i % 4 == 1 {
+            let at = (i as usize * 7) % body.len();
+            body[at] = format!("token = {}\n", github_token(300 + i));
+        }
+        repo.write("conf/app.txt", &body.concat());
+        repo.write(
+            &format!("n/f{i}.txt"),
+            &format!("x\nkey {}\n", stripe_token(400 + i)),
+        );
+        repo.commit(&format!("c{i}"));
+    }
+    let loose = scan(repo.path());
+    assert_eq!(loose.iter().filter(|s| s.contains("github-pat")).count(), 8);
+    assert_eq!(loose.iter().filter(|s| s.contains("stripe")).count(), 30);
+    repo.git(&["repack", "-adq", "--depth=5"]);
+    repo.write("late.txt", &format!("{}\n", github_token(999)));
+    let late = repo.commit("late, loose");
+    let mut packed = scan(repo.path());
+    let late_finding = format!("github-pat late.txt:1 @{}", &late[..7]);
+    assert!(packed.contains(&late_finding), "{packed:?}");
+    packed.retain(|s| *s != late_finding);
+    assert_eq!(packed, loose);
+
+    // A shallow clone: the boundary commit is scanned as a root (its whole tree is added).
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let out = scan_support::git_in(
+        dir.path(),
+        &["clone", "-q", "--bare", "--depth", "3", &url, "s.git"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let shallow = scan(&dir.path().join("s.git"));
+    assert!(shallow.contains(&late_finding), "{shallow:?}");
+    assert!(shallow.len() >= 3, "{shallow:?}");
+}
+
 #[test]
 fn ref_update_lines_parse_and_bad_lines_are_named() {
     let u = RefUpdate::parse(&format!("{ZERO} {} refs/heads/x", "a".repeat(40))).unwrap();

@@ -93,6 +93,9 @@ impl<'a> Layer<'a> {
 
 /// One decoding pass over `layer`. Returns `None` when nothing decoded to printable text.
 pub(crate) fn decode_pass(layer: &Layer<'_>, depth: usize) -> Option<Layer<'static>> {
+    if !may_decode(&layer.text) {
+        return None;
+    }
     let re = CANDIDATES.as_ref()?;
     let mut text = Vec::with_capacity(layer.text.len());
     let mut pieces = Vec::new();
@@ -130,6 +133,34 @@ pub(crate) fn decode_pass(layer: &Layer<'_>, depth: usize) -> Option<Layer<'stat
         text: Cow::Owned(text),
         pieces,
     })
+}
+
+/// Whether `text` has a run that [`decode`] could accept: a `%`, a run of base64 characters
+/// (with up to two `=`) of at least [`MIN_BASE64`] mixing upper and lower case, or a hex run
+/// of at least [`MIN_HEX`]. Without one a pass decodes nothing, and this byte loop is several
+/// times cheaper than the candidate regex, which most hunks would otherwise go through.
+fn may_decode(text: &[u8]) -> bool {
+    if memchr::memchr(b'%', text).is_some() {
+        return true;
+    }
+    let (mut len, mut upper, mut lower, mut hex) = (0usize, false, false, true);
+    for (i, &c) in text.iter().enumerate() {
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+            len += 1;
+            upper |= c.is_ascii_uppercase();
+            lower |= c.is_ascii_lowercase();
+            hex &= c.is_ascii_hexdigit();
+            continue;
+        }
+        if len > 0 {
+            let pad = text[i..].iter().take(2).take_while(|&&b| b == b'=').count();
+            if (len + pad >= MIN_BASE64 && upper && lower) || (len >= MIN_HEX && hex) {
+                return true;
+            }
+        }
+        (len, upper, lower, hex) = (0, false, false, true);
+    }
+    (len >= MIN_BASE64 && upper && lower) || (len >= MIN_HEX && hex)
 }
 
 /// Copies `layer.text[from..to]` to `out`, clipping and shifting the pieces it spans.
@@ -224,6 +255,46 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    /// The pre-check never hides a run the full pass would decode.
+    #[test]
+    fn precheck_admits_everything_a_pass_decodes() {
+        let hex: String = "secret text here, long enough"
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let samples = [
+            format!("x = \"{}\"\n", b64("password = hunter2hunter2")),
+            format!("k={}", b64("abcdefghijkl")),
+            format!("{}==", &b64("hello there you")[..14]),
+            format!("id: {hex}\n"),
+            "url?q=a%20b%3Dc".to_owned(),
+            "snake_case_identifier_names and CONSTANT_NAMES_TOO".to_owned(),
+            "short Mixed Words only".to_owned(),
+            "deadbeefdeadbeefdeadbeefdeadbee".to_owned(),
+            String::new(),
+        ];
+        for text in &samples {
+            let decoded = decode_pass(&Layer::original(text.as_bytes()), 1).is_some();
+            let re_decoded = {
+                // The pass without the pre-check, as it ran before.
+                let layer = Layer::original(text.as_bytes());
+                CANDIDATES
+                    .as_ref()
+                    .unwrap()
+                    .find_iter(&layer.text)
+                    .any(|m| decode(m.as_bytes()).is_some())
+            };
+            assert_eq!(decoded, re_decoded, "{text:?}");
+            if re_decoded {
+                assert!(may_decode(text.as_bytes()), "{text:?}");
+            }
+        }
+        assert!(!may_decode(
+            b"snake_case_identifier_names and CONSTANT_NAMES_TOO"
+        ));
+        assert!(!may_decode(b"short Mixed Words only"));
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! Reading what commits add, in-process with git2: revwalks for pushes, ranges and whole
-//! histories; first-parent diffs with zero context; each (old blob, new blob) pair once.
+//! Reading what commits add, in-process: revwalks for pushes and ranges, an own pipelined
+//! walk for whole histories; first-parent tree diffs on raw trees; the added lines of each
+//! (old blob, new blob) pair, scanned once.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::sync::atomic::{self, AtomicU64};
+use std::sync::atomic::{self, AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
 
-use git2::{
-    Commit, DiffOptions, ObjectType, Oid, Patch, Repository, Revwalk, Sort, Tree, TreeEntry,
-};
+use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
+use crate::scanner::added::added_runs;
 use crate::scanner::engine::Fragment;
+use crate::scanner::objects::{Kind, Objects, OidHasher, OidMap, entries, parents, parse_commit};
+use crate::scanner::packs::Packs;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
 /// Shown as the file of a finding in a commit message.
@@ -79,7 +82,8 @@ pub(crate) fn scan_push(
     }
     hide_existing_refs(repo, &mut walk)?;
     let commits = collect(walk)?;
-    out.extend(scan_commits(scanner, repo, &commits, budget, &spent)?);
+    // Pushes are small: libgit2 reads their few objects faster than packs could be loaded.
+    out.extend(scan_commits(scanner, repo, &commits, None, budget, &spent)?);
     Ok(out)
 }
 
@@ -99,7 +103,8 @@ pub(crate) fn scan_range(
     }
     .map_err(git_err(|| format!("resolve range {range:?}")))?;
     let commits = collect(walk)?;
-    scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0))
+    let packs = packs_for(repo, commits.len());
+    scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0))
 }
 
 pub(crate) fn scan_history(
@@ -107,49 +112,93 @@ pub(crate) fn scan_history(
     repo: &Repository,
     budget: &Budget,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut walk = revwalk(repo)?;
-    let mut any = false;
+    let mut tips = Vec::new();
     for r in repo
         .references()
         .map_err(git_err(|| "list refs".to_owned()))?
     {
         let r = r.map_err(git_err(|| "read ref".to_owned()))?;
         if let Ok(c) = r.peel_to_commit() {
-            walk.push(c.id())
-                .map_err(git_err(|| "revwalk push".to_owned()))?;
-            any = true;
+            tips.push(c.id());
         }
     }
-    if !any {
+    if tips.is_empty() {
         // A repository without refs (or only HEAD detached) still has HEAD.
-        if walk.push_head().is_err() {
-            return Ok(Vec::new());
+        match repo.head().and_then(|h| h.peel_to_commit()) {
+            Ok(c) => tips.push(c.id()),
+            Err(_) => return Ok(Vec::new()),
         }
     }
-    let commits = collect(walk)?;
+    // A whole history reads nearly every object: the packs are worth loading up front, and
+    // the walk itself reads commits through them.
+    let packs = Some(Packs::load(&repo.commondir().join("objects")));
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || commits.len() < 64 {
-        return scan_commits(scanner, repo, &commits, budget, &AtomicU64::new(0));
+    let mut walker =
+        Objects::new(repo, packs.clone()).map_err(git_err(|| "open object database".to_owned()))?;
+    if threads < 2 {
+        let mut commits = Vec::new();
+        walk_history(repo, &mut walker, &tips, |(_, chunk)| {
+            commits.extend(chunk);
+            true
+        })?;
+        return scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0));
     }
-    // Each worker opens its own handle (git2 repositories are not Sync) and takes one
-    // contiguous stretch of history: neighbouring commits share delta bases in the pack, and
-    // interleaving them across handles made every worker re-inflate the same chains.
+    // A pipeline: this thread walks the history and hands out stretches of consecutive
+    // commits (neighbours share trees, blobs and delta bases, which each worker caches) while
+    // the workers scan; findings are put back in walk order at the end. Each worker opens its
+    // own handle: git2 repositories are not Sync.
     let path = repo.path().to_path_buf();
     let spent = AtomicU64::new(0);
-    let per_thread = commits.len().div_ceil(threads);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Oid>)>(threads * 2);
+    let rx = Mutex::new(rx);
     std::thread::scope(|s| {
-        let handles: Vec<_> = commits
-            .chunks(per_thread)
-            .map(|chunk| {
-                let mine: Vec<Oid> = chunk.to_vec();
-                let (path, spent) = (&path, &spent);
-                s.spawn(move || {
-                    let repo =
-                        Repository::open(path).map_err(git_err(|| "open repository".to_owned()))?;
-                    scan_commits(scanner, &repo, &mine, budget, spent)
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (path, spent, packs, rx, failed) = (&path, &spent, packs.clone(), &rx, &failed);
+                s.spawn(move || -> Result<Vec<(usize, Vec<Finding>)>, ScanError> {
+                    let repo = Repository::open(path);
+                    let mut worker = match &repo {
+                        Ok(repo) => Worker::new(scanner, repo, packs, budget, spent),
+                        Err(e) => Err(ScanError::Git {
+                            what: "open repository".to_owned(),
+                            source: git2::Error::from_str(e.message()),
+                        }),
+                    };
+                    let mut done = Vec::new();
+                    let mut error = None;
+                    loop {
+                        // The lock is held only to take the next stretch.
+                        let Ok(Ok((n, chunk))) = rx.lock().map(|r| r.recv()) else {
+                            break;
+                        };
+                        // After a failure keep draining, so the walker never blocks.
+                        if error.is_some() {
+                            continue;
+                        }
+                        let found = match &mut worker {
+                            Ok(w) => w.scan(&chunk),
+                            Err(e) => Err(ScanError::Input(e.to_string())),
+                        };
+                        match found {
+                            Ok(found) => done.push((n, found)),
+                            Err(e) => {
+                                failed.store(true, atomic::Ordering::Relaxed);
+                                error = Some(e);
+                            }
+                        }
+                    }
+                    match (error, worker) {
+                        (Some(e), _) | (None, Err(e)) => Err(e),
+                        (None, Ok(_)) => Ok(done),
+                    }
                 })
             })
             .collect();
+        let walked = walk_history(repo, &mut walker, &tips, |chunk| {
+            !failed.load(atomic::Ordering::Relaxed) && tx.send(chunk).is_ok()
+        });
+        drop(tx);
         let mut out = Vec::new();
         for h in handles {
             match h.join() {
@@ -157,8 +206,79 @@ pub(crate) fn scan_history(
                 Err(_) => return Err(ScanError::Input("scan worker panicked".to_owned())),
             }
         }
-        Ok(out)
+        walked?;
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out.into_iter().flat_map(|(_, f)| f).collect())
     })
+}
+
+/// Below this many commits a scan reads through libgit2 alone: loading packs into memory
+/// would cost more than it saves.
+const PACKS_FROM_COMMITS: usize = 2000;
+
+/// The repository's packs for a scan of `commits` commits, when worth loading.
+fn packs_for(repo: &Repository, commits: usize) -> Option<Arc<Packs>> {
+    (commits >= PACKS_FROM_COMMITS).then(|| Packs::load(&repo.commondir().join("objects")))
+}
+
+/// Every commit reachable from `tips`, breadth first (so neighbours in the list are
+/// neighbours in history, which the workers' caches rely on). Shallow boundary commits
+/// (`.git/shallow`) count as roots, as in git.
+fn walk_history(
+    repo: &Repository,
+    objects: &mut Objects<'_>,
+    tips: &[Oid],
+    mut emit: impl FnMut((usize, Vec<Oid>)) -> bool,
+) -> Result<(), ScanError> {
+    let shallow = shallow_commits(repo);
+    let mut seen: OidMap<()> = OidMap::default();
+    let mut queue: std::collections::VecDeque<Oid> = std::collections::VecDeque::new();
+    for &t in tips {
+        if seen.insert(t, ()).is_none() {
+            queue.push_back(t);
+        }
+    }
+    let mut chunk = Vec::with_capacity(WALK_CHUNK);
+    let mut n = 0;
+    while let Some(c) = queue.pop_front() {
+        chunk.push(c);
+        if chunk.len() == WALK_CHUNK {
+            if !emit((n, std::mem::take(&mut chunk))) {
+                return Ok(());
+            }
+            n += 1;
+        }
+        if shallow.contains_key(&c) {
+            continue;
+        }
+        let raw = objects
+            .commit(c)
+            .map_err(git_err(|| format!("read commit {c}")))?;
+        for p in parents(&raw) {
+            let p = p.map_err(git_err(|| format!("parse commit {c}")))?;
+            if seen.insert(p, ()).is_none() {
+                queue.push_back(p);
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        emit((n, chunk));
+    }
+    Ok(())
+}
+
+/// How many consecutive commits the history walk hands a worker at a time: large enough
+/// that the worker's caches pay off, small enough that the workers start early.
+const WALK_CHUNK: usize = 8192;
+
+/// The boundary commits of a shallow clone: their parents are not in the repository.
+fn shallow_commits(repo: &Repository) -> OidMap<()> {
+    std::fs::read_to_string(repo.commondir().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Oid::from_str(l.trim()).ok())
+        .map(|o| (o, ()))
+        .collect()
 }
 
 fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
@@ -196,64 +316,180 @@ fn scan_commits(
     scanner: &Scanner,
     repo: &Repository,
     commits: &[Oid],
+    packs: Option<Arc<Packs>>,
     budget: &Budget,
     spent: &AtomicU64,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut seen: HashSet<(Oid, Oid)> = HashSet::new();
-    let mut out = Vec::new();
-    for &oid in commits {
-        let commit = repo
-            .find_commit(oid)
-            .map_err(git_err(|| format!("read commit {oid}")))?;
-        let start = out.len();
-        scan_commit(scanner, repo, &commit, budget, spent, &mut seen, &mut out)?;
-        if out.len() > start {
-            annotate(&commit, &mut out[start..]);
-        }
-    }
-    Ok(out)
+    Worker::new(scanner, repo, packs, budget, spent)?.scan(commits)
 }
 
-fn scan_commit(
-    scanner: &Scanner,
-    repo: &Repository,
-    commit: &Commit<'_>,
-    budget: &Budget,
-    spent: &AtomicU64,
-    seen: &mut HashSet<(Oid, Oid)>,
-    out: &mut Vec<Finding>,
-) -> Result<(), ScanError> {
-    let id = commit.id().to_string();
-    let message = commit.message_bytes();
-    charge(budget, spent, message.len())?;
-    let mut found = scanner.scan_fragment(&Fragment {
-        text: message,
-        path: "",
-        commit: &id,
-        start_line: 1,
-    });
-    for f in &mut found {
-        f.file = COMMIT_MESSAGE_FILE.to_owned();
-    }
-    out.extend(found);
+/// One thread's scan state, kept across the stretches of history it is given.
+struct Worker<'r, 's> {
+    ctx: Ctx<'s>,
+    repo: &'r Repository,
+    objects: Objects<'r>,
+    /// (old blob, new blob) pairs already scanned.
+    seen: Seen,
+    changed: Vec<Change>,
+}
 
-    let tree = commit.tree().map_err(git_err(|| format!("tree of {id}")))?;
-    let parent_tree = match commit.parent(0) {
-        Ok(p) => Some(
-            p.tree()
-                .map_err(git_err(|| format!("parent tree of {id}")))?,
-        ),
-        Err(_) => None,
-    };
-    let mut changed = Vec::new();
-    changed_blobs(repo, parent_tree.as_ref(), &tree, "", &mut changed)?;
-    for change in changed {
-        if !seen.insert((change.old, change.new)) {
-            continue;
-        }
-        scan_change(scanner, repo, &change, &id, budget, spent, out)?;
+impl<'r, 's> Worker<'r, 's> {
+    fn new(
+        scanner: &'s Scanner,
+        repo: &'r Repository,
+        packs: Option<Arc<Packs>>,
+        budget: &'s Budget,
+        spent: &'s AtomicU64,
+    ) -> Result<Worker<'r, 's>, ScanError> {
+        Ok(Worker {
+            ctx: Ctx {
+                scanner,
+                budget,
+                spent,
+            },
+            repo,
+            objects: Objects::new(repo, packs)
+                .map_err(git_err(|| "open object database".to_owned()))?,
+            seen: Seen::default(),
+            changed: Vec::new(),
+        })
     }
-    Ok(())
+
+    fn scan(&mut self, commits: &[Oid]) -> Result<Vec<Finding>, ScanError> {
+        let mut out = Vec::new();
+        for &oid in commits {
+            let start = out.len();
+            self.ctx.scan_commit(
+                &mut self.objects,
+                oid,
+                &mut self.seen,
+                &mut self.changed,
+                &mut out,
+            )?;
+            if out.len() > start {
+                let commit = self
+                    .repo
+                    .find_commit(oid)
+                    .map_err(git_err(|| format!("read commit {oid}")))?;
+                annotate(&commit, &mut out[start..]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// (old blob, new blob) pairs already scanned, hashed like ids.
+type Seen = HashSet<(Oid, Oid), std::hash::BuildHasherDefault<OidHasher>>;
+
+/// What every commit of one scan shares.
+struct Ctx<'s> {
+    scanner: &'s Scanner,
+    budget: &'s Budget,
+    spent: &'s AtomicU64,
+}
+
+impl Ctx<'_> {
+    fn scan_commit(
+        &self,
+        objects: &mut Objects<'_>,
+        oid: Oid,
+        seen: &mut Seen,
+        changed: &mut Vec<Change>,
+        out: &mut Vec<Finding>,
+    ) -> Result<(), ScanError> {
+        let raw = objects
+            .commit(oid)
+            .map_err(git_err(|| format!("read commit {oid}")))?;
+        let info = parse_commit(&raw).map_err(git_err(|| format!("parse commit {oid}")))?;
+        let id = oid.to_string();
+        charge(self.budget, self.spent, info.message.len())?;
+        let mut found = self.scanner.scan_fragment(&Fragment {
+            text: info.message,
+            path: "",
+            commit: &id,
+            start_line: 1,
+        });
+        for f in &mut found {
+            f.file = COMMIT_MESSAGE_FILE.to_owned();
+        }
+        out.extend(found);
+
+        let parent_tree = match info.first_parent {
+            // A shallow clone's boundary commit has no parent here: git shows it as a root.
+            Some(p) => match objects.commit(p) {
+                Ok(raw) => Some(
+                    parse_commit(&raw)
+                        .map_err(git_err(|| format!("parse commit {p}")))?
+                        .tree,
+                ),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                Err(e) => {
+                    return Err(ScanError::Git {
+                        what: format!("read parent {p} of {id}"),
+                        source: e,
+                    });
+                }
+            },
+            None => None,
+        };
+        changed.clear();
+        changed_blobs(objects, parent_tree, info.tree, "", changed)?;
+        for change in changed.drain(..) {
+            if !seen.insert((change.old, change.new)) {
+                continue;
+            }
+            self.scan_change(objects, &change, &id, out)?;
+        }
+        Ok(())
+    }
+
+    /// Scans the lines `change` adds: the whole blob for a new file, else the runs of added
+    /// lines (the `+` side of zero-context hunks), one fragment each.
+    fn scan_change(
+        &self,
+        objects: &mut Objects<'_>,
+        change: &Change,
+        commit: &str,
+        out: &mut Vec<Finding>,
+    ) -> Result<(), ScanError> {
+        let path = &change.path;
+        let new = objects
+            .blob(change.new)
+            .map_err(git_err(|| format!("read blob {path}")))?;
+        if is_binary(&new) {
+            return Ok(());
+        }
+        if change.old.is_zero() {
+            charge(self.budget, self.spent, new.len())?;
+            out.extend(self.scanner.scan_fragment(&Fragment {
+                text: &new,
+                path,
+                commit,
+                start_line: 1,
+            }));
+            return Ok(());
+        }
+        let old = objects
+            .blob(change.old)
+            .map_err(git_err(|| format!("read blob {path}")))?;
+        let runs = added_runs(&old, &new).map_err(git_err(|| format!("diff {path}")))?;
+        for run in runs {
+            charge(self.budget, self.spent, run.text.len())?;
+            out.extend(self.scanner.scan_fragment(&Fragment {
+                text: &run.text,
+                path,
+                commit,
+                start_line: run.start_line,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// git's test for a binary file (what `git log -p` shows as "Binary files differ"): a NUL
+/// byte in the first 8000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    memchr::memchr(0, &data[..data.len().min(8000)]).is_some()
 }
 
 /// A file whose content differs between a commit and its first parent.
@@ -264,68 +500,94 @@ struct Change {
     new: Oid,
 }
 
-/// Collects the blobs of `new` that differ from `old`, skipping identical subtrees by id
-/// (libgit2's tree diff walks every entry, which is slow on wide trees).
+/// Collects the blobs of tree `new` that differ from tree `old`, skipping identical
+/// subtrees by id (libgit2's tree diff walks every entry, which is slow on wide trees).
 fn changed_blobs(
-    repo: &Repository,
-    old: Option<&Tree<'_>>,
-    new: &Tree<'_>,
+    objects: &mut Objects<'_>,
+    old: Option<Oid>,
+    new: Oid,
     prefix: &str,
     out: &mut Vec<Change>,
 ) -> Result<(), ScanError> {
+    let what = || match prefix.is_empty() {
+        true => "read root tree".to_owned(),
+        false => format!("read tree {prefix}"),
+    };
+    let new_raw = objects.tree(new).map_err(git_err(what))?;
+    let old_raw = match old {
+        Some(o) => Some(objects.tree(o).map_err(git_err(what))?),
+        None => None,
+    };
     // Both entry lists are in git's tree order, so one merge pass pairs them up.
-    let old_entries: Vec<TreeEntry<'_>> = old.map(|t| t.iter().collect()).unwrap_or_default();
-    let mut next_old = 0;
-    for entry in new.iter() {
-        let is_tree = entry.kind() == Some(ObjectType::Tree);
+    let mut old_entries = old_raw
+        .as_deref()
+        .map(|raw| entries(raw.as_slice()))
+        .into_iter()
+        .flatten()
+        .peekable();
+    for entry in entries(&new_raw) {
+        let entry = entry.map_err(git_err(what))?;
+        // Most entries of a changed tree are unchanged and in the same place.
+        if let Some(Ok(o)) = old_entries.peek()
+            && o.raw == entry.raw
+        {
+            old_entries.next();
+            continue;
+        }
+        let is_tree = entry.kind == Kind::Tree;
         let mut before = None;
-        while let Some(o) = old_entries.get(next_old) {
-            let o_tree = o.kind() == Some(ObjectType::Tree);
-            match tree_order(o.name_bytes(), o_tree, entry.name_bytes(), is_tree) {
-                Ordering::Less => next_old += 1,
+        while let Some(o) = old_entries.peek() {
+            let o = match o {
+                Ok(o) => *o,
+                Err(_) => {
+                    return Err(ScanError::Git {
+                        what: what(),
+                        source: git2::Error::from_str("malformed tree object"),
+                    });
+                }
+            };
+            match tree_order(o.name, o.kind == Kind::Tree, entry.name, is_tree) {
+                Ordering::Less => {
+                    old_entries.next();
+                }
                 Ordering::Equal => {
                     before = Some(o);
-                    next_old += 1;
+                    old_entries.next();
                     break;
                 }
                 Ordering::Greater => break,
             }
         }
-        if before.is_some_and(|b| b.id() == entry.id()) {
+        if before.is_some_and(|b| b.id == entry.id) {
             continue;
         }
-        let name = String::from_utf8_lossy(entry.name_bytes());
+        let name = String::from_utf8_lossy(entry.name);
         let path = match prefix.is_empty() {
             true => name.into_owned(),
             false => format!("{prefix}/{name}"),
         };
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                let sub = repo
-                    .find_tree(entry.id())
-                    .map_err(git_err(|| format!("read tree {path}")))?;
+        let id = entry.oid().map_err(git_err(what))?;
+        match entry.kind {
+            Kind::Tree => {
                 let old_sub = match before {
-                    Some(b) if b.kind() == Some(ObjectType::Tree) => Some(
-                        repo.find_tree(b.id())
-                            .map_err(git_err(|| format!("read tree {path}")))?,
-                    ),
+                    Some(b) if b.kind == Kind::Tree => Some(b.oid().map_err(git_err(what))?),
                     _ => None,
                 };
-                changed_blobs(repo, old_sub.as_ref(), &sub, &path, out)?;
+                changed_blobs(objects, old_sub, id, &path, out)?;
             }
-            Some(ObjectType::Blob) => {
+            Kind::Blob => {
                 let old_id = match before {
-                    Some(b) if b.kind() == Some(ObjectType::Blob) => b.id(),
+                    Some(b) if b.kind == Kind::Blob => b.oid().map_err(git_err(what))?,
                     _ => Oid::ZERO_SHA1,
                 };
                 out.push(Change {
                     path,
                     old: old_id,
-                    new: entry.id(),
+                    new: id,
                 });
             }
             // Submodule commits carry no content of this repository.
-            _ => {}
+            Kind::Gitlink => {}
         }
     }
     Ok(())
@@ -344,74 +606,6 @@ fn tree_order(a: &[u8], a_tree: bool, b: &[u8], b_tree: bool) -> Ordering {
         None => 0,
     };
     tail(a, a_tree).cmp(&tail(b, b_tree))
-}
-
-/// Scans the lines `change` adds: the whole blob for a new file, else the `+` lines of a
-/// zero-context diff, one fragment per hunk.
-fn scan_change(
-    scanner: &Scanner,
-    repo: &Repository,
-    change: &Change,
-    commit: &str,
-    budget: &Budget,
-    spent: &AtomicU64,
-    out: &mut Vec<Finding>,
-) -> Result<(), ScanError> {
-    let path = &change.path;
-    let new = repo
-        .find_blob(change.new)
-        .map_err(git_err(|| format!("read blob {path}")))?;
-    if new.is_binary() {
-        return Ok(());
-    }
-    if change.old.is_zero() {
-        charge(budget, spent, new.content().len())?;
-        out.extend(scanner.scan_fragment(&Fragment {
-            text: new.content(),
-            path,
-            commit,
-            start_line: 1,
-        }));
-        return Ok(());
-    }
-    let old = repo
-        .find_blob(change.old)
-        .map_err(git_err(|| format!("read blob {path}")))?;
-    let mut opts = DiffOptions::new();
-    opts.context_lines(0);
-    // No paths: a path makes libgit2 look up .gitattributes diff drivers for every file,
-    // a tenth of a history scan; binary blobs were already skipped above.
-    let patch = Patch::from_blobs(&old, None, &new, None, Some(&mut opts))
-        .map_err(git_err(|| format!("diff {path}")))?;
-    let mut buf: Vec<u8> = Vec::new();
-    for h in 0..patch.num_hunks() {
-        let lines = patch
-            .num_lines_in_hunk(h)
-            .map_err(git_err(|| format!("hunk of {path}")))?;
-        buf.clear();
-        let mut first_line = None;
-        for l in 0..lines {
-            let line = patch
-                .line_in_hunk(h, l)
-                .map_err(git_err(|| format!("line of {path}")))?;
-            if line.origin() != '+' {
-                continue;
-            }
-            first_line = first_line.or(line.new_lineno());
-            buf.extend_from_slice(line.content());
-        }
-        let Some(start_line) = first_line else {
-            continue;
-        };
-        charge(budget, spent, buf.len())?;
-        out.extend(scanner.scan_fragment(&Fragment {
-            text: &buf,
-            path,
-            commit,
-            start_line,
-        }));
-    }
-    Ok(())
 }
 
 /// Fills in who made the commit, for the report.

@@ -3,8 +3,10 @@
 //! pre-receive hook, and `bottle-bundle scan` from the command line.
 //!
 //! Layout: [`rules`] compiles gitleaks TOML (pure), `engine` detects in one fragment (pure),
-//! `decode` peels base64/hex/percent layers (pure), `git` walks commits with git2, `files`
-//! walks a directory, [`report`] formats findings, [`cli`] is the `scan` subcommand.
+//! `decode` peels base64/hex/percent layers (pure), `git` walks commits with git2, `objects`
+//! and `packs` read raw objects (packs directly, for whole histories), `added` finds the
+//! lines a new blob adds, `files` walks a directory, [`report`] formats findings, [`cli`] is
+//! the `scan` subcommand.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,12 +26,15 @@
 //! # Ok(()) }
 //! ```
 
+mod added;
 pub mod cli;
 mod decode;
 mod engine;
 mod files;
 mod finding;
 mod git;
+mod objects;
+mod packs;
 pub mod report;
 pub mod rules;
 
