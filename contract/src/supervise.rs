@@ -135,6 +135,25 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Like [`write_atomic`], but never replaces: the document appears whole under `path` only if
+/// nothing is there yet (a hard link of the temporary file, which the kernel refuses when the
+/// name exists), else `AlreadyExists`. Two operators deciding the same proposal at once cannot
+/// both win.
+pub fn create_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("no file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.new",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, contents)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +186,19 @@ mod tests {
         let text = serde_json::to_string(&p).unwrap();
         assert!(text.contains(r#""kind":"egress""#), "{text}");
         assert_eq!(serde_json::from_str::<Proposal>(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn create_atomic_never_replaces_and_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("contract-create-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.json");
+        create_atomic(&path, b"first").unwrap();
+        let again = create_atomic(&path, b"second").unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

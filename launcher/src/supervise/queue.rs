@@ -129,7 +129,7 @@ pub(crate) fn ensure_undecided(pending: &Pending) -> Result<(), QueueError> {
 }
 
 /// Writes `decision` into `queue`'s `decisions/` (created if missing), whole or not at all.
-/// An existing decision is never replaced.
+/// An existing decision is never replaced, even by a racing writer ([`supervise::create_atomic`]).
 pub(crate) fn write_decision(queue: &Path, decision: &Decision) -> Result<PathBuf, QueueError> {
     let path = supervise::decision_path(queue, &decision.id);
     if path.exists() {
@@ -142,12 +142,24 @@ pub(crate) fn write_decision(queue: &Path, decision: &Decision) -> Result<PathBu
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(queue.join(DECISIONS_DIR))?;
         let text = serde_json::to_string_pretty(decision).map_err(std::io::Error::other)?;
-        supervise::write_atomic(&path, text.as_bytes())
+        supervise::create_atomic(&path, text.as_bytes())
     };
-    write().map_err(|source| QueueError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    match write() {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(QueueError::Decided {
+                id: decision.id.clone(),
+                verdict: "decided",
+                path,
+            });
+        }
+        Err(source) => {
+            return Err(QueueError::Write {
+                path: path.clone(),
+                source,
+            });
+        }
+    }
     Ok(path)
 }
 
