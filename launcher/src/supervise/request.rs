@@ -90,15 +90,49 @@ pub(crate) fn pipelock_mapping(change: &str) -> Result<serde_json::Value, String
     }
 }
 
-/// The request as the operator edits it: pretty JSON.
+/// The request as the operator edits it: an egress route as pretty JSON, a Dockerfile or a
+/// pipelock change as its own text (not a JSON string full of `\n` escapes).
 pub(crate) fn to_editable(request: &Request) -> String {
-    serde_json::to_string_pretty(request).unwrap_or_default() + "\n"
+    let text = match request {
+        Request::Egress(_) => serde_json::to_string_pretty(request).unwrap_or_default(),
+        Request::Capability { dockerfile } => dockerfile.clone(),
+        Request::Pipelock { change } => change.clone(),
+    };
+    if text.ends_with('\n') {
+        text
+    } else {
+        text + "\n"
+    }
 }
 
-/// Parses the operator's edit back and validates it.
-pub(crate) fn from_edited(text: &str) -> Result<Request, String> {
-    let request: Request = serde_json::from_str(text)
-        .map_err(|e| format!("the edited request is not valid JSON for a request: {e}"))?;
+/// The file name suffix of the edit, so the editor picks the right highlighting.
+fn editable_suffix(request: &Request) -> &'static str {
+    match request {
+        Request::Egress(_) => ".json",
+        Request::Capability { .. } => ".Dockerfile",
+        Request::Pipelock { .. } => ".yaml",
+    }
+}
+
+/// Parses the operator's edit of `original` back (same kind) and validates it.
+pub(crate) fn from_edited(original: &Request, text: &str) -> Result<Request, String> {
+    let request = match original {
+        Request::Egress(_) => match serde_json::from_str::<Request>(text) {
+            Ok(request @ Request::Egress(_)) => request,
+            Ok(_) => return Err("the edited request must stay an egress route".into()),
+            Err(e) => {
+                return Err(format!(
+                    "the edited request is not valid JSON for a request: {e}"
+                ));
+            }
+        },
+        Request::Capability { .. } => Request::Capability {
+            dockerfile: text.to_owned(),
+        },
+        Request::Pipelock { .. } => Request::Pipelock {
+            change: text.to_owned(),
+        },
+    };
     validate(&request).map_err(|m| format!("the edited request is not valid: {m}"))?;
     Ok(request)
 }
@@ -106,7 +140,7 @@ pub(crate) fn from_edited(text: &str) -> Result<Request, String> {
 /// Opens `request` in `$EDITOR` (`vi` when unset) and returns the edited, validated request.
 /// The terminal must be in its normal mode (the TUI leaves its screen first).
 pub(crate) fn edit_in_editor(proposal: &Proposal) -> anyhow::Result<Request> {
-    let path = edit_file(&proposal.id)?;
+    let path = edit_file(&proposal.id, editable_suffix(&proposal.request))?;
     let result = (|| {
         std::fs::write(&path, to_editable(&proposal.request))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -129,20 +163,20 @@ pub(crate) fn edit_in_editor(proposal: &Proposal) -> anyhow::Result<Request> {
         );
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        from_edited(&text)
+        from_edited(&proposal.request, &text)
             .map_err(|m| anyhow::anyhow!("{m}; proposal {} was not approved", proposal.id))
     })();
     let _ = std::fs::remove_file(&path);
     result
 }
 
-/// A new private file for the edit, `<tmp>/claude-bottle-<id>-<random>.json`.
-fn edit_file(id: &str) -> anyhow::Result<PathBuf> {
+/// A new private file for the edit, `<tmp>/claude-bottle-<id>-<random><suffix>`.
+fn edit_file(id: &str, suffix: &str) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut random = [0u8; 6];
     getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let path = std::env::temp_dir().join(format!("claude-bottle-{id}-{suffix}.json"));
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let path = std::env::temp_dir().join(format!("claude-bottle-{id}-{random}{suffix}"));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -233,9 +267,10 @@ mod tests {
 
     #[test]
     fn edits_are_validated_like_manifest_values() {
+        let original = egress("docs.rs", &[], None);
         let ok = to_editable(&egress("docs.rs", &["/crate/"], Some("DOCS_TOKEN")));
         assert_eq!(
-            from_edited(&ok).unwrap(),
+            from_edited(&original, &ok).unwrap(),
             egress("docs.rs", &["/crate/"], Some("DOCS_TOKEN"))
         );
         let cases = [
@@ -251,12 +286,15 @@ mod tests {
             ),
         ];
         for (request, expect) in cases {
-            let err = from_edited(&to_editable(&request)).unwrap_err();
+            let err = from_edited(&original, &to_editable(&request)).unwrap_err();
             assert!(err.contains(expect), "{expect}: {err}");
             assert!(err.starts_with("the edited request is not valid"), "{err}");
         }
-        let err = from_edited("{\"kind\": \"egress\", \"host\": 1}").unwrap_err();
+        let err = from_edited(&original, "{\"kind\": \"egress\", \"host\": 1}").unwrap_err();
         assert!(err.contains("not valid JSON for a request"), "{err}");
+        let err =
+            from_edited(&original, "{\"kind\": \"pipelock\", \"change\": \"a: 1\"}").unwrap_err();
+        assert!(err.contains("must stay an egress route"), "{err}");
         let header = Request::Egress(EgressRequest {
             host: "docs.rs".into(),
             path_allowlist: vec![],
@@ -268,6 +306,32 @@ mod tests {
             }),
         });
         assert!(validate(&header).unwrap_err().contains("cannot carry"));
+    }
+
+    #[test]
+    fn dockerfiles_and_pipelock_changes_are_edited_as_their_own_text() {
+        let original = Request::Capability {
+            dockerfile: "FROM debian\nRUN true".into(),
+        };
+        let text = to_editable(&original);
+        assert_eq!(text, "FROM debian\nRUN true\n");
+        let edited = from_edited(&original, &format!("{text}RUN apt-get install -y jq\n")).unwrap();
+        let Request::Capability { dockerfile } = edited else {
+            panic!("kind changed")
+        };
+        assert!(
+            dockerfile.ends_with("RUN apt-get install -y jq\n"),
+            "{dockerfile}"
+        );
+        let bad = from_edited(&original, "RUN true\n").unwrap_err();
+        assert!(bad.starts_with("the edited request is not valid"), "{bad}");
+
+        let original = Request::Pipelock {
+            change: "api_allowlist: [docs.rs]".into(),
+        };
+        assert_eq!(to_editable(&original), "api_allowlist: [docs.rs]\n");
+        assert!(from_edited(&original, "- not a mapping\n").is_err());
+        assert!(from_edited(&original, "api_allowlist: [a.test]\n").is_ok());
     }
 
     #[test]
