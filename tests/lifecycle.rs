@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{Home, TestCa, docker, hunt_script, leftovers, start_upstream};
+use e2e::{Home, TestCa, docker, hunt_script, leftovers, start_upstream, wait_attached};
 
 /// The agent command for tests: stay up until stopped.
 const IDLE: &str = "command: \"sleep 100000\"";
@@ -148,31 +148,8 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
         .unwrap();
 
     // Wait until the bottle is attached: its agent runs and its state exists.
+    let id = wait_attached(&home, &mut launcher).await;
     let docker = docker().await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let id = loop {
-        let state = home.root().join("state");
-        let ids: Vec<String> = std::fs::read_dir(&state)
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(id) = ids.first()
-            && leftovers(&docker, id).await.len() == 4
-        {
-            let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
-            if probe.status.success() {
-                break id.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "the bottle never came up");
-        assert!(
-            launcher.try_wait().unwrap().is_none(),
-            "the launcher exited early"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
 
     launcher.kill().unwrap(); // SIGKILL: no teardown can run.
     launcher.wait().unwrap();
@@ -245,31 +222,15 @@ async fn sigterm_to_an_attached_launcher_removes_the_bottle() {
         "termed",
         &format!("---\nbottle: termed\n{IDLE}\n---\n"),
     );
-    let launcher = home
+    let mut launcher = home
         .cmd(&["start", "termed", "-y"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let id = wait_attached(&home, &mut launcher).await;
     let docker = docker().await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let id = loop {
-        let ids: Vec<String> = std::fs::read_dir(home.root().join("state"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(id) = ids.first() {
-            let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
-            if probe.status.success() {
-                break id.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "the bottle never came up");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
     // Attached now; let the attach itself begin.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = std::process::Command::new("kill")

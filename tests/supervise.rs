@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{Bottle, Home, TestCa, container_sh, docker, leftovers, mcp_project, start_upstream};
+use e2e::{
+    Bottle, Home, TestCa, container_sh, docker, leftovers, mcp_project, start_upstream,
+    wait_attached,
+};
 use serde_json::Value;
 
 /// The agent's command: the MCP stand-in from the work tree, idle until asked through `exec`.
@@ -182,34 +185,6 @@ async fn egress_request_is_refused_until_approved_and_a_rejection_carries_its_re
     assert_eq!(decided["structured"]["reason"], reason, "{decided}");
     let still = bottle.sh("curl -sS -w '\\n%{http_code}' https://other.test/");
     assert!(text(&still).trim_end().ends_with("403"), "{}", text(&still));
-}
-
-/// Waits until the attached launcher's bottle runs its agent; returns its identity.
-async fn wait_attached(home: &Home, launcher: &mut Child) -> String {
-    let docker = docker().await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let ids: Vec<String> = std::fs::read_dir(home.root().join("state"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(id) = ids.first()
-            && leftovers(&docker, id).await.len() == 4
-        {
-            let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
-            if probe.status.success() {
-                return id.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "the bottle never came up");
-        assert!(
-            launcher.try_wait().unwrap().is_none(),
-            "the launcher exited early"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

@@ -3,71 +3,10 @@
 //! says why and exits non-zero.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod queue_home;
 
-const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
-
-struct Home {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Home {
-    fn new() -> Home {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("bottle-home");
-        std::fs::create_dir_all(&root).unwrap();
-        Home { _tmp: tmp, root }
-    }
-
-    /// Writes a proposal as the bundle would: `queue/<identity>/proposals/<id>.json`.
-    fn propose(&self, identity: &str, id: &str, created: u64, request: serde_json::Value) {
-        let dir = self.root.join("queue").join(identity).join("proposals");
-        std::fs::create_dir_all(&dir).unwrap();
-        let proposal = serde_json::json!({
-            "id": id,
-            "identity": identity,
-            "created": created,
-            "justification": format!("I need it for {id}"),
-            "request": request,
-        });
-        std::fs::write(dir.join(format!("{id}.json")), proposal.to_string()).unwrap();
-    }
-
-    fn decision(&self, identity: &str, id: &str) -> PathBuf {
-        self.root
-            .join("queue")
-            .join(identity)
-            .join("decisions")
-            .join(format!("{id}.json"))
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.root.join("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .current_dir(self.root.parent().unwrap())
-            .env_clear()
-            .env("HOME", self.root.parent().unwrap())
-            .env("CLAUDE_BOTTLE_HOME", &self.root)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("USER", "alice")
-            .stdin(Stdio::null());
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", host);
-        }
-        cmd.envs(vars.iter().copied());
-        cmd.output().unwrap()
-    }
-}
+use queue_home::Home;
+use std::process::Output;
 
 fn egress(host: &str, token_ref: Option<&str>) -> serde_json::Value {
     serde_json::json!({

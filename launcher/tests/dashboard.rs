@@ -2,58 +2,11 @@
 //! (`send-keys` in, `capture-pane` out) on hand-written proposal files.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod queue_home;
+
+use queue_home::{BIN, Home};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
-
-struct Home {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Home {
-    fn new() -> Home {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("bottle-home");
-        std::fs::create_dir_all(&root).unwrap();
-        Home { _tmp: tmp, root }
-    }
-
-    fn propose(&self, identity: &str, id: &str, created: u64, request: serde_json::Value) {
-        let dir = self.root.join("queue").join(identity).join("proposals");
-        std::fs::create_dir_all(&dir).unwrap();
-        let proposal = serde_json::json!({
-            "id": id,
-            "identity": identity,
-            "created": created,
-            "justification": format!("I need it for {id}"),
-            "request": request,
-        });
-        std::fs::write(dir.join(format!("{id}.json")), proposal.to_string()).unwrap();
-    }
-
-    fn decision(&self, identity: &str, id: &str) -> PathBuf {
-        self.root
-            .join("queue")
-            .join(identity)
-            .join("decisions")
-            .join(format!("{id}.json"))
-    }
-
-    fn once(&self) -> Output {
-        Command::new(BIN)
-            .args(["dashboard", "--once"])
-            .env_clear()
-            .env("HOME", self.root.parent().unwrap())
-            .env("CLAUDE_BOTTLE_HOME", &self.root)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
 
 fn egress(host: &str) -> serde_json::Value {
     serde_json::json!({"kind": "egress", "host": host, "path_allowlist": ["/api/"], "auth": null})
@@ -69,7 +22,7 @@ fn now() -> u64 {
 #[test]
 fn once_prints_pending_proposals_oldest_first() {
     let home = Home::new();
-    let out = home.once();
+    let out = home.run(&["dashboard", "--once"], &[]);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -86,7 +39,7 @@ fn once_prints_pending_proposals_oldest_first() {
     );
     // A broken file is a warning naming it, not a failure.
     std::fs::write(home.root.join("queue/a-aaaaa/proposals/p-broken.json"), "{").unwrap();
-    let out = home.once();
+    let out = home.run(&["dashboard", "--once"], &[]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let older = stdout.find("p-older  a-aaaaa  capability  5m ago").unwrap();

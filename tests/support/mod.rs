@@ -679,3 +679,36 @@ pub fn mcp_project(project: &Path) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Waits until the bottle of an attached `start` (spawned as `launcher`) is up: its state
+/// exists, its four objects exist and its agent's command was released. Fails if the launcher
+/// exits first or nothing comes up within 300 s. Returns the identity.
+pub async fn wait_attached(home: &Home, launcher: &mut std::process::Child) -> String {
+    let docker = docker().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let ids: Vec<String> = std::fs::read_dir(home.root().join("state"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(id) = ids.first()
+            && leftovers(&docker, id).await.len() == 4
+        {
+            let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
+            if probe.status.success() {
+                return id.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bottle never came up"
+        );
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the launcher exited early"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
