@@ -138,7 +138,7 @@ pub(crate) fn scan_history(
     if threads < 2 {
         let mut commits = Vec::new();
         walk_history(repo, &mut walker, &tips, |(_, chunk)| {
-            commits.extend(chunk);
+            commits.extend(chunk.into_iter().map(|(oid, _)| oid));
             true
         })?;
         return scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0));
@@ -150,7 +150,7 @@ pub(crate) fn scan_history(
     let path = repo.path().to_path_buf();
     let spent = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Oid>)>(threads * 2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<(Oid, Vec<u8>)>)>(threads * 2);
     let rx = Mutex::new(rx);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -177,7 +177,7 @@ pub(crate) fn scan_history(
                             continue;
                         }
                         let found = match &mut worker {
-                            Ok(w) => w.scan(&chunk),
+                            Ok(w) => w.scan_handed(chunk),
                             Err(e) => Err(ScanError::Input(e.to_string())),
                         };
                         match found {
@@ -222,13 +222,14 @@ fn packs_for(repo: &Repository, commits: usize) -> Option<Arc<Packs>> {
 }
 
 /// Every commit reachable from `tips`, breadth first (so neighbours in the list are
-/// neighbours in history, which the workers' caches rely on). Shallow boundary commits
+/// neighbours in history, which the workers' caches rely on), with its raw bytes (the walk
+/// reads them anyway; a worker need not inflate them again). Shallow boundary commits
 /// (`.git/shallow`) count as roots, as in git.
 fn walk_history(
     repo: &Repository,
     objects: &mut Objects<'_>,
     tips: &[Oid],
-    mut emit: impl FnMut((usize, Vec<Oid>)) -> bool,
+    mut emit: impl FnMut((usize, Vec<(Oid, Vec<u8>)>)) -> bool,
 ) -> Result<(), ScanError> {
     let shallow = shallow_commits(repo);
     let mut seen: OidMap<()> = OidMap::default();
@@ -241,24 +242,29 @@ fn walk_history(
     let mut chunk = Vec::with_capacity(WALK_CHUNK);
     let mut n = 0;
     while let Some(c) = queue.pop_front() {
-        chunk.push(c);
+        let raw = match shallow.contains_key(&c) {
+            true => None,
+            false => Some(
+                objects
+                    .commit(c)
+                    .map_err(git_err(|| format!("read commit {c}")))?,
+            ),
+        };
+        if let Some(raw) = &raw {
+            for p in parents(raw) {
+                let p = p.map_err(git_err(|| format!("parse commit {c}")))?;
+                if seen.insert(p, ()).is_none() {
+                    queue.push_back(p);
+                }
+            }
+        }
+        // A shallow boundary commit is handed over without bytes: the worker reads it.
+        chunk.push((c, raw.map(|r| r.to_vec()).unwrap_or_default()));
         if chunk.len() == WALK_CHUNK {
             if !emit((n, std::mem::take(&mut chunk))) {
                 return Ok(());
             }
             n += 1;
-        }
-        if shallow.contains_key(&c) {
-            continue;
-        }
-        let raw = objects
-            .commit(c)
-            .map_err(git_err(|| format!("read commit {c}")))?;
-        for p in parents(&raw) {
-            let p = p.map_err(git_err(|| format!("parse commit {c}")))?;
-            if seen.insert(p, ()).is_none() {
-                queue.push_back(p);
-            }
         }
     }
     if !chunk.is_empty() {
@@ -353,6 +359,14 @@ impl<'r, 's> Worker<'r, 's> {
             seen: Seen::default(),
             changed: Vec::new(),
         })
+    }
+
+    /// Scans a stretch of the history walk, reusing the commit bytes the walk read.
+    fn scan_handed(&mut self, chunk: Vec<(Oid, Vec<u8>)>) -> Result<Vec<Finding>, ScanError> {
+        let commits: Vec<Oid> = chunk.iter().map(|(oid, _)| *oid).collect();
+        self.objects
+            .hand_over(chunk.into_iter().filter(|(_, raw)| !raw.is_empty()));
+        self.scan(&commits)
     }
 
     fn scan(&mut self, commits: &[Oid]) -> Result<Vec<Finding>, ScanError> {

@@ -97,6 +97,9 @@ pub(crate) struct Objects<'r> {
     blobs: Cache,
     /// The last commit read: a scan reads a commit's parent, then scans that parent next.
     last_commit: Option<(Oid, Bytes)>,
+    /// Commits the history walk already read, handed over with a stretch of history so
+    /// they are not inflated twice.
+    handed: OidMap<Bytes>,
 }
 
 impl<'r> Objects<'r> {
@@ -110,6 +113,7 @@ impl<'r> Objects<'r> {
             trees: Cache::new(8 << 20),
             blobs: Cache::new(32 << 20),
             last_commit: None,
+            handed: OidMap::default(),
         })
     }
 
@@ -161,11 +165,21 @@ impl<'r> Objects<'r> {
         Ok(b)
     }
 
+    /// Replaces the commits handed over by the walk (see `handed`).
+    pub(crate) fn hand_over(&mut self, commits: impl IntoIterator<Item = (Oid, Vec<u8>)>) {
+        self.handed.clear();
+        self.handed
+            .extend(commits.into_iter().map(|(oid, raw)| (oid, Rc::new(raw))));
+    }
+
     /// A commit's raw bytes.
     pub(crate) fn commit(&mut self, oid: Oid) -> Result<Bytes, git2::Error> {
         if let Some((id, raw)) = &self.last_commit
             && *id == oid
         {
+            return Ok(raw.clone());
+        }
+        if let Some(raw) = self.handed.get(&oid) {
             return Ok(raw.clone());
         }
         let raw = self.read(oid, git2::ObjectType::Commit)?;
