@@ -143,25 +143,61 @@ fn may_decode(text: &[u8]) -> bool {
     if memchr::memchr(b'%', text).is_some() {
         return true;
     }
-    let (mut len, mut upper, mut lower, mut hex) = (0usize, false, false, true);
+    // One table lookup per byte: this loop runs over every fragment scanned.
+    let enough = |len: usize, any: u8, all: u8, pad: usize| {
+        (len + pad >= MIN_BASE64 && any & (UPPER | LOWER) == UPPER | LOWER)
+            || (len >= MIN_HEX && all & HEX != 0)
+    };
+    let (mut len, mut any, mut all) = (0usize, 0u8, u8::MAX);
     for (i, &c) in text.iter().enumerate() {
-        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+        let class = CLASS[usize::from(c)];
+        if class & BASE64 != 0 {
             len += 1;
-            upper |= c.is_ascii_uppercase();
-            lower |= c.is_ascii_lowercase();
-            hex &= c.is_ascii_hexdigit();
+            any |= class;
+            all &= class;
             continue;
         }
-        if len > 0 {
+        if len + 2 >= MIN_BASE64 {
             let pad = text[i..].iter().take(2).take_while(|&&b| b == b'=').count();
-            if (len + pad >= MIN_BASE64 && upper && lower) || (len >= MIN_HEX && hex) {
+            if enough(len, any, all, pad) {
                 return true;
             }
         }
-        (len, upper, lower, hex) = (0, false, false, true);
+        (len, any, all) = (0, 0, u8::MAX);
     }
-    (len >= MIN_BASE64 && upper && lower) || (len >= MIN_HEX && hex)
+    enough(len, any, all, 0)
 }
+
+/// Byte classes for [`may_decode`].
+const BASE64: u8 = 1;
+const UPPER: u8 = 2;
+const LOWER: u8 = 4;
+const HEX: u8 = 8;
+
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8; // i < 256: exact
+
+        let mut class = 0;
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+            class |= BASE64;
+        }
+        if c.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        if c.is_ascii_lowercase() {
+            class |= LOWER;
+        }
+        if c.is_ascii_hexdigit() {
+            class |= HEX;
+        }
+        table[i] = class;
+        i += 1;
+    }
+    table
+};
 
 /// Copies `layer.text[from..to]` to `out`, clipping and shifting the pieces it spans.
 fn copy_range(
@@ -295,6 +331,45 @@ mod tests {
             b"snake_case_identifier_names and CONSTANT_NAMES_TOO"
         ));
         assert!(!may_decode(b"short Mixed Words only"));
+    }
+
+    /// The same property over many generated texts: whatever a pass would decode, the
+    /// pre-check lets through.
+    #[test]
+    fn precheck_never_hides_a_decodable_run() {
+        let alphabet = b"aAzZ09fF+/_-= =\n.%3D\"";
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let words = [
+            b64("hello there you"),
+            b64("password = hunter2"),
+            "68696464656e2074657874206865726521".to_owned(),
+            "ab%20cd".to_owned(),
+        ];
+        for _ in 0..20_000 {
+            let len = (next() % 60) as usize;
+            let mut text: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if next() % 4 == 0 {
+                let w = &words[(next() % words.len() as u64) as usize];
+                let at = (next() % (text.len() as u64 + 1)) as usize;
+                text.splice(at..at, w.bytes());
+            }
+            let decodes = CANDIDATES
+                .as_ref()
+                .unwrap()
+                .find_iter(&text)
+                .any(|m| decode(m.as_bytes()).is_some());
+            if decodes {
+                assert!(may_decode(&text), "{:?}", String::from_utf8_lossy(&text));
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! out. Keyword prefilter (Aho-Corasick), then each selected rule's regex, secret group,
 //! entropy, `gitleaks:allow`, global and per-rule allowlists; then decoding passes. Pure: no IO.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::nfa::contiguous;
+use aho_corasick::{Anchored, MatchKind, dfa};
 
 use crate::scanner::decode::{Layer, decode_pass};
 use crate::scanner::finding::Finding;
@@ -29,7 +31,7 @@ pub(crate) struct Fragment<'a> {
 #[derive(Debug)]
 pub(crate) struct Engine {
     rules: Rules,
-    keywords: Option<AhoCorasick>,
+    keywords: Keywords,
     /// For each keyword pattern, the rules that listed it.
     pattern_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they always run.
@@ -56,11 +58,7 @@ impl Engine {
                 }
             }
         }
-        let keywords = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&patterns)
-            .ok();
+        let keywords = Keywords::new(&patterns);
         Engine {
             rules,
             keywords,
@@ -108,13 +106,11 @@ impl Engine {
         for &i in &self.always {
             selected[i] = true;
         }
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(&layer.text) {
-                for &i in &self.pattern_rules[m.pattern().as_usize()] {
-                    selected[i] = true;
-                }
+        self.keywords.each_present(&layer.text, |pattern| {
+            for &i in &self.pattern_rules[pattern] {
+                selected[i] = true;
             }
-        }
+        });
         for (i, rule) in self.rules.rules.iter().enumerate() {
             if selected[i] {
                 self.detect_rule(frag, layer, depth, rule, out);
@@ -230,6 +226,80 @@ impl Engine {
                     _ => String::from_utf8_lossy(&frag.text[orig_start..orig_end]).into_owned(),
                 },
             });
+        }
+    }
+}
+
+/// The keyword prefilter: which keywords occur in a text, case-insensitively (gitleaks
+/// lowercases the fragment and looks for each keyword in it).
+///
+/// The automaton is walked by hand instead of through `find_overlapping_iter`: only *which*
+/// keywords occur matters, not where or how often, and short keywords (`sk`, `pat`, `key`)
+/// occur in most hunks many times over; the iterator's per-match bookkeeping was a tenth of
+/// a history scan. A DFA when it can be built (one table lookup per byte), else the
+/// contiguous NFA, so a very large keyword set still filters rather than failing.
+#[derive(Debug)]
+enum Keywords {
+    None,
+    /// The automaton could not be built: every one of this many keywords counts as present.
+    All(usize),
+    Dfa(dfa::DFA),
+    Nfa(contiguous::NFA),
+}
+
+impl Keywords {
+    fn new(patterns: &[String]) -> Keywords {
+        if patterns.is_empty() {
+            return Keywords::None;
+        }
+        let dfa = dfa::DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(patterns);
+        if let Ok(dfa) = dfa {
+            return Keywords::Dfa(dfa);
+        }
+        match contiguous::NFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(patterns)
+        {
+            Ok(nfa) => Keywords::Nfa(nfa),
+            Err(e) => {
+                // Only an absurd number of keywords gets here. Fail closed: every keyword
+                // counts as present, so every rule runs.
+                tracing::warn!("keyword automaton: {e}; every rule runs on every fragment");
+                Keywords::All(patterns.len())
+            }
+        }
+    }
+
+    /// Calls `found` with the index of every keyword that occurs in `text` (possibly more
+    /// than once per keyword).
+    fn each_present(&self, text: &[u8], found: impl FnMut(usize)) {
+        match self {
+            Keywords::None => {}
+            Keywords::All(n) => (0..*n).for_each(found),
+            Keywords::Dfa(a) => walk(a, text, found),
+            Keywords::Nfa(a) => walk(a, text, found),
+        }
+    }
+}
+
+/// Feeds `text` through an unanchored automaton and reports the patterns of every match
+/// state it enters.
+fn walk<A: Automaton>(a: &A, text: &[u8], mut found: impl FnMut(usize)) {
+    let Ok(mut sid) = a.start_state(Anchored::No) else {
+        return;
+    };
+    for &b in text {
+        sid = a.next_state(Anchored::No, sid, b);
+        if a.is_special(sid) && a.is_match(sid) {
+            for i in 0..a.match_len(sid) {
+                found(a.match_pattern(sid, i).as_usize());
+            }
         }
     }
 }
