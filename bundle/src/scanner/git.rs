@@ -11,7 +11,10 @@ use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
 use crate::scanner::added::added_runs;
 use crate::scanner::engine::Fragment;
-use crate::scanner::objects::{Kind, Objects, OidHasher, OidMap, entries, parents, parse_commit};
+use crate::scanner::objects::{
+    Kind, Objects, OidHasher, OidMap, common_suffix, entries, parents, parse_commit,
+    same_leading_entries,
+};
 use crate::scanner::packs::Packs;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
@@ -532,14 +535,22 @@ fn changed_blobs(
         Some(o) => Some(objects.tree(o).map_err(git_err(what))?),
         None => None,
     };
-    // Both entry lists are in git's tree order, so one merge pass pairs them up.
-    let mut old_entries = old_raw
-        .as_deref()
-        .map(|raw| entries(raw.as_slice()))
-        .into_iter()
-        .flatten()
-        .peekable();
-    for entry in entries(&new_raw) {
+    let old_bytes: &[u8] = old_raw.as_deref().map_or(&[], |raw| raw.as_slice());
+    // Both entry lists are in git's tree order, so one merge pass pairs them up. Most of a
+    // changed tree is unchanged: the leading entries both trees share are skipped without
+    // parsing, and the pass stops once what is left of both is the same bytes.
+    let skip = same_leading_entries(old_bytes, &new_raw);
+    let mut old_entries = entries(&old_bytes[skip..]);
+    let mut new_entries = entries(&new_raw[skip..]);
+    let same_tail = common_suffix(old_entries.rest(), new_entries.rest());
+    loop {
+        let (old_rest, new_rest) = (old_entries.rest(), new_entries.rest());
+        if old_rest.len() == new_rest.len() && new_rest.len() <= same_tail {
+            break;
+        }
+        let Some(entry) = new_entries.next() else {
+            break;
+        };
         let entry = entry.map_err(git_err(what))?;
         // Most entries of a changed tree are unchanged and in the same place.
         if let Some(Ok(o)) = old_entries.peek()
@@ -552,7 +563,7 @@ fn changed_blobs(
         let mut before = None;
         while let Some(o) = old_entries.peek() {
             let o = match o {
-                Ok(o) => *o,
+                Ok(o) => o,
                 Err(_) => {
                     return Err(ScanError::Git {
                         what: what(),

@@ -274,41 +274,103 @@ impl Entry<'_> {
 
 /// The entries of a raw tree object (`<octal mode> <name>\0<20-byte id>` each), in order.
 /// A malformed tree ends with one error.
-pub(crate) fn entries(raw: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, git2::Error>> {
-    let mut rest = raw;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
+pub(crate) fn entries(raw: &[u8]) -> Entries<'_> {
+    Entries { rest: raw }
+}
+
+/// A cursor over a raw tree's entries; see [`entries`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entries<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Entries<'a> {
+    /// The bytes not yet read: always starts at an entry boundary.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    /// The next entry, without moving past it.
+    pub(crate) fn peek(&self) -> Option<Result<Entry<'a>, git2::Error>> {
+        if self.rest.is_empty() {
             return None;
         }
-        let parsed = (|| {
-            // Modes and names are short: plain loops beat memchr's call overhead here.
-            let space = rest.iter().position(|&b| b == b' ')?;
-            let nul = space + 1 + rest[space + 1..].iter().position(|&b| b == 0)?;
-            let id = rest.get(nul + 1..nul + 21)?;
-            let kind = match &rest[..space] {
-                b"40000" | b"040000" => Kind::Tree,
-                b"160000" => Kind::Gitlink,
-                _ => Kind::Blob,
-            };
-            let entry = Entry {
-                kind,
-                name: &rest[space + 1..nul],
-                id,
-                raw: &rest[..nul + 21],
-            };
-            Some((entry, nul + 21))
-        })();
-        match parsed {
-            Some((entry, used)) => {
-                rest = &rest[used..];
-                Some(Ok(entry))
-            }
-            None => {
-                rest = &[];
-                Some(Err(git2::Error::from_str("malformed tree object")))
-            }
-        }
+        Some(parse_entry(self.rest).ok_or_else(|| git2::Error::from_str("malformed tree object")))
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<Entry<'a>, git2::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.peek()?;
+        self.rest = match &next {
+            Ok(entry) => &self.rest[entry.raw.len()..],
+            Err(_) => &[],
+        };
+        Some(next)
+    }
+}
+
+fn parse_entry(rest: &[u8]) -> Option<Entry<'_>> {
+    // Modes and names are short: plain loops beat memchr's call overhead here.
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let nul = space + 1 + rest[space + 1..].iter().position(|&b| b == 0)?;
+    let id = rest.get(nul + 1..nul + 21)?;
+    let kind = match &rest[..space] {
+        b"40000" | b"040000" => Kind::Tree,
+        b"160000" => Kind::Gitlink,
+        _ => Kind::Blob,
+    };
+    Some(Entry {
+        kind,
+        name: &rest[space + 1..nul],
+        id,
+        raw: &rest[..nul + 21],
     })
+}
+
+/// The length of the longest run of whole entries at the start of two raw trees that are
+/// byte for byte the same (so unchanged). Hops entry to entry without parsing them.
+pub(crate) fn same_leading_entries(a: &[u8], b: &[u8]) -> usize {
+    let same = common_prefix(a, b);
+    let mut at = 0;
+    // An entry is `<mode> <name>\0` and a 20-byte id; only the id may hold a NUL.
+    while let Some(nul) = memchr::memchr(0, &b[at..same]) {
+        let end = at + nul + 21;
+        if end > same {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
+/// How many leading bytes `a` and `b` share.
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 32 <= n && a[i..i + 32] == b[i..i + 32] {
+        i += 32;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// How many trailing bytes `a` and `b` share.
+pub(crate) fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut i = 0;
+    while i + 32 <= n && a[n - i - 32..n - i] == b[n - i - 32..n - i] {
+        i += 32;
+    }
+    while i < n && a[n - i - 1] == b[n - i - 1] {
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
