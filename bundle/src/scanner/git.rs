@@ -278,7 +278,7 @@ fn walk_history(
 
 /// How many consecutive commits the history walk hands a worker at a time: large enough
 /// that the worker's caches pay off, small enough that the workers start early.
-const WALK_CHUNK: usize = 8192;
+const WALK_CHUNK: usize = 2048;
 
 /// The boundary commits of a shallow clone: their parents are not in the repository.
 fn shallow_commits(repo: &Repository) -> OidMap<()> {

@@ -26,7 +26,7 @@ use crate::scanner::objects::OidHasher;
 pub(crate) const MAX_PACK_BYTES: u64 = 2 << 30;
 
 /// How many bytes of decoded objects one reader keeps for delta bases.
-const CACHE_BYTES: usize = 96 << 20;
+const CACHE_BYTES: usize = 32 << 20;
 
 const OBJ_COMMIT: u8 = 1;
 const OBJ_TREE: u8 = 2;
