@@ -143,29 +143,39 @@ fn may_decode(text: &[u8]) -> bool {
     if memchr::memchr(b'%', text).is_some() {
         return true;
     }
-    // One table lookup per byte: this loop runs over every fragment scanned.
-    let enough = |len: usize, any: u8, all: u8, pad: usize| {
-        (len + pad >= MIN_BASE64 && any & (UPPER | LOWER) == UPPER | LOWER)
-            || (len >= MIN_HEX && all & HEX != 0)
+    // One table lookup per byte: this loop runs over every fragment scanned. Runs shorter
+    // than the shortest candidate are skipped without looking at their case.
+    let enough = |run: &[u8], all: u8, any: u8, pad: usize| {
+        (run.len() + pad >= MIN_BASE64 && any & (UPPER | LOWER) == UPPER | LOWER)
+            || (run.len() >= MIN_HEX && all & HEX != 0)
     };
-    let (mut len, mut any, mut all) = (0usize, 0u8, u8::MAX);
-    for (i, &c) in text.iter().enumerate() {
-        let class = CLASS[usize::from(c)];
-        if class & BASE64 != 0 {
-            len += 1;
-            any |= class;
-            all &= class;
-            continue;
-        }
+    let mut rest = text;
+    loop {
+        let Some(start) = rest
+            .iter()
+            .position(|&c| CLASS[usize::from(c)] & BASE64 != 0)
+        else {
+            return false;
+        };
+        rest = &rest[start..];
+        let len = rest
+            .iter()
+            .position(|&c| CLASS[usize::from(c)] & BASE64 == 0)
+            .unwrap_or(rest.len());
+        let (run, after) = rest.split_at(len);
         if len + 2 >= MIN_BASE64 {
-            let pad = text[i..].iter().take(2).take_while(|&&b| b == b'=').count();
-            if enough(len, any, all, pad) {
+            let (mut any, mut all) = (0u8, u8::MAX);
+            for &c in run {
+                any |= CLASS[usize::from(c)];
+                all &= CLASS[usize::from(c)];
+            }
+            let pad = after.iter().take(2).take_while(|&&b| b == b'=').count();
+            if enough(run, all, any, pad) {
                 return true;
             }
         }
-        (len, any, all) = (0, 0, u8::MAX);
+        rest = after;
     }
-    enough(len, any, all, 0)
 }
 
 /// Byte classes for [`may_decode`].
