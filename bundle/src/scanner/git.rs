@@ -263,7 +263,8 @@ fn walk_history(
         }
         // A shallow boundary commit is handed over without bytes: the worker reads it.
         chunk.push((c, raw.map(|r| r.to_vec()).unwrap_or_default()));
-        if chunk.len() == WALK_CHUNK {
+        // The first stretches are short, so every worker starts at once.
+        if chunk.len() >= (64usize << n.min(5)).min(WALK_CHUNK) {
             if !emit((n, std::mem::take(&mut chunk))) {
                 return Ok(());
             }
