@@ -184,7 +184,11 @@ impl Engine {
             if contains(line, ALLOW_SIGNATURE.as_bytes()) {
                 continue;
             }
-            let secret = secret_of(regex, matched, rule.secret_group);
+            // Without capture groups the secret is the match: skip re-running the regex.
+            let secret = match lazy.groups {
+                0 => matched,
+                _ => secret_of(regex, matched, rule.secret_group),
+            };
             let entropy = shannon_entropy(secret);
             if rule.entropy > 0.0 && entropy <= rule.entropy {
                 continue;
