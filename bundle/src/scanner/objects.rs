@@ -242,8 +242,24 @@ pub(crate) fn parents(raw: &[u8]) -> impl Iterator<Item = Result<Oid, git2::Erro
         .map(|hex| hex_oid(hex).ok_or_else(|| git2::Error::from_str("malformed commit object")))
 }
 
+/// A 40-digit hex object id (libgit2's parser showed up in history-scan profiles).
 fn hex_oid(hex: &[u8]) -> Option<Oid> {
-    Oid::from_str(std::str::from_utf8(hex).ok()?).ok()
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut raw = [0u8; 20];
+    for (byte, pair) in raw.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Oid::from_bytes(&raw).ok()
 }
 
 /// What a tree entry points at.
@@ -405,6 +421,15 @@ mod tests {
             assert_eq!(all, c.parent_ids().collect::<Vec<_>>());
         }
         assert!(objects.commit(tree.id()).is_err());
+    }
+
+    #[test]
+    fn hex_ids_parse_only_when_whole() {
+        let id = "0123456789abcdefABCDEF0123456789abcdef01";
+        assert_eq!(hex_oid(id.as_bytes()), Some(Oid::from_str(id).unwrap()));
+        assert_eq!(hex_oid(&id.as_bytes()[..39]), None);
+        assert_eq!(hex_oid(b"g123456789abcdef0123456789abcdef01234567"), None);
+        assert_eq!(hex_oid(b""), None);
     }
 
     #[test]
