@@ -143,39 +143,50 @@ fn may_decode(text: &[u8]) -> bool {
     if memchr::memchr(b'%', text).is_some() {
         return true;
     }
-    // One table lookup per byte: this loop runs over every fragment scanned. Runs shorter
-    // than the shortest candidate are skipped without looking at their case.
-    let enough = |run: &[u8], all: u8, any: u8, pad: usize| {
-        (run.len() + pad >= MIN_BASE64 && any & (UPPER | LOWER) == UPPER | LOWER)
-            || (run.len() >= MIN_HEX && all & HEX != 0)
-    };
-    let mut rest = text;
-    loop {
-        let Some(start) = rest
+    // This runs over every fragment scanned, so it looks at as few bytes as it can. A run
+    // worth a look is at least `SHORTEST` long (the candidate regex wants 16 base64
+    // characters before any `=`; hex runs are longer), so it covers one of any `SHORTEST`
+    // positions in a row: probe every `SHORTEST`th byte, and read a run only where a probe
+    // lands in one.
+    const SHORTEST: usize = MIN_BASE64;
+    let is_b64 = |c: u8| CLASS[usize::from(c)] & BASE64 != 0;
+    let mut read_to = 0; // text[..read_to] is done with
+    let mut probe = SHORTEST - 1;
+    while probe < text.len() {
+        if !is_b64(text[probe]) {
+            probe += SHORTEST;
+            continue;
+        }
+        let start = text[read_to..probe]
             .iter()
-            .position(|&c| CLASS[usize::from(c)] & BASE64 != 0)
-        else {
-            return false;
-        };
-        rest = &rest[start..];
-        let len = rest
+            .rposition(|&c| !is_b64(c))
+            .map_or(read_to, |at| read_to + at + 1);
+        let end = text[probe..]
             .iter()
-            .position(|&c| CLASS[usize::from(c)] & BASE64 == 0)
-            .unwrap_or(rest.len());
-        let (run, after) = rest.split_at(len);
-        if len + 2 >= MIN_BASE64 {
+            .position(|&c| !is_b64(c))
+            .map_or(text.len(), |at| probe + at);
+        let run = &text[start..end];
+        if run.len() >= SHORTEST {
             let (mut any, mut all) = (0u8, u8::MAX);
             for &c in run {
                 any |= CLASS[usize::from(c)];
                 all &= CLASS[usize::from(c)];
             }
-            let pad = after.iter().take(2).take_while(|&&b| b == b'=').count();
-            if enough(run, all, any, pad) {
+            let pad = text[end..]
+                .iter()
+                .take(2)
+                .take_while(|&&b| b == b'=')
+                .count();
+            if (run.len() + pad >= MIN_BASE64 && any & (UPPER | LOWER) == UPPER | LOWER)
+                || (run.len() >= MIN_HEX && all & HEX != 0)
+            {
                 return true;
             }
         }
-        rest = after;
+        read_to = end;
+        probe = end + SHORTEST;
     }
+    false
 }
 
 /// Byte classes for [`may_decode`].
@@ -347,7 +358,8 @@ mod tests {
     /// pre-check lets through.
     #[test]
     fn precheck_never_hides_a_decodable_run() {
-        let alphabet = b"aAzZ09fF+/_-= =\n.%3D\"";
+        // Half the texts have no `%` (which alone makes the pre-check say yes).
+        let alphabets: [&[u8]; 2] = [b"aAzZ09fF+/_-= =\n.%3D\"", b"aAzZ09fFbcBC+/_-= =\n.\""];
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -355,7 +367,12 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
+        // Runs right at the length limits: 14 characters and `==`, 15 and `=`, 16; 32 hex.
         let words = [
+            b64("hello ther"),
+            b64("hello there"),
+            b64("hello there!"),
+            "68656c6c6f207468657265212121212e".to_owned(),
             b64("hello there you"),
             b64("password = hunter2"),
             "68696464656e2074657874206865726521".to_owned(),
@@ -363,6 +380,7 @@ mod tests {
         ];
         for _ in 0..20_000 {
             let len = (next() % 60) as usize;
+            let alphabet = alphabets[(next() % 2) as usize];
             let mut text: Vec<u8> = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
