@@ -200,7 +200,6 @@ static CLASS: [u8; 256] = {
     let mut i = 0;
     while i < 256 {
         let c = i as u8; // i < 256: exact
-
         let mut class = 0;
         if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
             class |= BASE64;
