@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/mcp_config.rs"]
+mod mcp_config;
+
+use bottle_contract::bundle_config::Role;
 use bottle_contract::supervise::{self, Decision, Proposal, Request, Verdict};
 use serde_json::{Value, json};
 
@@ -35,35 +39,14 @@ struct Server {
 }
 
 fn config_json(dir: &Path, routes: Value) -> Value {
-    json!({
-        "schema_version": bottle_contract::SCHEMA_VERSION,
-        "identity": "dev-k2x9m",
-        "roles": ["mcp"],
-        "proxy": {
-            "listen": {"tcp": null, "unix": null},
-            "ca_cert": "/nonexistent/ca.pem",
-            "ca_key": "/nonexistent/ca-key.pem",
-            "routes": routes,
-            "outbound": {"mode": "direct"}
-        },
-        "gate": {
-            "listen": {"tcp": null, "unix": null},
-            "mirrors_dir": dir.join("mirrors").display().to_string(),
-            "remotes": [],
-            "scanner_rules": null,
-            "max_push_bytes": 1_000_000,
-            "push_timeout_secs": 30
-        },
-        "supervise": {
-            "listen": {
-                "tcp": "127.0.0.1:0",
-                "unix": dir.join("supervise.sock").display().to_string()
-            },
-            "queue_dir": dir.join("queue").display().to_string()
-        },
-        "pipelock": null,
-        "audit_log": ""
-    })
+    let mut config = serde_json::to_value(mcp_config::supervise_config(
+        dir,
+        "dev-k2x9m",
+        vec![Role::Mcp],
+    ))
+    .unwrap();
+    config["proxy"]["routes"] = routes;
+    config
 }
 
 fn base_routes() -> Value {

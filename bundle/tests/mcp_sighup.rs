@@ -10,39 +10,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/mcp_config.rs"]
+mod mcp_config;
+
+use bottle_contract::bundle_config::Role;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bottle-bundle");
 
-fn config(dir: &Path, roles: &[&str]) -> std::path::PathBuf {
-    let value = json!({
-        "schema_version": bottle_contract::SCHEMA_VERSION,
-        "identity": "dev-hup01",
-        "roles": roles,
-        "proxy": {
-            "listen": {"tcp": null, "unix": null},
-            "ca_cert": "/nonexistent/ca.pem",
-            "ca_key": "/nonexistent/ca-key.pem",
-            "routes": [],
-            "outbound": {"mode": "direct"}
-        },
-        "gate": {
-            "listen": {"tcp": null, "unix": dir.join("gate.sock").display().to_string()},
-            "mirrors_dir": dir.join("mirrors").display().to_string(),
-            "remotes": [],
-            "scanner_rules": null,
-            "max_push_bytes": 1_000_000,
-            "push_timeout_secs": 30
-        },
-        "supervise": {
-            "listen": {"tcp": "127.0.0.1:0", "unix": dir.join("supervise.sock").display().to_string()},
-            "queue_dir": dir.join("queue").display().to_string()
-        },
-        "pipelock": null,
-        "audit_log": ""
-    });
+fn config(dir: &Path, roles: Vec<Role>) -> std::path::PathBuf {
+    let mut config = mcp_config::supervise_config(dir, "dev-hup01", roles);
+    config.gate.listen.unix = Some(dir.join("gate.sock").display().to_string());
     let path = dir.join("config.json");
-    std::fs::write(&path, value.to_string()).unwrap();
+    std::fs::write(&path, config.to_json()).unwrap();
     path
 }
 
@@ -109,7 +89,7 @@ fn mcp_status_line(socket: &Path) -> String {
 #[test]
 fn the_gate_survives_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &["gate"]);
+    let config = config(dir.path(), vec![Role::Gate]);
     let mut gate = Command::new(BIN)
         .args(["gate", "--config"])
         .arg(&config)
@@ -136,7 +116,7 @@ fn the_gate_survives_sighup() {
 #[test]
 fn run_forwards_sighup_and_no_role_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &["mcp", "gate"]);
+    let config = config(dir.path(), vec![Role::Mcp, Role::Gate]);
     let stderr_path = dir.path().join("run.stderr");
     let mut run = Command::new(BIN)
         .args(["run", "--config"])
