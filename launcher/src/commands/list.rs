@@ -27,14 +27,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
         );
         for (identity, objects) in &groups {
             let agent = state::load(root, identity).map_or_else(|| "?".to_owned(), |m| m.agent);
-            let status = match objects
-                .iter()
-                .find(|o| o.kind == ObjectKind::Container && o.role == "agent")
-            {
-                Some(o) if o.running => "running",
-                Some(_) => "stopped",
-                None => "missing",
-            };
+            let status = agent_status(objects);
             println!("{identity:<24} {agent:<16} {status:<10} {}", objects.len());
         }
         for identity in &suspended {
@@ -64,4 +57,16 @@ pub(crate) fn by_identity(objects: &[Object]) -> BTreeMap<String, Vec<Object>> {
             .push(o.clone());
     }
     groups
+}
+
+/// A bottle's state as its agent container shows it: `running`, `stopped` or `missing`.
+pub(crate) fn agent_status(objects: &[crate::backend::Object]) -> &'static str {
+    match objects
+        .iter()
+        .find(|o| o.kind == ObjectKind::Container && o.role == "agent")
+    {
+        Some(o) if o.running => "running",
+        Some(_) => "stopped",
+        None => "missing",
+    }
 }

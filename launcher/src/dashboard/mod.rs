@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
+use crate::backend::Backend;
 use crate::backend::docker::DockerBackend;
-use crate::backend::{Backend, ObjectKind};
 use crate::secrets::ProcessHost;
 use crate::supervise::{self, decide, queue, request};
 use app::{Action, App, BottleRow};
@@ -158,14 +158,7 @@ fn bottle_rows(root: &Path, objects: &[crate::backend::Object]) -> Vec<BottleRow
     crate::commands::list::by_identity(&mine)
         .into_iter()
         .map(|(identity, objects)| {
-            let status = match objects
-                .iter()
-                .find(|o| o.kind == ObjectKind::Container && o.role == "agent")
-            {
-                Some(o) if o.running => "running",
-                Some(_) => "stopped",
-                None => "missing",
-            };
+            let status = crate::commands::list::agent_status(&objects);
             BottleRow {
                 agent: crate::state::load(root, &identity)
                     .map_or_else(|| "?".to_owned(), |m| m.agent),
