@@ -10,6 +10,8 @@
 
 use git2::{DiffOptions, Patch};
 
+use crate::scanner::bytes::{common_prefix, common_suffix};
+
 /// One run of added lines: `text` starts at 1-based line `start_line` of the new file.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Run<'a> {
@@ -61,12 +63,7 @@ pub(crate) fn added_runs<'a>(old: &[u8], new: &'a [u8]) -> Result<Vec<Run<'a>>, 
 
 /// Bytes of the whole lines (newline included) that `old` and `new` start with.
 fn common_prefix_lines(old: &[u8], new: &[u8]) -> usize {
-    let n = old.len().min(new.len());
-    let same = old[..n]
-        .iter()
-        .zip(&new[..n])
-        .position(|(a, b)| a != b)
-        .unwrap_or(n);
+    let same = common_prefix(old, new);
     // A line is common only with its newline: "b" at the end of one file and "b\n" in the
     // other are different lines to git.
     memchr::memrchr(b'\n', &new[..same]).map_or(0, |p| p + 1)
@@ -74,14 +71,7 @@ fn common_prefix_lines(old: &[u8], new: &[u8]) -> usize {
 
 /// Bytes of the whole lines that `old` and `new` end with (both start at a line start).
 fn common_suffix_lines(old: &[u8], new: &[u8]) -> usize {
-    let n = old.len().min(new.len());
-    let same = old
-        .iter()
-        .rev()
-        .zip(new.iter().rev())
-        .take(n)
-        .position(|(a, b)| a != b)
-        .unwrap_or(n);
+    let same = common_suffix(old, new);
     // The suffix must begin at a line start on both sides: just after a newline, or at the
     // start of the (trimmed) text.
     let starts_line = |text: &[u8], at: usize| at == 0 || text[at - 1] == b'\n';

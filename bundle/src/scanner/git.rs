@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use git2::{Commit, ObjectType, Oid, Repository, Revwalk, Sort};
 
 use crate::scanner::added::added_runs;
+use crate::scanner::bytes::common_suffix;
 use crate::scanner::engine::Fragment;
 use crate::scanner::objects::{
-    Kind, Objects, OidHasher, OidMap, common_suffix, entries, parents, parse_commit,
-    same_leading_entries,
+    Kind, Objects, OidHasher, OidMap, entries, parents, parse_commit, same_leading_entries,
 };
 use crate::scanner::packs::Packs;
 use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};

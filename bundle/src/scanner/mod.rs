@@ -27,6 +27,7 @@
 //! ```
 
 mod added;
+mod bytes;
 pub mod cli;
 mod decode;
 mod engine;

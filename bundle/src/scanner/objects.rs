@@ -349,7 +349,7 @@ fn parse_entry(rest: &[u8]) -> Option<Entry<'_>> {
 /// The length of the longest run of whole entries at the start of two raw trees that are
 /// byte for byte the same (so unchanged). Hops entry to entry without parsing them.
 pub(crate) fn same_leading_entries(a: &[u8], b: &[u8]) -> usize {
-    let same = common_prefix(a, b);
+    let same = crate::scanner::bytes::common_prefix(a, b);
     let mut at = 0;
     // An entry is `<mode> <name>\0` and a 20-byte id; only the id may hold a NUL.
     while let Some(nul) = memchr::memchr(0, &b[at..same]) {
@@ -360,33 +360,6 @@ pub(crate) fn same_leading_entries(a: &[u8], b: &[u8]) -> usize {
         at = end;
     }
     at
-}
-
-/// How many leading bytes `a` and `b` share.
-pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    while i + 32 <= n && a[i..i + 32] == b[i..i + 32] {
-        i += 32;
-    }
-    while i < n && a[i] == b[i] {
-        i += 1;
-    }
-    i
-}
-
-/// How many trailing bytes `a` and `b` share.
-pub(crate) fn common_suffix(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
-    let mut i = 0;
-    while i + 32 <= n && a[n - i - 32..n - i] == b[n - i - 32..n - i] {
-        i += 32;
-    }
-    while i < n && a[n - i - 1] == b[n - i - 1] {
-        i += 1;
-    }
-    i
 }
 
 #[cfg(test)]
