@@ -105,6 +105,58 @@ async fn escape_suite() {
     );
     assert_eq!(local.trim(), "refused");
 
+    // --- The bundle serves only its Unix sockets: from the host, an unprivileged user (and
+    // anything else on the egress bridge) finds no listener that would use the bottle's
+    // credentials, gate-held keys or supervise queue. ---
+    let bundle_name = format!("claude-bottle-{}-bundle", bottle.id);
+    let bundle_ip = container_ip(&docker, &bundle_name, &bottle.network()).await;
+    assert!(!bundle_ip.is_empty());
+    let probe = format!(
+        "for p in 9099 9418 9100 8888 80 443; do \
+           timeout 2 bash -c \"exec 3<>/dev/tcp/{bundle_ip}/$p\" 2>/dev/null && echo ANSWERED $p; \
+         done; echo done"
+    );
+    let as_nobody = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/bin/bash",
+            "-c",
+            &probe,
+        ])
+        .output()
+        .expect("setpriv (util-linux) is needed");
+    assert!(
+        as_nobody.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_nobody.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&as_nobody.stdout).trim(),
+        "done",
+        "a bundle port answers on the egress bridge"
+    );
+    // And inside the bundle nothing listens on TCP beyond its own loopback.
+    let listeners = container_sh(&docker, &bundle_name, "ss -Hltn && echo ss-ok").await;
+    assert!(
+        listeners.contains("ss-ok"),
+        "ss failed in the bundle: {listeners}"
+    );
+    let exposed: Vec<&str> = listeners
+        .lines()
+        .filter(|l| *l != "ss-ok")
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|local| !local.starts_with("127.") && !local.starts_with("[::1]"))
+        })
+        .collect();
+    assert!(
+        exposed.is_empty(),
+        "the bundle listens beyond loopback: {exposed:?}"
+    );
+
     // --- DNS: no resolver answers. ---
     let dns = bottle.sh("getent hosts api.github.com");
     assert!(!dns.status.success(), "name resolution worked in the agent");

@@ -109,14 +109,14 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
         identity: plan.identity.clone(),
         roles,
         proxy: ProxyConfig {
-            listen: listen(wire::PROXY_PORT, wire::PROXY_SOCKET),
+            listen: listen(wire::PROXY_SOCKET),
             ca_cert: wire::BUNDLE_CA_CERT_PATH.into(),
             ca_key: wire::BUNDLE_CA_KEY_PATH.into(),
             routes,
             outbound,
         },
         gate: GateConfig {
-            listen: listen(wire::GATE_PORT, wire::GATE_SOCKET),
+            listen: listen(wire::GATE_SOCKET),
             mirrors_dir: wire::BUNDLE_MIRRORS_DIR.into(),
             remotes,
             scanner_rules: None,
@@ -124,7 +124,7 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
             push_timeout_secs: PUSH_TIMEOUT_SECS,
         },
         supervise: plan.supervise.then(|| SuperviseConfig {
-            listen: listen(wire::SUPERVISE_PORT, wire::SUPERVISE_SOCKET),
+            listen: listen(wire::SUPERVISE_SOCKET),
             queue_dir: wire::BUNDLE_QUEUE_DIR.into(),
         }),
         pipelock,
@@ -132,9 +132,12 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
     }
 }
 
-fn listen(port: u16, socket: &str) -> Listen {
+/// A bottle's bundle serves only its Unix sockets: the agent reaches them through its relay,
+/// and nothing else may. A TCP listener on the egress bridge would let any local user (and any
+/// container on the bridge) use the bottle's credentials and gate-held keys.
+fn listen(socket: &str) -> Listen {
     Listen {
-        tcp: Some(format!("0.0.0.0:{port}")),
+        tcp: None,
         unix: Some(socket.into()),
     }
 }
