@@ -315,3 +315,154 @@ fn sigterm_stops_the_gate_promptly() {
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err());
 }
+
+/// Every object a push carries is scanned, whatever points at it: tags of trees and blobs,
+/// binary files, commit and tag headers, file and directory names. After all the refused
+/// pushes, no object of the upstream holds the token.
+#[test]
+fn every_object_a_push_carries_is_scanned() {
+    let env = GateEnv::start(Options::default());
+    let work = env.clone_work("work");
+    let secret_line = format!("token = \"{}\"\n", token());
+    let refuse = |args: &[&str], case: &str| {
+        eprintln!("case: {case}");
+        let err = assert_refused_before_upstream(&env, &work, args, "secret scanner");
+        assert!(err.contains("github-pat"), "{case}: rule not named:\n{err}");
+        assert!(
+            !err.contains(&token()),
+            "{case}: the secret was echoed:\n{err}"
+        );
+    };
+    let stage = |path: &str, content: &str| {
+        let full = work.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, content).unwrap();
+        git_ok(&work, &["add", path]);
+    };
+
+    // A lightweight tag pointing at a tree.
+    reset_to_main(&work, "main");
+    stage("tree-only/config.py", &secret_line);
+    let tree = git_ok(&work, &["write-tree"]);
+    git_ok(&work, &["tag", "tree-tag", &tree]);
+    refuse(&["push", "origin", "refs/tags/tree-tag"], "tag of a tree");
+    // An annotated tag of the same tree.
+    git_ok(&work, &["tag", "-a", "-m", "a tree", "tree-tag-a", &tree]);
+    refuse(
+        &["push", "origin", "refs/tags/tree-tag-a"],
+        "annotated tag of a tree",
+    );
+    // A tag of a binary blob inside it.
+    let blob = git_ok(
+        &work,
+        &["rev-parse", &format!("{tree}:tree-only/config.py")],
+    );
+    git_ok(&work, &["tag", "blob-tag", &blob]);
+    refuse(&["push", "origin", "refs/tags/blob-tag"], "tag of a blob");
+    git_ok(&work, &["reset", "--quiet", "--hard"]);
+
+    // A file with a NUL byte before the token (git calls it binary).
+    reset_to_main(&work, "main");
+    commit_file(&work, "data.bin", &format!("\0\n{secret_line}"), "binary");
+    refuse(&["push", "origin", "main"], "binary file");
+
+    // The token as a file name, and as a directory name.
+    reset_to_main(&work, "main");
+    commit_file(&work, &format!("{}.txt", token()), "clean\n", "name");
+    refuse(&["push", "origin", "main"], "file name");
+    reset_to_main(&work, "main");
+    commit_file(&work, &format!("keys/{}/x.txt", token()), "clean\n", "dir");
+    refuse(&["push", "origin", "main"], "directory name");
+
+    // The token as the author's name, the committer's email.
+    reset_to_main(&work, "main");
+    std::fs::write(work.join("a.txt"), "a\n").unwrap();
+    git_ok(&work, &["add", "a.txt"]);
+    git_ok(
+        &work,
+        &[
+            "-c",
+            &format!("user.name={}", token()),
+            "commit",
+            "--quiet",
+            "--author",
+            &format!("{} <a@example.invalid>", token()),
+            "-m",
+            "author",
+        ],
+    );
+    refuse(&["push", "origin", "main"], "author name");
+    // The token as the committer's email, and in a gpgsig header, of hand-made commits (the
+    // test's git environment fixes the committer).
+    let hand_made = |committer: &str, extra_header: &str, case: &str| {
+        reset_to_main(&work, "main");
+        let tree = git_ok(&work, &["rev-parse", "HEAD^{tree}"]);
+        let parent = git_ok(&work, &["rev-parse", "HEAD"]);
+        let body = format!(
+            "tree {tree}\nparent {parent}\nauthor Agent <agent@example.invalid> 1700000000 +0000\n\
+             committer {committer} 1700000000 +0000\n{extra_header}\n{case}\n"
+        );
+        let body_file = env.tmp.path().join("hand-made-commit");
+        std::fs::write(&body_file, body).unwrap();
+        let commit = git_ok(
+            &work,
+            &[
+                "hash-object",
+                "-t",
+                "commit",
+                "-w",
+                body_file.to_str().unwrap(),
+            ],
+        );
+        refuse(
+            &["push", "origin", &format!("{commit}:refs/heads/main")],
+            case,
+        );
+    };
+    hand_made(
+        &format!("Agent <{}@example.invalid>", token()),
+        "",
+        "committer email",
+    );
+    hand_made(
+        "Agent <agent@example.invalid>",
+        &format!(
+            "gpgsig -----BEGIN PGP SIGNATURE-----\n \n token = \"{}\"\n -----END PGP SIGNATURE-----\n",
+            token()
+        ),
+        "gpgsig header",
+    );
+
+    // The token as an annotated tag's tagger (hand-made for the same reason).
+    reset_to_main(&work, "main");
+    let head = git_ok(&work, &["rev-parse", "HEAD"]);
+    let tag_file = env.tmp.path().join("hand-made-tag");
+    std::fs::write(
+        &tag_file,
+        format!(
+            "object {head}\ntype commit\ntag tagger-tag\ntagger {} <a@example.invalid> 1700000000 +0000\n\nrelease\n",
+            token()
+        ),
+    )
+    .unwrap();
+    let tag = git_ok(
+        &work,
+        &["hash-object", "-t", "tag", "-w", tag_file.to_str().unwrap()],
+    );
+    git_ok(&work, &["update-ref", "refs/tags/tagger-tag", &tag]);
+    refuse(&["push", "origin", "refs/tags/tagger-tag"], "tagger");
+
+    // None of it reached the upstream.
+    let all = std::process::Command::new("git")
+        .args(["cat-file", "--batch-all-objects", "--batch"])
+        .current_dir(&env.upstream)
+        .output()
+        .unwrap();
+    assert!(all.status.success());
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(!all.is_empty());
+    assert!(
+        !all.contains(&token()),
+        "an upstream object holds the token"
+    );
+}

@@ -98,6 +98,26 @@ impl fmt::Debug for Finding {
     }
 }
 
+/// Hides every finding's secret in the descriptive fields of all of `findings` (file, author,
+/// email, commit summary): a token can be a file name or an author's name, and the report must
+/// not show it there either.
+pub(crate) fn hide_secrets_in_context(findings: &mut [Finding]) {
+    let secrets: Vec<String> = findings
+        .iter()
+        .map(|f| f.secret.clone())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for f in findings {
+        for secret in &secrets {
+            for field in [&mut f.file, &mut f.author, &mut f.email, &mut f.message] {
+                if field.contains(secret.as_str()) {
+                    *field = hide_in(field, secret);
+                }
+            }
+        }
+    }
+}
+
 /// Hides a secret: keeps up to 4 leading characters (a quarter of it at most, so a short
 /// secret shows nothing), then `…REDACTED`.
 pub fn redact(secret: &str) -> String {

@@ -20,6 +20,19 @@ use crate::scanner::{Budget, Finding, RefUpdate, ScanError, Scanner};
 
 /// Shown as the file of a finding in a commit message.
 const COMMIT_MESSAGE_FILE: &str = "(commit message)";
+/// Shown as the file of a finding in a commit's headers (author, committer, gpgsig, ...).
+const COMMIT_HEADER_FILE: &str = "(commit header)";
+
+/// What a scan reads of each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    /// What gitleaks reads (`git log -p`): messages and the added lines of text files. Used
+    /// for histories and ranges, whose findings stay comparable with gitleaks'.
+    Gitleaks,
+    /// Everything a push can carry upstream: also every commit header, every new file and
+    /// directory name, and binary files (a NUL byte must not hide a token). Used by the gate.
+    Push,
+}
 
 pub(crate) fn scan_push(
     scanner: &Scanner,
@@ -38,15 +51,21 @@ pub(crate) fn scan_push(
         let mut obj = repo.find_object(update.new, None).map_err(git_err(|| {
             format!("find {} for {}", update.new, update.refname)
         }))?;
-        // Annotated (possibly nested) tags: scan each message, then follow to the target.
+        // Annotated (possibly nested) tags: scan each whole tag object (tagger, message,
+        // signature), then follow to the target, whatever its type.
         while obj.kind() == Some(ObjectType::Tag) {
             let Some(tag) = obj.as_tag() else { break };
-            let file = format!("(tag message {})", update.refname);
-            let msg = tag.message_bytes().unwrap_or_default().to_vec();
-            charge(budget, &spent, msg.len())?;
+            let odb = repo
+                .odb()
+                .map_err(git_err(|| "open object database".to_owned()))?;
+            let raw = odb
+                .read(tag.id())
+                .map_err(git_err(|| format!("read tag {}", update.refname)))?;
+            charge(budget, &spent, raw.data().len())?;
+            let file = format!("(tag {})", update.refname);
             let mut found = scanner.scan_fragment(&Fragment {
-                text: &msg,
-                path: "",
+                text: raw.data(),
+                path: &file,
                 commit: "",
                 start_line: 1,
             });
@@ -77,17 +96,110 @@ pub(crate) fn scan_push(
                     start_line: 1,
                 }));
             }
-            _ => {}
+            Some(ObjectType::Tree) => {
+                scan_whole_tree(
+                    scanner,
+                    repo,
+                    obj.id(),
+                    &update.refname,
+                    budget,
+                    &spent,
+                    &mut out,
+                )?;
+            }
+            // Nothing else can be the target of a ref; refuse rather than pass it unscanned.
+            other => {
+                return Err(ScanError::Git {
+                    what: format!("{} points at an object of type {other:?}", update.refname),
+                    source: git2::Error::from_str("unexpected object type"),
+                });
+            }
         }
     }
     if !pushed {
+        crate::scanner::finding::hide_secrets_in_context(&mut out);
         return Ok(out);
     }
     hide_existing_refs(repo, &mut walk)?;
     let commits = collect(walk)?;
     // Pushes are small: libgit2 reads their few objects faster than packs could be loaded.
-    out.extend(scan_commits(scanner, repo, &commits, None, budget, &spent)?);
+    out.extend(scan_commits(
+        scanner,
+        repo,
+        &commits,
+        None,
+        budget,
+        &spent,
+        Coverage::Push,
+    )?);
+    crate::scanner::finding::hide_secrets_in_context(&mut out);
     Ok(out)
+}
+
+/// Scans every blob and every path name of tree `tree` (a tag or ref pointing straight at a
+/// tree carries all of it upstream), binary blobs included.
+fn scan_whole_tree(
+    scanner: &Scanner,
+    repo: &Repository,
+    tree: Oid,
+    refname: &str,
+    budget: &Budget,
+    spent: &AtomicU64,
+    out: &mut Vec<Finding>,
+) -> Result<(), ScanError> {
+    let tree = repo
+        .find_tree(tree)
+        .map_err(git_err(|| format!("read tree of {refname}")))?;
+    let mut entries: Vec<(String, Oid, Option<ObjectType>)> = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+        let name = String::from_utf8_lossy(entry.name_bytes());
+        entries.push((format!("{root}{name}"), entry.id(), entry.kind()));
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(git_err(|| format!("walk tree of {refname}")))?;
+    let mut seen = HashSet::new();
+    for (path, id, kind) in entries {
+        scan_name(scanner, &path, "", budget, spent, out)?;
+        if kind != Some(ObjectType::Blob) || !seen.insert(id) {
+            continue;
+        }
+        let blob = repo
+            .find_blob(id)
+            .map_err(git_err(|| format!("read blob {path} of {refname}")))?;
+        charge(budget, spent, blob.content().len())?;
+        out.extend(scanner.scan_fragment(&Fragment {
+            text: blob.content(),
+            path: &path,
+            commit: "",
+            start_line: 1,
+        }));
+    }
+    Ok(())
+}
+
+/// Scans a file or directory name as text: a token can travel as a name.
+fn scan_name(
+    scanner: &Scanner,
+    path: &str,
+    commit: &str,
+    budget: &Budget,
+    spent: &AtomicU64,
+    out: &mut Vec<Finding>,
+) -> Result<(), ScanError> {
+    charge(budget, spent, path.len())?;
+    let mut found = scanner.scan_fragment(&Fragment {
+        text: path.as_bytes(),
+        path,
+        commit,
+        start_line: 1,
+    });
+    // Path-only rules judge the file, which its content scan already does.
+    found.retain(|f| f.start_line != 0);
+    for f in &mut found {
+        f.file = format!("(file name) {path}");
+    }
+    out.extend(found);
+    Ok(())
 }
 
 pub(crate) fn scan_range(
@@ -107,7 +219,15 @@ pub(crate) fn scan_range(
     .map_err(git_err(|| format!("resolve range {range:?}")))?;
     let commits = collect(walk)?;
     let packs = packs_for(repo, commits.len());
-    scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0))
+    scan_commits(
+        scanner,
+        repo,
+        &commits,
+        packs,
+        budget,
+        &AtomicU64::new(0),
+        Coverage::Gitleaks,
+    )
 }
 
 pub(crate) fn scan_history(
@@ -144,7 +264,15 @@ pub(crate) fn scan_history(
             commits.extend(chunk.into_iter().map(|(oid, _)| oid));
             true
         })?;
-        return scan_commits(scanner, repo, &commits, packs, budget, &AtomicU64::new(0));
+        return scan_commits(
+            scanner,
+            repo,
+            &commits,
+            packs,
+            budget,
+            &AtomicU64::new(0),
+            Coverage::Gitleaks,
+        );
     }
     // A pipeline: this thread walks the history and hands out stretches of consecutive
     // commits (neighbours share trees, blobs and delta bases, which each worker caches) while
@@ -162,7 +290,9 @@ pub(crate) fn scan_history(
                 s.spawn(move || -> Result<Vec<(usize, Vec<Finding>)>, ScanError> {
                     let repo = Repository::open(path);
                     let mut worker = match &repo {
-                        Ok(repo) => Worker::new(scanner, repo, packs, budget, spent),
+                        Ok(repo) => {
+                            Worker::new(scanner, repo, packs, budget, spent, Coverage::Gitleaks)
+                        }
                         Err(e) => Err(ScanError::Git {
                             what: "open repository".to_owned(),
                             source: git2::Error::from_str(e.message()),
@@ -329,8 +459,9 @@ fn scan_commits(
     packs: Option<Arc<Packs>>,
     budget: &Budget,
     spent: &AtomicU64,
+    coverage: Coverage,
 ) -> Result<Vec<Finding>, ScanError> {
-    Worker::new(scanner, repo, packs, budget, spent)?.scan(commits)
+    Worker::new(scanner, repo, packs, budget, spent, coverage)?.scan(commits)
 }
 
 /// One thread's scan state, kept across the stretches of history it is given.
@@ -350,12 +481,14 @@ impl<'r, 's> Worker<'r, 's> {
         packs: Option<Arc<Packs>>,
         budget: &'s Budget,
         spent: &'s AtomicU64,
+        coverage: Coverage,
     ) -> Result<Worker<'r, 's>, ScanError> {
         Ok(Worker {
             ctx: Ctx {
                 scanner,
                 budget,
                 spent,
+                coverage,
             },
             repo,
             objects: Objects::new(repo, packs)
@@ -404,6 +537,7 @@ struct Ctx<'s> {
     scanner: &'s Scanner,
     budget: &'s Budget,
     spent: &'s AtomicU64,
+    coverage: Coverage,
 }
 
 impl Ctx<'_> {
@@ -431,6 +565,21 @@ impl Ctx<'_> {
             f.file = COMMIT_MESSAGE_FILE.to_owned();
         }
         out.extend(found);
+        if self.coverage == Coverage::Push {
+            // Author, committer, gpgsig and any other header can carry text upstream.
+            let headers = &raw[..raw.len() - info.message.len()];
+            charge(self.budget, self.spent, headers.len())?;
+            let mut found = self.scanner.scan_fragment(&Fragment {
+                text: headers,
+                path: "",
+                commit: &id,
+                start_line: 1,
+            });
+            for f in &mut found {
+                f.file = COMMIT_HEADER_FILE.to_owned();
+            }
+            out.extend(found);
+        }
 
         let parent_tree = match info.first_parent {
             // A shallow clone's boundary commit has no parent here: git shows it as a root.
@@ -453,6 +602,18 @@ impl Ctx<'_> {
         changed.clear();
         changed_blobs(objects, parent_tree, info.tree, "", changed)?;
         for change in changed.drain(..) {
+            // A new path (added or renamed to) carries its name upstream, whatever its
+            // content; checked before the content, which may have been seen under another name.
+            if self.coverage == Coverage::Push && change.old.is_zero() {
+                scan_name(
+                    self.scanner,
+                    &change.path,
+                    &id,
+                    self.budget,
+                    self.spent,
+                    out,
+                )?;
+            }
             if !seen.insert((change.old, change.new)) {
                 continue;
             }
@@ -474,7 +635,9 @@ impl Ctx<'_> {
         let new = objects
             .blob(change.new)
             .map_err(git_err(|| format!("read blob {path}")))?;
-        if is_binary(&new) {
+        // gitleaks (like `git log -p`) skips binary files; a push scans them too, since a NUL
+        // byte at the start must not hide a token behind it.
+        if self.coverage == Coverage::Gitleaks && is_binary(&new) {
             return Ok(());
         }
         if change.old.is_zero() {
