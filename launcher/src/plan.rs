@@ -15,17 +15,16 @@ use serde::Serialize;
 
 use crate::manifest::{AgentCommand, AuthScheme, EnvSource, Loaded, Route};
 
-/// Hosts every bottle can reach without a manifest route (pass-through, no auth). A manifest
-/// route for the same host replaces the default.
-pub(crate) const DEFAULT_ROUTES: &[&str] = &[
-    "api.anthropic.com",
-    "statsig.anthropic.com",
-    "sentry.io",
-    "claude.ai",
-    "platform.claude.com",
-    "downloads.claude.ai",
-    "raw.githubusercontent.com",
-];
+/// Hosts every bottle can reach without a manifest route. A manifest route for the same host
+/// replaces the default.
+///
+/// Exactly what the real Claude Code contacts in a bottle (measured with the CLI from PyPI,
+/// `tests/claude.rs::claude_code_runs_in_a_bottle_with_the_hosts_token_only` checks every host
+/// it reaches is here): with its token in the environment it talks to `api.anthropic.com`
+/// alone (`/v1/messages` and its side calls). `platform.claude.com` is only for refreshing a
+/// stored login, which a bottle never has; statsig and sentry were never contacted, and a
+/// pass-through `sentry.io` would be an open channel out (any DSN accepts any event body).
+pub(crate) const DEFAULT_ROUTES: &[&str] = &["api.anthropic.com"];
 
 /// The host whose route carries the Claude credential.
 pub(crate) const CLAUDE_API_HOST: &str = "api.anthropic.com";

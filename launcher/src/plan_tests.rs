@@ -194,26 +194,6 @@ fn defaults_are_merged_and_the_manifest_wins() {
                 "api.anthropic.com",
                 ClaudeCredential,
             ),
-            (
-                "statsig.anthropic.com",
-                BuiltIn,
-            ),
-            (
-                "claude.ai",
-                BuiltIn,
-            ),
-            (
-                "platform.claude.com",
-                BuiltIn,
-            ),
-            (
-                "downloads.claude.ai",
-                BuiltIn,
-            ),
-            (
-                "raw.githubusercontent.com",
-                BuiltIn,
-            ),
         ]
     "#]]
     .assert_debug_eq(&hosts);

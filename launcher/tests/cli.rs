@@ -130,8 +130,8 @@ fn init_then_dry_run_shows_the_plan() {
         "images     agent claude-bottle-agent:<hash of its inputs>",
         "runtime    ",
         "supervise  on (MCP tools for a stuck agent",
-        "api.github.com             paths /repos/anthropics/; no auth",
-        "api.anthropic.com          all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
+        "api.github.com          paths /repos/anthropics/; no auth",
+        "api.anthropic.com       all paths; auth Bearer from $CLAUDE_BOTTLE_OAUTH_TOKEN (NOT SET)",
         "GIT_AUTHOR_NAME   literal in the bottle",
         "git remotes (0)",
     ] {
@@ -191,7 +191,7 @@ fn info_shows_agent_prompt_and_grants() {
         "bottle       example",
         "description  An example agent that explains a repository",
         "| You are a careful engineer",
-        "routes (10; any other host is refused)",
+        "routes (4; any other host is refused)",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

@@ -302,6 +302,46 @@ pub async fn start_upstream(
     .await
 }
 
+/// The fake Anthropic API (`fake_anthropic.py`): HTTPS on 443 as `api.anthropic.com` on
+/// `network`, replies scripted by `turns_json` (see the script), every request logged to
+/// `/tmp/requests.jsonl`; labelled into bottle `identity`. Returns its container id.
+pub async fn start_fake_anthropic(
+    docker: &Docker,
+    identity: &str,
+    network: &str,
+    ca: &TestCa,
+    turns_json: &str,
+) -> String {
+    let (cert, key) = ca.leaf("api.anthropic.com");
+    start_test_container(
+        docker,
+        identity,
+        network,
+        "api.anthropic.com",
+        "test-anthropic",
+        BASE_IMAGE,
+        vec!["python3".into(), "/srv/fake_anthropic.py".into()],
+        &[
+            ("srv/fake_anthropic.py", FAKE_ANTHROPIC, 0o644),
+            ("srv/turns.json", turns_json, 0o644),
+            ("srv/cert.pem", &cert, 0o644),
+            ("srv/key.pem", &key, 0o644),
+        ],
+    )
+    .await
+}
+
+const FAKE_ANTHROPIC: &str = include_str!("fake_anthropic.py");
+
+/// The fake Anthropic API's request log, one JSON value per request.
+pub async fn fake_anthropic_requests(docker: &Docker, container: &str) -> Vec<serde_json::Value> {
+    container_sh(docker, container, "cat /tmp/requests.jsonl 2>/dev/null")
+        .await
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Creates and starts a test container from `image` running `cmd`, on `network` as `alias`,
 /// with `files` (path, contents, mode) copied in first, labelled into bottle `identity` with
 /// `role` so the bottle's `stop` removes it too. Returns its id.

@@ -9,6 +9,11 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, ContextFile, ImageBuild};
+use crate::bottle::claude_bin::{self, ClaudeSource};
+
+/// The build-context directory `Dockerfile.agent` copies into `/usr/local/bin/`: holds the
+/// native `claude` executable, or nothing.
+const CLAUDE_CONTEXT_DIR: &str = "claude-bin";
 
 pub(crate) const AGENT_DOCKERFILE: &str = include_str!("../../../Dockerfile.agent");
 pub(crate) const BUNDLE_DOCKERFILE: &str = include_str!("../../../Dockerfile.bundle");
@@ -26,8 +31,8 @@ pub(crate) const BUNDLE_BIN_ENV: &str = "CLAUDE_BOTTLE_BUNDLE_BIN";
 pub(crate) struct ImageInputs {
     pub(crate) base_image: String,
     pub(crate) bundle_bin: PathBuf,
-    /// Install Claude Code in the agent image (only agents that run `claude` need it).
-    pub(crate) install_claude: bool,
+    /// Where the agent image's Claude Code comes from.
+    pub(crate) claude: ClaudeSource,
     /// The agent Dockerfile: the shipped one, or a bottle's approved replacement.
     pub(crate) agent_dockerfile: String,
     /// Where that Dockerfile comes from, for messages (`the shipped Dockerfile.agent`, a path).
@@ -110,12 +115,24 @@ pub(crate) async fn ensure<B: Backend>(
     )
     .await?;
 
-    let install = if inputs.install_claude { "1" } else { "0" };
+    let install = if inputs.claude == ClaudeSource::Npm {
+        "1"
+    } else {
+        "0"
+    };
+    let mut agent_context = vec![ContextFile::dir(CLAUDE_CONTEXT_DIR, 0o755)];
+    if let ClaudeSource::Native { path, .. } = &inputs.claude {
+        agent_context.push(ContextFile::new(
+            format!("{CLAUDE_CONTEXT_DIR}/claude"),
+            claude_bin::read(path)?,
+            0o755,
+        ));
+    }
     let agent = build_if_missing(
         backend,
         "claude-bottle-agent",
         &inputs.agent_dockerfile,
-        Vec::new(),
+        agent_context,
         BTreeMap::from([
             ("BASE_IMAGE".to_owned(), inputs.base_image.clone()),
             ("INSTALL_CLAUDE".to_owned(), install.to_owned()),

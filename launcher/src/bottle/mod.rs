@@ -10,6 +10,7 @@
 //! mounts: proposals read-write, decisions read-only. The agent never gets a bind mount.
 
 pub(crate) mod ca;
+pub(crate) mod claude_bin;
 pub(crate) mod images;
 pub(crate) mod provision;
 pub(crate) mod suspend;

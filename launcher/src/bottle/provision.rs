@@ -124,6 +124,11 @@ pub(crate) fn agent_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
             claude_json(inputs.supervise).into_bytes(),
             0o600,
         ),
+        own(
+            format!("{AGENT_HOME}/.claude/settings.json"),
+            claude_settings(inputs.supervise).into_bytes(),
+            0o644,
+        ),
     ];
     for (skill, skill_files) in &inputs.skills {
         files.push(dir(&format!("{AGENT_HOME}/.claude/skills")));
@@ -189,7 +194,20 @@ pub(crate) fn agent_env() -> Vec<String> {
         format!("CURL_CA_BUNDLE={SYSTEM_CA_BUNDLE}"),
         format!("CLAUDE_CODE_OAUTH_TOKEN={CLAUDE_PLACEHOLDER}"),
     ]
+    .into_iter()
+    .chain(CLAUDE_QUIET.iter().map(|(k, v)| format!("{k}={v}")))
+    .collect()
 }
+
+/// Claude Code's telemetry, error reporting, auto-update and other non-essential traffic, off
+/// by default in a bottle (none of it is the agent's work, and each is data leaving). A
+/// bottle's `env` entry for one of these names wins: the env file is loaded after these.
+const CLAUDE_QUIET: &[(&str, &str)] = &[
+    ("DISABLE_TELEMETRY", "1"),
+    ("DISABLE_ERROR_REPORTING", "1"),
+    ("DISABLE_AUTOUPDATER", "1"),
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+];
 
 /// The agent container's command: the wrapper, then the agent's own argv.
 pub(crate) fn agent_cmd(command: &AgentCommand) -> Vec<String> {
@@ -242,6 +260,18 @@ fn claude_json(supervise: bool) -> String {
         );
     }
     let doc = serde_json::json!({ "hasCompletedOnboarding": true, "mcpServers": servers });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Claude Code's user settings: with supervise, its tools are allowed without a prompt, so a
+/// stuck agent can always ask (in `-p` a tool runs only when allowed).
+fn claude_settings(supervise: bool) -> String {
+    let allow: Vec<&str> = if supervise {
+        vec!["mcp__supervise"]
+    } else {
+        Vec::new()
+    };
+    let doc = serde_json::json!({ "permissions": { "allow": allow } });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
@@ -367,6 +397,8 @@ mod tests {
     fn claude_config_names_supervise_only_when_enabled() {
         assert!(claude_json(true).contains("http://supervise:9100/mcp"));
         assert!(!claude_json(false).contains("supervise"));
+        assert!(claude_settings(true).contains("\"mcp__supervise\""));
+        assert!(!claude_settings(false).contains("supervise"));
     }
 
     #[test]

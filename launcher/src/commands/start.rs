@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::backend::Backend;
 use crate::backend::docker::DockerBackend;
-use crate::bottle::{self, Launch, ca, images, provision, worktree};
+use crate::bottle::{self, Launch, ca, claude_bin, images, provision, worktree};
 use crate::cli::StartArgs;
 use crate::facts;
 use crate::manifest::{self, AgentCommand, Dirs, Loaded};
@@ -204,6 +204,7 @@ pub(crate) async fn start_bottle(
         Ok("1") => true,
         _ => *command == AgentCommand::Claude,
     };
+    let claude = claude_bin::choose(install_claude)?;
     let (agent_dockerfile, agent_dockerfile_source, work_tar) = match origin {
         Origin::Fresh => (
             images::AGENT_DOCKERFILE.to_owned(),
@@ -223,11 +224,12 @@ pub(crate) async fn start_bottle(
     let image_inputs = images::ImageInputs {
         base_image: images::choose_base_image(backend).await?,
         bundle_bin: prepared.bundle_bin.clone(),
-        install_claude,
+        claude,
         agent_dockerfile: agent_dockerfile.clone(),
         agent_dockerfile_source,
     };
     eprintln!("images (base {}):", image_inputs.base_image);
+    eprintln!("  {}", image_inputs.claude.describe());
     let built = images::ensure(backend, &image_inputs, &mut progress).await?;
 
     let ca = ca::mint(&identity).context("cannot mint the bottle's CA")?;

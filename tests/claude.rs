@@ -1,0 +1,184 @@
+//! The real Claude Code (Anthropic's native CLI, from PyPI's `claude-agent-sdk` wheel, as
+//! `scripts/claude-from-pypi` fetches it) in a bottle, against a fake Anthropic API reached by
+//! the bundle under the name `api.anthropic.com` (NOTES, "Claude Code on the wire").
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+use e2e::{
+    Bottle, Home, TestCa, container_sh, docker, fake_anthropic_requests, hunt_script,
+    start_fake_anthropic,
+};
+
+/// The host's Claude credential; the agent must only ever see the placeholder.
+const TOKEN: &str = "sk-ant-oat01-bottle-test-Q7m2Xr9Lk4Vw8Zp3";
+const CANARY: &str = "canary-value-5Rt8Yu2Io";
+const PLACEHOLDER: &str = "claude-bottle-placeholder-not-a-credential";
+
+/// The executable the tests run: never skipped, so a missing one fails with the fix.
+fn claude_bin() -> String {
+    std::env::var("CLAUDE_BOTTLE_CLAUDE_BIN").unwrap_or_else(|_| {
+        panic!(
+            "CLAUDE_BOTTLE_CLAUDE_BIN is not set: run `export CLAUDE_BOTTLE_CLAUDE_BIN=$(scripts/claude-from-pypi)` \
+             (scripts/test does) so these tests run the real Claude Code"
+        )
+    })
+}
+
+/// A bottle whose agent image has the native Claude Code, trusting the test CA for the fake.
+fn claude_home(ca: &TestCa, env: &str) -> Home {
+    let mut home = Home::new();
+    let ca_path = home.dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    home.env
+        .insert("CLAUDE_BOTTLE_OAUTH_TOKEN".into(), TOKEN.into());
+    home.env
+        .insert("CLAUDE_BOTTLE_CLAUDE_BIN".into(), claude_bin());
+    home.env
+        .insert("CLAUDE_BOTTLE_INSTALL_CLAUDE".into(), "1".into());
+    home.write(
+        "bottles",
+        "coder",
+        &format!(
+            "---\nenv:\n  CANARY: {CANARY}\n{env}\
+egress:\n  allow_private: [172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8]\n  extra_ca: {ca}\n---\n",
+            ca = ca_path.display()
+        ),
+    );
+    // The agent's command keeps the bottle up; each test runs `claude` in it through `exec`.
+    home.write(
+        "agents",
+        "coder",
+        "---\nbottle: coder\ncommand: \"sleep 100000\"\n---\nYou are a test agent.\n",
+    );
+    home
+}
+
+/// Waits until the fake answers through the bundle (a 404 for `/`).
+fn wait_for_fake(bottle: &Bottle<'_>) {
+    let ok = bottle.sh_ok(
+        "for i in $(seq 100); do c=$(curl -s -o /dev/null -w '%{http_code}' https://api.anthropic.com/); \
+         [ \"$c\" = 404 ] && echo up && exit 0; sleep 0.2; done; echo \"last $c\"",
+    );
+    assert_eq!(ok.trim(), "up", "the fake Anthropic API never answered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_runs_in_a_bottle_with_the_hosts_token_only() {
+    let ca = TestCa::new();
+    let home = claude_home(&ca, "");
+    let bottle = home.start_detached("coder");
+    let docker = docker().await;
+    let fake = start_fake_anthropic(
+        &docker,
+        &bottle.id,
+        &bottle.network(),
+        &ca,
+        r#"[{"text": "Hello from the fake model."}]"#,
+    )
+    .await;
+    wait_for_fake(&bottle);
+    let before = fake_anthropic_requests(&docker, &fake).await.len();
+
+    let version = bottle.sh_ok("claude --version");
+    assert!(version.contains("Claude Code"), "{version}");
+    let out = bottle.sh("cd ~/work && timeout 150 claude -p 'Say hello.'");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "claude -p failed ({:?}):\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Hello from the fake model."), "{stdout}");
+
+    // Every request Claude made carried the host's token, injected by the bundle, and none
+    // the placeholder the agent holds.
+    let requests = fake_anthropic_requests(&docker, &fake).await;
+    let claude_requests = &requests[before..];
+    assert!(
+        claude_requests
+            .iter()
+            .any(|r| r["path"].as_str().unwrap_or("").starts_with("/v1/messages")),
+        "no /v1/messages request reached the fake: {claude_requests:#?}"
+    );
+    for r in claude_requests {
+        assert_eq!(
+            r["headers"]["authorization"].as_str(),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "a request without the host's token: {}",
+            r["path"]
+        );
+        assert!(
+            !r.to_string().contains(PLACEHOLDER),
+            "the placeholder reached the upstream: {}",
+            r["path"]
+        );
+    }
+    // Telemetry and non-essential traffic are off by default.
+    for r in claude_requests {
+        let path = r["path"].as_str().unwrap_or("");
+        assert!(
+            !path.contains("event_logging") && !path.contains("/api/eval"),
+            "telemetry was sent by default: {path}"
+        );
+    }
+
+    // The real token is nowhere in the agent, which Claude Code has now run in; the canary
+    // (a value the agent does hold) proves the hunt finds what is there.
+    assert_eq!(bottle.sh_ok(&hunt_script(TOKEN)).trim(), "HITS []");
+    let canary = bottle.sh_ok(&hunt_script(CANARY));
+    assert_ne!(canary.trim(), "HITS []", "the hunt finds nothing: {canary}");
+
+    // Every host the real client contacted is a built-in route (the built-ins are exactly what
+    // Claude Code needs; see `launcher/src/plan.rs`, DEFAULT_ROUTES). The probe above used the
+    // same host.
+    let audit = container_sh(
+        &docker,
+        &format!("claude-bottle-{}-bundle", bottle.id),
+        "cat /var/log/bottle/audit.jsonl",
+    )
+    .await;
+    let hosts: std::collections::BTreeSet<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["host"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!hosts.is_empty(), "no audit lines: {audit}");
+    assert_eq!(
+        hosts.into_iter().collect::<Vec<_>>(),
+        ["api.anthropic.com"],
+        "Claude Code contacted hosts outside the built-in routes"
+    );
+    drop(bottle);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bottle_can_turn_claude_codes_telemetry_back_on() {
+    let ca = TestCa::new();
+    let home = claude_home(
+        &ca,
+        "  DISABLE_TELEMETRY: \"\"\n  CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"\"\n",
+    );
+    let bottle = home.start_detached("coder");
+    let docker = docker().await;
+    let fake = start_fake_anthropic(&docker, &bottle.id, &bottle.network(), &ca, "[]").await;
+    wait_for_fake(&bottle);
+    let out = bottle.sh("cd ~/work && timeout 150 claude -p 'Say hello.'");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths: Vec<String> = fake_anthropic_requests(&docker, &fake)
+        .await
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains("event_logging") || p.contains("/api/eval")),
+        "with telemetry back on, Claude Code sent none: {paths:?}"
+    );
+    drop(bottle);
+}
