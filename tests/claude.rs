@@ -182,3 +182,100 @@ async fn a_bottle_can_turn_claude_codes_telemetry_back_on() {
     );
     drop(bottle);
 }
+
+/// A shell command line running `home`'s `claude-bottle ARGS` with exactly the environment
+/// [`Home::cmd`] gives it (for tmux, which takes a command line).
+fn command_line(home: &Home, args: &[&str]) -> String {
+    let cmd = home.cmd(args);
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = String::from("env -i TERM=xterm-256color");
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            line.push_str(&format!(
+                " {}={}",
+                k.to_string_lossy(),
+                quote(&v.to_string_lossy())
+            ));
+        }
+    }
+    line.push(' ');
+    line.push_str(&quote(&cmd.get_program().to_string_lossy()));
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(&a.to_string_lossy()));
+    }
+    format!(
+        "cd {} && {line}; echo EXIT=$?; sleep 120",
+        quote(&home.project().display().to_string())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
+    use std::time::Duration;
+    let ca = TestCa::new();
+    let home = claude_home(&ca, "");
+    // The agent runs the default command, Claude Code itself, on the operator's terminal.
+    home.write(
+        "agents",
+        "chat",
+        "---\nbottle: coder\n---\nYou are a test agent.\n",
+    );
+    let tmux = e2e::tmux::Tmux::start(
+        "claude",
+        &command_line(&home, &["start", "chat", "-y"]),
+        140,
+        45,
+    );
+    let screen = tmux.wait_for("the attached bottle", Duration::from_secs(300), |s| {
+        s.contains("attached to ") || s.contains("EXIT=")
+    });
+    let id = screen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("attached to ")?
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("start did not attach:\n{screen}"))
+        .to_owned();
+    let docker = docker().await;
+    let network = format!("claude-bottle-{id}-egress");
+    let fake = start_fake_anthropic(
+        &docker,
+        &id,
+        &network,
+        &ca,
+        r#"[{"text": "Interactive hello from the fake model."}]"#,
+    )
+    .await;
+    // Claude Code's own screen: its prompt box, no trust or onboarding dialog in the way.
+    tmux.wait_for("Claude Code's prompt", Duration::from_secs(60), |s| {
+        s.contains("Claude Code v") && s.contains('❯') && !s.contains("trust this folder")
+    });
+    tmux.literal("Say hello.");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the fake model's reply", Duration::from_secs(120), |s| {
+        s.contains("Interactive hello from the fake model.")
+    });
+    assert!(
+        fake_anthropic_requests(&docker, &fake)
+            .await
+            .iter()
+            .any(|r| r["path"].as_str().unwrap_or("").starts_with("/v1/messages")),
+        "the reply did not come from the fake"
+    );
+    tmux.literal("/exit");
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    let end = tmux.wait_for("the launcher to exit", Duration::from_secs(60), |s| {
+        s.contains("EXIT=")
+    });
+    assert!(end.contains("EXIT=0"), "{end}");
+    assert!(end.contains(&format!("bottle {id} removed")), "{end}");
+    assert!(
+        e2e::leftovers(&docker, &id).await.is_empty(),
+        "objects survived the bottle"
+    );
+}

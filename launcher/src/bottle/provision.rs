@@ -259,7 +259,13 @@ fn claude_json(supervise: bool) -> String {
             }),
         );
     }
-    let doc = serde_json::json!({ "hasCompletedOnboarding": true, "mcpServers": servers });
+    // The work tree is the bottle's own: Claude Code's "do you trust this folder" dialog would
+    // only stand between the operator and the agent.
+    let doc = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "mcpServers": servers,
+        "projects": { AGENT_WORKDIR: { "hasTrustDialogAccepted": true } },
+    });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
