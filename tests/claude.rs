@@ -6,8 +6,9 @@
 
 use e2e::{
     Bottle, Home, TestCa, container_sh, docker, fake_anthropic_requests, hunt_script,
-    start_fake_anthropic,
+    set_fake_turns, start_fake_anthropic, start_upstream,
 };
+use serde_json::{Value, json};
 
 /// The host's Claude credential; the agent must only ever see the placeholder.
 const TOKEN: &str = "sk-ant-oat01-bottle-test-Q7m2Xr9Lk4Vw8Zp3";
@@ -40,7 +41,8 @@ fn claude_home(ca: &TestCa, env: &str) -> Home {
         "coder",
         &format!(
             "---\nenv:\n  CANARY: {CANARY}\n{env}\
-egress:\n  allow_private: [172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8]\n  extra_ca: {ca}\n---\n",
+egress:\n  allow_private: [172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8]\n  extra_ca: {ca}\n\
+supervise: true\n---\n",
             ca = ca_path.display()
         ),
     );
@@ -254,6 +256,10 @@ async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
     tmux.wait_for("Claude Code's prompt", Duration::from_secs(60), |s| {
         s.contains("Claude Code v") && s.contains('❯') && !s.contains("trust this folder")
     });
+    // The bottle's default permission mode, with no "are you sure" dialog in the way.
+    tmux.wait_for("bypass permissions mode", Duration::from_secs(30), |s| {
+        s.to_lowercase().contains("bypass permissions")
+    });
     tmux.literal("Say hello.");
     tmux.keys(&["Enter"]);
     tmux.wait_for("the fake model's reply", Duration::from_secs(120), |s| {
@@ -278,4 +284,193 @@ async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
         e2e::leftovers(&docker, &id).await.is_empty(),
         "objects survived the bottle"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_stream_through_the_bundle_and_supervise_is_claude_codes_mcp_server() {
+    let ca = TestCa::new();
+    let home = claude_home(&ca, "");
+    let bottle = home.start_detached("coder");
+    let docker = docker().await;
+    // Turn 0: five text deltas 300 ms apart.
+    let fake = start_fake_anthropic(
+        &docker,
+        &bottle.id,
+        &bottle.network(),
+        &ca,
+        r#"[{"text": "one two three four five", "chunks": 5, "delay_ms": 300}]"#,
+    )
+    .await;
+    wait_for_fake(&bottle);
+
+    // Each stream-json line stamped with the time the agent's shell read it.
+    let out = bottle.sh_ok(
+        "cd ~/work && timeout 150 claude -p --output-format stream-json --include-partial-messages \
+         --verbose 'Count.' | while IFS= read -r line; do echo \"$(date +%s.%N) $line\"; done",
+    );
+    let deltas: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains("text_delta"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(deltas.len(), 5, "expected five text deltas:\n{out}");
+    let spread = deltas[4] - deltas[0];
+    assert!(
+        spread >= 1.0,
+        "the deltas arrived together ({spread:.3} s apart), not as the fake sent them: {deltas:?}"
+    );
+
+    // Claude Code's own MCP client connects to the bundle's supervise server.
+    let list = bottle.sh_ok("cd ~/work && timeout 60 claude mcp list");
+    assert!(
+        list.contains("supervise") && list.contains("Connected"),
+        "supervise is not connected:\n{list}"
+    );
+    drop(fake);
+    drop(bottle);
+}
+
+/// The text of every `tool_result` the client sent back in `requests` (Claude Code returns
+/// each tool's output to the model in the next `/v1/messages` request).
+fn tool_results(requests: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in requests {
+        let Ok(body) = serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")) else {
+            continue;
+        };
+        for m in body["messages"].as_array().into_iter().flatten() {
+            for part in m["content"].as_array().into_iter().flatten() {
+                if part["type"] == "tool_result" {
+                    out.push(part["content"].to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A fake-model session that loads supervise's `tool` (Claude Code defers MCP tools: the
+/// model selects it through `ToolSearch` first), calls it with `input`, then ends the turn.
+fn supervise_turns(tool: &str, input: Value, then: &[Value]) -> Value {
+    let name = format!("mcp__supervise__{tool}");
+    let mut turns = vec![
+        json!({"tool_use": {"name": "ToolSearch", "input": {"query": format!("select:{name}")}}}),
+        json!({"tool_use": {"name": name, "input": input}}),
+    ];
+    turns.extend(then.iter().cloned());
+    turns.push(json!({"text": "Done."}));
+    Value::Array(turns)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_claude_code_asks_through_supervise_and_uses_the_approved_route() {
+    let ca = TestCa::new();
+    let home = claude_home(&ca, "");
+    let bottle = home.start_detached("coder");
+    let docker = docker().await;
+    let fake = start_fake_anthropic(&docker, &bottle.id, &bottle.network(), &ca, "[]").await;
+    start_upstream(&docker, &bottle.id, &bottle.network(), "api.test", &ca).await;
+    wait_for_fake(&bottle);
+    let claude_p = |prompt: &str| {
+        let out = bottle.sh(&format!("cd ~/work && timeout 150 claude -p '{prompt}'"));
+        assert!(
+            out.status.success(),
+            "claude -p failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let results_since = |n: usize| {
+        let docker = docker.clone();
+        let fake = fake.clone();
+        async move {
+            let requests = fake_anthropic_requests(&docker, &fake).await;
+            tool_results(&requests[n.min(requests.len())..])
+        }
+    };
+
+    // 1. The model lists the bottle's routes through Claude Code's own MCP client.
+    set_fake_turns(
+        &docker,
+        &fake,
+        &supervise_turns("list-egress-routes", json!({}), &[]),
+    )
+    .await;
+    let seen = fake_anthropic_requests(&docker, &fake).await.len();
+    claude_p("Which hosts can you reach?");
+    let results = results_since(seen).await;
+    assert!(
+        results.iter().any(|r| r.contains("api.anthropic.com")),
+        "list-egress-routes did not return the bottle's routes: {results:#?}"
+    );
+
+    // 2. It asks for a host the bottle does not route; the operator sees the proposal.
+    let refused = bottle.sh("curl -sS -o /dev/null -w '%{http_code}' https://api.test/hello");
+    assert_eq!(String::from_utf8_lossy(&refused.stdout).trim(), "403");
+    let why = "the task needs the test API";
+    set_fake_turns(
+        &docker,
+        &fake,
+        &supervise_turns(
+            "egress-block",
+            json!({"host": "api.test", "justification": why}),
+            &[],
+        ),
+    )
+    .await;
+    let seen = fake_anthropic_requests(&docker, &fake).await.len();
+    claude_p("Fetch https://api.test/hello.");
+    let results = results_since(seen).await;
+    let proposals = home.queue(&bottle.id).join("proposals");
+    let pid = std::fs::read_dir(&proposals)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .find(|n| !n.starts_with('.'))
+        .unwrap_or_else(|| panic!("egress-block filed no proposal: {results:#?}"));
+    assert!(
+        results.iter().any(|r| r.contains(&pid)),
+        "the tool result does not name the proposal {pid}: {results:#?}"
+    );
+    let once = home.run(&["dashboard", "--once"]);
+    let shown = String::from_utf8_lossy(&once.stdout);
+    assert!(
+        once.status.success() && shown.contains("api.test") && shown.contains(why),
+        "the dashboard does not show the request:\n{shown}"
+    );
+
+    // 3. Approved: the model sees it through proposal-status, and its Bash tool reaches the
+    //    host (no permission prompt: the bottle's default mode asks for nothing).
+    let approved = home.run(&["approve", &pid]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let fetch = "for i in $(seq 50); do curl -sS --fail https://api.test/hello && exit 0; sleep 0.2; done; exit 1";
+    set_fake_turns(
+        &docker,
+        &fake,
+        &supervise_turns(
+            "proposal-status",
+            json!({"id": pid, "wait_seconds": 10}),
+            &[json!({"tool_use": {"name": "Bash", "input": {
+                "command": fetch, "description": "Fetch the approved host"}}})],
+        ),
+    )
+    .await;
+    let seen = fake_anthropic_requests(&docker, &fake).await.len();
+    claude_p("Is it approved? Then fetch it.");
+    let results = results_since(seen).await;
+    assert!(
+        results.iter().any(|r| r.contains("approved")),
+        "proposal-status did not say approved: {results:#?}"
+    );
+    assert!(
+        results.iter().any(|r| r.contains("/hello")),
+        "the Bash tool did not reach the approved host: {results:#?}"
+    );
+    drop(bottle);
 }

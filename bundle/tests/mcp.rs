@@ -883,6 +883,53 @@ fn host_headers_other_than_the_bundles_names_get_403() {
 }
 
 #[test]
+fn origins_other_than_the_bundles_get_403_and_no_origin_is_served() {
+    let server = Server::start();
+    let allowed = [
+        None,
+        Some("http://supervise:9100"),
+        Some("http://bundle:9100"),
+        Some("http://localhost:9100"),
+        Some("http://127.0.0.1:9100"),
+    ];
+    let refused = [
+        "http://evil.example",
+        "http://evil.example:9100",
+        "https://supervise:9100",
+        "http://supervise.evil.example:9100",
+        "http://supervise:8080",
+        "null",
+    ];
+    let cases: Vec<(Option<&str>, u16)> = allowed
+        .iter()
+        .map(|o| (*o, 200))
+        .chain(refused.iter().map(|o| (Some(*o), 403)))
+        .collect();
+    // Both revisions: the 2026-07-28 stateless POST and the session handshake's initialize.
+    let mut steps = Vec::new();
+    for (origin, _) in &cases {
+        for mut step in [
+            raw_stateless("tools/list", None, json!({}), None),
+            json!({"op": "raw", "headers": {"MCP-Protocol-Version": "2025-11-25"}, "body": {
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "raw-httpx", "version": "1"}}}}),
+        ] {
+            if let Some(origin) = origin {
+                step["headers"]["Origin"] = json!(origin);
+            }
+            steps.push(step);
+        }
+    }
+    let answers = server.client(STATELESS, Value::Array(steps));
+    assert_eq!(answers.len(), cases.len() * 2);
+    for (i, answer) in answers.iter().enumerate() {
+        let (origin, expected) = cases[i / 2];
+        assert_eq!(answer["status"], expected, "Origin {origin:?}: {answer}");
+    }
+}
+
+#[test]
 fn pending_proposals_are_capped_at_twenty() {
     let server = Server::start();
     let steps: Vec<Value> = (0..21)

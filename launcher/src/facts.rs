@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backend::docker::DockerBackend;
+use crate::bottle::claude_bin::{self, ClaudeSource};
 use crate::manifest::Loaded;
 use crate::plan::{self, HostFacts, IDENTITY_SUFFIX_LEN, Runtime};
 use crate::secrets::HostEnv;
@@ -16,12 +17,15 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
     let mut random = [0u8; IDENTITY_SUFFIX_LEN];
     getrandom::fill(&mut random)
         .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
+    let claude =
+        claude_bin::locate(claude_bin::needed(&loaded.agent.command)).map_err(|e| format!("{e:#}"));
     Ok(facts_from(
         loaded,
         host,
         runtime(),
         plan::identity_suffix(random),
         &|p: &Path| p.exists(),
+        claude,
     ))
 }
 
@@ -32,6 +36,7 @@ fn facts_from(
     runtime: Runtime,
     identity_suffix: String,
     exists: &dyn Fn(&Path) -> bool,
+    claude: Result<ClaudeSource, String>,
 ) -> HostFacts {
     // Empty counts as unset, as it does when values are resolved at start.
     let vars_set = plan::vars_of_interest(loaded)
@@ -49,6 +54,7 @@ fn facts_from(
         identity_suffix,
         home,
         missing_paths,
+        claude,
     }
 }
 
@@ -111,7 +117,14 @@ mod tests {
         };
         let host = FakeHost::new(&[("HOME", "/home/u"), ("EMPTY", ""), ("FULL", "v")], false);
         let present = |p: &Path| p == Path::new("/home/u/.claude/skills/have");
-        let facts = facts_from(&loaded, &host, Runtime::Runc, "abcde".into(), &present);
+        let facts = facts_from(
+            &loaded,
+            &host,
+            Runtime::Runc,
+            "abcde".into(),
+            &present,
+            Ok(ClaudeSource::Npm),
+        );
         assert_eq!(facts.vars_set.iter().collect::<Vec<_>>(), ["FULL"]);
         assert_eq!(
             facts.missing_paths.iter().collect::<Vec<_>>(),

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::bottle::claude_bin::ClaudeSource;
 use crate::manifest::{AgentCommand, AuthScheme, EnvSource, Loaded, Route};
 
 /// Hosts every bottle can reach without a manifest route. A manifest route for the same host
@@ -50,6 +51,8 @@ pub(crate) struct HostFacts {
     pub(crate) home: std::path::PathBuf,
     /// Host paths the bottle needs that do not exist (see [`host_paths`]).
     pub(crate) missing_paths: BTreeSet<String>,
+    /// Where the agent image's Claude Code comes from, or why the one named cannot be used.
+    pub(crate) claude: Result<ClaudeSource, String>,
 }
 
 /// The container runtime.
@@ -72,6 +75,9 @@ pub(crate) struct Plan {
     pub(crate) bottle: BottlePlan,
     pub(crate) images: ImagesPlan,
     pub(crate) runtime: String,
+    /// Where the agent image's Claude Code comes from (`native <version> from <path>`, npm,
+    /// or not installed).
+    pub(crate) claude: String,
     /// Every host the bottle may reach, manifest routes first, then built-in defaults.
     pub(crate) routes: Vec<RoutePlan>,
     /// Env names and their sources; never values.
@@ -94,6 +100,8 @@ pub(crate) struct AgentPlan {
     pub(crate) command: Vec<String>,
     pub(crate) skills: Vec<String>,
     pub(crate) model: Option<String>,
+    /// Claude Code's permission mode in the bottle.
+    pub(crate) permission_mode: String,
     /// Length of the system prompt (the Markdown body), in lines.
     pub(crate) prompt_lines: usize,
 }
@@ -321,6 +329,7 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             command: command_words(&agent.command),
             skills: agent.skills.clone(),
             model: agent.model.clone(),
+            permission_mode: agent.permission_mode.clone(),
             prompt_lines: agent.prompt.lines().count(),
         },
         bottle: BottlePlan {
@@ -335,6 +344,13 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             Runtime::Gvisor => "runsc (gVisor; the relay needs runsc's `--host-uds=open` to reach the bundle's sockets)".into(),
             Runtime::Runc => "runc (gVisor not registered with Docker)".into(),
             Runtime::Unknown(why) => format!("unknown ({why})"),
+        },
+        claude: match &facts.claude {
+            Ok(source) => source.source_text(),
+            Err(why) => {
+                warnings.push(format!("Claude Code cannot be installed: {why}"));
+                format!("UNUSABLE ({why})")
+            }
         },
         routes,
         env,

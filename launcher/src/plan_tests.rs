@@ -92,6 +92,10 @@ fn facts(vars: &[&str]) -> HostFacts {
         identity_suffix: "ab12c".into(),
         home: PathBuf::from("/home/u"),
         missing_paths: BTreeSet::new(),
+        claude: Ok(ClaudeSource::Native {
+            path: PathBuf::from("/home/u/.cache/claude-bottle/claude/2.1.332/claude"),
+            version: "2.1.332".into(),
+        }),
     }
 }
 

@@ -335,6 +335,20 @@ pub async fn start_fake_anthropic(
 
 const FAKE_ANTHROPIC: &str = include_str!("fake_anthropic.py");
 
+/// Replaces the fake Anthropic API's script (read afresh on every request), for the next
+/// `claude -p` session.
+pub async fn set_fake_turns(docker: &Docker, container: &str, turns: &serde_json::Value) {
+    let quoted = turns.to_string().replace('\'', r"'\''");
+    container_sh(
+        docker,
+        container,
+        &format!(
+            "printf '%s' '{quoted}' > /srv/turns.json.new && mv /srv/turns.json.new /srv/turns.json"
+        ),
+    )
+    .await;
+}
+
 /// The fake Anthropic API's request log, one JSON value per request.
 pub async fn fake_anthropic_requests(docker: &Docker, container: &str) -> Vec<serde_json::Value> {
     container_sh(docker, container, "cat /tmp/requests.jsonl 2>/dev/null")

@@ -133,10 +133,25 @@ pub async fn serve(config_path: &Path, cancel: CancellationToken) -> anyhow::Res
     Ok(())
 }
 
+/// The only `Origin`s a request may carry (the 2026-07-28 revision says servers MUST validate
+/// it, against DNS rebinding from a browser; rmcp leaves it off by default): the bundle's own
+/// names on the port the agent reaches it on. A request without `Origin` (Claude Code and
+/// other non-browser clients send none) is served; any other `Origin` gets 403.
+pub fn allowed_origins() -> Vec<String> {
+    ALLOWED_HOSTS
+        .iter()
+        .map(|host| match host.contains(':') {
+            true => format!("http://[{host}]:{}", bottle_contract::wire::SUPERVISE_PORT),
+            false => format!("http://{host}:{}", bottle_contract::wire::SUPERVISE_PORT),
+        })
+        .collect()
+}
+
 /// The axum app: rmcp's streamable HTTP service at [`MCP_PATH`].
 pub fn router(state: Arc<State>, cancel: CancellationToken) -> axum::Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(ALLOWED_HOSTS)
+        .with_allowed_origins(allowed_origins())
         .with_cancellation_token(cancel);
     let service: StreamableHttpService<Supervise, LocalSessionManager> = StreamableHttpService::new(
         move || Ok(Supervise::new(state.clone())),

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::manifest::AgentCommand;
+
 /// Names a native `claude` executable to copy into the agent image.
 pub(crate) const CLAUDE_BIN_ENV: &str = "CLAUDE_BOTTLE_CLAUDE_BIN";
 /// Where npm's registry answers (checked before an image build installs from it).
@@ -35,22 +37,59 @@ pub(crate) enum ClaudeSource {
 impl ClaudeSource {
     /// One line for the start output.
     pub(crate) fn describe(&self) -> String {
+        format!("claude: {}", self.source_text())
+    }
+
+    /// Where it comes from, as the plan shows it.
+    pub(crate) fn source_text(&self) -> String {
         match self {
-            ClaudeSource::NotNeeded => {
-                "claude: not installed (the agent runs its own command)".into()
-            }
+            ClaudeSource::NotNeeded => "not installed (the agent runs its own command)".into(),
             ClaudeSource::Native { path, version } => {
-                format!("claude: native {version} from {}", path.display())
+                format!("native {version} from {}", path.display())
             }
-            ClaudeSource::Npm => {
-                "claude: npm @anthropic-ai/claude-code (installed in the image)".into()
-            }
+            ClaudeSource::Npm => "npm @anthropic-ai/claude-code, installed in the image \
+                 (no native executable: run scripts/claude-from-pypi or set CLAUDE_BOTTLE_CLAUDE_BIN)"
+                .into(),
         }
     }
 }
 
-/// Decides the source; `needed` is whether the agent image must have Claude Code.
+/// Set to `0` or `1` to force whether the agent image gets Claude Code (default: only when
+/// the agent runs `claude`).
+pub(crate) const INSTALL_CLAUDE_ENV: &str = "CLAUDE_BOTTLE_INSTALL_CLAUDE";
+
+/// Whether the agent image must have Claude Code for an agent running `command`.
+pub(crate) fn needed(command: &AgentCommand) -> bool {
+    match std::env::var(INSTALL_CLAUDE_ENV).as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => *command == AgentCommand::Claude,
+    }
+}
+
+/// Decides the source for a build; `needed` is whether the agent image must have Claude Code.
+/// Like [`locate`], then, when only npm is left, checks that its registry answers.
 pub(crate) fn choose(needed: bool) -> anyhow::Result<ClaudeSource> {
+    let source = locate(needed)?;
+    if source == ClaudeSource::Npm && !npm_answers() {
+        anyhow::bail!(
+            "the agent runs Claude Code, but there is no native `claude` executable and npm's registry \
+             ({}) does not answer, so the image cannot install it. Either run `scripts/claude-from-pypi` \
+             (fetches Anthropic's Claude Code executable from PyPI's claude-agent-sdk wheel into {}), or \
+             set {CLAUDE_BIN_ENV} to a Linux `claude` executable",
+            NPM_REGISTRY.0,
+            cache_root().map_or_else(
+                || "~/.cache/claude-bottle/claude".into(),
+                |p| p.display().to_string()
+            )
+        );
+    }
+    Ok(source)
+}
+
+/// Where Claude Code would come from, without touching the network (for the plan): the
+/// executable `CLAUDE_BOTTLE_CLAUDE_BIN` names, else the newest cached one, else npm.
+pub(crate) fn locate(needed: bool) -> anyhow::Result<ClaudeSource> {
     if !needed {
         return Ok(ClaudeSource::NotNeeded);
     }
@@ -73,20 +112,7 @@ pub(crate) fn choose(needed: bool) -> anyhow::Result<ClaudeSource> {
         })?;
         return Ok(ClaudeSource::Native { path, version });
     }
-    if npm_answers() {
-        return Ok(ClaudeSource::Npm);
-    }
-    anyhow::bail!(
-        "the agent runs Claude Code, but there is no native `claude` executable and npm's registry \
-         ({}) does not answer, so the image cannot install it. Either run `scripts/claude-from-pypi` \
-         (fetches Anthropic's Claude Code executable from PyPI's claude-agent-sdk wheel into {}), or \
-         set {CLAUDE_BIN_ENV} to a Linux `claude` executable",
-        NPM_REGISTRY.0,
-        cache_root().map_or_else(
-            || "~/.cache/claude-bottle/claude".into(),
-            |p| p.display().to_string()
-        )
-    )
+    Ok(ClaudeSource::Npm)
 }
 
 /// Reads the executable (bounded), for the image's build context.

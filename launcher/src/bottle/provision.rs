@@ -62,6 +62,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) env: Vec<(String, Secret)>,
     pub(crate) prompt: &'a str,
     pub(crate) supervise: bool,
+    /// Claude Code's permission mode (`permissionMode`).
+    pub(crate) permission_mode: &'a str,
     /// The Dockerfile the agent image was built from (shipped or approved).
     pub(crate) agent_dockerfile: &'a str,
     /// The bottle-bundle binary, copied in for the relay.
@@ -126,7 +128,7 @@ pub(crate) fn agent_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
         ),
         own(
             format!("{AGENT_HOME}/.claude/settings.json"),
-            claude_settings(inputs.supervise).into_bytes(),
+            claude_settings(inputs.supervise, inputs.permission_mode).into_bytes(),
             0o644,
         ),
     ];
@@ -269,15 +271,23 @@ fn claude_json(supervise: bool) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
-/// Claude Code's user settings: with supervise, its tools are allowed without a prompt, so a
-/// stuck agent can always ask (in `-p` a tool runs only when allowed).
-fn claude_settings(supervise: bool) -> String {
+/// Claude Code's user settings: the agent's permission mode, and with supervise its tools
+/// allowed without a prompt, so a stuck agent can always ask (in `-p` a tool runs only when
+/// allowed, whatever the mode). For `bypassPermissions` the one-time "are you sure" dialog is
+/// marked as answered (`skipDangerousModePermissionPrompt`): the manifest is the answer, and
+/// without it an interactive Claude Code falls back to `default`.
+fn claude_settings(supervise: bool, permission_mode: &str) -> String {
     let allow: Vec<&str> = if supervise {
         vec!["mcp__supervise"]
     } else {
         Vec::new()
     };
-    let doc = serde_json::json!({ "permissions": { "allow": allow } });
+    let mut doc = serde_json::json!({
+        "permissions": { "allow": allow, "defaultMode": permission_mode },
+    });
+    if permission_mode == "bypassPermissions" {
+        doc["skipDangerousModePermissionPrompt"] = serde_json::Value::Bool(true);
+    }
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
@@ -298,6 +308,7 @@ mod tests {
             env: vec![("NOTE".into(), Secret::new("it's $HOME `x`".into()))],
             prompt: "Be careful.",
             supervise: true,
+            permission_mode: "bypassPermissions",
             agent_dockerfile: "FROM base\nRUN true\n",
             relay_bin: b"ELF",
             skills: vec![],
@@ -403,8 +414,16 @@ mod tests {
     fn claude_config_names_supervise_only_when_enabled() {
         assert!(claude_json(true).contains("http://supervise:9100/mcp"));
         assert!(!claude_json(false).contains("supervise"));
-        assert!(claude_settings(true).contains("\"mcp__supervise\""));
-        assert!(!claude_settings(false).contains("supervise"));
+        assert!(claude_settings(true, "default").contains("\"mcp__supervise\""));
+        assert!(!claude_settings(false, "default").contains("supervise"));
+        let bypass: serde_json::Value =
+            serde_json::from_str(&claude_settings(false, "bypassPermissions")).unwrap();
+        assert_eq!(bypass["permissions"]["defaultMode"], "bypassPermissions");
+        assert_eq!(bypass["skipDangerousModePermissionPrompt"], true);
+        let asks: serde_json::Value =
+            serde_json::from_str(&claude_settings(false, "acceptEdits")).unwrap();
+        assert_eq!(asks["permissions"]["defaultMode"], "acceptEdits");
+        assert!(asks.get("skipDangerousModePermissionPrompt").is_none());
     }
 
     #[test]

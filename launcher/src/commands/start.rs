@@ -12,16 +12,13 @@ use crate::backend::docker::DockerBackend;
 use crate::bottle::{self, Launch, ca, claude_bin, images, provision, worktree};
 use crate::cli::StartArgs;
 use crate::facts;
-use crate::manifest::{self, AgentCommand, Dirs, Loaded};
+use crate::manifest::{self, Dirs, Loaded};
 use crate::plan::{self, Plan, Runtime};
 use crate::render::bottle_files;
 use crate::render::bundle_config::{Egress, token_routes};
 use crate::render::plan_text::plan_text;
 use crate::secrets::{self, HostEnv, Secret};
 use crate::state;
-
-/// Overrides whether the agent image installs Claude Code (`0` or `1`).
-pub(crate) const INSTALL_CLAUDE_ENV: &str = "CLAUDE_BOTTLE_INSTALL_CLAUDE";
 
 pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::Result<u8> {
     let loaded = manifest::load(dirs, &args.agent)?;
@@ -199,12 +196,7 @@ pub(crate) async fn start_bottle(
     let mut progress = |line: &str| eprintln!("  {line}");
 
     let command = &ctx.loaded.agent.command;
-    let install_claude = match std::env::var(INSTALL_CLAUDE_ENV).as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => *command == AgentCommand::Claude,
-    };
-    let claude = claude_bin::choose(install_claude)?;
+    let claude = claude_bin::choose(claude_bin::needed(command))?;
     let (agent_dockerfile, agent_dockerfile_source, work_tar) = match origin {
         Origin::Fresh => (
             images::AGENT_DOCKERFILE.to_owned(),
@@ -253,6 +245,7 @@ pub(crate) async fn start_bottle(
         env: prepared.env,
         prompt: &ctx.loaded.agent.prompt,
         supervise: ctx.plan.supervise,
+        permission_mode: &ctx.loaded.agent.permission_mode,
         agent_dockerfile: &agent_dockerfile,
         relay_bin: &built.bundle_bin,
         skills: inputs.skills.clone(),

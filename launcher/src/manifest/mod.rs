@@ -116,9 +116,27 @@ pub(crate) struct Agent {
     pub(crate) model: Option<String>,
     pub(crate) tools: Vec<String>,
     pub(crate) color: Option<String>,
+    /// Claude Code's permission mode in the bottle (`permissionMode`, one of
+    /// [`PERMISSION_MODES`]); [`DEFAULT_PERMISSION_MODE`] unless the agent says otherwise.
+    pub(crate) permission_mode: String,
     /// The Markdown body: the system prompt.
     pub(crate) prompt: String,
 }
+
+/// Claude Code's permission modes (as its settings spell them).
+pub(crate) const PERMISSION_MODES: &[&str] = &[
+    "bypassPermissions",
+    "acceptEdits",
+    "default",
+    "plan",
+    "auto",
+    "dontAsk",
+];
+
+/// In a bottle the bottle is the boundary (no network but its routes, no host files, pushes
+/// scanned), so Claude Code asks for nothing by default, as other agent sandboxes run it; an
+/// agent file sets `permissionMode` to have it ask again.
+pub(crate) const DEFAULT_PERMISSION_MODE: &str = "bypassPermissions";
 
 /// What runs in the bottle.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,6 +39,7 @@ const AGENT_KEYS: &[&str] = &[
     "model",
     "tools",
     "color",
+    "permissionMode",
 ];
 
 /// Keys of the Python claude-bottle that no longer exist, with what to write instead.
@@ -143,6 +144,7 @@ pub(crate) fn parse_agent(file: &Path, name: &str, text: &str) -> Result<Agent, 
         model: None,
         tools: Vec::new(),
         color: None,
+        permission_mode: super::DEFAULT_PERMISSION_MODE.to_owned(),
         prompt: doc.body.trim().to_owned(),
     };
     let mut has_bottle = false;
@@ -186,6 +188,21 @@ pub(crate) fn parse_agent(file: &Path, name: &str, text: &str) -> Result<Agent, 
             "model" => agent.model = Some(cx.string(value, k)?),
             "color" => agent.color = Some(cx.string(value, k)?),
             "tools" => agent.tools = cx.string_or_list(value, k)?,
+            "permissionMode" => {
+                let mode = cx.string(value, k)?;
+                if !super::PERMISSION_MODES.contains(&mode.as_str()) {
+                    return Err(cx.err(
+                        value.line,
+                        k,
+                        format!(
+                            "`{mode}` is not a Claude Code permission mode: use one of {} (default {} in a bottle)",
+                            super::PERMISSION_MODES.join(", "),
+                            super::DEFAULT_PERMISSION_MODE
+                        ),
+                    ));
+                }
+                agent.permission_mode = mode;
+            }
             _ => {} // check_keys allowed nothing else.
         }
     }

@@ -17,6 +17,18 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(w, "  model      {model}");
     }
     let _ = writeln!(w, "  prompt     {} lines", plan.agent.prompt_lines);
+    if plan.agent.command == ["claude"] {
+        let _ = writeln!(
+            w,
+            "  mode       {} (Claude Code's permission mode{})",
+            plan.agent.permission_mode,
+            if plan.agent.permission_mode == crate::manifest::DEFAULT_PERMISSION_MODE {
+                "; the bottle is the boundary. Set permissionMode in the agent file to be asked"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         w,
         "  bottle     {}  ({})",
@@ -28,6 +40,7 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         plan.images.agent, plan.images.bundle
     );
     let _ = writeln!(w, "  runtime    {}", plan.runtime);
+    let _ = writeln!(w, "  claude     {}", plan.claude);
     let _ = writeln!(
         w,
         "  supervise  {}",

@@ -28,9 +28,9 @@ fn bad_agent_bottle_name() {
 fn bad_agent_unknown_key_suggests() {
     check_agent(
         "bottle: b\nskill: [x]\n",
-        expect![[
-            r#"/h/.claude-bottle/agents/a.md:3: `skill`: unknown key; allowed keys here: bottle, skills, command, name, description, model, tools, color (did you mean `skills`?)"#
-        ]],
+        expect![
+            "/h/.claude-bottle/agents/a.md:3: `skill`: unknown key; allowed keys here: bottle, skills, command, name, description, model, tools, color, permissionMode (did you mean `skills`?)"
+        ],
     );
 }
 
@@ -78,8 +78,18 @@ fn bad_agent_tools_type() {
 fn bad_agent_legacy_bottle_keys_are_unknown() {
     check_agent(
         "bottle: b\nenv: {A: b}\n",
-        expect![[
-            r#"/h/.claude-bottle/agents/a.md:3: `env`: unknown key; allowed keys here: bottle, skills, command, name, description, model, tools, color"#
-        ]],
+        expect![
+            "/h/.claude-bottle/agents/a.md:3: `env`: unknown key; allowed keys here: bottle, skills, command, name, description, model, tools, color, permissionMode"
+        ],
+    );
+}
+
+#[test]
+fn bad_agent_permission_mode() {
+    check_agent(
+        "bottle: b\npermissionMode: yolo\n",
+        expect![
+            "/h/.claude-bottle/agents/a.md:3: `permissionMode`: `yolo` is not a Claude Code permission mode: use one of bypassPermissions, acceptEdits, default, plan, auto, dontAsk (default bypassPermissions in a bottle)"
+        ],
     );
 }

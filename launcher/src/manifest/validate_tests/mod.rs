@@ -274,6 +274,7 @@ You review code.
             color: Some(
                 "blue",
             ),
+            permission_mode: "bypassPermissions",
             prompt: "You review code.",
         }
     "#]]
