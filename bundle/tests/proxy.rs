@@ -118,6 +118,9 @@ fn paths_outside_the_allowlist_are_refused_after_normalization(mode: Mode) {
             "outside the route's path_allowlist",
         ),
         ("/v1%2f..%2fadmin", 403, "ambiguous"),
+        ("/v1/..;/admin", 403, "ambiguous"),
+        ("/v1/%252e%252e/admin", 403, "ambiguous"),
+        ("/v1/%c0%ae%c0%ae/admin", 403, "ambiguous"),
         ("/v1/ok/./fine", 200, "/v1/ok/fine"),
     ];
     for (path, want, text) in cases {

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::proxy::Shared;
 use crate::proxy::audit::{AuditEvent, AuditedBody, ProxyBody, full};
-use crate::proxy::policy::{Decision, DenyReason, RequestFacts};
+use crate::proxy::policy::{AMBIGUOUS_FORMS, Decision, DenyReason, RequestFacts};
 use crate::proxy::upstream::UpstreamError;
 
 /// Where a request goes: the CONNECT target inside a tunnel, or the absolute-form authority.
@@ -235,8 +235,8 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
              \"{host}\", the path_allowlist you need, and a justification.\n"
         ),
         DenyReason::AmbiguousPath => format!(
-            "claude-bottle egress proxy: the request path for {host} is ambiguous (encoded `/`, \
-             `\\`, NUL, or `..` above the root) and is refused.\n"
+            "claude-bottle egress proxy: the request path for {host} is ambiguous and is \
+             refused: it has {AMBIGUOUS_FORMS}.\nSend the path as the upstream should read it.\n"
         ),
         DenyReason::GitPush => format!(
             "claude-bottle egress proxy: git push over HTTPS is refused on every route ({host}).\n\

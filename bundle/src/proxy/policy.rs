@@ -10,6 +10,17 @@ use bottle_contract::secrets::SecretsFile;
 use crate::proxy::inject::{Injection, InjectionError};
 use crate::proxy::push_block;
 
+/// What [`normalize_path`] refuses, for messages that explain a refusal (a macro so that
+/// `concat!` can build `&'static str` reasons from it).
+macro_rules! ambiguous_forms {
+    () => {
+        "encoded `/`, `\\`, NUL, a double-encoded `.`, `/`, `\\`, `;` or `%`, invalid UTF-8 \
+         (such as an overlong `%C0%AE`), a `.` or `..` segment with `;` parameters, or a `..` \
+         above the root"
+    };
+}
+pub(crate) const AMBIGUOUS_FORMS: &str = ambiguous_forms!();
+
 /// Why the route table could not be built. Messages name the route and never a token value.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -112,7 +123,7 @@ impl PathPrefix {
         }
         normalize_path(text)
             .map(PathPrefix)
-            .map_err(|_| "the prefix is ambiguous (encoded `/`, `\\`, NUL, or a `..` that escapes)")
+            .map_err(|_| concat!("the prefix is ambiguous (", ambiguous_forms!(), ")"))
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -316,50 +327,87 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), &'static str> {
 pub(crate) struct Ambiguous;
 
 /// Normalizes an origin-form path the way the upstream will read it: decodes percent-encoded
-/// unreserved bytes, upper-cases other escapes, removes dot segments (RFC 3986 §5.2.4), and
-/// refuses what stays ambiguous (`%2f`, `%5c`, `%00`, `\`, a `..` above the root, a path not
-/// starting with `/`).
+/// unreserved bytes, upper-cases other escapes (raw non-ASCII becomes escapes), removes dot
+/// segments (RFC 3986 §5.2.4), and refuses what an upstream could still read another way
+/// (see [`AMBIGUOUS_FORMS`]), and a path not starting with `/`.
 pub(crate) fn normalize_path(raw: &str) -> Result<String, Ambiguous> {
     if !raw.starts_with('/') {
         return Err(Ambiguous);
     }
+    let canonical = canonical_escapes(raw)?;
+    refuse_double_encoding(&canonical)?;
+    remove_dot_segments(&canonical)
+}
+
+/// One round of percent-decoding, keeping what must stay encoded as upper-case escapes.
+/// Refuses encoded separators and NUL, and a decoded byte string that is not UTF-8: some
+/// decoders read an overlong `%C0%AE` as `.`.
+fn canonical_escapes(raw: &str) -> Result<String, Ambiguous> {
     let bytes = raw.as_bytes();
-    let mut decoded = String::with_capacity(raw.len());
+    let mut out = String::with_capacity(raw.len());
+    let mut decoded = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        match b {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(Ambiguous)?;
-                let value = std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(Ambiguous)?;
-                match value {
-                    b'/' | b'\\' | 0 => return Err(Ambiguous),
-                    v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
-                        decoded.push(char::from(v));
-                    }
-                    v => decoded.push_str(&format!("%{v:02X}")),
-                }
-                i += 3;
+        if b == b'%' {
+            let value = hex_pair(bytes.get(i + 1..i + 3)).ok_or(Ambiguous)?;
+            decoded.push(value);
+            match value {
+                b'/' | b'\\' | 0 => return Err(Ambiguous),
+                v if is_unreserved(v) => out.push(char::from(v)),
+                v => push_escape(&mut out, v),
             }
-            b'\\' | 0 => return Err(Ambiguous),
-            b if b.is_ascii_control() || b == b' ' || b == b'#' || b == b'?' => {
-                return Err(Ambiguous);
-            }
-            _ => {
-                decoded.push(char::from(b));
-                i += 1;
-                continue;
-            }
+            i += 3;
+            continue;
+        }
+        if b == b'\\' || b.is_ascii_control() || matches!(b, b' ' | b'#' | b'?') {
+            return Err(Ambiguous);
+        }
+        decoded.push(b);
+        match b.is_ascii() {
+            true => out.push(char::from(b)),
+            // Raw UTF-8 is sent in its escaped form, so the judged and the sent path agree.
+            false => push_escape(&mut out, b),
+        }
+        i += 1;
+    }
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err(Ambiguous);
+    }
+    Ok(out)
+}
+
+/// Refuses `%25` escapes (an encoded `%`) whose following hex pair would decode to something
+/// that changes the path's structure for an upstream that decodes twice: `%252e%252e` is
+/// `..` there. Double-encoded letters, digits and the like stay (they can only fail a prefix).
+fn refuse_double_encoding(canonical: &str) -> Result<(), Ambiguous> {
+    let bytes = canonical.as_bytes();
+    for (i, window) in bytes.windows(3).enumerate() {
+        if window != b"%25" {
+            continue;
+        }
+        let Some(value) = hex_pair(bytes.get(i + 3..i + 5)) else {
+            continue;
+        };
+        let structural = matches!(value, b'.' | b'/' | b'\\' | b';' | b'%' | b'?' | b'#');
+        if structural || !(0x20..0x7f).contains(&value) {
+            return Err(Ambiguous);
         }
     }
-    // Dot-segment removal on `/`-separated segments; a `..` at the root is refused.
+    Ok(())
+}
+
+/// Dot-segment removal on `/`-separated segments; a `..` at the root is refused, and so is a
+/// dot segment carrying `;` parameters (`..;`), which servers such as Tomcat read as `..`.
+fn remove_dot_segments(canonical: &str) -> Result<String, Ambiguous> {
     let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = decoded[1..].split('/').collect();
+    let segments: Vec<&str> = canonical[1..].split('/').collect();
     let last = segments.len() - 1;
     for (n, seg) in segments.iter().enumerate() {
+        let head = without_params(seg);
+        if head != *seg && (head == "." || head == "..") {
+            return Err(Ambiguous);
+        }
         match *seg {
             "." => {
                 if n == last {
@@ -378,6 +426,26 @@ pub(crate) fn normalize_path(raw: &str) -> Result<String, Ambiguous> {
         }
     }
     Ok(format!("/{}", out.join("/")))
+}
+
+/// A segment without its `;` parameters (a literal `;` or an encoded `%3B`).
+fn without_params(seg: &str) -> &str {
+    let cut = [seg.find(';'), seg.find("%3B")].into_iter().flatten().min();
+    cut.map_or(seg, |at| &seg[..at])
+}
+
+fn hex_pair(hex: Option<&[u8]>) -> Option<u8> {
+    let text = std::str::from_utf8(hex?).ok()?;
+    u8::from_str_radix(text, 16).ok()
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "%{b:02X}");
 }
 
 #[cfg(test)]
@@ -483,6 +551,13 @@ mod tests {
             "api.github.com",
             443,
             true,
+            "/repos/alice/..;/bob",
+            expect!["Deny(AmbiguousPath)"],
+        );
+        check(
+            "api.github.com",
+            443,
+            true,
             "/repos/%61lice/./y",
             expect![[r#"Allow(Allowed { route: 0, path: "/repos/alice/y" })"#]],
         );
@@ -532,6 +607,46 @@ mod tests {
             "/r.git/info/refs?service=git-receive-pack",
             expect!["Deny(GitPush)"],
         );
+    }
+
+    #[test]
+    fn paths_an_upstream_could_read_another_way_are_ambiguous() {
+        let ambiguous = [
+            // A `;` parameter on a dot segment: Tomcat-style servers read `..;` as `..`.
+            "/repos/alice/..;/bob",
+            "/repos/alice/..;x=1/bob",
+            "/repos/alice/.;/x",
+            "/repos/alice/%2e%2e;/bob",
+            "/repos/alice/..%3b/bob",
+            // Double (and triple) encoding of `.`, `/`, `\`, `;`, `%`.
+            "/repos/alice/%252e%252e/bob",
+            "/repos/alice/%252E%252E/bob",
+            "/repos/alice%252fbob",
+            "/repos/alice/%255c",
+            "/repos/alice/..%253b/bob",
+            "/repos/alice/%25252e%25252e/bob",
+            "/repos/alice/%2500",
+            // Overlong and otherwise invalid UTF-8 after decoding.
+            "/repos/alice/%c0%ae%c0%ae/bob",
+            "/repos/alice/%C0%AF",
+            "/repos/alice/%e0%80%ae",
+            "/repos/alice/%ff",
+            "/repos/alice/%25c0%25ae",
+        ];
+        for path in ambiguous {
+            assert_eq!(normalize_path(path), Err(Ambiguous), "{path}");
+        }
+        let fine = [
+            ("/a;b/c", "/a;b/c"),
+            ("/a/..b/c", "/a/..b/c"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/café", "/caf%C3%A9"),
+            ("/a%2520b", "/a%2520b"),
+            ("/a%2541", "/a%2541"),
+        ];
+        for (path, want) in fine {
+            assert_eq!(normalize_path(path).as_deref(), Ok(want), "{path}");
+        }
     }
 
     #[test]
