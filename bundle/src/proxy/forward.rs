@@ -90,21 +90,11 @@ pub(crate) async fn handle(
     let client_upgrade = wants_upgrade(req.headers());
     let upgrade_fut = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let scheme = if target.tls { "https" } else { "http" };
-    let authority = match target.host.contains(':') {
-        true => format!("[{}]:{}", target.host, target.port),
-        false => format!("{}:{}", target.host, target.port),
-    };
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{}?{q}", allowed.path),
         None => allowed.path.clone(),
     };
-    let uri = match Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-    {
+    let uri = match upstream_uri(&target, &path_and_query) {
         Ok(uri) => uri,
         Err(_) => return Ok(deny(&shared, event, DenyReason::AmbiguousPath, &target)),
     };
@@ -166,6 +156,29 @@ pub(crate) async fn handle(
     let (parts, body) = response.into_parts();
     let body = AuditedBody::new(body, event, shared.audit.clone()).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// The URI the upstream request is sent with. Its authority becomes h2's `:authority` (and the
+/// HTTP/1.1 `Host`), so the scheme's default port is left out, as HTTP/1.1 clients write
+/// `Host`: some virtual hosts do not match `host:443`.
+fn upstream_uri(target: &Target, path_and_query: &str) -> Result<Uri, http::Error> {
+    let (scheme, default_port) = match target.tls {
+        true => ("https", 443),
+        false => ("http", 80),
+    };
+    let host = match target.host.contains(':') {
+        true => format!("[{}]", target.host),
+        false => target.host.clone(),
+    };
+    let authority = match target.port == default_port {
+        true => host,
+        false => format!("{host}:{}", target.port),
+    };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
 }
 
 /// Inside a tunnel the request's authority (Host header or h2 `:authority`) must name the
@@ -335,4 +348,46 @@ pub(crate) fn text_response(status: StatusCode, text: String) -> Response<ProxyB
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(host: &str, port: u16, tls: bool) -> String {
+        let target = Target {
+            host: host.into(),
+            port,
+            tls,
+        };
+        upstream_uri(&target, "/p?q=1")
+            .map(|u| u.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_upstream_authority_has_no_default_port() {
+        assert_eq!(
+            uri("api.example.com", 443, true),
+            "https://api.example.com/p?q=1"
+        );
+        assert_eq!(
+            uri("api.example.com", 80, false),
+            "http://api.example.com/p?q=1"
+        );
+        assert_eq!(
+            uri("api.example.com", 8443, true),
+            "https://api.example.com:8443/p?q=1"
+        );
+        // A default port of the other scheme is not the default here.
+        assert_eq!(
+            uri("api.example.com", 80, true),
+            "https://api.example.com:80/p?q=1"
+        );
+        assert_eq!(
+            uri("api.example.com", 443, false),
+            "http://api.example.com:443/p?q=1"
+        );
+        assert_eq!(uri("::1", 8443, true), "https://[::1]:8443/p?q=1");
+    }
 }
