@@ -44,6 +44,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the proxy could not start.
+///
+/// Here and in the errors it wraps, a cause that the message already shows is not also marked
+/// as the error's `source`: anyhow's `{:#}` prints every source after the message, so the
+/// cause would be printed twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
@@ -51,11 +55,11 @@ pub enum ProxyError {
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error("proxy.outbound: {0}")]
-    Outbound(#[from] UpstreamError),
-    #[error("cannot open the audit log {path}: {source}")]
+    Outbound(UpstreamError),
+    #[error("cannot open the audit log {path}: {error}")]
     Audit {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -90,8 +94,10 @@ impl Proxy {
     ) -> Result<Proxy, ProxyError> {
         let policy = Policy::from_config(&config.routes, secrets)?;
         let ca = CertAuthority::load(Path::new(&config.ca_cert), Path::new(&config.ca_key))?;
-        let (outbound, extra_ca) = Outbound::from_config(&config.outbound)?;
-        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))?;
+        let (outbound, extra_ca) =
+            Outbound::from_config(&config.outbound).map_err(ProxyError::Outbound)?;
+        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))
+            .map_err(ProxyError::Outbound)?;
         let own_addrs = upstream::OwnAddrs::default();
         let mut tls_h1 = (*tls).clone();
         tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -105,9 +111,9 @@ impl Proxy {
                 Arc::new(tls_h1),
                 own_addrs.clone(),
             ));
-        let audit = Audit::open(audit_log).map_err(|source| ProxyError::Audit {
+        let audit = Audit::open(audit_log).map_err(|error| ProxyError::Audit {
             path: audit_log.map(Path::to_owned).unwrap_or_default(),
-            source,
+            error,
         })?;
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -159,3 +165,46 @@ impl Proxy {
 
 mod command;
 pub use command::{CaArgs, ProxyArgs, run_ca, run_proxy, serve_from_files};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_contract::bundle_config::{AuthConfig, AuthScheme};
+
+    /// The error as `bottle-bundle proxy` prints it: anyhow's chain after the caller's context.
+    fn printed(error: impl Into<anyhow::Error>) -> String {
+        format!("{:#}", error.into().context("config.json: proxy config"))
+    }
+
+    #[test]
+    fn a_start_error_shows_its_cause_once() {
+        let mut secrets = SecretsFile::default();
+        secrets.tokens.insert("S".into(), "no-colon".into());
+        let route = RouteConfig {
+            host: "a.test".into(),
+            path_allowlist: vec![],
+            auth: Some(AuthConfig {
+                scheme: AuthScheme::Basic,
+                token_slot: "S".into(),
+            }),
+        };
+        let Err(policy) = Policy::from_config(&[route], &secrets) else {
+            panic!("a Basic secret without `:` was accepted");
+        };
+        expect_test::expect![[r#"config.json: proxy config: route 0 (a.test): slot "S": a Basic credential must be `user:password`"#]]
+            .assert_eq(&printed(ProxyError::from(policy)));
+
+        let missing = Path::new("/nonexistent/ca.pem");
+        let Err(ca) = CertAuthority::load(missing, missing) else {
+            panic!("a missing CA loaded");
+        };
+        expect_test::expect!["config.json: proxy config: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)"]
+            .assert_eq(&printed(ProxyError::from(ca)));
+
+        let Err(load) = crate::config::load_config(missing) else {
+            panic!("a missing config loaded");
+        };
+        expect_test::expect!["config.json: proxy config: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)"]
+            .assert_eq(&printed(load));
+    }
+}

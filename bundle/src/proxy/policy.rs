@@ -37,11 +37,11 @@ pub enum PolicyError {
         path: String,
         reason: &'static str,
     },
-    #[error("route {index} ({host}): {source}")]
+    #[error("route {index} ({host}): {error}")]
     Auth {
         index: usize,
         host: String,
-        source: InjectionError,
+        error: InjectionError,
     },
 }
 
@@ -251,11 +251,11 @@ impl Policy {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let auth = match &route.auth {
-                Some(auth) => Some(Injection::from_config(auth, secrets).map_err(|source| {
+                Some(auth) => Some(Injection::from_config(auth, secrets).map_err(|error| {
                     PolicyError::Auth {
                         index,
                         host: route.host.clone(),
-                        source,
+                        error,
                     }
                 })?),
                 None => None,
