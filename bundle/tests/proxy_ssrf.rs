@@ -55,11 +55,18 @@ fn ip_literals_are_refused_without_a_route() {
         format!("https://169.254.169.254:{port}/"),
         format!("https://[::ffff:127.0.0.1]:{port}/"),
         format!("https://10.0.0.1:{port}/"),
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
     ] {
-        let (code, body, err) = env.curl(&[&target]);
+        // Refused on the CONNECT itself, which curl reports as %{http_connect}.
+        let (code, body, err) = env.curl(&["-w", "\n%{http_connect}", &target]);
         assert_eq!(code, 403, "{target}: {body} {err}");
     }
+    let (code, body, err) = env.curl(&["http://169.254.169.254/latest/meta-data/"]);
+    assert_eq!(code, 403, "{body} {err}");
+    assert!(
+        body.contains("IP addresses are never egress routes"),
+        "{body}"
+    );
+    assert!(!body.contains("egress-block"), "{body}");
     assert_eq!(
         env.upstream
             .connections

@@ -266,6 +266,17 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
         DenyReason::Loop => format!(
             "claude-bottle egress proxy: {host} leads back to this proxy; the loop is refused.\n"
         ),
+        DenyReason::IpLiteral => format!(
+            "claude-bottle egress proxy: {host} is an IP address. IP addresses are never egress \
+             routes (routes name hosts), so no address can be reached through this proxy; \
+             use the host's name.\n"
+        ),
+        DenyReason::PortNotRouted => format!(
+            "claude-bottle egress proxy: no egress route allows port {port}, so {host}:{port} \
+             is refused. A route uses port 443 unless the bottle's manifest names another port \
+             for its host.\n",
+            port = target.port
+        ),
         DenyReason::PrivateAddress => format!(
             "claude-bottle egress proxy: {host} resolves to a private or special address, \
              which this bottle may not reach.\n"
@@ -273,7 +284,7 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
     }
 }
 
-fn deny(
+pub(crate) fn deny(
     shared: &Shared,
     mut event: AuditEvent,
     reason: DenyReason,

@@ -95,8 +95,7 @@ pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 253 {
         return Err("a host name must be 1 to 253 characters");
     }
-    if name.parse::<std::net::IpAddr>().is_ok() || name.split('.').all(|l| l.parse::<u32>().is_ok())
-    {
+    if is_ip_literal(name) {
         return Err("an IP address is not a route; name the host");
     }
     for label in name.split('.') {
@@ -110,6 +109,20 @@ pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Whether a host (without IPv6 brackets) is an IP address rather than a name: an IPv6
+/// literal, or anything a resolver's `inet_aton` reads as IPv4 (`127.1`, `2130706433`,
+/// `0x7f.0.0.1`: one to four decimal, octal or `0x` hex parts).
+pub(crate) fn is_ip_literal(host: &str) -> bool {
+    let number = |part: &str| match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let host = host.trim_end_matches('.');
+    host.contains(':')
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || (host.split('.').count() <= 4 && host.split('.').all(number))
 }
 
 /// A normalized path prefix from `path_allowlist`, starting with `/`.
@@ -201,6 +214,10 @@ pub(crate) enum DenyReason {
     PrivateAddress,
     /// The host resolves to the proxy's own listener.
     Loop,
+    /// A CONNECT to an IP address: routes name hosts, so no address is ever routed.
+    IpLiteral,
+    /// A CONNECT to a port that no route allows.
+    PortNotRouted,
 }
 
 impl DenyReason {
@@ -215,6 +232,8 @@ impl DenyReason {
             DenyReason::HostMismatch => "host-mismatch",
             DenyReason::PrivateAddress => "private-address",
             DenyReason::Loop => "loop",
+            DenyReason::IpLiteral => "ip-literal",
+            DenyReason::PortNotRouted => "port-not-routed",
         }
     }
 }
@@ -285,8 +304,21 @@ impl Policy {
         })
     }
 
+    /// Whether any route allows `port` (a route without a port allows the scheme's default).
+    pub(crate) fn routes_port(&self, port: u16, tls: bool) -> bool {
+        let default_port = if tls { 443 } else { 80 };
+        self.routes
+            .iter()
+            .any(|r| r.port.unwrap_or(default_port) == port)
+    }
+
     /// Decides one request. Any doubt is a denial.
     pub(crate) fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        // Before the route lookup, so the agent is told that no address is ever a route
+        // rather than pointed at asking for one.
+        if is_ip_literal(facts.host) {
+            return Decision::Deny(DenyReason::IpLiteral);
+        }
         if push_block::is_git_push(facts.path, facts.query, facts.content_type) {
             return Decision::Deny(DenyReason::GitPush);
         }
@@ -577,6 +609,14 @@ mod tests {
         );
         check("evil.com", 443, true, "/", expect!["Deny(NoRoute)"]);
         check(
+            "169.254.169.254",
+            80,
+            false,
+            "/",
+            expect!["Deny(IpLiteral)"],
+        );
+        check("::1", 443, true, "/", expect!["Deny(IpLiteral)"]);
+        check(
             "a.linear.app",
             443,
             true,
@@ -646,6 +686,32 @@ mod tests {
         ];
         for (path, want) in fine {
             assert_eq!(normalize_path(path).as_deref(), Ok(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn ip_literals_in_every_form_resolvers_accept() {
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "fe80::1%eth0",
+            "10.0.0.1.",
+        ] {
+            assert!(is_ip_literal(host), "{host}");
+        }
+        for host in [
+            "api.example.com",
+            "0x7f.example.com",
+            "1.2.3.4.5",
+            "a1",
+            "x",
+        ] {
+            assert!(!is_ip_literal(host), "{host}");
         }
     }
 
