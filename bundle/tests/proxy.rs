@@ -406,18 +406,26 @@ fn audit_log_and_stderr_record_decisions_and_never_a_token(mode: Mode) {
         .iter()
         .map(|l| {
             format!(
-                "{} {} {} {} {} {}",
-                l["method"], l["host"], l["path"], l["decision"], l["reason"], l["status"]
+                "{} {} {} {} {} {} {} {}",
+                l["event"],
+                l["method"],
+                l["host"],
+                l["path"],
+                l["decision"],
+                l["reason"],
+                l["status"],
+                l["outcome"]
             )
         })
         .collect();
     expect_test::expect![[r#"
-        "GET" "api.test" "/v1/a" "allow" null 200
-        "GET" "other.test" "/b" "deny" "no-route" 403
-        "POST" "git.test" "/r.git/git-receive-pack" "deny" "git-push" 403"#]]
+        "decision" "GET" "api.test" "/v1/a" "allow" null 0 null
+        "outcome" "GET" "api.test" "/v1/a" "allow" null 200 "complete"
+        "decision" "GET" "other.test" "/b" "deny" "no-route" 403 null
+        "decision" "POST" "git.test" "/r.git/git-receive-pack" "deny" "git-push" 403 null"#]]
     .assert_eq(&summary.join("\n"));
-    assert!(lines[0]["bytes"].as_u64().unwrap() > 0);
-    assert!(lines[0]["duration_ms"].as_f64().is_some());
+    assert!(lines[1]["bytes"].as_u64().unwrap() > 0);
+    assert!(lines[1]["duration_ms"].as_f64().is_some());
     let raw = std::fs::read_to_string(&env.audit_path).unwrap() + &env.proxy.stderr_text();
     for secret in [BEARER_TOKEN, KEY_TOKEN, BASIC_TOKEN, "bottle-test-basic-pw"] {
         assert!(!raw.contains(secret), "{secret} leaked");

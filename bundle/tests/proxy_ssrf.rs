@@ -34,13 +34,18 @@ fn routed_names_resolving_to_special_addresses_are_refused() {
         0,
         "the proxy dialed a refused address"
     );
+    // Each was allowed by the routes (a decision line) and refused when dialing (its outcome).
     let reasons: Vec<String> = env
         .audit_lines()
         .iter()
-        .map(|l| l["reason"].to_string())
+        .filter(|l| l["event"] == "outcome")
+        .map(|l| format!("{} {}", l["reason"], l["outcome"]))
         .collect();
+    assert_eq!(reasons.len(), 6, "{reasons:?}");
     assert!(
-        reasons.iter().all(|r| r == "\"private-address\""),
+        reasons
+            .iter()
+            .all(|r| r == "\"private-address\" \"refused\""),
         "{reasons:?}"
     );
 }

@@ -1,7 +1,6 @@
 //! One request through the proxy: decide, rewrite, send upstream, stream the answer back.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -10,7 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::proxy::Shared;
-use crate::proxy::audit::{AuditEvent, AuditedBody, ProxyBody, full};
+use crate::proxy::audit::{AuditEvent, AuditedBody, Outcome, Pending, ProxyBody, full};
 use crate::proxy::policy::{AMBIGUOUS_FORMS, Decision, DenyReason, RequestFacts};
 use crate::proxy::upstream::UpstreamError;
 
@@ -42,19 +41,12 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     target: Target,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let started = Instant::now();
-    let mut event = AuditEvent {
-        method: req.method().to_string(),
-        host: target.host.clone(),
-        port: target.port,
-        path: req.uri().path().to_owned(),
-        route: None,
-        decision: "deny",
-        reason: None,
-        status: 0,
-        bytes: 0,
-        started,
-    };
+    let mut event = AuditEvent::new(
+        req.method().to_string(),
+        target.host.clone(),
+        target.port,
+        req.uri().path().to_owned(),
+    );
     if !authority_matches(&req, &target) {
         return Ok(deny(&shared, event, DenyReason::HostMismatch, &target));
     }
@@ -122,18 +114,23 @@ pub(crate) async fn handle(
         true => &shared.client,
         false => &shared.client_h1,
     };
+    // From here the upstream may get the request: the decision line is written now, and the
+    // outcome line when the exchange ends, even if the agent goes away first.
+    let mut pending = Pending::forward(shared.audit.clone(), event);
     let mut response = match client.request(upstream_req).await {
         Ok(response) => response,
-        Err(e) => return Ok(upstream_failure(&shared, event, &e, &target)),
+        Err(e) => return Ok(upstream_failure(pending, &e, &target)),
     };
-    event.status = response.status().as_u16();
+    if let Some(event) = pending.event_mut() {
+        event.status = response.status().as_u16();
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_fut) = upgrade_fut else {
             return Ok(bad_gateway(
-                &shared,
-                event,
+                pending,
                 "upstream switched protocols unasked",
+                &target,
             ));
         };
         let upstream_fut = hyper::upgrade::on(&mut response);
@@ -147,14 +144,14 @@ pub(crate) async fn handle(
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
-        shared.audit.record(&event);
+        pending.finish(Outcome::Upgraded);
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, full("")));
     }
 
     strip_hop_by_hop(response.headers_mut());
     let (parts, body) = response.into_parts();
-    let body = AuditedBody::new(body, event, shared.audit.clone()).boxed_unsync();
+    let body = AuditedBody::new(body, pending).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 
@@ -297,9 +294,9 @@ pub(crate) fn deny(
     text_response(StatusCode::FORBIDDEN, denial_text(reason, target))
 }
 
+/// A forwarded request the connector refused (private address, loop) or could not send.
 fn upstream_failure(
-    shared: &Shared,
-    event: AuditEvent,
+    pending: Pending,
     error: &hyper_util::client::legacy::Error,
     target: &Target,
 ) -> Response<ProxyBody> {
@@ -308,11 +305,11 @@ fn upstream_failure(
         match e.downcast_ref::<UpstreamError>() {
             Some(UpstreamError::Refused { .. }) => {
                 tracing::info!(host = %target.host, error = %e, "refused a private address");
-                return deny(shared, event, DenyReason::PrivateAddress, target);
+                return refused_after_forward(pending, DenyReason::PrivateAddress, target);
             }
             Some(UpstreamError::Loop { .. }) => {
                 tracing::warn!(host = %target.host, error = %e, "refused a request looping to the proxy");
-                return deny(shared, event, DenyReason::Loop, target);
+                return refused_after_forward(pending, DenyReason::Loop, target);
             }
             _ => {}
         }
@@ -320,21 +317,38 @@ fn upstream_failure(
     }
     let detail = error_chain(error);
     tracing::warn!(host = %target.host, error = %detail, "upstream request failed");
-    bad_gateway(shared, event, &detail)
+    bad_gateway(pending, &detail, target)
 }
 
-fn bad_gateway(shared: &Shared, mut event: AuditEvent, detail: &str) -> Response<ProxyBody> {
-    event.decision = "error";
-    event.reason = Some(detail.to_owned());
-    event.status = StatusCode::BAD_GATEWAY.as_u16();
-    let host = event.host.clone();
-    shared.audit.record(&event);
+/// A denial found only while connecting: the outcome line records it.
+fn refused_after_forward(
+    mut pending: Pending,
+    reason: DenyReason,
+    target: &Target,
+) -> Response<ProxyBody> {
+    if let Some(event) = pending.event_mut() {
+        event.decision = "deny";
+        event.reason = Some(reason.code().to_owned());
+        event.status = StatusCode::FORBIDDEN.as_u16();
+    }
+    pending.finish(Outcome::Refused);
+    text_response(StatusCode::FORBIDDEN, denial_text(reason, target))
+}
+
+fn bad_gateway(mut pending: Pending, detail: &str, target: &Target) -> Response<ProxyBody> {
+    if let Some(event) = pending.event_mut() {
+        event.decision = "error";
+        event.reason = Some(detail.to_owned());
+        event.status = StatusCode::BAD_GATEWAY.as_u16();
+    }
+    pending.finish(Outcome::Failed);
     // The agent gets the host only; addresses and error details stay in the audit log.
     text_response(
         StatusCode::BAD_GATEWAY,
         format!(
-            "claude-bottle egress proxy: the upstream {host} could not be reached; the bundle's \
-             audit log has the detail.\n"
+            "claude-bottle egress proxy: the upstream {} could not be reached; the bundle's \
+             audit log has the detail.\n",
+            target.host
         ),
     )
 }

@@ -180,18 +180,12 @@ fn connect_refusal(shared: &Shared, target: &Target) -> Option<DenyReason> {
 
 /// Answers the CONNECT itself with a 403 naming why, and records it.
 fn refuse_connect(shared: &Shared, reason: DenyReason, target: &Target) -> Response<ProxyBody> {
-    let event = AuditEvent {
-        method: Method::CONNECT.to_string(),
-        host: target.host.clone(),
-        port: target.port,
-        path: String::new(),
-        route: None,
-        decision: "deny",
-        reason: None,
-        status: 0,
-        bytes: 0,
-        started: std::time::Instant::now(),
-    };
+    let event = AuditEvent::new(
+        Method::CONNECT.to_string(),
+        target.host.clone(),
+        target.port,
+        String::new(),
+    );
     forward::deny(shared, event, reason, target)
 }
 
