@@ -8,10 +8,10 @@ use bottle_contract::secrets::SecretsFile;
 /// Why the bundle could not load its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -19,9 +19,9 @@ pub enum LoadError {
 
 /// Reads and parses the bundle config at `path`.
 pub fn load_config(path: &Path) -> Result<BundleConfig, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     BundleConfig::from_json(&text).map_err(|e| LoadError::Invalid {
         path: path.to_owned(),
@@ -32,9 +32,9 @@ pub fn load_config(path: &Path) -> Result<BundleConfig, LoadError> {
 /// Reads the secrets file. Its contents never appear in an error: a parse failure reports
 /// only the position.
 pub fn load_secrets(path: &Path) -> Result<SecretsFile, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     serde_json::from_str(&text).map_err(|e| LoadError::Invalid {
         path: path.to_owned(),

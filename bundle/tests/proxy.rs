@@ -37,6 +37,79 @@ in_both_modes!(
 
 use support::{BASIC_TOKEN, BEARER_TOKEN, Env, KEY_TOKEN, Mode};
 
+/// Sends one raw `CONNECT target` to the proxy and returns its answer: the head of a 200,
+/// else the whole answer (the request asks for the connection to close after it).
+fn raw_connect(env: &Env, target: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(env.proxy.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        tcp,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // The head first: after a 200 the tunnel stays open, waiting for TLS.
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).unwrap_or(0) == 1 {
+        answer.push(byte[0]);
+    }
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        let _ = tcp.read_to_end(&mut answer);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn connect_to_an_ip_or_an_unrouted_port_is_refused_before_the_tunnel() {
+    let env = Env::start(Mode::Direct);
+    let port = env.port();
+    for target in [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("2130706433:{port}"),
+    ] {
+        let answer = raw_connect(&env, &target);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{target}: {answer}");
+        assert!(
+            answer.contains("IP addresses are never egress routes"),
+            "{target}: {answer}"
+        );
+        // egress-block can never grant an address: the agent is not sent there.
+        assert!(!answer.contains("egress-block"), "{target}: {answer}");
+    }
+    // A routed name on a port no route allows.
+    let answer = raw_connect(&env, "open.test:1");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("no egress route allows port 1, so open.test:1 is refused"),
+        "{answer}"
+    );
+    // A routed name on its port still gets its tunnel.
+    let answer = raw_connect(&env, &format!("open.test:{port}"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // curl sees the refusal as the CONNECT's status, not as a TLS failure.
+    let (code, _, err) = env.curl(&["-w", "\n%{http_connect}", &format!("https://[::1]:{port}/")]);
+    assert_eq!(code, 403, "{err}");
+    assert!(env.upstream.seen().is_empty(), "{:?}", env.upstream.seen());
+    let audit = env.audit_lines();
+    let reasons: Vec<String> = audit
+        .iter()
+        .map(|l| format!("{} {} {}", l["method"], l["reason"], l["status"]))
+        .collect();
+    expect_test::expect![[r#"
+        "CONNECT" "ip-literal" 403
+        "CONNECT" "ip-literal" 403
+        "CONNECT" "ip-literal" 403
+        "CONNECT" "ip-literal" 403
+        "CONNECT" "port-not-routed" 403
+        "CONNECT" "tls: unexpected end of file" 0
+        "CONNECT" "ip-literal" 403"#]]
+    .assert_eq(&reasons.join("\n"));
+}
+
 fn curl_routed_request_gets_the_injected_token_and_never_the_agents(mode: Mode) {
     let env = Env::start(mode);
     let (code, body, err) = env.curl(&[
@@ -98,9 +171,15 @@ fn unrouted_host_is_refused_with_a_pointer_to_egress_block(mode: Mode) {
         body.contains("not in this bottle's egress routes"),
         "{body}"
     );
-    // An IP literal is a host with no route too.
-    let (code, body, _) = env.curl(&[&format!("https://127.0.0.1:{}/", env.port())]);
-    assert_eq!(code, 403, "{body}");
+    // An IP literal is never a route: refused on the CONNECT itself (curl reports the
+    // CONNECT status as %{http_connect}).
+    let (code, body, err) = env.curl(&[
+        "-w",
+        "\n%{http_connect}",
+        &format!("https://127.0.0.1:{}/", env.port()),
+    ]);
+    assert_eq!(code, 403, "{body} {err}");
+    assert!(err.contains("403"), "{err}");
     assert!(
         env.upstream.seen().is_empty(),
         "nothing reached the upstream"
@@ -118,6 +197,9 @@ fn paths_outside_the_allowlist_are_refused_after_normalization(mode: Mode) {
             "outside the route's path_allowlist",
         ),
         ("/v1%2f..%2fadmin", 403, "ambiguous"),
+        ("/v1/..;/admin", 403, "ambiguous"),
+        ("/v1/%252e%252e/admin", 403, "ambiguous"),
+        ("/v1/%c0%ae%c0%ae/admin", 403, "ambiguous"),
         ("/v1/ok/./fine", 200, "/v1/ok/fine"),
     ];
     for (path, want, text) in cases {
@@ -324,18 +406,26 @@ fn audit_log_and_stderr_record_decisions_and_never_a_token(mode: Mode) {
         .iter()
         .map(|l| {
             format!(
-                "{} {} {} {} {} {}",
-                l["method"], l["host"], l["path"], l["decision"], l["reason"], l["status"]
+                "{} {} {} {} {} {} {} {}",
+                l["event"],
+                l["method"],
+                l["host"],
+                l["path"],
+                l["decision"],
+                l["reason"],
+                l["status"],
+                l["outcome"]
             )
         })
         .collect();
     expect_test::expect![[r#"
-        "GET" "api.test" "/v1/a" "allow" null 200
-        "GET" "other.test" "/b" "deny" "no-route" 403
-        "POST" "git.test" "/r.git/git-receive-pack" "deny" "git-push" 403"#]]
+        "decision" "GET" "api.test" "/v1/a" "allow" null 0 null
+        "outcome" "GET" "api.test" "/v1/a" "allow" null 200 "complete"
+        "decision" "GET" "other.test" "/b" "deny" "no-route" 403 null
+        "decision" "POST" "git.test" "/r.git/git-receive-pack" "deny" "git-push" 403 null"#]]
     .assert_eq(&summary.join("\n"));
-    assert!(lines[0]["bytes"].as_u64().unwrap() > 0);
-    assert!(lines[0]["duration_ms"].as_f64().is_some());
+    assert!(lines[1]["bytes"].as_u64().unwrap() > 0);
+    assert!(lines[1]["duration_ms"].as_f64().is_some());
     let raw = std::fs::read_to_string(&env.audit_path).unwrap() + &env.proxy.stderr_text();
     for secret in [BEARER_TOKEN, KEY_TOKEN, BASIC_TOKEN, "bottle-test-basic-pw"] {
         assert!(!raw.contains(secret), "{secret} leaked");

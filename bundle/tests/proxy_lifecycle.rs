@@ -135,6 +135,7 @@ fn serves_on_a_unix_socket_when_configured() {
         &env.dir.path().join("hosts"),
         &config_path,
         &env.secrets_path,
+        &[],
     );
     // The agent side of the relay: CONNECT over the socket, then TLS with the bundle CA.
     let out = std::process::Command::new("python3")

@@ -34,13 +34,18 @@ fn routed_names_resolving_to_special_addresses_are_refused() {
         0,
         "the proxy dialed a refused address"
     );
+    // Each was allowed by the routes (a decision line) and refused when dialing (its outcome).
     let reasons: Vec<String> = env
         .audit_lines()
         .iter()
-        .map(|l| l["reason"].to_string())
+        .filter(|l| l["event"] == "outcome")
+        .map(|l| format!("{} {}", l["reason"], l["outcome"]))
         .collect();
+    assert_eq!(reasons.len(), 6, "{reasons:?}");
     assert!(
-        reasons.iter().all(|r| r == "\"private-address\""),
+        reasons
+            .iter()
+            .all(|r| r == "\"private-address\" \"refused\""),
         "{reasons:?}"
     );
 }
@@ -55,11 +60,18 @@ fn ip_literals_are_refused_without_a_route() {
         format!("https://169.254.169.254:{port}/"),
         format!("https://[::ffff:127.0.0.1]:{port}/"),
         format!("https://10.0.0.1:{port}/"),
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
     ] {
-        let (code, body, err) = env.curl(&[&target]);
+        // Refused on the CONNECT itself, which curl reports as %{http_connect}.
+        let (code, body, err) = env.curl(&["-w", "\n%{http_connect}", &target]);
         assert_eq!(code, 403, "{target}: {body} {err}");
     }
+    let (code, body, err) = env.curl(&["http://169.254.169.254/latest/meta-data/"]);
+    assert_eq!(code, 403, "{body} {err}");
+    assert!(
+        body.contains("IP addresses are never egress routes"),
+        "{body}"
+    );
+    assert!(!body.contains("egress-block"), "{body}");
     assert_eq!(
         env.upstream
             .connections

@@ -189,7 +189,8 @@ pub fn paths(paths: &[String]) -> Result<Vec<String>, Invalid> {
             return Err(invalid(
                 field,
                 format!(
-                    "{path:?} is ambiguous (encoded `/`, `\\`, NUL, or a `..` above the root); send a plain prefix"
+                    "{path:?} is ambiguous (it has {}); send a plain prefix",
+                    crate::proxy::policy::AMBIGUOUS_FORMS
                 ),
             ));
         }

@@ -1,4 +1,8 @@
-//! The JSON-lines audit log: one typed event per request, never a header value or a token.
+//! The JSON-lines audit log, never a header value or a token. Each request gets a
+//! `decision` line when it is refused or forwarded; a forwarded one also gets an `outcome`
+//! line when its exchange ends, however it ends (completed, aborted by the agent, failed).
+//! The decision line is written before the upstream is contacted, so a request the upstream
+//! got is in the log even if the proxy never sees its end.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -29,7 +33,34 @@ impl Drop for Audit {
     }
 }
 
-/// One request's outcome.
+/// How a forwarded request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The response body reached its end.
+    Complete,
+    /// The agent went away (or reset the stream) before the response ended.
+    Aborted,
+    /// The upstream could not be reached, or its response broke off.
+    Failed,
+    /// Refused after forwarding began: the host resolved to a refused address.
+    Refused,
+    /// The connection switched protocols (WebSocket); the exchange continues as a splice.
+    Upgraded,
+}
+
+impl Outcome {
+    fn code(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Aborted => "aborted",
+            Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
+            Outcome::Upgraded => "upgraded",
+        }
+    }
+}
+
+/// One request's audit record.
 #[derive(Debug, Clone)]
 pub(crate) struct AuditEvent {
     pub(crate) method: String,
@@ -46,6 +77,27 @@ pub(crate) struct AuditEvent {
     /// Response body bytes passed to the agent.
     pub(crate) bytes: u64,
     pub(crate) started: Instant,
+    /// `None` on a decision line, how the exchange ended on an outcome line.
+    pub(crate) outcome: Option<Outcome>,
+}
+
+impl AuditEvent {
+    /// A not-yet-decided event (a denial until something allows it), timed from now.
+    pub(crate) fn new(method: String, host: String, port: u16, path: String) -> AuditEvent {
+        AuditEvent {
+            method,
+            host,
+            port,
+            path,
+            route: None,
+            decision: "deny",
+            reason: None,
+            status: 0,
+            bytes: 0,
+            started: Instant::now(),
+            outcome: None,
+        }
+    }
 }
 
 impl Audit {
@@ -81,6 +133,7 @@ impl Audit {
             .unwrap_or_default();
         let line = serde_json::json!({
             "time": time,
+            "event": if event.outcome.is_some() { "outcome" } else { "decision" },
             "method": event.method,
             "host": event.host,
             "port": event.port,
@@ -91,6 +144,7 @@ impl Audit {
             "status": event.status,
             "bytes": event.bytes,
             "duration_ms": event.started.elapsed().as_secs_f64() * 1000.0,
+            "outcome": event.outcome.map(Outcome::code),
         })
         .to_string();
         tracing::debug!(target: "audit", "{line}");
@@ -119,29 +173,79 @@ fn write_lines(file: std::fs::File, receiver: &std::sync::mpsc::Receiver<String>
     }
 }
 
-/// A response body that counts the bytes it passes on and records the audit event when the
-/// body ends or is dropped (so a streamed response is logged with its real size and length).
-pub(crate) struct AuditedBody<B> {
-    inner: B,
+/// A forwarded request whose outcome line is still to be written. Dropping it unfinished
+/// (the agent went away and hyper dropped the request's future or its response body) writes
+/// the outcome as [`Outcome::Aborted`], so no forwarded request is missing its end.
+pub(crate) struct Pending {
     event: Option<AuditEvent>,
     audit: Arc<Audit>,
 }
 
-impl<B> AuditedBody<B> {
-    pub(crate) fn new(inner: B, event: AuditEvent, audit: Arc<Audit>) -> AuditedBody<B> {
-        AuditedBody {
-            inner,
+impl Pending {
+    /// Writes the decision line for a request about to be forwarded.
+    pub(crate) fn forward(audit: Arc<Audit>, event: AuditEvent) -> Pending {
+        audit.record(&event);
+        Pending {
             event: Some(event),
             audit,
         }
     }
-}
 
-impl<B> Drop for AuditedBody<B> {
-    fn drop(&mut self) {
-        if let Some(event) = self.event.take() {
+    /// The outcome being collected (status, bytes, a changed decision).
+    pub(crate) fn event_mut(&mut self) -> Option<&mut AuditEvent> {
+        self.event.as_mut()
+    }
+
+    /// Writes the outcome line.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.write(outcome);
+    }
+
+    fn write(&mut self, outcome: Outcome) {
+        if let Some(mut event) = self.event.take() {
+            event.outcome = Some(outcome);
             self.audit.record(&event);
         }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.write(Outcome::Aborted);
+    }
+}
+
+/// A response body that counts the bytes it passes on and writes the outcome line when it is
+/// dropped: complete if the upstream body had ended, failed if it broke off, aborted
+/// otherwise (so a streamed response is logged with its real size and length).
+pub(crate) struct AuditedBody<B: Body> {
+    inner: B,
+    pending: Pending,
+    ended: bool,
+    failed: bool,
+}
+
+impl<B: Body> AuditedBody<B> {
+    pub(crate) fn new(inner: B, pending: Pending) -> AuditedBody<B> {
+        AuditedBody {
+            inner,
+            pending,
+            ended: false,
+            failed: false,
+        }
+    }
+}
+
+impl<B: Body> Drop for AuditedBody<B> {
+    fn drop(&mut self) {
+        // hyper stops polling once `is_end_stream` is true (or never polls an empty body),
+        // so the inner body's state, not a final `None`, says whether it ended.
+        let outcome = match (self.failed, self.ended || self.inner.is_end_stream()) {
+            (true, _) => Outcome::Failed,
+            (false, true) => Outcome::Complete,
+            (false, false) => Outcome::Aborted,
+        };
+        self.pending.write(outcome);
     }
 }
 
@@ -158,10 +262,15 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let (Some(data), Some(event)) = (frame.data_ref(), this.event.as_mut())
-        {
-            event.bytes += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(event)) = (frame.data_ref(), this.pending.event_mut()) {
+                    event.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.failed = true,
+            Poll::Ready(None) => this.ended = true,
+            Poll::Pending => {}
         }
         polled
     }

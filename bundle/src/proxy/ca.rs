@@ -24,21 +24,21 @@ const AGENT_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Why the CA could not be loaded, created, or used.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not a usable CA {what} ({source}); create one with `bottle-bundle ca init`")]
+    #[error("{path}: not a usable CA {what} ({error}); create one with `bottle-bundle ca init`")]
     Parse {
         path: PathBuf,
         what: &'static str,
-        source: rcgen::Error,
+        error: rcgen::Error,
     },
     #[error("cannot mint a certificate for {host:?}: {reason}")]
     Mint { host: String, reason: String },
@@ -59,22 +59,22 @@ impl CertAuthority {
     /// Loads the CA certificate and key (PEM files) and makes a fresh leaf key.
     pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<CertAuthority, CaError> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| CaError::Read {
+            std::fs::read_to_string(path).map_err(|error| CaError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })
         };
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|source| CaError::Parse {
+        let key = KeyPair::from_pem(&key_pem).map_err(|error| CaError::Parse {
             path: key_path.to_owned(),
             what: "key (PKCS#8 PEM)",
-            source,
+            error,
         })?;
-        let parse_err = |source| CaError::Parse {
+        let parse_err = |error| CaError::Parse {
             path: cert_path.to_owned(),
             what: "certificate",
-            source,
+            error,
         };
         let ca_der = pem_to_der(&cert_pem).map_err(parse_err)?;
         let issuer = Issuer::from_ca_cert_der(&ca_der, key).map_err(parse_err)?;
@@ -166,9 +166,9 @@ pub fn init_ca(cert_path: &Path, key_path: &Path, common_name: &str) -> Result<(
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let err = |source| CaError::Write {
+    let err = |error| CaError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -1,13 +1,14 @@
 //! `bottle-bundle proxy` and `bottle-bundle ca`: the command layer (files, signals, sockets).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{Proxy, SHUTDOWN_GRACE, ca};
+use crate::proxy::{PoolSettings, Proxy, SHUTDOWN_GRACE, ca};
 
 /// `bottle-bundle proxy`: run the egress proxy from a bundle config and a secrets file.
 #[derive(Debug, clap::Args)]
@@ -18,6 +19,26 @@ pub struct ProxyArgs {
     /// The secrets file (JSON, `{"tokens": {...}}`). Token values are never taken from argv.
     #[arg(long, default_value = bottle_contract::wire::BUNDLE_SECRETS_PATH)]
     pub secrets: PathBuf,
+    /// Idle upstream connections are closed after this many milliseconds (tests shorten it).
+    #[arg(long, hide = true)]
+    pub pool_idle_timeout_ms: Option<u64>,
+    /// Most idle upstream connections kept per host (tests shrink it).
+    #[arg(long, hide = true)]
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+impl ProxyArgs {
+    fn pool(&self) -> PoolSettings {
+        let default = PoolSettings::default();
+        PoolSettings {
+            idle_timeout: self
+                .pool_idle_timeout_ms
+                .map_or(default.idle_timeout, Duration::from_millis),
+            max_idle_per_host: self
+                .pool_max_idle_per_host
+                .unwrap_or(default.max_idle_per_host),
+        }
+    }
 }
 
 /// `bottle-bundle ca`: manage the per-bottle CA.
@@ -69,7 +90,7 @@ pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             terminate.cancel();
         });
-        serve_from_files(&args.config, &args.secrets, cancel).await
+        serve_from_files(&args.config, &args.secrets, args.pool(), cancel).await
     })
 }
 
@@ -79,12 +100,13 @@ pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
 pub async fn serve_from_files(
     config_path: &Path,
     secrets_path: &Path,
+    pool: PoolSettings,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = crate::config::load_config(config_path)?;
     let secrets = crate::config::load_secrets(secrets_path)?;
     let audit_log = Some(Path::new(&config.audit_log)).filter(|p| !p.as_os_str().is_empty());
-    let proxy = Proxy::new(&config.proxy, &secrets, audit_log)
+    let proxy = Proxy::with_pool(&config.proxy, &secrets, audit_log, pool)
         .with_context(|| format!("{}: proxy config", config_path.display()))?;
     drop(secrets);
 

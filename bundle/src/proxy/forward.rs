@@ -1,7 +1,6 @@
 //! One request through the proxy: decide, rewrite, send upstream, stream the answer back.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -10,8 +9,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::proxy::Shared;
-use crate::proxy::audit::{AuditEvent, AuditedBody, ProxyBody, full};
-use crate::proxy::policy::{Decision, DenyReason, RequestFacts};
+use crate::proxy::audit::{AuditEvent, AuditedBody, Outcome, Pending, ProxyBody, full};
+use crate::proxy::policy::{AMBIGUOUS_FORMS, Decision, DenyReason, RequestFacts};
 use crate::proxy::upstream::UpstreamError;
 
 /// Where a request goes: the CONNECT target inside a tunnel, or the absolute-form authority.
@@ -42,19 +41,12 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     target: Target,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let started = Instant::now();
-    let mut event = AuditEvent {
-        method: req.method().to_string(),
-        host: target.host.clone(),
-        port: target.port,
-        path: req.uri().path().to_owned(),
-        route: None,
-        decision: "deny",
-        reason: None,
-        status: 0,
-        bytes: 0,
-        started,
-    };
+    let mut event = AuditEvent::new(
+        req.method().to_string(),
+        target.host.clone(),
+        target.port,
+        req.uri().path().to_owned(),
+    );
     if !authority_matches(&req, &target) {
         return Ok(deny(&shared, event, DenyReason::HostMismatch, &target));
     }
@@ -90,21 +82,11 @@ pub(crate) async fn handle(
     let client_upgrade = wants_upgrade(req.headers());
     let upgrade_fut = client_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let scheme = if target.tls { "https" } else { "http" };
-    let authority = match target.host.contains(':') {
-        true => format!("[{}]:{}", target.host, target.port),
-        false => format!("{}:{}", target.host, target.port),
-    };
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{}?{q}", allowed.path),
         None => allowed.path.clone(),
     };
-    let uri = match Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-    {
+    let uri = match upstream_uri(&target, &path_and_query) {
         Ok(uri) => uri,
         Err(_) => return Ok(deny(&shared, event, DenyReason::AmbiguousPath, &target)),
     };
@@ -132,18 +114,23 @@ pub(crate) async fn handle(
         true => &shared.client,
         false => &shared.client_h1,
     };
+    // From here the upstream may get the request: the decision line is written now, and the
+    // outcome line when the exchange ends, even if the agent goes away first.
+    let mut pending = Pending::forward(shared.audit.clone(), event);
     let mut response = match client.request(upstream_req).await {
         Ok(response) => response,
-        Err(e) => return Ok(upstream_failure(&shared, event, &e, &target)),
+        Err(e) => return Ok(upstream_failure(pending, &e, &target)),
     };
-    event.status = response.status().as_u16();
+    if let Some(event) = pending.event_mut() {
+        event.status = response.status().as_u16();
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_fut) = upgrade_fut else {
             return Ok(bad_gateway(
-                &shared,
-                event,
+                pending,
                 "upstream switched protocols unasked",
+                &target,
             ));
         };
         let upstream_fut = hyper::upgrade::on(&mut response);
@@ -157,15 +144,38 @@ pub(crate) async fn handle(
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
-        shared.audit.record(&event);
+        pending.finish(Outcome::Upgraded);
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, full("")));
     }
 
     strip_hop_by_hop(response.headers_mut());
     let (parts, body) = response.into_parts();
-    let body = AuditedBody::new(body, event, shared.audit.clone()).boxed_unsync();
+    let body = AuditedBody::new(body, pending).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// The URI the upstream request is sent with. Its authority becomes h2's `:authority` (and the
+/// HTTP/1.1 `Host`), so the scheme's default port is left out, as HTTP/1.1 clients write
+/// `Host`: some virtual hosts do not match `host:443`.
+fn upstream_uri(target: &Target, path_and_query: &str) -> Result<Uri, http::Error> {
+    let (scheme, default_port) = match target.tls {
+        true => ("https", 443),
+        false => ("http", 80),
+    };
+    let host = match target.host.contains(':') {
+        true => format!("[{}]", target.host),
+        false => target.host.clone(),
+    };
+    let authority = match target.port == default_port {
+        true => host,
+        false => format!("{host}:{}", target.port),
+    };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
 }
 
 /// Inside a tunnel the request's authority (Host header or h2 `:authority`) must name the
@@ -235,8 +245,8 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
              \"{host}\", the path_allowlist you need, and a justification.\n"
         ),
         DenyReason::AmbiguousPath => format!(
-            "claude-bottle egress proxy: the request path for {host} is ambiguous (encoded `/`, \
-             `\\`, NUL, or `..` above the root) and is refused.\n"
+            "claude-bottle egress proxy: the request path for {host} is ambiguous and is \
+             refused: it has {AMBIGUOUS_FORMS}.\nSend the path as the upstream should read it.\n"
         ),
         DenyReason::GitPush => format!(
             "claude-bottle egress proxy: git push over HTTPS is refused on every route ({host}).\n\
@@ -253,6 +263,17 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
         DenyReason::Loop => format!(
             "claude-bottle egress proxy: {host} leads back to this proxy; the loop is refused.\n"
         ),
+        DenyReason::IpLiteral => format!(
+            "claude-bottle egress proxy: {host} is an IP address. IP addresses are never egress \
+             routes (routes name hosts), so no address can be reached through this proxy; \
+             use the host's name.\n"
+        ),
+        DenyReason::PortNotRouted => format!(
+            "claude-bottle egress proxy: no egress route allows port {port}, so {host}:{port} \
+             is refused. A route uses port 443 unless the bottle's manifest names another port \
+             for its host.\n",
+            port = target.port
+        ),
         DenyReason::PrivateAddress => format!(
             "claude-bottle egress proxy: {host} resolves to a private or special address, \
              which this bottle may not reach.\n"
@@ -260,7 +281,7 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
     }
 }
 
-fn deny(
+pub(crate) fn deny(
     shared: &Shared,
     mut event: AuditEvent,
     reason: DenyReason,
@@ -273,9 +294,9 @@ fn deny(
     text_response(StatusCode::FORBIDDEN, denial_text(reason, target))
 }
 
+/// A forwarded request the connector refused (private address, loop) or could not send.
 fn upstream_failure(
-    shared: &Shared,
-    event: AuditEvent,
+    pending: Pending,
     error: &hyper_util::client::legacy::Error,
     target: &Target,
 ) -> Response<ProxyBody> {
@@ -284,11 +305,11 @@ fn upstream_failure(
         match e.downcast_ref::<UpstreamError>() {
             Some(UpstreamError::Refused { .. }) => {
                 tracing::info!(host = %target.host, error = %e, "refused a private address");
-                return deny(shared, event, DenyReason::PrivateAddress, target);
+                return refused_after_forward(pending, DenyReason::PrivateAddress, target);
             }
             Some(UpstreamError::Loop { .. }) => {
                 tracing::warn!(host = %target.host, error = %e, "refused a request looping to the proxy");
-                return deny(shared, event, DenyReason::Loop, target);
+                return refused_after_forward(pending, DenyReason::Loop, target);
             }
             _ => {}
         }
@@ -296,21 +317,38 @@ fn upstream_failure(
     }
     let detail = error_chain(error);
     tracing::warn!(host = %target.host, error = %detail, "upstream request failed");
-    bad_gateway(shared, event, &detail)
+    bad_gateway(pending, &detail, target)
 }
 
-fn bad_gateway(shared: &Shared, mut event: AuditEvent, detail: &str) -> Response<ProxyBody> {
-    event.decision = "error";
-    event.reason = Some(detail.to_owned());
-    event.status = StatusCode::BAD_GATEWAY.as_u16();
-    let host = event.host.clone();
-    shared.audit.record(&event);
+/// A denial found only while connecting: the outcome line records it.
+fn refused_after_forward(
+    mut pending: Pending,
+    reason: DenyReason,
+    target: &Target,
+) -> Response<ProxyBody> {
+    if let Some(event) = pending.event_mut() {
+        event.decision = "deny";
+        event.reason = Some(reason.code().to_owned());
+        event.status = StatusCode::FORBIDDEN.as_u16();
+    }
+    pending.finish(Outcome::Refused);
+    text_response(StatusCode::FORBIDDEN, denial_text(reason, target))
+}
+
+fn bad_gateway(mut pending: Pending, detail: &str, target: &Target) -> Response<ProxyBody> {
+    if let Some(event) = pending.event_mut() {
+        event.decision = "error";
+        event.reason = Some(detail.to_owned());
+        event.status = StatusCode::BAD_GATEWAY.as_u16();
+    }
+    pending.finish(Outcome::Failed);
     // The agent gets the host only; addresses and error details stay in the audit log.
     text_response(
         StatusCode::BAD_GATEWAY,
         format!(
-            "claude-bottle egress proxy: the upstream {host} could not be reached; the bundle's \
-             audit log has the detail.\n"
+            "claude-bottle egress proxy: the upstream {} could not be reached; the bundle's \
+             audit log has the detail.\n",
+            target.host
         ),
     )
 }
@@ -335,4 +373,46 @@ pub(crate) fn text_response(status: StatusCode, text: String) -> Response<ProxyB
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(host: &str, port: u16, tls: bool) -> String {
+        let target = Target {
+            host: host.into(),
+            port,
+            tls,
+        };
+        upstream_uri(&target, "/p?q=1")
+            .map(|u| u.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_upstream_authority_has_no_default_port() {
+        assert_eq!(
+            uri("api.example.com", 443, true),
+            "https://api.example.com/p?q=1"
+        );
+        assert_eq!(
+            uri("api.example.com", 80, false),
+            "http://api.example.com/p?q=1"
+        );
+        assert_eq!(
+            uri("api.example.com", 8443, true),
+            "https://api.example.com:8443/p?q=1"
+        );
+        // A default port of the other scheme is not the default here.
+        assert_eq!(
+            uri("api.example.com", 80, true),
+            "https://api.example.com:80/p?q=1"
+        );
+        assert_eq!(
+            uri("api.example.com", 443, false),
+            "http://api.example.com:443/p?q=1"
+        );
+        assert_eq!(uri("::1", 8443, true), "https://[::1]:8443/p?q=1");
+    }
 }

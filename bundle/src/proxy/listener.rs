@@ -15,9 +15,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Shared;
-use crate::proxy::audit::{ProxyBody, full};
+use crate::proxy::audit::{AuditEvent, ProxyBody, full};
 use crate::proxy::forward::{self, Target, text_response};
 use crate::proxy::mitm;
+use crate::proxy::policy::{DenyReason, is_ip_literal};
 
 /// Longest an agent may take to send a request's headers (also how long an idle keep-alive
 /// connection is kept). Bodies and established streams have no timeout.
@@ -150,6 +151,9 @@ fn connect(
         port,
         tls: true,
     };
+    if let Some(reason) = connect_refusal(&shared, &target) {
+        return refuse_connect(&shared, reason, &target);
+    }
     let tracker = shared.tracker.clone();
     tracker.spawn(async move {
         match hyper::upgrade::on(req).await {
@@ -158,6 +162,31 @@ fn connect(
         }
     });
     Response::new(full(""))
+}
+
+/// What can be refused before the tunnel opens, while the agent can still read a plain answer
+/// (inside the tunnel a refusal comes only after a TLS handshake, which fails for an IP
+/// address: the agent would see a certificate error, not the reason). A routed host name
+/// gets its tunnel and is judged per request there.
+fn connect_refusal(shared: &Shared, target: &Target) -> Option<DenyReason> {
+    if is_ip_literal(&target.host) {
+        return Some(DenyReason::IpLiteral);
+    }
+    if !shared.policy.load().routes_port(target.port, target.tls) {
+        return Some(DenyReason::PortNotRouted);
+    }
+    None
+}
+
+/// Answers the CONNECT itself with a 403 naming why, and records it.
+fn refuse_connect(shared: &Shared, reason: DenyReason, target: &Target) -> Response<ProxyBody> {
+    let event = AuditEvent::new(
+        Method::CONNECT.to_string(),
+        target.host.clone(),
+        target.port,
+        String::new(),
+    );
+    forward::deny(shared, event, reason, target)
 }
 
 /// Lower case, no trailing dot, no IPv6 brackets.

@@ -47,18 +47,15 @@ pub(crate) async fn intercept(
         Ok(Ok(tls)) => tls,
         Ok(Err(reason)) => {
             tracing::info!(host = %target.host, %reason, "TLS handshake with the agent failed");
-            shared.audit.record(&AuditEvent {
-                method: "CONNECT".into(),
-                host: target.host.clone(),
-                port: target.port,
-                path: String::new(),
-                route: None,
-                decision: "deny",
-                reason: Some(format!("tls: {reason}")),
-                status: 0,
-                bytes: 0,
-                started,
-            });
+            let mut event = AuditEvent::new(
+                "CONNECT".into(),
+                target.host.clone(),
+                target.port,
+                String::new(),
+            );
+            event.started = started;
+            event.reason = Some(format!("tls: {reason}"));
+            shared.audit.record(&event);
             return;
         }
         Err(_) => {

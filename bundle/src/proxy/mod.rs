@@ -28,7 +28,7 @@ use bottle_contract::bundle_config::{ProxyConfig, RouteConfig};
 use bottle_contract::secrets::SecretsFile;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,8 +42,35 @@ use crate::proxy::upstream::{Connector, Outbound, UpstreamError};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle upstream connections kept per host and pool. An agent rarely has more than a
+/// handful of requests to one host in flight (h2 needs one connection), so 16 keeps its
+/// usual concurrency on warm connections while a burst of agent connections leaves at most
+/// 16 behind per host instead of one per connection of the burst.
+const POOL_MAX_IDLE_PER_HOST: usize = 16;
+
+/// How the upstream pools keep idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Idle connections beyond this many per host are closed when they go idle.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> PoolSettings {
+        PoolSettings {
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            max_idle_per_host: POOL_MAX_IDLE_PER_HOST,
+        }
+    }
+}
 
 /// Why the proxy could not start.
+///
+/// Here and in the errors it wraps, a cause that the message already shows is not also marked
+/// as the error's `source`: anyhow's `{:#}` prints every source after the message, so the
+/// cause would be printed twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
@@ -51,11 +78,11 @@ pub enum ProxyError {
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error("proxy.outbound: {0}")]
-    Outbound(#[from] UpstreamError),
-    #[error("cannot open the audit log {path}: {source}")]
+    Outbound(UpstreamError),
+    #[error("cannot open the audit log {path}: {error}")]
     Audit {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -88,26 +115,36 @@ impl Proxy {
         secrets: &SecretsFile,
         audit_log: Option<&Path>,
     ) -> Result<Proxy, ProxyError> {
+        Proxy::with_pool(config, secrets, audit_log, PoolSettings::default())
+    }
+
+    /// [`Proxy::new`] with explicit upstream pool settings.
+    pub fn with_pool(
+        config: &ProxyConfig,
+        secrets: &SecretsFile,
+        audit_log: Option<&Path>,
+        pool: PoolSettings,
+    ) -> Result<Proxy, ProxyError> {
         let policy = Policy::from_config(&config.routes, secrets)?;
         let ca = CertAuthority::load(Path::new(&config.ca_cert), Path::new(&config.ca_key))?;
-        let (outbound, extra_ca) = Outbound::from_config(&config.outbound)?;
-        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))?;
+        let (outbound, extra_ca) =
+            Outbound::from_config(&config.outbound).map_err(ProxyError::Outbound)?;
+        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))
+            .map_err(ProxyError::Outbound)?;
         let own_addrs = upstream::OwnAddrs::default();
         let mut tls_h1 = (*tls).clone();
         tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(Connector::new(outbound.clone(), tls, own_addrs.clone()));
-        let client_h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(Connector::new(
-                outbound,
-                Arc::new(tls_h1),
-                own_addrs.clone(),
-            ));
-        let audit = Audit::open(audit_log).map_err(|source| ProxyError::Audit {
+        let client = pooled_client(
+            Connector::new(outbound.clone(), tls, own_addrs.clone()),
+            pool,
+        );
+        let client_h1 = pooled_client(
+            Connector::new(outbound, Arc::new(tls_h1), own_addrs.clone()),
+            pool,
+        );
+        let audit = Audit::open(audit_log).map_err(|error| ProxyError::Audit {
             path: audit_log.map(Path::to_owned).unwrap_or_default(),
-            source,
+            error,
         })?;
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -157,5 +194,59 @@ impl Proxy {
     }
 }
 
+/// A pooled upstream client. The timer is what makes the idle timeout work: without one,
+/// hyper-util's pool only drops an expired connection when that host is asked for again, so
+/// after a burst the idle connections stay open for good.
+fn pooled_client(connector: Connector, pool: PoolSettings) -> Client<Connector, Incoming> {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle_per_host)
+        .build(connector)
+}
+
 mod command;
 pub use command::{CaArgs, ProxyArgs, run_ca, run_proxy, serve_from_files};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_contract::bundle_config::{AuthConfig, AuthScheme};
+
+    /// The error as `bottle-bundle proxy` prints it: anyhow's chain after the caller's context.
+    fn printed(error: impl Into<anyhow::Error>) -> String {
+        format!("{:#}", error.into().context("config.json: proxy config"))
+    }
+
+    #[test]
+    fn a_start_error_shows_its_cause_once() {
+        let mut secrets = SecretsFile::default();
+        secrets.tokens.insert("S".into(), "no-colon".into());
+        let route = RouteConfig {
+            host: "a.test".into(),
+            path_allowlist: vec![],
+            auth: Some(AuthConfig {
+                scheme: AuthScheme::Basic,
+                token_slot: "S".into(),
+            }),
+        };
+        let Err(policy) = Policy::from_config(&[route], &secrets) else {
+            panic!("a Basic secret without `:` was accepted");
+        };
+        expect_test::expect![[r#"config.json: proxy config: route 0 (a.test): slot "S": a Basic credential must be `user:password`"#]]
+            .assert_eq(&printed(ProxyError::from(policy)));
+
+        let missing = Path::new("/nonexistent/ca.pem");
+        let Err(ca) = CertAuthority::load(missing, missing) else {
+            panic!("a missing CA loaded");
+        };
+        expect_test::expect!["config.json: proxy config: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)"]
+            .assert_eq(&printed(ProxyError::from(ca)));
+
+        let Err(load) = crate::config::load_config(missing) else {
+            panic!("a missing config loaded");
+        };
+        expect_test::expect!["config.json: proxy config: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)"]
+            .assert_eq(&printed(load));
+    }
+}

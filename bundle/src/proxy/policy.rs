@@ -10,6 +10,17 @@ use bottle_contract::secrets::SecretsFile;
 use crate::proxy::inject::{Injection, InjectionError};
 use crate::proxy::push_block;
 
+/// What [`normalize_path`] refuses, for messages that explain a refusal (a macro so that
+/// `concat!` can build `&'static str` reasons from it).
+macro_rules! ambiguous_forms {
+    () => {
+        "encoded `/`, `\\`, NUL, a double-encoded `.`, `/`, `\\`, `;` or `%`, invalid UTF-8 \
+         (such as an overlong `%C0%AE`), a `.` or `..` segment with `;` parameters, or a `..` \
+         above the root"
+    };
+}
+pub(crate) const AMBIGUOUS_FORMS: &str = ambiguous_forms!();
+
 /// Why the route table could not be built. Messages name the route and never a token value.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -26,11 +37,11 @@ pub enum PolicyError {
         path: String,
         reason: &'static str,
     },
-    #[error("route {index} ({host}): {source}")]
+    #[error("route {index} ({host}): {error}")]
     Auth {
         index: usize,
         host: String,
-        source: InjectionError,
+        error: InjectionError,
     },
 }
 
@@ -84,8 +95,7 @@ pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 253 {
         return Err("a host name must be 1 to 253 characters");
     }
-    if name.parse::<std::net::IpAddr>().is_ok() || name.split('.').all(|l| l.parse::<u32>().is_ok())
-    {
+    if is_ip_literal(name) {
         return Err("an IP address is not a route; name the host");
     }
     for label in name.split('.') {
@@ -101,6 +111,20 @@ pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether a host (without IPv6 brackets) is an IP address rather than a name: an IPv6
+/// literal, or anything a resolver's `inet_aton` reads as IPv4 (`127.1`, `2130706433`,
+/// `0x7f.0.0.1`: one to four decimal, octal or `0x` hex parts).
+pub(crate) fn is_ip_literal(host: &str) -> bool {
+    let number = |part: &str| match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let host = host.trim_end_matches('.');
+    host.contains(':')
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || (host.split('.').count() <= 4 && host.split('.').all(number))
+}
+
 /// A normalized path prefix from `path_allowlist`, starting with `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PathPrefix(String);
@@ -112,7 +136,7 @@ impl PathPrefix {
         }
         normalize_path(text)
             .map(PathPrefix)
-            .map_err(|_| "the prefix is ambiguous (encoded `/`, `\\`, NUL, or a `..` that escapes)")
+            .map_err(|_| concat!("the prefix is ambiguous (", ambiguous_forms!(), ")"))
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -190,6 +214,10 @@ pub(crate) enum DenyReason {
     PrivateAddress,
     /// The host resolves to the proxy's own listener.
     Loop,
+    /// A CONNECT to an IP address: routes name hosts, so no address is ever routed.
+    IpLiteral,
+    /// A CONNECT to a port that no route allows.
+    PortNotRouted,
 }
 
 impl DenyReason {
@@ -204,6 +232,8 @@ impl DenyReason {
             DenyReason::HostMismatch => "host-mismatch",
             DenyReason::PrivateAddress => "private-address",
             DenyReason::Loop => "loop",
+            DenyReason::IpLiteral => "ip-literal",
+            DenyReason::PortNotRouted => "port-not-routed",
         }
     }
 }
@@ -240,11 +270,11 @@ impl Policy {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let auth = match &route.auth {
-                Some(auth) => Some(Injection::from_config(auth, secrets).map_err(|source| {
+                Some(auth) => Some(Injection::from_config(auth, secrets).map_err(|error| {
                     PolicyError::Auth {
                         index,
                         host: route.host.clone(),
-                        source,
+                        error,
                     }
                 })?),
                 None => None,
@@ -274,8 +304,21 @@ impl Policy {
         })
     }
 
+    /// Whether any route allows `port` (a route without a port allows the scheme's default).
+    pub(crate) fn routes_port(&self, port: u16, tls: bool) -> bool {
+        let default_port = if tls { 443 } else { 80 };
+        self.routes
+            .iter()
+            .any(|r| r.port.unwrap_or(default_port) == port)
+    }
+
     /// Decides one request. Any doubt is a denial.
     pub(crate) fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        // Before the route lookup, so the agent is told that no address is ever a route
+        // rather than pointed at asking for one.
+        if is_ip_literal(facts.host) {
+            return Decision::Deny(DenyReason::IpLiteral);
+        }
         if push_block::is_git_push(facts.path, facts.query, facts.content_type) {
             return Decision::Deny(DenyReason::GitPush);
         }
@@ -316,50 +359,87 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), &'static str> {
 pub(crate) struct Ambiguous;
 
 /// Normalizes an origin-form path the way the upstream will read it: decodes percent-encoded
-/// unreserved bytes, upper-cases other escapes, removes dot segments (RFC 3986 §5.2.4), and
-/// refuses what stays ambiguous (`%2f`, `%5c`, `%00`, `\`, a `..` above the root, a path not
-/// starting with `/`).
+/// unreserved bytes, upper-cases other escapes (raw non-ASCII becomes escapes), removes dot
+/// segments (RFC 3986 §5.2.4), and refuses what an upstream could still read another way
+/// (see [`AMBIGUOUS_FORMS`]), and a path not starting with `/`.
 pub(crate) fn normalize_path(raw: &str) -> Result<String, Ambiguous> {
     if !raw.starts_with('/') {
         return Err(Ambiguous);
     }
+    let canonical = canonical_escapes(raw)?;
+    refuse_double_encoding(&canonical)?;
+    remove_dot_segments(&canonical)
+}
+
+/// One round of percent-decoding, keeping what must stay encoded as upper-case escapes.
+/// Refuses encoded separators and NUL, and a decoded byte string that is not UTF-8: some
+/// decoders read an overlong `%C0%AE` as `.`.
+fn canonical_escapes(raw: &str) -> Result<String, Ambiguous> {
     let bytes = raw.as_bytes();
-    let mut decoded = String::with_capacity(raw.len());
+    let mut out = String::with_capacity(raw.len());
+    let mut decoded = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        match b {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(Ambiguous)?;
-                let value = std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(Ambiguous)?;
-                match value {
-                    b'/' | b'\\' | 0 => return Err(Ambiguous),
-                    v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
-                        decoded.push(char::from(v));
-                    }
-                    v => decoded.push_str(&format!("%{v:02X}")),
-                }
-                i += 3;
+        if b == b'%' {
+            let value = hex_pair(bytes.get(i + 1..i + 3)).ok_or(Ambiguous)?;
+            decoded.push(value);
+            match value {
+                b'/' | b'\\' | 0 => return Err(Ambiguous),
+                v if is_unreserved(v) => out.push(char::from(v)),
+                v => push_escape(&mut out, v),
             }
-            b'\\' | 0 => return Err(Ambiguous),
-            b if b.is_ascii_control() || b == b' ' || b == b'#' || b == b'?' => {
-                return Err(Ambiguous);
-            }
-            _ => {
-                decoded.push(char::from(b));
-                i += 1;
-                continue;
-            }
+            i += 3;
+            continue;
+        }
+        if b == b'\\' || b.is_ascii_control() || matches!(b, b' ' | b'#' | b'?') {
+            return Err(Ambiguous);
+        }
+        decoded.push(b);
+        match b.is_ascii() {
+            true => out.push(char::from(b)),
+            // Raw UTF-8 is sent in its escaped form, so the judged and the sent path agree.
+            false => push_escape(&mut out, b),
+        }
+        i += 1;
+    }
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err(Ambiguous);
+    }
+    Ok(out)
+}
+
+/// Refuses `%25` escapes (an encoded `%`) whose following hex pair would decode to something
+/// that changes the path's structure for an upstream that decodes twice: `%252e%252e` is
+/// `..` there. Double-encoded letters, digits and the like stay (they can only fail a prefix).
+fn refuse_double_encoding(canonical: &str) -> Result<(), Ambiguous> {
+    let bytes = canonical.as_bytes();
+    for (i, window) in bytes.windows(3).enumerate() {
+        if window != b"%25" {
+            continue;
+        }
+        let Some(value) = hex_pair(bytes.get(i + 3..i + 5)) else {
+            continue;
+        };
+        let structural = matches!(value, b'.' | b'/' | b'\\' | b';' | b'%' | b'?' | b'#');
+        if structural || !(0x20..0x7f).contains(&value) {
+            return Err(Ambiguous);
         }
     }
-    // Dot-segment removal on `/`-separated segments; a `..` at the root is refused.
+    Ok(())
+}
+
+/// Dot-segment removal on `/`-separated segments; a `..` at the root is refused, and so is a
+/// dot segment carrying `;` parameters (`..;`), which servers such as Tomcat read as `..`.
+fn remove_dot_segments(canonical: &str) -> Result<String, Ambiguous> {
     let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = decoded[1..].split('/').collect();
+    let segments: Vec<&str> = canonical[1..].split('/').collect();
     let last = segments.len() - 1;
     for (n, seg) in segments.iter().enumerate() {
+        let head = without_params(seg);
+        if head != *seg && (head == "." || head == "..") {
+            return Err(Ambiguous);
+        }
         match *seg {
             "." => {
                 if n == last {
@@ -378,6 +458,26 @@ pub(crate) fn normalize_path(raw: &str) -> Result<String, Ambiguous> {
         }
     }
     Ok(format!("/{}", out.join("/")))
+}
+
+/// A segment without its `;` parameters (a literal `;` or an encoded `%3B`).
+fn without_params(seg: &str) -> &str {
+    let cut = [seg.find(';'), seg.find("%3B")].into_iter().flatten().min();
+    cut.map_or(seg, |at| &seg[..at])
+}
+
+fn hex_pair(hex: Option<&[u8]>) -> Option<u8> {
+    let text = std::str::from_utf8(hex?).ok()?;
+    u8::from_str_radix(text, 16).ok()
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "%{b:02X}");
 }
 
 #[cfg(test)]
@@ -483,6 +583,13 @@ mod tests {
             "api.github.com",
             443,
             true,
+            "/repos/alice/..;/bob",
+            expect!["Deny(AmbiguousPath)"],
+        );
+        check(
+            "api.github.com",
+            443,
+            true,
             "/repos/%61lice/./y",
             expect![[r#"Allow(Allowed { route: 0, path: "/repos/alice/y" })"#]],
         );
@@ -501,6 +608,14 @@ mod tests {
             expect!["Deny(NoRoute)"],
         );
         check("evil.com", 443, true, "/", expect!["Deny(NoRoute)"]);
+        check(
+            "169.254.169.254",
+            80,
+            false,
+            "/",
+            expect!["Deny(IpLiteral)"],
+        );
+        check("::1", 443, true, "/", expect!["Deny(IpLiteral)"]);
         check(
             "a.linear.app",
             443,
@@ -532,6 +647,72 @@ mod tests {
             "/r.git/info/refs?service=git-receive-pack",
             expect!["Deny(GitPush)"],
         );
+    }
+
+    #[test]
+    fn paths_an_upstream_could_read_another_way_are_ambiguous() {
+        let ambiguous = [
+            // A `;` parameter on a dot segment: Tomcat-style servers read `..;` as `..`.
+            "/repos/alice/..;/bob",
+            "/repos/alice/..;x=1/bob",
+            "/repos/alice/.;/x",
+            "/repos/alice/%2e%2e;/bob",
+            "/repos/alice/..%3b/bob",
+            // Double (and triple) encoding of `.`, `/`, `\`, `;`, `%`.
+            "/repos/alice/%252e%252e/bob",
+            "/repos/alice/%252E%252E/bob",
+            "/repos/alice%252fbob",
+            "/repos/alice/%255c",
+            "/repos/alice/..%253b/bob",
+            "/repos/alice/%25252e%25252e/bob",
+            "/repos/alice/%2500",
+            // Overlong and otherwise invalid UTF-8 after decoding.
+            "/repos/alice/%c0%ae%c0%ae/bob",
+            "/repos/alice/%C0%AF",
+            "/repos/alice/%e0%80%ae",
+            "/repos/alice/%ff",
+            "/repos/alice/%25c0%25ae",
+        ];
+        for path in ambiguous {
+            assert_eq!(normalize_path(path), Err(Ambiguous), "{path}");
+        }
+        let fine = [
+            ("/a;b/c", "/a;b/c"),
+            ("/a/..b/c", "/a/..b/c"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/café", "/caf%C3%A9"),
+            ("/a%2520b", "/a%2520b"),
+            ("/a%2541", "/a%2541"),
+        ];
+        for (path, want) in fine {
+            assert_eq!(normalize_path(path).as_deref(), Ok(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn ip_literals_in_every_form_resolvers_accept() {
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "fe80::1%eth0",
+            "10.0.0.1.",
+        ] {
+            assert!(is_ip_literal(host), "{host}");
+        }
+        for host in [
+            "api.example.com",
+            "0x7f.example.com",
+            "1.2.3.4.5",
+            "a1",
+            "x",
+        ] {
+            assert!(!is_ip_literal(host), "{host}");
+        }
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl ProxyProc {
 
 impl Env {
     pub fn start(mode: Mode) -> Env {
+        Env::start_with(mode, &[])
+    }
+
+    /// [`Env::start`] with extra `bottle-bundle proxy` arguments (hidden tuning flags).
+    pub fn start_with(mode: Mode, proxy_args: &[&str]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let git_root = dir.path().join("git");
         make_repo(&git_root);
@@ -202,7 +207,7 @@ impl Env {
         let secrets_path = dir.path().join("secrets.json");
         std::fs::write(&secrets_path, serde_json::to_string(&secrets).unwrap()).unwrap();
 
-        let proxy = spawn_proxy(dir.path(), &hosts, &config_path, &secrets_path);
+        let proxy = spawn_proxy(dir.path(), &hosts, &config_path, &secrets_path, proxy_args);
         Env {
             dir,
             upstream,
@@ -303,7 +308,13 @@ impl Env {
     }
 }
 
-pub fn spawn_proxy(dir: &Path, hosts: &Path, config: &Path, secrets: &Path) -> ProxyProc {
+pub fn spawn_proxy(
+    dir: &Path,
+    hosts: &Path,
+    config: &Path,
+    secrets: &Path,
+    extra: &[&str],
+) -> ProxyProc {
     let stderr = dir.join("proxy.stderr");
     let mut child = Command::new("unshare")
         .args([
@@ -319,6 +330,7 @@ pub fn spawn_proxy(dir: &Path, hosts: &Path, config: &Path, secrets: &Path) -> P
         .arg(config)
         .arg("--secrets")
         .arg(secrets)
+        .args(extra)
         .env("BOTTLE_LOG", "info,bottle_bundle::proxy::ca=debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

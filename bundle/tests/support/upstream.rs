@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct Upstream {
     pub sse_sent: SentLog,
     /// TLS connections accepted (keep-alive shows as fewer connections than requests).
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections open right now, and the most ever open at once.
+    pub open: Arc<AtomicUsize>,
+    pub peak_open: Arc<AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -102,6 +106,9 @@ impl Upstream {
         let sse_sent: SentLog = Arc::default();
         let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let counter = connections.clone();
+        let open: Arc<AtomicUsize> = Arc::default();
+        let peak_open: Arc<AtomicUsize> = Arc::default();
+        let (open_count, peak) = (open.clone(), peak_open.clone());
         let state = Arc::new(State {
             seen: seen.clone(),
             sse_sent: sse_sent.clone(),
@@ -113,9 +120,13 @@ impl Upstream {
                     continue;
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let now_open = open_count.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now_open, Ordering::SeqCst);
+                let guard = OpenGuard(open_count.clone());
                 let acceptor = acceptor.clone();
                 let state = state.clone();
                 tokio::spawn(async move {
+                    let _guard = guard;
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
@@ -132,6 +143,8 @@ impl Upstream {
             seen,
             sse_sent,
             connections,
+            open,
+            peak_open,
             _runtime: runtime,
         }
     }
@@ -143,6 +156,15 @@ impl Upstream {
     /// Everything seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Counts a connection as closed when its task ends, however it ends.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -191,6 +213,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
     if path == "/v1/messages" {
         return Ok(sse(state.sse_sent.clone()));
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        // Holds the request (and its connection) before answering.
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        return Ok(Response::new(Full::new(Bytes::from("slept\n")).boxed()));
     }
     if let Some(size) = path.strip_prefix("/bytes/") {
         let size: usize = size.parse().unwrap_or(0);

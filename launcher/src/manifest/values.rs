@@ -23,23 +23,43 @@ pub(crate) fn valid_header_name(s: &str) -> bool {
 /// A path prefix must be an absolute, already-normalised path: the proxy compares it with the
 /// normalised request path, so anything that could be read two ways is refused here.
 pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
+    // The prefix may come from an agent's proposal: quote it with control characters escaped,
+    // so a message never writes a raw NUL or terminal escape to the operator's screen.
+    let shown = escape_controls(p);
     if !p.starts_with('/') {
-        return Err(format!("`{p}` must start with `/`"));
+        return Err(format!("`{shown}` must start with `/`"));
     }
     if p.contains(['?', '#', '\\']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "`{p}` must be a plain path prefix: no query, fragment, backslash or whitespace"
+            "`{shown}` must be a plain path prefix: no query, fragment, backslash, whitespace or control character"
         ));
     }
-    if p.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(format!("`{p}` contains a `.` or `..` segment"));
+    // A `;` parameter does not stop a dot segment: some servers read `..;` as `..`.
+    let is_dot = |seg: &str| matches!(seg.split(';').next(), Some(".." | "."));
+    if p.split('/').any(is_dot) {
+        return Err(format!("`{shown}` contains a `.` or `..` segment"));
     }
     if p.contains('%') {
         return Err(format!(
-            "`{p}` contains `%`: write the decoded path, the proxy compares decoded paths"
+            "`{shown}` contains `%`: write the decoded path, the proxy compares decoded paths"
         ));
     }
     Ok(())
+}
+
+/// `text` with control and invisible formatting characters (bidi overrides, zero-width
+/// marks) written as `\u{..}` escapes, for quoting untrusted text in a message.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    text.chars()
+        .map(|c| match invisible(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {

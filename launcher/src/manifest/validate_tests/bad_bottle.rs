@@ -341,6 +341,26 @@ fn bad_path_dot_segment() {
 }
 
 #[test]
+fn bad_path_dot_segment_with_parameters() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/..;x/admin\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/..;x/admin` contains a `.` or `..` segment"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_path_control_characters_are_escaped_in_the_message() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/\\0\\e[2J\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{0}\u{1b}[2J` must be a plain path prefix: no query, fragment, backslash, whitespace or control character"#
+        ]],
+    );
+}
+
+#[test]
 fn bad_path_percent() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/a%2fb\"]\n",
