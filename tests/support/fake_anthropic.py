@@ -10,12 +10,15 @@
 # in N text deltas M ms apart) or {"tool_use": {"name": "...", "input": {...}}}.
 import http.server, json, os, ssl, threading, time
 
-LOG = "/tmp/requests.jsonl"
+# Defaults are the test container's; bench/claude/run also runs it on the host.
+LOG = os.environ.get("FAKE_LOG", "/tmp/requests.jsonl")
+SRV = os.environ.get("FAKE_DIR", "/srv")
+PORT = int(os.environ.get("FAKE_PORT", "443"))
 lock = threading.Lock()
 
 def turns():
     try:
-        with open("/srv/turns.json") as f:
+        with open(os.path.join(SRV, "turns.json")) as f:
             return json.load(f)
     except FileNotFoundError:
         return [{"text": "Hello from the fake model."}]
@@ -97,8 +100,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
-srv = http.server.ThreadingHTTPServer(("0.0.0.0", 443), H)
+srv = http.server.ThreadingHTTPServer(("0.0.0.0", PORT), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain("/srv/cert.pem", "/srv/key.pem")
+ctx.load_cert_chain(os.path.join(SRV, "cert.pem"), os.path.join(SRV, "key.pem"))
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 srv.serve_forever()
