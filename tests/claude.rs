@@ -474,3 +474,65 @@ async fn a_stuck_claude_code_asks_through_supervise_and_uses_the_approved_route(
     );
     drop(bottle);
 }
+
+/// The README's main job: `claude-bottle init`, then `claude-bottle start example` on a
+/// terminal, with the shipped example manifests and the native Claude Code. No real API is
+/// reachable here, so Claude Code must start, show its prompt, and exit cleanly on `/exit`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_main_job_starts_claude_code_in_the_example_bottle() {
+    use std::time::Duration;
+    let mut home = Home::new();
+    home.env
+        .insert("CLAUDE_BOTTLE_OAUTH_TOKEN".into(), TOKEN.into());
+    home.env
+        .insert("CLAUDE_BOTTLE_CLAUDE_BIN".into(), claude_bin());
+    let init = home.run(&["init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let tmux = e2e::tmux::Tmux::start(
+        "main-job",
+        &command_line(&home, &["start", "example"]),
+        140,
+        45,
+    );
+    let plan = tmux.wait_for("the plan and its question", Duration::from_secs(60), |s| {
+        s.contains("Start this bottle?") || s.contains("EXIT=")
+    });
+    assert!(
+        plan.contains("claude     native 2.") && plan.contains("mode       bypassPermissions"),
+        "the plan does not say where Claude Code comes from:\n{plan}"
+    );
+    tmux.literal("y");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the attached bottle", Duration::from_secs(300), |s| {
+        s.contains("attached to ") || s.contains("EXIT=")
+    });
+    let id = screen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("attached to ")?
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("start did not attach:\n{screen}"))
+        .to_owned();
+    tmux.wait_for("Claude Code's prompt", Duration::from_secs(90), |s| {
+        s.contains("Claude Code v") && s.contains('❯') && !s.contains("trust this folder")
+    });
+    tmux.literal("/exit");
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    let end = tmux.wait_for("the launcher to exit", Duration::from_secs(60), |s| {
+        s.contains("EXIT=")
+    });
+    assert!(end.contains("EXIT=0"), "{end}");
+    let docker = docker().await;
+    assert!(
+        e2e::leftovers(&docker, &id).await.is_empty(),
+        "objects survived the bottle"
+    );
+}
