@@ -86,6 +86,9 @@ fn main() {
         listener,
         path.clone(),
         cancel.clone(),
+        std::sync::Arc::new(tokio::sync::Semaphore::new(
+            bottle_bundle::relay::MAX_RELAYED,
+        )),
     ));
 
     let d = best_of(direct_addr);

@@ -15,6 +15,7 @@ pub mod config;
 pub mod gate;
 pub mod init;
 pub mod mcp;
+pub mod probe;
 pub mod proxy;
 pub mod relay;
 pub mod run;

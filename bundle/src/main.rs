@@ -29,6 +29,9 @@ enum Command {
         #[arg(long = "child", required = true)]
         children: Vec<String>,
     },
+    /// Inside the bundle container: check that every role answers on its socket.
+    #[command(hide = true)]
+    Probe(bottle_bundle::probe::ProbeArgs),
     /// Inside the agent container: forward 127.0.0.1 ports to the bundle's Unix sockets.
     Relay(bottle_bundle::relay::RelayArgs),
     /// Scan a git history, a directory or stdin for secrets (exit 1 on leaks, 2 on error).
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Relay(args) => bottle_bundle::relay::main(args),
+        Command::Probe(args) => bottle_bundle::probe::main(args),
         Command::Mcp(args) => bottle_bundle::mcp::run_mcp(args),
         Command::Proxy(args) => bottle_bundle::proxy::run_proxy(args),
         Command::Ca(args) => bottle_bundle::proxy::run_ca(args),

@@ -8,19 +8,52 @@
 //! The launcher starts it under a uid other than the agent's so the agent cannot kill or replace
 //! it. Copies use large buffers (NOTES: 256 KiB buffers run at the bridge's speed, 8 KiB at a
 //! third of it) and pass half-closes through, so `git` and HTTP/1.0-style clients work.
+//!
+//! Two processes: the one started binds the ports and keeps them for its whole life, and runs
+//! the relaying itself in a child it passes the listeners to (`--inherited`, the `LISTEN_FDS`
+//! protocol), restarting that child whenever it dies. So a relay that crashes or is killed
+//! comes back, and its ports are never free for the agent to bind and answer in the bundle's
+//! place. The child holds at most [`MAX_RELAYED`] connections at once (further ones wait in
+//! the listen backlog), and its buffers are allocated so they go back to the system when a
+//! connection ends (`MALLOC_MMAP_THRESHOLD_`): a burst does not leave the relay large.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
 use std::str::FromStr;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use bottle_contract::wire;
 
 /// Bytes buffered per direction of each relayed connection.
 pub const RELAY_BUFFER: usize = 256 * 1024;
+/// Connections relayed at once (each holds two [`RELAY_BUFFER`]s: at most 128 MiB in all).
+/// An agent's tools open a few dozen at most; a burst beyond waits in the listen backlog.
+pub const MAX_RELAYED: usize = 256;
+/// Allocations at least this large are mmapped and unmapped when freed, so the relay's
+/// buffers go back to the system after a burst (glibc otherwise raises the threshold after
+/// the first free and keeps later buffers in its heap).
+const MMAP_THRESHOLD: &str = "131072";
+/// The first restart delay of a dead relay child; doubles up to [`MAX_RESTART_DELAY`], and
+/// starts over once a child has run for [`HEALTHY_AFTER`].
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(50);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(2);
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// How long the child gets between SIGTERM and SIGKILL when the relay stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The first inherited descriptor (`LISTEN_FDS` protocol).
+const FIRST_FD: i32 = 3;
 
 /// One listening address and the bundle socket it forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +90,10 @@ pub struct RelayArgs {
     /// 127.0.0.1 (9099 proxy, 9418 gate, 9100 supervise) to the socket volume.
     #[arg(long = "map", value_name = "ADDR=SOCKET")]
     pub maps: Vec<Mapping>,
+    /// Internal: serve the listeners the supervising relay passed (`LISTEN_FDS`), one per
+    /// mapping, in order.
+    #[arg(long, hide = true)]
+    pub inherited: bool,
 }
 
 /// The default forwardings: every bundle role on its agent-facing port.
@@ -82,6 +119,124 @@ pub fn main(args: RelayArgs) -> anyhow::Result<()> {
     } else {
         args.maps
     };
+    if args.inherited {
+        return serve_inherited(maps);
+    }
+    supervise(maps)
+}
+
+/// Binds every mapping, then keeps a relaying child running on those listeners until a stop
+/// signal, which it passes on.
+fn supervise(maps: Vec<Mapping>) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for map in &maps {
+        let listener = std::net::TcpListener::bind(map.listen)
+            .with_context(|| format!("cannot listen on {}", map.listen))?;
+        let addr = listener.local_addr()?;
+        println!("listening {addr} {}", map.socket.display());
+        tracing::info!(listen = %addr, socket = %map.socket.display(), "relay listening");
+        bound.push(Mapping {
+            listen: addr,
+            socket: map.socket.clone(),
+        });
+        listeners.push(listener);
+    }
+    std::io::stdout().flush()?;
+    let exe = std::env::current_exe().context("cannot find the bottle-bundle binary")?;
+    let (events, next) = mpsc::channel();
+    let stops = events.clone();
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .context("cannot watch SIGTERM and SIGINT")?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            let _ = stops.send(Event::Stop);
+        }
+    });
+    let mut delay = FIRST_RESTART_DELAY;
+    loop {
+        let started = Instant::now();
+        let child = spawn_child(&exe, &bound, &listeners)?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        watch(child, events.clone());
+        match next.recv() {
+            Ok(Event::Exited(status)) => {
+                if started.elapsed() >= HEALTHY_AFTER {
+                    delay = FIRST_RESTART_DELAY;
+                }
+                tracing::warn!(%status, restart_in = ?delay, "the relaying child ended; restarting it");
+                match next.recv_timeout(delay) {
+                    Ok(Event::Stop) => return Ok(()),
+                    Ok(Event::Exited(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+                delay = (delay * 2).min(MAX_RESTART_DELAY);
+            }
+            Ok(Event::Stop) | Err(_) => {
+                tracing::info!("relay shutting down");
+                let _ = kill(pid, Signal::SIGTERM);
+                if next.recv_timeout(STOP_GRACE).is_err() {
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+enum Event {
+    Exited(ExitStatus),
+    Stop,
+}
+
+/// Waits for `child` on its own thread and reports its end.
+fn watch(mut child: Child, events: mpsc::Sender<Event>) {
+    std::thread::spawn(move || {
+        if let Ok(status) = child.wait() {
+            let _ = events.send(Event::Exited(status));
+        }
+    });
+}
+
+/// Starts `bottle-bundle relay --inherited` with `listeners` at descriptors 3, 4, ...
+fn spawn_child(
+    exe: &std::path::Path,
+    maps: &[Mapping],
+    listeners: &[std::net::TcpListener],
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["relay", "--inherited"]);
+    for map in maps {
+        cmd.arg("--map")
+            .arg(format!("{}={}", map.listen, map.socket.display()));
+    }
+    let mut fds = Vec::new();
+    for (i, listener) in listeners.iter().enumerate() {
+        fds.push(FdMapping {
+            parent_fd: OwnedFd::from(listener.try_clone()?),
+            child_fd: FIRST_FD + i32::try_from(i)?,
+        });
+    }
+    cmd.fd_mappings(fds)
+        .map_err(|_| anyhow::anyhow!("two listeners for one descriptor"))?;
+    cmd.env("LISTEN_FDS", listeners.len().to_string())
+        .env_remove("LISTEN_PID")
+        .env("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD);
+    cmd.spawn().context("cannot start the relaying child")
+}
+
+/// The child: relays on the inherited listeners until SIGTERM or SIGINT, or until the
+/// supervising relay is gone (it then gets SIGTERM, so a killed supervisor leaves nothing).
+fn serve_inherited(maps: Vec<Mapping>) -> anyhow::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("cannot set the parent-death signal")?;
+    let mut fds = listenfd::ListenFd::from_env();
+    anyhow::ensure!(
+        fds.len() == maps.len(),
+        "{} inherited listeners for {} mappings",
+        fds.len(),
+        maps.len()
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -89,18 +244,22 @@ pub fn main(args: RelayArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
+        let limit = Arc::new(Semaphore::new(MAX_RELAYED));
         let mut tasks = Vec::new();
-        for map in maps {
-            let listener = TcpListener::bind(map.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", map.listen))?;
-            let bound = listener.local_addr()?;
-            println!("listening {bound} {}", map.socket.display());
-            tracing::info!(listen = %bound, socket = %map.socket.display(), "relay listening");
-            tasks.push(tokio::spawn(serve(listener, map.socket, cancel.clone())));
+        for (i, map) in maps.into_iter().enumerate() {
+            let listener = fds
+                .take_tcp_listener(i)?
+                .with_context(|| format!("no inherited listener for {}", map.listen))?;
+            listener.set_nonblocking(true)?;
+            let listener = TcpListener::from_std(listener)?;
+            tasks.push(tokio::spawn(serve(
+                listener,
+                map.socket,
+                cancel.clone(),
+                limit.clone(),
+            )));
         }
         wait_for_shutdown_signal().await?;
-        tracing::info!("relay shutting down");
         cancel.cancel();
         for task in tasks {
             let _ = task.await;
@@ -120,10 +279,23 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts on `listener` until `cancel`, relaying each connection to `socket`. Connections
-/// already relayed finish on their own; new ones stop being accepted.
-pub async fn serve(listener: TcpListener, socket: PathBuf, cancel: CancellationToken) {
+/// Accepts on `listener` until `cancel`, relaying each connection to `socket`, at most
+/// `limit`'s permits at once. Connections already relayed finish on their own; new ones stop
+/// being accepted.
+pub async fn serve(
+    listener: TcpListener,
+    socket: PathBuf,
+    cancel: CancellationToken,
+    limit: Arc<Semaphore>,
+) {
     loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => accepted,
@@ -132,6 +304,7 @@ pub async fn serve(listener: TcpListener, socket: PathBuf, cancel: CancellationT
             Ok((tcp, peer)) => {
                 let socket = socket.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = relay_one(tcp, &socket).await {
                         tracing::debug!(%peer, socket = %socket.display(), error = %e, "relayed connection ended with an error");
                     }

@@ -213,3 +213,54 @@ fn bad_config_fails_with_a_message_naming_file_route_and_slot() {
     );
     assert!(!err.contains(support::BEARER_TOKEN) && !err.contains(support::KEY_TOKEN));
 }
+
+/// `bottle-bundle probe` asks each role on its own socket: the proxy's route table answers,
+/// a role with nothing listening is reported down and fails the probe (the launcher's health
+/// check never goes through the agent's loopback).
+#[test]
+fn probe_asks_each_role_on_its_socket() {
+    use bottle_contract::bundle_config::Role;
+    let env = Env::start(Mode::Direct);
+    let socket = env.dir.path().join("proxy.sock");
+    let mut config = env.config.clone();
+    config.proxy.listen.unix = Some(socket.display().to_string());
+    config.gate.listen.unix = Some(env.dir.path().join("gate.sock").display().to_string());
+    let config_path = env.dir.path().join("config-probe.json");
+    std::fs::write(&config_path, config.to_json()).unwrap();
+    let _proxy = support::spawn_proxy(
+        env.dir.path(),
+        &env.dir.path().join("hosts"),
+        &config_path,
+        &env.secrets_path,
+        &[],
+    );
+    let probe = |config: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(support::BIN)
+            .arg("probe")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let routes = probe(&config_path, &["--routes"]);
+    let body = String::from_utf8_lossy(&routes.stdout);
+    assert!(routes.status.success(), "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        page["routes"].as_array().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+
+    let healthy = probe(&config_path, &[]);
+    assert!(healthy.status.success());
+    assert_eq!(String::from_utf8_lossy(&healthy.stdout), "proxy ok\n");
+
+    // A gate role with nothing listening on its socket: down, and the probe fails.
+    config.roles = vec![Role::Proxy, Role::Gate];
+    std::fs::write(&config_path, config.to_json()).unwrap();
+    let down = probe(&config_path, &[]);
+    let out = String::from_utf8_lossy(&down.stdout);
+    assert!(!down.status.success(), "{out}");
+    assert!(out.starts_with("proxy ok\ngate down: cannot connect to "), "{out}");
+}

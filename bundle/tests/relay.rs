@@ -165,3 +165,184 @@ fn bad_mapping_is_a_clear_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not ADDR=SOCKET"), "{err}");
 }
+
+/// The relaying child of `relay` (the process started binds the ports and supervises it).
+fn child_pid(relay: &Relay) -> Option<u32> {
+    let pid = relay.child.id();
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn wait_for_child(relay: &Relay, not: Option<u32>) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = child_pid(relay).filter(|p| Some(*p) != not) {
+            return pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no relaying child");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn echo_once(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    tcp.write_all(b"ping")?;
+    tcp.shutdown(Shutdown::Write)?;
+    let mut got = Vec::new();
+    tcp.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+#[test]
+fn a_killed_relay_comes_back_and_its_port_is_never_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "echo.sock");
+    unix_server(&path, echo);
+    let relay = start_relay(&[&path]);
+    let addr = relay.addrs[0];
+    assert_eq!(echo_once(addr).unwrap(), b"ping");
+
+    for _ in 0..3 {
+        let first = wait_for_child(&relay, None);
+        let status = Command::new("kill")
+            .args(["-9", &first.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // While no child relays, the port stays bound: nobody else can listen on it.
+        let taken = std::net::TcpListener::bind(addr);
+        assert!(taken.is_err(), "the relay's port was free after its child died");
+        let second = wait_for_child(&relay, Some(first));
+        assert_ne!(first, second);
+        // Connections made meanwhile wait in the backlog, then are relayed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match echo_once(addr) {
+                Ok(got) if got == b"ping" => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the relay did not come back: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_child_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "echo.sock");
+    unix_server(&path, echo);
+    let mut relay = start_relay(&[&path]);
+    let child = wait_for_child(&relay, None);
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{child}/status")).exists()
+        && !std::fs::read_to_string(format!("/proc/{child}/status"))
+            .unwrap_or_default()
+            .contains("State:\tZ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relaying child outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_burst_of_connections_leaves_the_relay_small_again() {
+    use std::sync::mpsc;
+    // Beyond what is served, the rest must fit the listen backlog (128), or their connects
+    // would wait for the release below.
+    const CONNECTIONS: usize = 320;
+    const SERVED_AT_ONCE: usize = 256; // relay::MAX_RELAYED
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "echo.sock");
+    unix_server(&path, echo);
+    let relay = start_relay(&[&path]);
+    let addr = relay.addrs[0];
+    assert_eq!(echo_once(addr).unwrap(), b"ping");
+    let child = wait_for_child(&relay, None);
+    let before = rss_kib(child);
+
+    // More connections than the relay serves at once, each moving data both ways (so its
+    // buffers are in use) and then held open until released.
+    let chunk = 300 * 1024;
+    let (echoed, echoes) = mpsc::channel();
+    let release = std::sync::Arc::new(std::sync::Barrier::new(CONNECTIONS + 1));
+    let handles: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let echoed = echoed.clone();
+            let release = release.clone();
+            std::thread::spawn(move || {
+                let mut tcp = TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let served = std::thread::spawn({
+                    let mut tcp = tcp.try_clone().unwrap();
+                    move || {
+                        tcp.write_all(&vec![7u8; chunk]).unwrap();
+                        let mut got = vec![0u8; chunk];
+                        tcp.read_exact(&mut got).unwrap();
+                        let _ = echoed.send(());
+                    }
+                });
+                release.wait();
+                served.join().unwrap();
+                tcp.shutdown(Shutdown::Both).unwrap();
+            })
+        })
+        .collect();
+    // Wait until the relay serves as many as it will, then measure it with all of them open.
+    let mut served = 0;
+    while echoes.recv_timeout(Duration::from_secs(2)).is_ok() {
+        served += 1;
+    }
+    let peak = rss_kib(child);
+    assert!(
+        served >= 16 && served <= SERVED_AT_ONCE,
+        "{served} connections were served at once"
+    );
+    assert!(
+        peak < before + (SERVED_AT_ONCE as u64 * 2 * 256 + 16 * 1024),
+        "the relay grew from {before} KiB to {peak} KiB"
+    );
+    release.wait();
+    while served < CONNECTIONS {
+        echoes.recv_timeout(Duration::from_secs(30)).unwrap();
+        served += 1;
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Given back once the connections are gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = rss_kib(child);
+        if now < before + 16 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay kept {now} KiB after the burst (it started at {before} KiB, peaked at {peak} KiB)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

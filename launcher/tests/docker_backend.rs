@@ -99,6 +99,7 @@ fn container(name: &str, image: &str, identity: &str, network: Network) -> Conta
         tty: false,
         working_dir: None,
         extra_hosts: vec![],
+        init: false,
     }
 }
 

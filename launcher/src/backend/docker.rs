@@ -245,7 +245,7 @@ impl Backend for DockerBackend {
                 .no_new_privileges
                 .then(|| vec!["no-new-privileges:true".to_owned()]),
             runtime: spec.runtime.clone(),
-            init: Some(false),
+            init: Some(spec.init),
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             ..Default::default()
         };

@@ -174,6 +174,9 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     /// `/etc/hosts` entries, `name:address`.
     pub extra_hosts: Vec<String>,
+    /// Docker's init (tini) as PID 1: reaps orphans and forwards signals, for a command that
+    /// is not an init itself (the agent's `sleep` or shell would let zombies pile up).
+    pub init: bool,
 }
 
 /// A command to run in a running container.

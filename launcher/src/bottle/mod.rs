@@ -129,6 +129,8 @@ async fn launch_steps<B: Backend>(
             tty: false,
             working_dir: None,
             extra_hosts: Vec::new(),
+            // `bottle-bundle run` is the bundle's PID 1 and reaps itself.
+            init: false,
         })
         .await?;
     ledger.record(ObjectKind::Container, &bundle);
@@ -160,6 +162,7 @@ async fn launch_steps<B: Backend>(
                 .iter()
                 .map(|name| format!("{name}:127.0.0.1"))
                 .collect(),
+            init: true,
         })
         .await?;
     ledger.record(ObjectKind::Container, &agent);
@@ -230,6 +233,18 @@ async fn restore_work_tree<B: Backend>(backend: &B, agent: &str, tar: &[u8]) -> 
     Ok(())
 }
 
+/// `bottle-bundle probe ARGS` in the bundle container: each role asked on its own socket.
+pub(crate) fn bundle_probe(args: &[&str]) -> ExecSpec {
+    let mut cmd = vec!["/usr/local/bin/bottle-bundle".to_owned(), "probe".to_owned()];
+    cmd.extend(args.iter().map(|a| (*a).to_owned()));
+    ExecSpec {
+        cmd,
+        user: String::new(),
+        env: vec!["BOTTLE_LOG=warn".into()],
+        working_dir: Some("/".into()),
+    }
+}
+
 fn root_exec(cmd: &[&str]) -> ExecSpec {
     ExecSpec {
         cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
@@ -240,7 +255,9 @@ fn root_exec(cmd: &[&str]) -> ExecSpec {
 }
 
 /// Polls the proxy's introspection page from inside the agent (agent → relay → socket →
-/// bundle): the whole path the agent will use. A bundle that exits fails at once with its log.
+/// bundle), the whole path the agent will use, then asks every role on its socket (`probe`):
+/// a gate or supervise server that crash-loops fails the start instead of a bottle reported
+/// running without it. A bundle that exits fails at once with its log.
 async fn wait_until_ready<B: Backend>(
     backend: &B,
     agent: &str,
@@ -262,10 +279,16 @@ async fn wait_until_ready<B: Backend>(
         env: Vec::new(),
         working_dir: Some("/".into()),
     };
+    let roles = bundle_probe(&[]);
     let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last_probe = String::new();
     loop {
         if backend.exec(agent, &probe).await?.exit_code == 0 {
-            return Ok(());
+            let asked = backend.exec(bundle, &roles).await?;
+            if asked.exit_code == 0 {
+                return Ok(());
+            }
+            last_probe = String::from_utf8_lossy(&asked.stdout).trim().to_owned();
         }
         let state = backend.container_state(bundle).await?;
         if !state.running {
@@ -279,8 +302,12 @@ async fn wait_until_ready<B: Backend>(
         if Instant::now() > deadline {
             let log = backend.logs(bundle, 30).await.unwrap_or_default();
             anyhow::bail!(
-                "the bundle did not answer within {}s; its last output:\n{}",
+                "the bundle did not answer within {}s{}; its last output:\n{}",
                 READY_TIMEOUT.as_secs(),
+                match last_probe.is_empty() {
+                    true => String::new(),
+                    false => format!(" ({})", last_probe.replace('\n', "; ")),
+                },
                 log.trim_end()
             );
         }

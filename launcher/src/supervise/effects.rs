@@ -19,8 +19,8 @@ use bottle_contract::secrets::SecretsFile;
 use bottle_contract::supervise::EgressRequest;
 use bottle_contract::wire;
 
-use crate::backend::{Backend, ContextFile, ExecSpec};
-use crate::bottle::{object_name, provision};
+use crate::backend::{Backend, ContextFile};
+use crate::bottle::object_name;
 use crate::secrets::Secret;
 
 /// How long the route may take to show up on the proxy's introspection page.
@@ -32,7 +32,6 @@ const CONFIRM_POLL: Duration = Duration::from_millis(300);
 pub(crate) struct LiveBottle {
     pub(crate) identity: String,
     pub(crate) bundle: String,
-    pub(crate) agent: String,
 }
 
 /// The running containers of bottle `identity` of manifest home `root`, or an error saying
@@ -52,10 +51,10 @@ pub(crate) async fn live_bottle<B: Backend>(
             .map(|o| o.id.clone())
     };
     match (running("bundle"), running("agent")) {
-        (Some(bundle), Some(agent)) => Ok(LiveBottle {
+        // The agent must run too: approving into a bottle whose agent is gone helps no one.
+        (Some(bundle), Some(_)) => Ok(LiveBottle {
             identity: identity.to_owned(),
             bundle,
-            agent,
         }),
         _ => anyhow::bail!(
             "bottle `{identity}` is not running, so nothing can be applied to it; reject the proposal with a reason, or start the bottle again"
@@ -203,28 +202,18 @@ pub(crate) async fn apply_egress<B: Backend>(
     })
 }
 
-/// Polls `http://egress.local/routes` through the proxy from the agent container until it
-/// lists `wanted` with the same paths.
+/// Polls the proxy's route table (`bottle-bundle probe --routes`, inside the bundle, over the
+/// proxy's own socket: not through the agent's loopback, where a process of the agent's could
+/// answer if the relay were gone) until it lists `wanted` with the same paths.
 async fn confirm_route<B: Backend>(
     backend: &B,
     bottle: &LiveBottle,
     wanted: &RouteConfig,
 ) -> anyhow::Result<()> {
-    let exec = ExecSpec {
-        cmd: vec![
-            "/usr/bin/curl".into(),
-            "-sS".into(),
-            "--max-time".into(),
-            "2".into(),
-            format!("http://{}/routes", wire::INTROSPECTION_HOST),
-        ],
-        user: format!("{0}:{0}", provision::AGENT_UID),
-        env: Vec::new(),
-        working_dir: None,
-    };
+    let exec = crate::bottle::bundle_probe(&["--routes"]);
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     loop {
-        let out = backend.exec(&bottle.agent, &exec).await?;
+        let out = backend.exec(&bottle.bundle, &exec).await?;
         let last = if out.exit_code == 0 {
             let body = String::from_utf8_lossy(&out.stdout);
             if lists_route(&body, wanted) {
