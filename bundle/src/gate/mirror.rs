@@ -109,6 +109,7 @@ fn install_hook(hooks: &Path, program: &Path) -> std::io::Result<()> {
 pub(crate) async fn refresh(
     settings: &GateSettings,
     remote: &Remote,
+    timeout: Duration,
 ) -> Result<(), UpstreamFailure> {
     ssh::write_known_hosts(settings, remote)?;
     let mut cmd = ssh::upstream_git(settings, remote);
@@ -117,13 +118,13 @@ pub(crate) async fn refresh(
         .arg(&remote.upstream)
         .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
         .stdin(std::process::Stdio::null());
-    let out = match tokio::time::timeout(REFRESH_TIMEOUT, cmd.output()).await {
-        Err(_) => return Err(UpstreamFailure::TimedOut),
-        Ok(Err(e)) => {
+    let out = match ssh::run_bounded(cmd, timeout).await {
+        Err(ssh::RunError::TimedOut) => return Err(UpstreamFailure::TimedOut),
+        Err(ssh::RunError::Io(e)) => {
             tracing::error!(remote = %remote.name, error = %e, "cannot run git fetch");
             return Err(UpstreamFailure::Other);
         }
-        Ok(Ok(out)) => out,
+        Ok(out) => out,
     };
     if out.status.success() {
         fix_head(&settings.mirror_path(remote));

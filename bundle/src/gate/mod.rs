@@ -8,7 +8,8 @@
 //!
 //! Layout: [`settings`] validates the contract's `GateConfig`; `server` is the git://
 //! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push; `forward`
-//! pushes upstream; `ssh` locks ssh to the key and the pin.
+//! pushes upstream; `verify` asks the upstream where the refs are after a forward that may
+//! have landed; `ssh` locks ssh to the key and the pin.
 
 mod forward;
 mod hook;
@@ -16,6 +17,7 @@ mod mirror;
 mod server;
 mod settings;
 mod ssh;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

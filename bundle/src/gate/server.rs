@@ -269,7 +269,7 @@ async fn handle(gate: Arc<Gate>, mut conn: Conn, cancel: CancellationToken) {
         Service::UploadPack => {
             let refreshed = {
                 let _guard = lock.lock().await;
-                mirror::refresh(&gate.settings, remote).await
+                mirror::refresh(&gate.settings, remote, mirror::REFRESH_TIMEOUT).await
             };
             if let Err(failure) = refreshed {
                 let message = format!(

@@ -30,6 +30,8 @@ pub(crate) enum UpstreamFailure {
     Unreachable,
     /// The operation ran past its time limit and was killed.
     TimedOut,
+    /// The upstream stopped answering after the push went out, before it reported a result.
+    LostReply,
     /// Anything else (the log has git's stderr).
     Other,
 }
@@ -71,6 +73,7 @@ impl UpstreamFailure {
             UpstreamFailure::AuthRefused => "the upstream refused the gate's SSH key",
             UpstreamFailure::Unreachable => "the upstream is unreachable",
             UpstreamFailure::TimedOut => "the upstream did not answer in time",
+            UpstreamFailure::LostReply => "the upstream did not report the push's result",
             UpstreamFailure::Other => "the upstream operation failed (see the bundle log)",
         }
     }
@@ -119,6 +122,41 @@ pub(crate) fn upstream_git(settings: &GateSettings, remote: &Remote) -> Command 
         )
         .kill_on_drop(true);
     cmd
+}
+
+/// Why [`run_bounded`] produced no output.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// Still running at the time limit: killed, with its ssh.
+    TimedOut,
+    /// Could not be started or waited for.
+    Io(std::io::Error),
+}
+
+/// Runs `cmd` (from [`upstream_git`]) to completion within `timeout`, capturing its output.
+/// git runs in its own process group so that a timeout kills its ssh too: a surviving ssh
+/// would hold the upstream connection (and the upstream's half-done work) open.
+pub(crate) async fn run_bounded(
+    mut cmd: Command,
+    timeout: std::time::Duration,
+) -> Result<std::process::Output, RunError> {
+    cmd.process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().map_err(RunError::Io)?;
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out.map_err(RunError::Io),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            Err(RunError::TimedOut)
+        }
+    }
 }
 
 /// The ssh command line (a shell string, as git runs it).

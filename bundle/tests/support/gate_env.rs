@@ -270,6 +270,29 @@ impl GateEnv {
             .expect("run git")
     }
 
+    /// Installs `script` as the upstream repository's hook `name` (`pre-receive`, …).
+    pub fn upstream_hook(&self, name: &str, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let hook = self.upstream.join("hooks").join(name);
+        std::fs::write(&hook, script).expect("write upstream hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod upstream hook");
+    }
+
+    /// A shell fragment for an upstream hook: wait (at most 60 s) until [`GateEnv::release`],
+    /// so a test can make the upstream slow without sleeping long or leaving sleepers behind.
+    pub fn wait_for_release(&self) -> String {
+        format!(
+            "i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done",
+            s(&self.tmp.path().join("release"))
+        )
+    }
+
+    /// Ends every [`GateEnv::wait_for_release`] wait.
+    pub fn release(&self) {
+        std::fs::write(self.tmp.path().join("release"), "").expect("write release");
+    }
+
     /// The upstream's direct URL (127.0.0.1, for [`GateEnv::direct_git`]).
     pub fn direct_url(&self) -> String {
         format!(
