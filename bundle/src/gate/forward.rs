@@ -254,6 +254,8 @@ mod tests {
             dial_address: None,
             identity_file: "/keys/app".into(),
             pin: None,
+            allow_delete: false,
+            allow_force_push: false,
         };
         let got = push_outcome(success, stdout, stderr, &remote);
         let unclear = got.as_ref().err().and_then(ForwardError::unclear);

@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::gate::forward::{self, ForwardError, ForwardFailure};
 use crate::gate::settings::{GateSettings, Remote};
 use crate::gate::ssh::UpstreamFailure;
-use crate::gate::{mirror, verify};
+use crate::gate::{mirror, policy, verify};
 use crate::scanner::{Budget, Finding, RefUpdate, Scanner};
 
 /// Names the bundle config file (set by the gate on `receive-pack`, inherited by the hook).
@@ -175,6 +175,18 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
             refused.join(", ")
         ));
     }
+    let repo = match git2::Repository::open_from_env() {
+        Ok(r) => r,
+        Err(e) => {
+            return Decision::Deny {
+                message: "bottle gate: push rejected: the gate could not open the pushed objects; nothing was sent upstream".into(),
+                detail: e.to_string(),
+            };
+        }
+    };
+    if let Some(message) = policy::check(&repo, remote, updates) {
+        return deny(message);
+    }
     let scanner = match &settings.scanner_rules {
         Some(path) => Scanner::from_file(path),
         None => Scanner::builtin(),
@@ -184,15 +196,6 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
         Err(e) => {
             return Decision::Deny {
                 message: "bottle gate: push rejected: the secret scanner's rules could not be loaded; nothing was sent upstream".into(),
-                detail: e.to_string(),
-            };
-        }
-    };
-    let repo = match git2::Repository::open_from_env() {
-        Ok(r) => r,
-        Err(e) => {
-            return Decision::Deny {
-                message: "bottle gate: push rejected: the gate could not open the pushed objects; nothing was sent upstream".into(),
                 detail: e.to_string(),
             };
         }

@@ -36,6 +36,9 @@ pub struct Options {
     pub unix_socket: bool,
     /// Map the upstream's name to 127.0.0.1 with `extra_hosts` (otherwise it does not resolve).
     pub extra_hosts: bool,
+    /// The remote's `allow_delete` and `allow_force_push`.
+    pub allow_delete: bool,
+    pub allow_force_push: bool,
 }
 
 impl Default for Options {
@@ -48,6 +51,8 @@ impl Default for Options {
             program: None,
             unix_socket: false,
             extra_hosts: true,
+            allow_delete: false,
+            allow_force_push: false,
         }
     }
 }
@@ -137,7 +142,9 @@ impl GateEnv {
                     "upstream": format!("ssh://root@{UPSTREAM_HOST}:{}{}", sshd.port, s(&upstream)),
                     "identity_file": s(&identity),
                     "known_host_key": known_host_key,
-                    "extra_hosts": extra_hosts
+                    "extra_hosts": extra_hosts,
+                    "allow_delete": options.allow_delete,
+                    "allow_force_push": options.allow_force_push
                 }],
                 "scanner_rules": options.scanner_rules,
                 "max_push_bytes": options.max_push_bytes,
