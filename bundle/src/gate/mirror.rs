@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::gate::gitenv;
 use crate::gate::settings::{GateSettings, Remote};
 use crate::gate::ssh::{self, UpstreamFailure};
 
@@ -62,14 +63,14 @@ pub(crate) fn prepare(settings: &GateSettings, program: &Path) -> Result<(), Mir
     let hooks = settings.hooks_dir();
     std::fs::create_dir_all(&hooks).map_err(io(&hooks))?;
     install_hook(&hooks, program).map_err(io(&hooks))?;
+    let global = gitenv::global_config_path(settings);
+    gitenv::write_empty_global_config(settings).map_err(io(&global))?;
     for remote in &settings.remotes {
         let path = settings.mirror_path(remote);
         if path.join("HEAD").exists() {
             continue;
         }
-        let out = std::process::Command::new("git")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        let out = gitenv::git(settings)
             .args(["init", "--bare", "--quiet"])
             .arg(&path)
             .output()

@@ -10,9 +10,10 @@
 //! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push, with `policy`
 //! (deletes and force pushes, per remote); `forward` pushes upstream; `verify` asks the
 //! upstream where the refs are after a forward that may have landed; `ssh` locks ssh to the
-//! key and the pin.
+//! key and the pin; `gitenv` is the environment of every git the gate runs.
 
 mod forward;
+mod gitenv;
 mod hook;
 mod mirror;
 mod policy;

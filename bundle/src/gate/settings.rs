@@ -122,16 +122,19 @@ impl GateSettings {
         self.mirrors_dir.join(format!("{}.git", remote.name))
     }
 
+    /// The gate's own files (hooks, pins, global git config, hook log); the `HOME` of its gits.
+    pub(crate) fn gate_dir(&self) -> PathBuf {
+        self.mirrors_dir.join(".gate")
+    }
+
     /// The gate's hooks directory (`core.hooksPath` of every mirror).
     pub(crate) fn hooks_dir(&self) -> PathBuf {
-        self.mirrors_dir.join(".gate").join("hooks")
+        self.gate_dir().join("hooks")
     }
 
     /// The generated known_hosts file holding `remote`'s pin.
     pub(crate) fn known_hosts_path(&self, remote: &Remote) -> PathBuf {
-        self.mirrors_dir
-            .join(".gate")
-            .join(format!("{}.known_hosts", remote.name))
+        self.gate_dir().join(format!("{}.known_hosts", remote.name))
     }
 }
 

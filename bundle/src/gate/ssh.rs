@@ -9,6 +9,7 @@ use std::path::Path;
 
 use tokio::process::Command;
 
+use crate::gate::gitenv;
 use crate::gate::settings::{GateSettings, HostKeyPin, Remote};
 
 /// The known_hosts name every pin is stored and looked up under.
@@ -108,13 +109,8 @@ fn known_hosts_line(pin: &HostKeyPin) -> String {
 /// A `git` command for talking to `remote`'s upstream: a clean environment, no user or
 /// system config, and `GIT_SSH_COMMAND` locked to the gate key and the pin.
 pub(crate) fn upstream_git(settings: &GateSettings, remote: &Remote) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", settings.mirrors_dir.join(".gate"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
+    let mut cmd = Command::from(gitenv::git(settings));
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_SSH_VARIANT", "ssh")
         .env(
             "GIT_SSH_COMMAND",
@@ -159,12 +155,15 @@ pub(crate) async fn run_bounded(
     }
 }
 
-/// The ssh command line (a shell string, as git runs it).
+/// The ssh command line (a shell string, as git runs it). No config file is read (`-F none`)
+/// and the only known_hosts, user and global, is the gate's pin file: no path outside the
+/// gate's directory (not even /dev/null) is handed to ssh as a file.
 fn ssh_command(remote: &Remote, known_hosts: &Path) -> String {
+    let known_hosts = known_hosts.display();
     let mut parts = vec![
         "ssh".to_owned(),
         "-F".into(),
-        "/dev/null".into(),
+        "none".into(),
         "-i".into(),
         shell_quote(&remote.identity_file.to_string_lossy()),
         "-o".into(),
@@ -176,9 +175,9 @@ fn ssh_command(remote: &Remote, known_hosts: &Path) -> String {
         "-o".into(),
         "StrictHostKeyChecking=yes".into(),
         "-o".into(),
-        shell_quote(&format!("UserKnownHostsFile={}", known_hosts.display())),
+        shell_quote(&format!("UserKnownHostsFile={known_hosts}")),
         "-o".into(),
-        "GlobalKnownHostsFile=/dev/null".into(),
+        shell_quote(&format!("GlobalKnownHostsFile={known_hosts}")),
         "-o".into(),
         "UpdateHostKeys=no".into(),
         "-o".into(),

@@ -265,8 +265,9 @@ impl GateEnv {
     /// A git command against the upstream over ssh with the server's key, bypassing the gate.
     pub fn direct_git(&self, dir: &Path, args: &[&str]) -> Output {
         let ssh = format!(
-            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-            self.sshd.client_key.display()
+            "ssh -F none -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile={} -o LogLevel=ERROR",
+            self.sshd.client_key.display(),
+            self.tmp.path().join("direct_known_hosts").display()
         );
         Command::new("git")
             .current_dir(dir)
@@ -339,12 +340,16 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// An empty global git config for the tests' gits. Not /dev/null: git writes config through a
+/// lock file renamed over the target, and these tests run as root.
+pub const TEST_GIT_CONFIG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/test.gitconfig");
+
 /// The environment the agent's git runs with: no user or system config.
 fn agent_env(home: &Path) -> Vec<(String, String)> {
     vec![
         ("HOME".into(), s(home)),
         ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
-        ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
+        ("GIT_CONFIG_GLOBAL".into(), TEST_GIT_CONFIG.into()),
         ("GIT_AUTHOR_NAME".into(), "Agent".into()),
         ("GIT_AUTHOR_EMAIL".into(), "agent@example.invalid".into()),
         ("GIT_COMMITTER_NAME".into(), "Agent".into()),
