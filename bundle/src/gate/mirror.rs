@@ -18,11 +18,10 @@ pub(crate) const REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a mirror could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MirrorError {
-    #[error("cannot create {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // The cause is in the message, so it is not also the `source` (anyhow's `{:#}` would
+    // print it twice).
+    #[error("cannot create {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("`git init --bare {path}` failed: {stderr}")]
     Init { path: String, stderr: String },
 }
@@ -58,7 +57,7 @@ impl RepoLocks {
 pub(crate) fn prepare(settings: &GateSettings, program: &Path) -> Result<(), MirrorError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| MirrorError::Io { path, source }
+        move |error| MirrorError::Io { path, error }
     };
     let hooks = settings.hooks_dir();
     std::fs::create_dir_all(&hooks).map_err(io(&hooks))?;
@@ -163,5 +162,20 @@ fn fix_head(mirror: &Path) {
         .find(|name| repo.find_reference(name).is_ok())
     {
         let _ = repo.set_head(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_shows_its_cause_once() {
+        let err = MirrorError::Io {
+            path: "/m/.gate/hooks".into(),
+            error: std::io::Error::other("disk on fire"),
+        };
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(text, "cannot create /m/.gate/hooks: disk on fire");
     }
 }
