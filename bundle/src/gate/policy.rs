@@ -71,7 +71,9 @@ pub(crate) fn check(repo: &Repository, remote: &Remote, updates: &[RefUpdate]) -
         msg.push_str(&line);
         msg.push('\n');
     }
-    msg.push_str("Push without rewriting history (fetch, then rebase or merge), or have the operator allow it.");
+    msg.push_str(
+        "Push without deleting or rewriting what the upstream holds (fetch, then rebase or merge), or ask the operator to allow it.",
+    );
     Some(msg)
 }
 
@@ -109,4 +111,61 @@ fn refusal(remote: &Remote, update: &RefUpdate, kind: &Rewrite) -> String {
         "{name}: {done} is refused; to allow it, set `{key}: true` on the `git:` entry `{}` of the bottle manifest",
         remote.name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository with `a`, its child `b`, an unrelated root `c` and a blob.
+    fn repo() -> (tempfile::TempDir, Repository, [Oid; 4]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let a = repo.commit(None, &sig, &sig, "a", &tree, &[]).unwrap();
+        let parent = repo.find_commit(a).unwrap();
+        let b = repo
+            .commit(None, &sig, &sig, "b", &tree, &[&parent])
+            .unwrap();
+        let c = repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
+        let blob = repo.blob(b"x").unwrap();
+        drop(tree);
+        drop(parent);
+        (tmp, repo, [a, b, c, blob])
+    }
+
+    #[test]
+    fn rewrites() {
+        let (_tmp, repo, [a, b, c, blob]) = repo();
+        let z = Oid::ZERO_SHA1;
+        let check = |old: Oid, new: Oid, refname: &str| {
+            let update = RefUpdate {
+                old,
+                new,
+                refname: refname.into(),
+            };
+            rewrite(&repo, &update)
+        };
+        assert_eq!(check(z, a, "refs/heads/new"), None);
+        assert_eq!(check(z, a, "refs/tags/new"), None);
+        assert_eq!(check(a, b, "refs/heads/main"), None);
+        assert_eq!(
+            check(b, a, "refs/heads/main"),
+            Some(Rewrite::NonFastForward)
+        );
+        assert_eq!(
+            check(a, c, "refs/heads/main"),
+            Some(Rewrite::NonFastForward)
+        );
+        assert_eq!(
+            check(a, blob, "refs/heads/main"),
+            Some(Rewrite::NonFastForward)
+        );
+        assert_eq!(check(a, z, "refs/heads/main"), Some(Rewrite::Delete));
+        assert_eq!(check(a, z, "refs/tags/v1"), Some(Rewrite::Delete));
+        // A tag moving forward is still a moved tag.
+        assert_eq!(check(a, b, "refs/tags/v1"), Some(Rewrite::TagMove));
+    }
 }
