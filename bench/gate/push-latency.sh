@@ -25,7 +25,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-export HOME="$T/home" GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+# Not GIT_CONFIG_GLOBAL=/dev/null: git writes config through a lock file renamed over it.
+export HOME="$T/home" GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL="$T/gitconfig"
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid
 export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
 mkdir -p "$HOME" /run/sshd
@@ -60,7 +61,7 @@ done
 GATE_PORT="$(free_port)"
 cat > "$T/bundle.json" <<JSON
 {
-  "schema_version": 1, "identity": "bench-gate1", "roles": ["gate"],
+  "schema_version": 2, "identity": "bench-gate1", "roles": ["gate"],
   "proxy": {"listen": {"tcp": null, "unix": null}, "ca_cert": "-", "ca_key": "-", "routes": [],
             "outbound": {"mode": "direct"}},
   "gate": {
@@ -81,7 +82,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-export GIT_SSH_COMMAND="ssh -F /dev/null -i $T/client_key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+export GIT_SSH_COMMAND="ssh -F none -i $T/client_key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=$T/known_hosts -o LogLevel=ERROR"
 git clone -q "ssh://root@127.0.0.1:$SSH_PORT$T/direct.git" "$T/w-direct"
 git clone -q "git://127.0.0.1:$GATE_PORT/app.git" "$T/w-gated"
 

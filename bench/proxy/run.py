@@ -124,7 +124,7 @@ http {{
     # bottle-bundle config.
     run([BUNDLE, "ca", "init", "--cert", f"{tmp}/ca.pem", "--key", f"{tmp}/ca-key.pem"])
     config = {
-        "schema_version": 1, "identity": "bench-aaaaa", "roles": ["proxy"],
+        "schema_version": 2, "identity": "bench-aaaaa", "roles": ["proxy"],
         "proxy": {
             "listen": {"tcp": f"127.0.0.1:{BUNDLE_PORT}", "unix": None},
             "ca_cert": f"{tmp}/ca.pem", "ca_key": f"{tmp}/ca-key.pem",

@@ -139,21 +139,36 @@ fn a_hook_that_cannot_run_rejects_the_push() {
     assert_eq!(env.sshd.connections(), before, "the upstream was contacted");
 }
 
+/// The upstream's pre-receive hangs, so the forward times out before the upstream took
+/// anything: the push is refused, and the gate says what it found when it asked afterwards.
 #[test]
 fn an_upstream_that_hangs_past_the_time_limit_rejects_the_push() {
     let env = GateEnv::start(Options {
         push_timeout_secs: 3,
         ..Options::default()
     });
-    let hook = env.upstream.join("hooks/pre-receive");
-    std::fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nsleep 20\nexit 1\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.upstream_hook(
+        "pre-receive",
+        &format!(
+            "#!/bin/sh\ncat >/dev/null\n{}\nexit 1\n",
+            env.wait_for_release()
+        ),
+    );
     let work = env.clone_work("work");
     commit_file(&work, "a.txt", "a\n", "a");
     let started = std::time::Instant::now();
-    assert_push_refused(&env, &work, "the upstream did not answer in time");
+    let err = assert_push_refused(&env, &work, "the upstream did not answer in time");
+    env.release();
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(
+        err.contains("refs/heads/main: not taken: the upstream still has"),
+        "{err}"
+    );
+    assert!(
+        err.contains("its copy was refreshed from the upstream"),
+        "{err}"
+    );
+    assert!(!err.contains("nothing was pushed"), "{err}");
 }
 
 /// Every file under `dir`, as bytes.

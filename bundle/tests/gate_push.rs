@@ -54,15 +54,116 @@ fn clone_through_the_gate_and_a_clean_push_lands_upstream() {
         git_ok(&env.upstream, &["rev-parse", "refs/tags/v1^{commit}"]),
         feature
     );
+}
 
-    // Deleting a branch is forwarded too.
-    let out = git(&work, &["push", "origin", ":feature"]);
-    assert!(out.status.success(), "delete failed: {}", stderr(&out));
-    let gone = git(
-        &env.upstream,
-        &["rev-parse", "--verify", "--quiet", "refs/heads/feature"],
+/// Pushes a `feature` branch and an annotated tag `v1` from a fresh clone, then rewrites both
+/// locally (amended commit, re-made tag): the starting point for the push-policy tests.
+fn branch_and_tag_then_rewrite(env: &GateEnv) -> std::path::PathBuf {
+    let work = env.clone_work("work");
+    git_ok(&work, &["checkout", "--quiet", "-b", "feature"]);
+    commit_file(&work, "f.txt", "f\n", "feature");
+    git_ok(&work, &["tag", "-a", "-m", "release", "v1"]);
+    let out = git(&work, &["push", "origin", "feature", "v1"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), env.gate_log());
+    git_ok(
+        &work,
+        &["commit", "--quiet", "--amend", "-m", "feature, rewritten"],
     );
-    assert!(!gone.status.success(), "the branch is still upstream");
+    git_ok(&work, &["tag", "-f", "-a", "-m", "release, moved", "v1"]);
+    work
+}
+
+#[test]
+fn deletes_and_force_pushes_are_refused_by_default_before_any_upstream_contact() {
+    let env = GateEnv::start(Options::default());
+    let work = branch_and_tag_then_rewrite(&env);
+    let key = |k: &str| {
+        format!("to allow it, set `{k}: true` on the `git:` entry `app` of the bottle manifest")
+    };
+
+    let err = assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "origin", ":feature"],
+        "refs/heads/feature: deleting the branch refs/heads/feature is refused",
+    );
+    assert!(err.contains(&key("AllowDelete")), "{err}");
+    assert!(err.contains("nothing was sent upstream"), "{err}");
+    let err = assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "origin", ":refs/tags/v1"],
+        "deleting the tag refs/tags/v1 is refused",
+    );
+    assert!(err.contains(&key("AllowDelete")), "{err}");
+    let err = assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "--force", "origin", "feature"],
+        "force-pushing refs/heads/feature (",
+    );
+    assert!(err.contains("is not an ancestor of the pushed"), "{err}");
+    assert!(err.contains(&key("AllowForcePush")), "{err}");
+    let err = assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "--force", "origin", "v1"],
+        "moving the existing tag refs/tags/v1 (from ",
+    );
+    assert!(err.contains(&key("AllowForcePush")), "{err}");
+    // Refused together with an allowed update: nothing of the push goes (the forward is atomic).
+    git_ok(&work, &["branch", "fresh"]);
+    assert_refused_before_upstream(
+        &env,
+        &work,
+        &["push", "--force", "origin", "fresh", "feature"],
+        "force-pushing refs/heads/feature",
+    );
+
+    // A fast-forward on top of what the upstream holds still goes.
+    git_ok(&work, &["reset", "--quiet", "--hard", "origin/feature"]);
+    let head = commit_file(&work, "g.txt", "g\n", "fast-forward");
+    let out = git(&work, &["push", "origin", "feature"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), env.gate_log());
+    assert_eq!(
+        git_ok(&env.upstream, &["rev-parse", "refs/heads/feature"]),
+        head
+    );
+}
+
+#[test]
+fn deletes_and_force_pushes_go_through_where_the_remote_allows_them() {
+    let env = GateEnv::start(Options {
+        allow_delete: true,
+        allow_force_push: true,
+        ..Options::default()
+    });
+    let work = branch_and_tag_then_rewrite(&env);
+    let push = |args: &[&str]| {
+        let out = git(&work, args);
+        assert!(
+            out.status.success(),
+            "push {args:?}: {}\n{}",
+            stderr(&out),
+            env.gate_log()
+        );
+    };
+    let rev = |r: &str| git_ok(&env.upstream, &["rev-parse", r]);
+
+    push(&["push", "--force", "origin", "feature", "v1"]);
+    assert_eq!(
+        rev("refs/heads/feature"),
+        git_ok(&work, &["rev-parse", "feature"])
+    );
+    assert_eq!(rev("refs/tags/v1"), git_ok(&work, &["rev-parse", "v1"]));
+
+    push(&["push", "origin", ":feature", ":refs/tags/v1"]);
+    for gone in ["refs/heads/feature", "refs/tags/v1"] {
+        let out = git(&env.upstream, &["rev-parse", "--verify", "--quiet", gone]);
+        assert!(!out.status.success(), "{gone} is still upstream");
+        let out = git(&env.mirror(), &["rev-parse", "--verify", "--quiet", gone]);
+        assert!(!out.status.success(), "{gone} is still in the gate");
+    }
 }
 
 /// Pushes with `args` from `work`, expecting the gate to refuse with `expect` in the message,
@@ -107,7 +208,11 @@ fn reset_to_main(work: &std::path::Path, branch: &str) {
 
 #[test]
 fn a_push_carrying_a_secret_is_rejected_before_any_upstream_contact() {
-    let env = GateEnv::start(Options::default());
+    // Force pushes allowed, so that the force push below reaches the scanner.
+    let env = GateEnv::start(Options {
+        allow_force_push: true,
+        ..Options::default()
+    });
     let work = env.clone_work("work");
     let secret_line = format!("GITHUB_TOKEN = \"{}\"\n", token());
     let check = |err: &str, case: &str| {

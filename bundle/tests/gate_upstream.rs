@@ -279,3 +279,124 @@ fn extra_hosts_is_what_reaches_the_upstream() {
     assert!(err.contains("the upstream is unreachable"), "{err}");
     assert_eq!(env.sshd.connections(), before);
 }
+
+/// The upstream takes the push but answers after the gate's time limit (its post-receive hook
+/// is slow): the gate asks the upstream, finds every ref where the push put it, and reports
+/// the push as the success it is, instead of "nothing was pushed".
+#[test]
+fn a_push_the_upstream_took_after_the_time_limit_is_reported_as_landed() {
+    let env = GateEnv::start(Options {
+        push_timeout_secs: 4,
+        ..Options::default()
+    });
+    env.upstream_hook(
+        "post-receive",
+        &format!("#!/bin/sh\ncat >/dev/null\n{}\n", env.wait_for_release()),
+    );
+    let work = env.clone_work("work");
+    let head = commit_file(&work, "a.txt", "a\n", "a");
+    git_ok(&work, &["tag", "-a", "-m", "release", "v1"]);
+    let out = git(&work, &["push", "origin", "main", "v1"]);
+    env.release();
+    let err = stderr(&out);
+    assert!(
+        out.status.success(),
+        "push failed:\n{err}\n{}",
+        env.gate_log()
+    );
+    assert!(err.contains("the upstream did not answer in time"), "{err}");
+    assert!(
+        err.contains("the upstream accepted refs/heads/main although the gate lost the reply"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the upstream accepted refs/tags/v1 although the gate lost the reply"),
+        "{err}"
+    );
+    assert_eq!(
+        git_ok(&env.upstream, &["rev-parse", "refs/heads/main"]),
+        head
+    );
+    assert_eq!(
+        git_ok(&env.mirror(), &["rev-parse", "refs/heads/main"]),
+        head
+    );
+    assert_eq!(
+        git_ok(&env.mirror(), &["rev-parse", "refs/tags/v1"]),
+        git_ok(&env.upstream, &["rev-parse", "refs/tags/v1"])
+    );
+}
+
+/// The forward hangs and the upstream then refuses the gate's key for the check: the gate
+/// says it could not tell, rather than claiming nothing was pushed.
+#[test]
+fn an_unclear_forward_the_gate_cannot_check_says_so() {
+    let env = GateEnv::start(Options {
+        push_timeout_secs: 3,
+        ..Options::default()
+    });
+    let authorized_keys = env.tmp.path().join("sshd/authorized_keys");
+    env.upstream_hook(
+        "pre-receive",
+        &format!(
+            "#!/bin/sh\ncat >/dev/null\n: > '{}'\n{}\nexit 1\n",
+            gate_env::s(&authorized_keys),
+            env.wait_for_release()
+        ),
+    );
+    let work = env.clone_work("work");
+    commit_file(&work, "a.txt", "a\n", "a");
+    let upstream = refs_snapshot(&env.upstream);
+    let out = git(&work, &["push", "origin", "main"]);
+    env.release();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "push accepted:\n{err}");
+    assert!(
+        err.contains("refs/heads/main: could not be determined"),
+        "{err}\n{}",
+        env.gate_log()
+    );
+    assert!(
+        err.contains("its copy could not be refreshed from the upstream"),
+        "{err}"
+    );
+    assert!(!err.contains("nothing was pushed"), "{err}");
+    assert_eq!(refs_snapshot(&env.upstream), upstream);
+}
+
+/// The upstream takes the push, then the gate's own ref update fails (as on a full disk; here
+/// a stale lock file): the pusher was told the upstream accepted it, and the next fetch
+/// brings the gate back in line with the upstream.
+#[test]
+fn a_failed_gate_ref_update_after_the_upstream_took_the_push_is_reported() {
+    let env = GateEnv::start(Options::default());
+    let lock = env.mirror().join("refs/heads/main.lock");
+    env.upstream_hook(
+        "post-receive",
+        &format!("#!/bin/sh\ncat >/dev/null\n: > '{}'\n", gate_env::s(&lock)),
+    );
+    let work = env.clone_work("work");
+    let head = commit_file(&work, "a.txt", "a\n", "a");
+    let out = git(&work, &["push", "origin", "main"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "push accepted:\n{err}");
+    assert!(
+        err.contains("the upstream accepted refs/heads/main"),
+        "{err}\n{}",
+        env.gate_log()
+    );
+    assert_eq!(
+        git_ok(&env.upstream, &["rev-parse", "refs/heads/main"]),
+        head
+    );
+
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::remove_file(env.upstream.join("hooks/post-receive")).unwrap();
+    let out = git(&work, &["fetch", "origin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(git_ok(&work, &["rev-parse", "origin/main"]), head);
+    assert_eq!(
+        git_ok(&env.mirror(), &["rev-parse", "refs/heads/main"]),
+        head
+    );
+}

@@ -152,6 +152,13 @@ pub struct GitRemoteConfig {
     /// Static host name → address entries for reaching the upstream.
     #[serde(default)]
     pub extra_hosts: Vec<ExtraHost>,
+    /// Whether a push may delete a branch or a tag upstream (manifest `AllowDelete`).
+    #[serde(default)]
+    pub allow_delete: bool,
+    /// Whether a push may rewrite history upstream: move a branch to a commit that does not
+    /// contain the old one, or move an existing tag (manifest `AllowForcePush`).
+    #[serde(default)]
+    pub allow_force_push: bool,
 }
 
 /// A static name → address mapping.

@@ -16,4 +16,4 @@ pub mod supervise;
 pub mod wire;
 
 /// Version of [`bundle_config::BundleConfig`]. The bundle refuses any other value.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

@@ -60,6 +60,8 @@ fn full_config() -> BundleConfig {
                     host: "gitea.example.com".into(),
                     address: "100.64.0.7".into(),
                 }],
+                allow_delete: false,
+                allow_force_push: true,
             }],
             scanner_rules: None,
             max_push_bytes: 104_857_600,
@@ -119,5 +121,19 @@ fn other_schema_versions_are_refused() {
     let err = BundleConfig::from_json(&config.to_json())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("schema_version 2 is not supported"), "{err}");
+    let want = format!("schema_version {} is not supported", SCHEMA_VERSION + 1);
+    assert!(err.contains(&want), "{err}");
+}
+
+/// A remote that does not mention deletes or force pushes refuses both.
+#[test]
+fn push_policy_defaults_to_refusing_deletes_and_force_pushes() {
+    let mut value: serde_json::Value = serde_json::from_str(&full_config().to_json()).unwrap();
+    let remote = value["gate"]["remotes"][0].as_object_mut().unwrap();
+    remote.remove("allow_delete");
+    remote.remove("allow_force_push");
+    let json = value.to_string();
+    let config = BundleConfig::from_json(&json).unwrap();
+    let remote = &config.gate.remotes[0];
+    assert!(!remote.allow_delete && !remote.allow_force_push);
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bottle::claude_bin::ClaudeSource;
-use crate::manifest::{AgentCommand, AuthScheme, EnvSource, Loaded, Route};
+use crate::manifest::{AgentCommand, AuthScheme, EnvSource, GitRemote, Loaded, Route};
 
 /// Hosts every bottle can reach without a manifest route. A manifest route for the same host
 /// replaces the default.
@@ -172,10 +172,27 @@ pub(crate) struct GitPlan {
     /// The key on the host (copied into the bundle only).
     pub(crate) identity_file: String,
     pub(crate) known_host_key: Option<String>,
-    /// `scanned, then forwarded` or why pushes are refused.
+    /// `scanned, then forwarded; deletes refused; …` or why pushes are refused.
     pub(crate) push: String,
+    /// Whether pushes may delete branches and tags (`AllowDelete`).
+    pub(crate) allow_delete: bool,
+    /// Whether pushes may rewrite history (`AllowForcePush`).
+    pub(crate) allow_force_push: bool,
     /// `host=address` pairs.
     pub(crate) extra_hosts: Vec<String>,
+}
+
+/// What the gate does with a push to `remote`, in one line for the plan.
+fn push_summary(remote: &GitRemote) -> String {
+    if remote.known_host_key.is_none() {
+        return "refused: no KnownHostKey pinned (fetch works, push does not)".into();
+    }
+    let allowed = |yes: bool| if yes { "allowed" } else { "refused" };
+    format!(
+        "scanned for secrets, then forwarded (host key pinned); deletes {}; force pushes {}",
+        allowed(remote.allow_delete),
+        allowed(remote.allow_force_push)
+    )
 }
 
 /// Builds the plan. Pure: everything it needs is in `loaded` and `facts`.
@@ -281,10 +298,9 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             upstream: g.upstream.clone(),
             identity_file: expand_home(&g.identity_file, &facts.home),
             known_host_key: g.known_host_key.clone(),
-            push: match g.known_host_key {
-                Some(_) => "scanned for secrets, then forwarded (host key pinned)".into(),
-                None => "refused: no KnownHostKey pinned (fetch works, push does not)".into(),
-            },
+            push: push_summary(g),
+            allow_delete: g.allow_delete,
+            allow_force_push: g.allow_force_push,
             extra_hosts: g
                 .extra_hosts
                 .iter()

@@ -37,6 +37,7 @@ git:
     IdentityFile: ~/.ssh/id_ed25519_gitea
     KnownHostKey: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKey\"
     ExtraHosts: {gitea.example.com: 100.64.0.7}
+    AllowForcePush: true
   - Name: docs
     Upstream: ssh://git@gitea.example.com/alice/docs.git
     IdentityFile: /keys/docs

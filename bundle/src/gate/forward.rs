@@ -8,10 +8,11 @@ use crate::gate::settings::{GateSettings, Remote};
 use crate::gate::ssh::{self, UpstreamFailure};
 use crate::scanner::RefUpdate;
 
-/// Why a forward did not land.
+/// Why a forward did not land, or may not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ForwardError {
-    /// The upstream could not be contacted (or no pin): nothing was pushed.
+    /// The upstream could not be contacted, or the push broke off: see
+    /// [`ForwardError::may_have_landed`].
     Upstream(UpstreamFailure),
     /// The upstream (or the lease check against it) refused: nothing was pushed (`--atomic`).
     Rejected {
@@ -27,6 +28,24 @@ pub(crate) enum ForwardError {
 pub(crate) struct ForwardFailure {
     pub error: ForwardError,
     pub detail: String,
+}
+
+impl ForwardError {
+    /// The failure, when the upstream may have applied the push although the forward failed:
+    /// it timed out, lost the connection, or broke off after the pack went out. Only a failure
+    /// before the upstream could read a command (no pin, wrong host key, key refused) or the
+    /// upstream's own rejection (`--atomic`: all refs or none) is a sure "nothing was pushed".
+    pub(crate) fn unclear(&self) -> Option<UpstreamFailure> {
+        match self {
+            ForwardError::Upstream(
+                failure @ (UpstreamFailure::TimedOut
+                | UpstreamFailure::Unreachable
+                | UpstreamFailure::LostReply
+                | UpstreamFailure::Other),
+            ) => Some(*failure),
+            ForwardError::Upstream(_) | ForwardError::Rejected { .. } => None,
+        }
+    }
 }
 
 fn failed(error: ForwardError, detail: impl Into<String>) -> ForwardFailure {
@@ -48,6 +67,11 @@ impl PorcelainRef {
     /// Whether the ref landed (or already was there).
     pub(crate) fn ok(&self) -> bool {
         matches!(self.flag, ' ' | '+' | '-' | '*' | '=')
+    }
+
+    /// Whether the upstream stopped before reporting this ref (it may have taken it).
+    pub(crate) fn lost_reply(&self) -> bool {
+        self.summary.contains("[remote failure]")
     }
 }
 
@@ -126,38 +150,52 @@ pub(crate) async fn forward(
     }
     cmd.args(push_args(&remote.upstream, updates))
         .stdin(std::process::Stdio::null());
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Err(_) => {
+    let out = match ssh::run_bounded(cmd, timeout).await {
+        Err(ssh::RunError::TimedOut) => {
             return Err(failed(
                 ForwardError::Upstream(UpstreamFailure::TimedOut),
                 format!("git push killed after {timeout:?}"),
             ));
         }
-        Ok(Err(e)) => {
+        Err(ssh::RunError::Io(e)) => {
             return Err(failed(
                 ForwardError::Upstream(UpstreamFailure::Other),
                 format!("cannot run git push: {e}"),
             ));
         }
-        Ok(Ok(out)) => out,
+        Ok(out) => out,
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let refs = parse_porcelain(&stdout);
-    if out.status.success() && !refs.is_empty() && refs.iter().all(PorcelainRef::ok) {
+    push_outcome(out.status.success(), &stdout, &stderr, remote).map_err(|error| {
+        let detail = format!(
+            "git push {}; stdout: {}; stderr: {}",
+            out.status,
+            stdout.trim(),
+            ssh::redact(stderr.trim(), remote)
+        );
+        failed(error, detail)
+    })
+}
+
+/// What a finished `git push --porcelain` says about the forward.
+pub(crate) fn push_outcome(
+    success: bool,
+    stdout: &str,
+    stderr: &str,
+    remote: &Remote,
+) -> Result<(), ForwardError> {
+    let refs = parse_porcelain(stdout);
+    if success && !refs.is_empty() && refs.iter().all(PorcelainRef::ok) {
         return Ok(());
     }
-    let detail = format!(
-        "git push {}; stdout: {}; stderr: {}",
-        out.status,
-        stdout.trim(),
-        ssh::redact(stderr.trim(), remote)
-    );
     if refs.is_empty() {
-        return Err(failed(
-            ForwardError::Upstream(UpstreamFailure::classify(&stderr)),
-            detail,
-        ));
+        return Err(ForwardError::Upstream(UpstreamFailure::classify(stderr)));
+    }
+    // Every ref reported as taken, yet git failed; or the upstream hung up before reporting
+    // (`[remote failure]`): in both the upstream may hold the push.
+    if refs.iter().all(PorcelainRef::ok) || refs.iter().any(PorcelainRef::lost_reply) {
+        return Err(ForwardError::Upstream(UpstreamFailure::LostReply));
     }
     let rejected = refs
         .iter()
@@ -169,13 +207,10 @@ pub(crate) async fn forward(
         .filter_map(|l| l.strip_prefix("remote: "))
         .map(|l| ssh::redact(l.trim_end(), remote))
         .collect();
-    Err(failed(
-        ForwardError::Rejected {
-            refs: rejected,
-            remote_lines,
-        },
-        detail,
-    ))
+    Err(ForwardError::Rejected {
+        refs: rejected,
+        remote_lines,
+    })
 }
 
 #[cfg(test)]
@@ -209,6 +244,61 @@ mod tests {
             expect![[r#"
                 '*' refs/tags/v1 ok=true [new tag]
                 '-' refs/heads/gone ok=true [deleted]"#]],
+        );
+    }
+
+    fn check_outcome(success: bool, stdout: &str, stderr: &str, expect: Expect) {
+        let remote = Remote {
+            name: "app".into(),
+            upstream: "ssh://h/r.git".into(),
+            dial_address: None,
+            identity_file: "/keys/app".into(),
+            pin: None,
+            allow_delete: false,
+            allow_force_push: false,
+        };
+        let got = push_outcome(success, stdout, stderr, &remote);
+        let unclear = got.as_ref().err().and_then(ForwardError::unclear);
+        expect.assert_eq(&format!("{got:?} unclear={unclear:?}"));
+    }
+
+    /// Only a sure rejection or a failure before the upstream read a command is "nothing was
+    /// pushed"; everything else may have landed and is checked with the upstream.
+    #[test]
+    fn outcomes() {
+        let ok = " \tabc:refs/heads/main\t1111111..2222222\nDone\n";
+        check_outcome(true, ok, "", expect!["Ok(()) unclear=None"]);
+        check_outcome(
+            false,
+            ok,
+            "error: failed to write something locally",
+            expect!["Err(Upstream(LostReply)) unclear=Some(LostReply)"],
+        );
+        check_outcome(
+            false,
+            "!\tabc:refs/heads/main\t[remote failure] (remote failed to report status)\n",
+            "",
+            expect!["Err(Upstream(LostReply)) unclear=Some(LostReply)"],
+        );
+        check_outcome(
+            false,
+            "!\tabc:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n",
+            "remote: no\n",
+            expect![[
+                r#"Err(Rejected { refs: [("refs/heads/main", "[remote rejected] (pre-receive hook declined)")], remote_lines: ["no"] }) unclear=None"#
+            ]],
+        );
+        check_outcome(
+            false,
+            "",
+            "Connection closed by 127.0.0.1 port 22",
+            expect!["Err(Upstream(Unreachable)) unclear=Some(Unreachable)"],
+        );
+        check_outcome(
+            false,
+            "",
+            "root@h: Permission denied (publickey).",
+            expect!["Err(Upstream(AuthRefused)) unclear=None"],
         );
     }
 

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::gate::forward::{self, ForwardError};
+use crate::gate::forward::{self, ForwardError, ForwardFailure};
 use crate::gate::settings::{GateSettings, Remote};
+use crate::gate::ssh::UpstreamFailure;
+use crate::gate::{mirror, policy, verify};
 use crate::scanner::{Budget, Finding, RefUpdate, Scanner};
 
 /// Names the bundle config file (set by the gate on `receive-pack`, inherited by the hook).
@@ -20,14 +22,19 @@ pub(crate) const CONFIG_ENV: &str = "BOTTLE_GATE_CONFIG";
 /// Names the remote being pushed to.
 pub(crate) const REMOTE_ENV: &str = "BOTTLE_GATE_REMOTE";
 
+/// Longest the resync of the mirror after an unclear forward may take.
+const RESYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Most findings listed to the agent; the rest are counted.
 const MAX_FINDINGS_SHOWN: usize = 20;
 
 /// The hook's verdict.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// Scanned clean and forwarded: the gate may update its refs.
-    Allow,
+    /// Scanned clean and the upstream holds every ref: the gate may update its refs. The
+    /// message says what the upstream took (should the gate's own ref update fail after this
+    /// hook, the pusher still knows the upstream has the push).
+    Allow { message: String, detail: String },
     /// Refused: the message is for the agent, the detail for the gate's hook log.
     Deny { message: String, detail: String },
 }
@@ -58,7 +65,7 @@ pub(crate) fn main() -> ExitCode {
         }
     });
     let (code, outcome, message, detail) = match decision {
-        Decision::Allow => (ExitCode::SUCCESS, "accepted", String::new(), String::new()),
+        Decision::Allow { message, detail } => (ExitCode::SUCCESS, "accepted", message, detail),
         Decision::Deny { message, detail } => (ExitCode::FAILURE, "rejected", message, detail),
     };
     if !message.is_empty() {
@@ -168,6 +175,18 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
             refused.join(", ")
         ));
     }
+    let repo = match git2::Repository::open_from_env() {
+        Ok(r) => r,
+        Err(e) => {
+            return Decision::Deny {
+                message: "bottle gate: push rejected: the gate could not open the pushed objects; nothing was sent upstream".into(),
+                detail: e.to_string(),
+            };
+        }
+    };
+    if let Some(message) = policy::check(&repo, remote, updates) {
+        return deny(message);
+    }
     let scanner = match &settings.scanner_rules {
         Some(path) => Scanner::from_file(path),
         None => Scanner::builtin(),
@@ -177,15 +196,6 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
         Err(e) => {
             return Decision::Deny {
                 message: "bottle gate: push rejected: the secret scanner's rules could not be loaded; nothing was sent upstream".into(),
-                detail: e.to_string(),
-            };
-        }
-    };
-    let repo = match git2::Repository::open_from_env() {
-        Ok(r) => r,
-        Err(e) => {
-            return Decision::Deny {
-                message: "bottle gate: push rejected: the gate could not open the pushed objects; nothing was sent upstream".into(),
                 detail: e.to_string(),
             };
         }
@@ -248,12 +258,65 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
     match runtime.block_on(forward::forward(
         settings, remote, &git_dir, updates, remaining,
     )) {
-        Ok(()) => Decision::Allow,
-        Err(failure) => Decision::Deny {
-            message: forward_message(&failure.error),
-            detail: failure.detail,
+        Ok(()) => Decision::Allow {
+            message: accepted_message(updates),
+            detail: String::new(),
+        },
+        Err(ForwardFailure { error, detail }) => match error.unclear() {
+            Some(failure) => {
+                settle_unclear_forward(&runtime, settings, remote, updates, failure, detail)
+            }
+            None => Decision::Deny {
+                message: forward_message(&error),
+                detail,
+            },
         },
     }
+}
+
+/// After a forward that may have landed: asks the upstream where each ref is. If every ref is
+/// where the push put it, the push did land and is allowed (the gate's refs then follow the
+/// upstream's); otherwise it is refused with what was found, and the mirror is refreshed from
+/// the upstream so the gate serves what the upstream holds.
+fn settle_unclear_forward(
+    runtime: &tokio::runtime::Runtime,
+    settings: &GateSettings,
+    remote: &Remote,
+    updates: &[RefUpdate],
+    failure: UpstreamFailure,
+    forward_detail: String,
+) -> Decision {
+    let found = runtime.block_on(verify::upstream_refs(
+        settings,
+        remote,
+        verify::CHECK_TIMEOUT,
+    ));
+    let outcomes = verify::compare(updates, found.as_ref().ok());
+    let check = match &found {
+        Ok(_) => format!("check: {outcomes:?}"),
+        Err(f) => format!("check failed: {f:?}"),
+    };
+    if outcomes.iter().all(|o| *o == verify::RefOutcome::Landed) {
+        return Decision::Allow {
+            message: verify::message(failure, updates, &outcomes, false),
+            detail: format!("{forward_detail}; {check}"),
+        };
+    }
+    // Not on an `Allow`: receive-pack would then move the refs from their old values itself.
+    let resynced = runtime.block_on(mirror::refresh(settings, remote, RESYNC_TIMEOUT));
+    Decision::Deny {
+        message: verify::message(failure, updates, &outcomes, resynced.is_ok()),
+        detail: format!("{forward_detail}; {check}; resync: {resynced:?}"),
+    }
+}
+
+/// What the pusher is told after a forward the upstream took.
+fn accepted_message(updates: &[RefUpdate]) -> String {
+    let names: Vec<&str> = updates.iter().map(|u| u.refname.as_str()).collect();
+    format!(
+        "bottle gate: scanned clean; the upstream accepted {}",
+        names.join(", ")
+    )
 }
 
 /// The agent's message for a push the scanner refused.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::gate::gitenv;
 use crate::gate::settings::{GateSettings, Remote};
 use crate::gate::ssh::{self, UpstreamFailure};
 
@@ -17,11 +18,10 @@ pub(crate) const REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a mirror could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MirrorError {
-    #[error("cannot create {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // The cause is in the message, so it is not also the `source` (anyhow's `{:#}` would
+    // print it twice).
+    #[error("cannot create {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("`git init --bare {path}` failed: {stderr}")]
     Init { path: String, stderr: String },
 }
@@ -57,19 +57,19 @@ impl RepoLocks {
 pub(crate) fn prepare(settings: &GateSettings, program: &Path) -> Result<(), MirrorError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| MirrorError::Io { path, source }
+        move |error| MirrorError::Io { path, error }
     };
     let hooks = settings.hooks_dir();
     std::fs::create_dir_all(&hooks).map_err(io(&hooks))?;
     install_hook(&hooks, program).map_err(io(&hooks))?;
+    let global = gitenv::global_config_path(settings);
+    gitenv::write_empty_global_config(settings).map_err(io(&global))?;
     for remote in &settings.remotes {
         let path = settings.mirror_path(remote);
         if path.join("HEAD").exists() {
             continue;
         }
-        let out = std::process::Command::new("git")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        let out = gitenv::git(settings)
             .args(["init", "--bare", "--quiet"])
             .arg(&path)
             .output()
@@ -109,6 +109,7 @@ fn install_hook(hooks: &Path, program: &Path) -> std::io::Result<()> {
 pub(crate) async fn refresh(
     settings: &GateSettings,
     remote: &Remote,
+    timeout: Duration,
 ) -> Result<(), UpstreamFailure> {
     ssh::write_known_hosts(settings, remote)?;
     let mut cmd = ssh::upstream_git(settings, remote);
@@ -117,13 +118,13 @@ pub(crate) async fn refresh(
         .arg(&remote.upstream)
         .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
         .stdin(std::process::Stdio::null());
-    let out = match tokio::time::timeout(REFRESH_TIMEOUT, cmd.output()).await {
-        Err(_) => return Err(UpstreamFailure::TimedOut),
-        Ok(Err(e)) => {
+    let out = match ssh::run_bounded(cmd, timeout).await {
+        Err(ssh::RunError::TimedOut) => return Err(UpstreamFailure::TimedOut),
+        Err(ssh::RunError::Io(e)) => {
             tracing::error!(remote = %remote.name, error = %e, "cannot run git fetch");
             return Err(UpstreamFailure::Other);
         }
-        Ok(Ok(out)) => out,
+        Ok(out) => out,
     };
     if out.status.success() {
         fix_head(&settings.mirror_path(remote));
@@ -161,5 +162,20 @@ fn fix_head(mirror: &Path) {
         .find(|name| repo.find_reference(name).is_ok())
     {
         let _ = repo.set_head(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_shows_its_cause_once() {
+        let err = MirrorError::Io {
+            path: "/m/.gate/hooks".into(),
+            error: std::io::Error::other("disk on fire"),
+        };
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(text, "cannot create /m/.gate/hooks: disk on fire");
     }
 }

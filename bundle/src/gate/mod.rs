@@ -7,15 +7,20 @@
 //! before the gate's own refs move.
 //!
 //! Layout: [`settings`] validates the contract's `GateConfig`; `server` is the git://
-//! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push; `forward`
-//! pushes upstream; `ssh` locks ssh to the key and the pin.
+//! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push, with `policy`
+//! (deletes and force pushes, per remote); `forward` pushes upstream; `verify` asks the
+//! upstream where the refs are after a forward that may have landed; `ssh` locks ssh to the
+//! key and the pin; `gitenv` is the environment of every git the gate runs.
 
 mod forward;
+mod gitenv;
 mod hook;
 mod mirror;
+mod policy;
 mod server;
 mod settings;
 mod ssh;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

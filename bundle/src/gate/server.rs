@@ -14,9 +14,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::gate::hook;
 use crate::gate::mirror::{self, RepoLocks};
 use crate::gate::settings::{GateSettings, Remote};
+use crate::gate::{gitenv, hook};
 
 /// Longest a client may take to send its request line.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -269,7 +269,7 @@ async fn handle(gate: Arc<Gate>, mut conn: Conn, cancel: CancellationToken) {
         Service::UploadPack => {
             let refreshed = {
                 let _guard = lock.lock().await;
-                mirror::refresh(&gate.settings, remote).await
+                mirror::refresh(&gate.settings, remote, mirror::REFRESH_TIMEOUT).await
             };
             if let Err(failure) = refreshed {
                 let message = format!(
@@ -310,13 +310,8 @@ async fn run_service(
 ) {
     let settings = &gate.settings;
     let mirror = settings.mirror_path(remote);
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", settings.mirrors_dir.join(".gate"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .kill_on_drop(true);
+    let mut cmd = tokio::process::Command::from(gitenv::git(settings));
+    cmd.kill_on_drop(true);
     if !request.protocol.is_empty() {
         cmd.env("GIT_PROTOCOL", &request.protocol);
     }

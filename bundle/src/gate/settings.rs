@@ -60,6 +60,11 @@ pub(crate) struct Remote {
     pub identity_file: PathBuf,
     /// The pinned host key; `None` means the gate refuses to contact the upstream.
     pub pin: Option<HostKeyPin>,
+    /// Whether a push may delete a branch or a tag.
+    pub allow_delete: bool,
+    /// Whether a push may move a branch to a commit that does not contain the old one, or
+    /// move an existing tag.
+    pub allow_force_push: bool,
 }
 
 /// A pinned SSH host key, `<type> <base64>` (a trailing comment is dropped).
@@ -117,16 +122,19 @@ impl GateSettings {
         self.mirrors_dir.join(format!("{}.git", remote.name))
     }
 
+    /// The gate's own files (hooks, pins, global git config, hook log); the `HOME` of its gits.
+    pub(crate) fn gate_dir(&self) -> PathBuf {
+        self.mirrors_dir.join(".gate")
+    }
+
     /// The gate's hooks directory (`core.hooksPath` of every mirror).
     pub(crate) fn hooks_dir(&self) -> PathBuf {
-        self.mirrors_dir.join(".gate").join("hooks")
+        self.gate_dir().join("hooks")
     }
 
     /// The generated known_hosts file holding `remote`'s pin.
     pub(crate) fn known_hosts_path(&self, remote: &Remote) -> PathBuf {
-        self.mirrors_dir
-            .join(".gate")
-            .join(format!("{}.known_hosts", remote.name))
+        self.gate_dir().join(format!("{}.known_hosts", remote.name))
     }
 }
 
@@ -183,6 +191,8 @@ impl Remote {
             dial_address,
             identity_file: PathBuf::from(&config.identity_file),
             pin,
+            allow_delete: config.allow_delete,
+            allow_force_push: config.allow_force_push,
         })
     }
 
@@ -326,7 +336,9 @@ mod tests {
                 "upstream": "ssh://git@git.example.test:2222/alice/app.git",
                 "identity_file": "/etc/bottle/keys/app",
                 "known_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
-                "extra_hosts": [{"host": "git.example.test", "address": "100.64.0.7"}]
+                "extra_hosts": [{"host": "git.example.test", "address": "100.64.0.7"}],
+                "allow_delete": false,
+                "allow_force_push": false
             }],
             "scanner_rules": null,
             "max_push_bytes": 1024,
@@ -340,10 +352,12 @@ mod tests {
             Ok(s) => {
                 let r = &s.remotes[0];
                 format!(
-                    "ok {} dial={:?} pinned={}",
+                    "ok {} dial={:?} pinned={} delete={} force={}",
                     r.name,
                     r.dial_address,
-                    r.pin.is_some()
+                    r.pin.is_some(),
+                    r.allow_delete,
+                    r.allow_force_push
                 )
             }
             Err(e) => e.to_string(),
@@ -356,11 +370,15 @@ mod tests {
         use expect_test::expect;
         check_config(
             "",
-            expect![[r#"ok app dial=Some("100.64.0.7") pinned=true"#]],
+            expect![[r#"ok app dial=Some("100.64.0.7") pinned=true delete=false force=false"#]],
+        );
+        check_config(
+            "/remotes/0/allow_force_push=true",
+            expect![[r#"ok app dial=Some("100.64.0.7") pinned=true delete=false force=true"#]],
         );
         check_config(
             "/remotes/0/known_host_key=null",
-            expect![[r#"ok app dial=Some("100.64.0.7") pinned=false"#]],
+            expect![[r#"ok app dial=Some("100.64.0.7") pinned=false delete=false force=false"#]],
         );
         check_config(
             "/remotes/0/known_host_key=\"git.example.test ssh-ed25519 AAAA\"",

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use tokio::process::Command;
 
+use crate::gate::gitenv;
 use crate::gate::settings::{GateSettings, HostKeyPin, Remote};
 
 /// The known_hosts name every pin is stored and looked up under.
@@ -30,6 +31,8 @@ pub(crate) enum UpstreamFailure {
     Unreachable,
     /// The operation ran past its time limit and was killed.
     TimedOut,
+    /// The upstream stopped answering after the push went out, before it reported a result.
+    LostReply,
     /// Anything else (the log has git's stderr).
     Other,
 }
@@ -71,6 +74,7 @@ impl UpstreamFailure {
             UpstreamFailure::AuthRefused => "the upstream refused the gate's SSH key",
             UpstreamFailure::Unreachable => "the upstream is unreachable",
             UpstreamFailure::TimedOut => "the upstream did not answer in time",
+            UpstreamFailure::LostReply => "the upstream did not report the push's result",
             UpstreamFailure::Other => "the upstream operation failed (see the bundle log)",
         }
     }
@@ -105,13 +109,8 @@ fn known_hosts_line(pin: &HostKeyPin) -> String {
 /// A `git` command for talking to `remote`'s upstream: a clean environment, no user or
 /// system config, and `GIT_SSH_COMMAND` locked to the gate key and the pin.
 pub(crate) fn upstream_git(settings: &GateSettings, remote: &Remote) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", settings.mirrors_dir.join(".gate"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
+    let mut cmd = Command::from(gitenv::git(settings));
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_SSH_VARIANT", "ssh")
         .env(
             "GIT_SSH_COMMAND",
@@ -121,12 +120,50 @@ pub(crate) fn upstream_git(settings: &GateSettings, remote: &Remote) -> Command 
     cmd
 }
 
-/// The ssh command line (a shell string, as git runs it).
+/// Why [`run_bounded`] produced no output.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// Still running at the time limit: killed, with its ssh.
+    TimedOut,
+    /// Could not be started or waited for.
+    Io(std::io::Error),
+}
+
+/// Runs `cmd` (from [`upstream_git`]) to completion within `timeout`, capturing its output.
+/// git runs in its own process group so that a timeout kills its ssh too: a surviving ssh
+/// would hold the upstream connection (and the upstream's half-done work) open.
+pub(crate) async fn run_bounded(
+    mut cmd: Command,
+    timeout: std::time::Duration,
+) -> Result<std::process::Output, RunError> {
+    cmd.process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().map_err(RunError::Io)?;
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out.map_err(RunError::Io),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            Err(RunError::TimedOut)
+        }
+    }
+}
+
+/// The ssh command line (a shell string, as git runs it). No config file is read (`-F none`)
+/// and the only known_hosts, user and global, is the gate's pin file: no path outside the
+/// gate's directory (not even /dev/null) is handed to ssh as a file.
 fn ssh_command(remote: &Remote, known_hosts: &Path) -> String {
+    let known_hosts = known_hosts.display();
     let mut parts = vec![
         "ssh".to_owned(),
         "-F".into(),
-        "/dev/null".into(),
+        "none".into(),
         "-i".into(),
         shell_quote(&remote.identity_file.to_string_lossy()),
         "-o".into(),
@@ -138,9 +175,9 @@ fn ssh_command(remote: &Remote, known_hosts: &Path) -> String {
         "-o".into(),
         "StrictHostKeyChecking=yes".into(),
         "-o".into(),
-        shell_quote(&format!("UserKnownHostsFile={}", known_hosts.display())),
+        shell_quote(&format!("UserKnownHostsFile={known_hosts}")),
         "-o".into(),
-        "GlobalKnownHostsFile=/dev/null".into(),
+        shell_quote(&format!("GlobalKnownHostsFile={known_hosts}")),
         "-o".into(),
         "UpdateHostKeys=no".into(),
         "-o".into(),

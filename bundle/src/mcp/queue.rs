@@ -25,10 +25,12 @@ pub enum QueueError {
         "no proposal {id:?} in this bottle; use the id a block tool returned (like p-k3m9x2qa)"
     )]
     UnknownId { id: String },
-    #[error("the proposal queue at {path} cannot be used ({source}); tell the operator")]
+    // The cause is in the message, so it is not also the `source` (anyhow's `{:#}` would
+    // print it twice).
+    #[error("the proposal queue at {path} cannot be used ({error}); tell the operator")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the decision for {id} cannot be read ({reason}); tell the operator")]
     BadDecision { id: String, reason: String },
@@ -59,9 +61,9 @@ impl Queue {
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-        move |source| QueueError::Io {
+        move |error| QueueError::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 
@@ -232,6 +234,19 @@ mod tests {
             path_allowlist: vec![],
             auth: None,
         })
+    }
+
+    #[test]
+    fn an_io_error_shows_its_cause_once() {
+        let err = QueueError::Io {
+            path: "/q".into(),
+            error: std::io::Error::other("disk on fire"),
+        };
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            text,
+            "the proposal queue at /q cannot be used (disk on fire); tell the operator"
+        );
     }
 
     fn decide(root: &Path, id: &str, verdict: Verdict) {

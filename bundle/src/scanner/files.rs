@@ -13,9 +13,9 @@ pub(crate) fn scan_dir(scanner: &Scanner, root: &Path) -> Result<Vec<Finding>, S
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let io = |source| ScanError::Io {
+        let io = |error| ScanError::Io {
             path: dir.clone(),
-            source,
+            error,
         };
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
             .map_err(io)?
@@ -24,9 +24,9 @@ pub(crate) fn scan_dir(scanner: &Scanner, root: &Path) -> Result<Vec<Finding>, S
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let kind = entry.file_type().map_err(|source| ScanError::Io {
+            let kind = entry.file_type().map_err(|error| ScanError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
             if kind.is_dir() {
                 if entry.file_name() != ".git" {
@@ -37,17 +37,17 @@ pub(crate) fn scan_dir(scanner: &Scanner, root: &Path) -> Result<Vec<Finding>, S
             if !kind.is_file() {
                 continue;
             }
-            let meta = entry.metadata().map_err(|source| ScanError::Io {
+            let meta = entry.metadata().map_err(|error| ScanError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
             if meta.len() > MAX_FILE_BYTES {
                 tracing::warn!(path = %path.display(), bytes = meta.len(), "skipping large file");
                 continue;
             }
-            let data = std::fs::read(&path).map_err(|source| ScanError::Io {
+            let data = std::fs::read(&path).map_err(|error| ScanError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
             if data.iter().take(8000).any(|&b| b == 0) {
                 continue;

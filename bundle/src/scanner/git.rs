@@ -111,7 +111,7 @@ pub(crate) fn scan_push(
             other => {
                 return Err(ScanError::Git {
                     what: format!("{} points at an object of type {other:?}", update.refname),
-                    source: git2::Error::from_str("unexpected object type"),
+                    error: git2::Error::from_str("unexpected object type"),
                 });
             }
         }
@@ -295,7 +295,7 @@ pub(crate) fn scan_history(
                         }
                         Err(e) => Err(ScanError::Git {
                             what: "open repository".to_owned(),
-                            source: git2::Error::from_str(e.message()),
+                            error: git2::Error::from_str(e.message()),
                         }),
                     };
                     let mut done = Vec::new();
@@ -593,7 +593,7 @@ impl Ctx<'_> {
                 Err(e) => {
                     return Err(ScanError::Git {
                         what: format!("read parent {p} of {id}"),
-                        source: e,
+                        error: e,
                     });
                 }
             },
@@ -731,7 +731,7 @@ fn changed_blobs(
                 Err(_) => {
                     return Err(ScanError::Git {
                         what: what(),
-                        source: git2::Error::from_str("malformed tree object"),
+                        error: git2::Error::from_str("malformed tree object"),
                     });
                 }
             };
@@ -858,9 +858,9 @@ fn charge(budget: &Budget, spent: &AtomicU64, bytes: usize) -> Result<(), ScanEr
 
 fn git_err<F: FnOnce() -> String>(what: F) -> impl FnOnce(git2::Error) -> ScanError {
     // The context is built only on error: these sit on the per-object hot path.
-    move |source| ScanError::Git {
+    move |error| ScanError::Git {
         what: what(),
-        source,
+        error,
     }
 }
 

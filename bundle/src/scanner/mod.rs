@@ -57,14 +57,16 @@ pub const DEFAULT_DECODE_DEPTH: usize = 5;
 /// Why a scan could not complete. The gate treats every one of these as "reject".
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("git: {what}: {source}")]
-    Git { what: String, source: git2::Error },
+    // Each cause is in its message, so it is not also the `source` (anyhow's `{:#}` would
+    // print it twice).
+    #[error("git: {what}: {error}")]
+    Git { what: String, error: git2::Error },
     #[error("scan budget exceeded: {what}")]
     OverBudget { what: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("bad input: {0}")]
     Input(String),

@@ -528,3 +528,24 @@ fn a_rule_too_large_to_compile_fails_closed_as_a_finding() {
         found[0].description
     );
 }
+
+/// Each cause is printed once by anyhow's `{:#}` (it is in the message, not also the source).
+#[test]
+fn scan_errors_show_their_cause_once() {
+    let git = ScanError::Git {
+        what: "cannot read commit 1234".into(),
+        error: git2::Error::from_str("object not found"),
+    };
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(git)),
+        "git: cannot read commit 1234: object not found"
+    );
+    let io = ScanError::Io {
+        path: "/w/a.txt".into(),
+        error: std::io::Error::other("disk on fire"),
+    };
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(io)),
+        "cannot read /w/a.txt: disk on fire"
+    );
+}

@@ -84,7 +84,11 @@ pub fn git_cmd(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // Not /dev/null: git writes config through a lock file renamed over the target.
+        .env(
+            "GIT_CONFIG_GLOBAL",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/test.gitconfig"),
+        )
         .env("GIT_AUTHOR_NAME", "Test Author")
         .env("GIT_AUTHOR_EMAIL", "author@example.test")
         .env("GIT_COMMITTER_NAME", "Test Author")

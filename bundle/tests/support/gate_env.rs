@@ -36,6 +36,9 @@ pub struct Options {
     pub unix_socket: bool,
     /// Map the upstream's name to 127.0.0.1 with `extra_hosts` (otherwise it does not resolve).
     pub extra_hosts: bool,
+    /// The remote's `allow_delete` and `allow_force_push`.
+    pub allow_delete: bool,
+    pub allow_force_push: bool,
 }
 
 impl Default for Options {
@@ -48,6 +51,8 @@ impl Default for Options {
             program: None,
             unix_socket: false,
             extra_hosts: true,
+            allow_delete: false,
+            allow_force_push: false,
         }
     }
 }
@@ -137,7 +142,9 @@ impl GateEnv {
                     "upstream": format!("ssh://root@{UPSTREAM_HOST}:{}{}", sshd.port, s(&upstream)),
                     "identity_file": s(&identity),
                     "known_host_key": known_host_key,
-                    "extra_hosts": extra_hosts
+                    "extra_hosts": extra_hosts,
+                    "allow_delete": options.allow_delete,
+                    "allow_force_push": options.allow_force_push
                 }],
                 "scanner_rules": options.scanner_rules,
                 "max_push_bytes": options.max_push_bytes,
@@ -258,8 +265,9 @@ impl GateEnv {
     /// A git command against the upstream over ssh with the server's key, bypassing the gate.
     pub fn direct_git(&self, dir: &Path, args: &[&str]) -> Output {
         let ssh = format!(
-            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-            self.sshd.client_key.display()
+            "ssh -F none -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile={} -o LogLevel=ERROR",
+            self.sshd.client_key.display(),
+            self.tmp.path().join("direct_known_hosts").display()
         );
         Command::new("git")
             .current_dir(dir)
@@ -268,6 +276,29 @@ impl GateEnv {
             .env("GIT_SSH_COMMAND", ssh)
             .output()
             .expect("run git")
+    }
+
+    /// Installs `script` as the upstream repository's hook `name` (`pre-receive`, …).
+    pub fn upstream_hook(&self, name: &str, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let hook = self.upstream.join("hooks").join(name);
+        std::fs::write(&hook, script).expect("write upstream hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod upstream hook");
+    }
+
+    /// A shell fragment for an upstream hook: wait (at most 60 s) until [`GateEnv::release`],
+    /// so a test can make the upstream slow without sleeping long or leaving sleepers behind.
+    pub fn wait_for_release(&self) -> String {
+        format!(
+            "i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done",
+            s(&self.tmp.path().join("release"))
+        )
+    }
+
+    /// Ends every [`GateEnv::wait_for_release`] wait.
+    pub fn release(&self) {
+        std::fs::write(self.tmp.path().join("release"), "").expect("write release");
     }
 
     /// The upstream's direct URL (127.0.0.1, for [`GateEnv::direct_git`]).
@@ -309,12 +340,16 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// An empty global git config for the tests' gits. Not /dev/null: git writes config through a
+/// lock file renamed over the target, and these tests run as root.
+pub const TEST_GIT_CONFIG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/test.gitconfig");
+
 /// The environment the agent's git runs with: no user or system config.
 fn agent_env(home: &Path) -> Vec<(String, String)> {
     vec![
         ("HOME".into(), s(home)),
         ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
-        ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
+        ("GIT_CONFIG_GLOBAL".into(), TEST_GIT_CONFIG.into()),
         ("GIT_AUTHOR_NAME".into(), "Agent".into()),
         ("GIT_AUTHOR_EMAIL".into(), "agent@example.invalid".into()),
         ("GIT_COMMITTER_NAME".into(), "Agent".into()),

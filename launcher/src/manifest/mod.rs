@@ -71,6 +71,11 @@ pub(crate) struct GitRemote {
     /// The pinned host key; `None` means pushes are refused.
     pub(crate) known_host_key: Option<String>,
     pub(crate) extra_hosts: Vec<(String, IpAddr)>,
+    /// `AllowDelete`: pushes may delete branches and tags (default: refused).
+    pub(crate) allow_delete: bool,
+    /// `AllowForcePush`: pushes may rewrite history, non-fast-forward or moving a tag
+    /// (default: refused).
+    pub(crate) allow_force_push: bool,
 }
 
 /// One allowed host.

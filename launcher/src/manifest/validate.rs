@@ -29,6 +29,8 @@ const GIT_KEYS: &[&str] = &[
     "IdentityFile",
     "KnownHostKey",
     "ExtraHosts",
+    "AllowDelete",
+    "AllowForcePush",
 ];
 const AGENT_KEYS: &[&str] = &[
     "bottle",
@@ -498,6 +500,8 @@ impl Cx<'_> {
         let mut identity_file = None;
         let mut known_host_key = None;
         let mut extra_hosts = Vec::new();
+        let mut allow_delete = false;
+        let mut allow_force_push = false;
         for (key, value) in entries {
             let path = join(prefix, &key.name);
             match key.name.as_str() {
@@ -514,6 +518,8 @@ impl Cx<'_> {
                     upstream = Some(u);
                 }
                 "IdentityFile" => identity_file = Some(self.string(value, &path)?),
+                "AllowDelete" => allow_delete = self.bool(value, &path)?,
+                "AllowForcePush" => allow_force_push = self.bool(value, &path)?,
                 "KnownHostKey" => {
                     let k = self.string(value, &path)?;
                     check_host_key(&k).map_err(|m| self.err(value.line, &path, m))?;
@@ -567,6 +573,8 @@ impl Cx<'_> {
             )?,
             known_host_key,
             extra_hosts,
+            allow_delete,
+            allow_force_push,
         })
     }
 

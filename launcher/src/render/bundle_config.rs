@@ -102,6 +102,8 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
                     address: address.into(),
                 })
                 .collect(),
+            allow_delete: g.allow_delete,
+            allow_force_push: g.allow_force_push,
         })
         .collect();
     BundleConfig {

@@ -452,9 +452,9 @@ fn bad_git_not_a_list() {
 fn bad_git_key_case_suggests() {
     check_bottle(
         "git:\n  - name: app\n",
-        expect![[
-            r#"/h/.claude-bottle/bottles/b.md:3: `git[0].name`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts (did you mean `Name`?)"#
-        ]],
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `git[0].name`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts, AllowDelete, AllowForcePush (did you mean `Name`?)"
+        ],
     );
 }
 
@@ -515,6 +515,36 @@ fn bad_git_host_key_type() {
         expect![[
             r#"/h/.claude-bottle/bottles/b.md:4: `git[0].KnownHostKey`: unknown host key type `ssh-dss`; expected one of ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa, sk-ssh-ed25519@openssh.com"#
         ]],
+    );
+}
+
+#[test]
+fn bad_git_allow_delete_not_a_bool() {
+    check_bottle(
+        "git:\n  - Name: app\n    AllowDelete: \"yes\"\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:4: `git[0].AllowDelete`: expected `true` or `false`, found a string"
+        ],
+    );
+}
+
+#[test]
+fn bad_git_allow_force_push_not_a_bool() {
+    check_bottle(
+        "git:\n  - Name: app\n    AllowForcePush: [true]\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:4: `git[0].AllowForcePush`: expected `true` or `false`, found a list"
+        ],
+    );
+}
+
+#[test]
+fn bad_git_allow_key_spelling_suggests() {
+    check_bottle(
+        "git:\n  - Name: app\n    allow_force_push: true\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:4: `git[0].allow_force_push`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts, AllowDelete, AllowForcePush (did you mean `AllowForcePush`?)"
+        ],
     );
 }
 

@@ -69,6 +69,7 @@ git:
     IdentityFile: ~/.ssh/id_ed25519_gitea
     KnownHostKey: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\"
     ExtraHosts: {gitea.example.com: 100.64.0.7}
+    AllowDelete: true
 egress:
   routes:
     - host: api.github.com
@@ -132,6 +133,8 @@ Docs.
                             100.64.0.7,
                         ),
                     ],
+                    allow_delete: true,
+                    allow_force_push: false,
                 },
             ],
             routes: [
