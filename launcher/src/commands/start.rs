@@ -12,6 +12,7 @@ use crate::backend::docker::DockerBackend;
 use crate::bottle::{self, Launch, ca, claude_bin, images, provision, worktree};
 use crate::cli::StartArgs;
 use crate::facts;
+use crate::manifest::values::{Layout, escape_controls};
 use crate::manifest::{self, Dirs, Loaded};
 use crate::plan::{self, Plan, Runtime};
 use crate::render::bottle_files;
@@ -193,7 +194,9 @@ pub(crate) async fn start_bottle(
     let root = &ctx.dirs.root;
     let identity = ctx.plan.identity.clone();
     let resuming = matches!(origin, Origin::Resume { .. });
-    let mut progress = |line: &str| eprintln!("  {line}");
+    // Build output runs the agent's Dockerfile on a resume: escaped, so a `RUN printf` of an
+    // escape sequence cannot drive the operator's terminal.
+    let mut progress = |line: &str| eprintln!("  {}", escape_controls(line, Layout::Line));
 
     let command = &ctx.loaded.agent.command;
     let claude = claude_bin::choose(claude_bin::needed(command))?;

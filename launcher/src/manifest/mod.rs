@@ -157,26 +157,28 @@ pub(crate) struct Host(String);
 impl Host {
     /// Validates `text`; the error is a sentence for the manifest error message.
     pub(crate) fn parse(text: &str) -> Result<Host, String> {
+        // The host may come from an agent's proposal: quoted with control characters escaped.
+        let shown = values::escape_controls(text, values::Layout::Line);
         if text.contains("://") || text.contains('/') {
             return Err(format!(
-                "`{text}` must be a bare host name such as api.github.com (no scheme or path)"
+                "`{shown}` must be a bare host name such as api.github.com (no scheme or path)"
             ));
         }
         if text.contains(':') && text.parse::<IpAddr>().is_err() {
             return Err(format!(
-                "`{text}` must be a bare host name without a port (routes are for HTTPS on 443)"
+                "`{shown}` must be a bare host name without a port (routes are for HTTPS on 443)"
             ));
         }
         let bare = text.trim_start_matches('[').trim_end_matches(']');
         if bare.parse::<IpAddr>().is_ok() {
             return Err(format!(
-                "`{text}` is an IP address; routes name hosts (the proxy refuses IP literals)"
+                "`{shown}` is an IP address; routes name hosts (the proxy refuses IP literals)"
             ));
         }
         if text != text.to_ascii_lowercase() {
             return Err(format!(
-                "`{text}` must be lowercase: write `{}`",
-                text.to_ascii_lowercase()
+                "`{shown}` must be lowercase: write `{}`",
+                values::escape_controls(&text.to_ascii_lowercase(), values::Layout::Line)
             ));
         }
         let name = text.strip_prefix("*.").unwrap_or(text);
@@ -191,7 +193,7 @@ impl Host {
         };
         if name.len() > 253 || labels.len() < 2 || !labels.iter().all(label_ok) {
             return Err(format!(
-                "`{text}` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)"
+                "`{shown}` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)"
             ));
         }
         Ok(Host(text.to_owned()))

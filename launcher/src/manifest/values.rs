@@ -25,13 +25,15 @@ pub(crate) fn valid_header_name(s: &str) -> bool {
 pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
     // The prefix may come from an agent's proposal: quote it with control characters escaped,
     // so a message never writes a raw NUL or terminal escape to the operator's screen.
-    let shown = escape_controls(p);
+    let shown = escape_controls(p, Layout::Line);
     if !p.starts_with('/') {
         return Err(format!("`{shown}` must start with `/`"));
     }
-    if p.contains(['?', '#', '\\']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // `shown != p`: a bidi override or zero-width mark would make the prefix read as
+    // another one in the plan and the dashboard.
+    if p.contains(['?', '#', '\\']) || p.chars().any(char::is_whitespace) || shown != p {
         return Err(format!(
-            "`{shown}` must be a plain path prefix: no query, fragment, backslash, whitespace or control character"
+            "`{shown}` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"
         ));
     }
     // A `;` parameter does not stop a dot segment: some servers read `..;` as `..`.
@@ -47,19 +49,54 @@ pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `text` with control and invisible formatting characters (bidi overrides, zero-width
-/// marks) written as `\u{..}` escapes, for quoting untrusted text in a message.
-pub(crate) fn escape_controls(text: &str) -> String {
-    let invisible = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-    };
-    text.chars()
-        .map(|c| match invisible(c) {
-            true => c.escape_unicode().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
+/// What [`escape_controls`] leaves as it is: nothing, or the line breaks and tabs of a
+/// multi-line text (a Dockerfile, an error carrying a build log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One line: `\n` and `\t` are escaped too, so a field cannot fake the lines after it.
+    Line,
+    /// Several lines: `\n` and `\t` stay.
+    Block,
+}
+
+/// `text` with control and invisible formatting characters written as `\u{..}` escapes, for
+/// showing untrusted text (an agent's proposal, an error quoting it, a build log) to the
+/// operator: C0 (except `\n` and `\t` in a [`Layout::Block`]), DEL and C1, so no escape
+/// sequence (ESC, CSI, OSC 52 clipboard writes) or carriage return reaches the terminal, and
+/// the bidi overrides, zero-width and other format characters that make text read differently
+/// from what it is. The one sanitiser for everything the launcher prints on an agent's behalf.
+pub(crate) fn escape_controls(text: &str, layout: Layout) -> String {
+    let kept = |c: char| layout == Layout::Block && matches!(c, '\n' | '\t');
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if (c.is_control() || is_invisible_format(c)) && !kept(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unicode format characters (category Cf) and the line/paragraph separators: they draw
+/// nothing, or reorder or hide the text around them.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}'
+        | '\u{600}'..='\u{605}'
+        | '\u{61c}'
+        | '\u{6dd}'
+        | '\u{70f}'
+        | '\u{890}'..='\u{891}'
+        | '\u{8e2}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{e0000}'..='\u{e007f}')
 }
 
 pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {
@@ -143,4 +180,30 @@ pub(super) fn check_cidr(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_controls_neutralises_terminal_and_bidi_tricks() {
+        let hostile =
+            "a\u{1b}[2Kb\u{1b}]52;c;aGk=\u{7}c\rd\u{7f}e\u{9b}f\u{202e}g\u{200b}h\u{e0041}i";
+        let line = escape_controls(hostile, Layout::Line);
+        assert_eq!(
+            line,
+            r"a\u{1b}[2Kb\u{1b}]52;c;aGk=\u{7}c\u{d}d\u{7f}e\u{9b}f\u{202e}g\u{200b}h\u{e0041}i"
+        );
+        assert!(line.chars().all(|c| !c.is_control()), "{line}");
+        // A line cannot fake the lines after it; a block keeps its lines and tabs.
+        assert_eq!(escape_controls("a\n\tb", Layout::Line), r"a\u{a}\u{9}b");
+        assert_eq!(
+            escape_controls("a\n\tb\r\n", Layout::Block),
+            "a\n\tb\\u{d}\n"
+        );
+        // Ordinary text, including non-ASCII letters, is left alone.
+        let plain = "RUN apt-get install -y jq && echo \"é ü 漢字\" \\";
+        assert_eq!(escape_controls(plain, Layout::Line), plain);
+    }
 }

@@ -79,7 +79,10 @@ pub(crate) fn pending(root: &Path) -> Listing {
                         });
                     }
                 }
-                Err(e) => listing.warnings.push(format!("{e}; skipping it")),
+                // The message may quote the file's (the agent's) text: shown escaped.
+                Err(e) => listing
+                    .warnings
+                    .push(super::request::line(&format!("{e}; skipping it"))),
             }
         }
     }
@@ -204,14 +207,15 @@ fn read_proposal(queue: &Path, path: &Path) -> Result<Proposal, QueueError> {
     if proposal.id != stem || !supervise::valid_id(&proposal.id) {
         return Err(malformed(format!(
             "its id `{}` does not match the file name",
-            proposal.id
+            super::request::line(&proposal.id)
         )));
     }
     let identity = queue.file_name().and_then(|s| s.to_str()).unwrap_or("");
     if proposal.identity != identity {
         return Err(malformed(format!(
-            "it names bottle `{}` but sits in bottle `{identity}`'s queue",
-            proposal.identity
+            "it names bottle `{}` but sits in bottle `{}`'s queue",
+            super::request::line(&proposal.identity),
+            super::request::line(identity)
         )));
     }
     Ok(proposal)

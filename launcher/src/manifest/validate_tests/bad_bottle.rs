@@ -355,7 +355,18 @@ fn bad_path_control_characters_are_escaped_in_the_message() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/\\0\\e[2J\"]\n",
         expect![[
-            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{0}\u{1b}[2J` must be a plain path prefix: no query, fragment, backslash, whitespace or control character"#
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{0}\u{1b}[2J` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_path_bidi_override_is_refused_and_escaped() {
+    // U+202E would make `/v1/nimda` read as `/v1/admin` in the plan and the dashboard.
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/\\u202Enimda\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{202e}nimda` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"#
         ]],
     );
 }
