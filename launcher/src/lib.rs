@@ -16,6 +16,7 @@ pub mod cli;
 mod commands;
 mod dashboard;
 mod facts;
+mod hostfile;
 mod manifest;
 mod plan;
 mod render;

@@ -123,6 +123,7 @@ Docs.
                     name: "app",
                     upstream: "ssh://git@gitea.example.com:30009/alice/app.git",
                     identity_file: "~/.ssh/id_ed25519_gitea",
+                    identity_file_line: 10,
                     known_host_key: Some(
                         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
                     ),
@@ -178,6 +179,7 @@ Docs.
             extra_ca: Some(
                 "~/certs/internal-ca.pem",
             ),
+            extra_ca_line: 22,
             supervise: true,
         }
     "#]]
