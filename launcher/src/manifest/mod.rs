@@ -33,6 +33,8 @@ pub(crate) struct Bottle {
     pub(crate) routes: Vec<Route>,
     /// `egress.allow_private`: CIDR blocks the bundle may dial although they are private
     /// (off by default; for internal hosts, and the tests' upstreams on a Docker network).
+    /// Never wider than /8 (IPv4) or /16 (IPv6), never touching loopback, link-local and
+    /// metadata addresses (`values::check_cidr`): it applies to every route.
     pub(crate) allow_private: Vec<String>,
     /// `egress.extra_ca`: a host path to a PEM CA the bundle trusts for upstream TLS besides
     /// the public roots (an internal CA). As written; may start with `~/`.

@@ -77,7 +77,7 @@ egress:
     - host: \"*.linear.app\"
     - host: api.example.com
       auth: {scheme: header, header: X-Api-Key, token_ref: EX_KEY}
-  allow_private: [\"10.20.0.0/16\", \"fd00::/8\"]
+  allow_private: [\"10.20.0.0/16\", \"fd12:3456:789a::/48\"]
   extra_ca: ~/certs/internal-ca.pem
 supervise: true
 ---
@@ -174,7 +174,7 @@ Docs.
             ],
             allow_private: [
                 "10.20.0.0/16",
-                "fd00::/8",
+                "fd12:3456:789a::/48",
             ],
             extra_ca: Some(
                 "~/certs/internal-ca.pem",
