@@ -692,3 +692,23 @@ fn start_refuses_unusable_ca_and_key_files_before_asking_for_secrets() {
     assert!(run.stdout().contains("it is a public key"), "{}", run.all());
     assert!(!run.all().contains("environ-canary-value"), "{}", run.all());
 }
+
+#[test]
+fn a_project_agent_cannot_drive_the_terminal_through_info_or_the_plan() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    // A cloned repository's agent file, with escape sequences in what the plan shows.
+    env.write(
+        &env.project.join(".claude-bottle/agents/evil.md"),
+        "---\nbottle: example\ndescription: \"ok\\e[2K\\u202e\"\nmodel: \"m\\e]52;c;eA==\\a\"\ncommand: \"echo \\e]52;c;eA==\\a\\r\"\n---\nPrompt \u{1b}[8mhidden\n",
+    );
+    for args in [&["info", "evil"][..], &["start", "evil", "--dry-run"]] {
+        let run = env.run(args).ok();
+        let out = run.all();
+        let raw = out
+            .chars()
+            .find(|c| (c.is_control() && !matches!(c, '\n' | '\t')) || *c == '\u{202e}');
+        assert!(raw.is_none(), "{args:?} printed a raw {raw:?}:\n{out}");
+        assert!(out.contains(r"\u{1b}]52;c;eA==\u{7}"), "{out}");
+    }
+}
