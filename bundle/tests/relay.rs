@@ -293,7 +293,7 @@ fn a_burst_of_connections_leaves_the_relay_small_again() {
             let echoed = echoed.clone();
             let release = release.clone();
             std::thread::spawn(move || {
-                let mut tcp = TcpStream::connect(addr).unwrap();
+                let tcp = TcpStream::connect(addr).unwrap();
                 tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 let served = std::thread::spawn({
                     let mut tcp = tcp.try_clone().unwrap();

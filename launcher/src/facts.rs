@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::docker::DockerBackend;
 use crate::bottle::claude_bin::{self, ClaudeSource};
+use crate::hostfile::{self, NamedFile};
 use crate::manifest::Loaded;
 use crate::plan::{self, HostFacts, IDENTITY_SUFFIX_LEN, Runtime};
 use crate::secrets::HostEnv;
@@ -25,17 +26,20 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
         runtime(),
         plan::identity_suffix(random),
         &|p: &Path| p.exists(),
+        &|f: &NamedFile| f.read().err().map(|e| e.to_string()),
         claude,
     ))
 }
 
-/// The facts from already-gathered parts; `exists` answers for host paths.
+/// The facts from already-gathered parts; `exists` answers for host paths, `unusable` says
+/// why an existing CA or key file the manifest names cannot be used.
 fn facts_from(
     loaded: &Loaded,
     host: &dyn HostEnv,
     runtime: Runtime,
     identity_suffix: String,
     exists: &dyn Fn(&Path) -> bool,
+    unusable: &dyn Fn(&NamedFile) -> Option<String>,
     claude: Result<ClaudeSource, String>,
 ) -> HostFacts {
     // Empty counts as unset, as it does when values are resolved at start.
@@ -48,12 +52,19 @@ fn facts_from(
         .into_iter()
         .filter(|p| !exists(Path::new(p)))
         .collect();
+    // Checked here as well as at start, so a dry run shows a bad file too.
+    let unusable_files = hostfile::named_files(loaded, &home)
+        .iter()
+        .filter(|f| exists(Path::new(&f.path)))
+        .filter_map(unusable)
+        .collect();
     HostFacts {
         vars_set,
         runtime,
         identity_suffix,
         home,
         missing_paths,
+        unusable_files,
         claude,
     }
 }
@@ -123,6 +134,7 @@ mod tests {
             Runtime::Runc,
             "abcde".into(),
             &present,
+            &|f: &NamedFile| Some(format!("{} is bad", f.path)),
             Ok(ClaudeSource::Npm),
         );
         assert_eq!(facts.vars_set.iter().collect::<Vec<_>>(), ["FULL"]);
@@ -130,6 +142,22 @@ mod tests {
             facts.missing_paths.iter().collect::<Vec<_>>(),
             ["/home/u/.claude/skills/lack", "/home/u/.ssh/k"]
         );
+        // Only files that exist are checked (a missing one is reported as missing).
+        assert!(
+            facts.unusable_files.is_empty(),
+            "{:?}",
+            facts.unusable_files
+        );
+        let facts = facts_from(
+            &loaded,
+            &host,
+            Runtime::Runc,
+            "abcde".into(),
+            &|_: &Path| true,
+            &|f: &NamedFile| Some(format!("{} is bad", f.path)),
+            Ok(ClaudeSource::Npm),
+        );
+        assert_eq!(facts.unusable_files, ["/home/u/.ssh/k is bad"]);
         assert_eq!(facts.home, Path::new("/home/u"));
     }
 

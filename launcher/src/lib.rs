@@ -16,6 +16,7 @@ pub mod cli;
 mod commands;
 mod dashboard;
 mod facts;
+mod hostfile;
 mod manifest;
 mod plan;
 mod render;
@@ -81,6 +82,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// How `main` prints an error returned by [`run`]: the whole chain, with control and
+/// invisible formatting characters escaped (line breaks kept), because an error may quote what
+/// an agent wrote (a proposal's host, a build log of its Dockerfile) and must not drive the
+/// operator's terminal.
+pub fn error_text(err: &anyhow::Error) -> String {
+    manifest::values::escape_controls(&format!("{err:#}"), manifest::values::Layout::Block)
+}
+
 /// Manifest locations from `$HOME`, `$CLAUDE_BOTTLE_HOME` and the project directory.
 fn dirs(cwd: Option<PathBuf>) -> anyhow::Result<Dirs> {
     let home = std::env::var_os("HOME")
@@ -99,4 +108,17 @@ fn dirs(cwd: Option<PathBuf>) -> anyhow::Result<Dirs> {
         .canonicalize()
         .with_context(|| format!("project directory {}", cwd.display()))?;
     Ok(Dirs { home, root, cwd })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_are_printed_with_controls_escaped_and_lines_kept() {
+        let err =
+            anyhow::anyhow!("build log:\n\u{1b}]52;c;eA==\u{7}done\r").context("start failed");
+        assert_eq!(
+            super::error_text(&err),
+            "start failed: build log:\n\\u{1b}]52;c;eA==\\u{7}done\\u{d}"
+        );
+    }
 }

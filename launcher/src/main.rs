@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match claude_bottle::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", claude_bottle::error_text(&err));
             ExitCode::from(claude_bottle::exit_code(&err))
         }
     }

@@ -51,6 +51,9 @@ pub(crate) struct HostFacts {
     pub(crate) home: std::path::PathBuf,
     /// Host paths the bottle needs that do not exist (see [`host_paths`]).
     pub(crate) missing_paths: BTreeSet<String>,
+    /// Why each existing CA or key file the manifest names cannot be used
+    /// (`FILE:LINE: `KEY`: …`, see `hostfile`).
+    pub(crate) unusable_files: Vec<String>,
     /// Where the agent image's Claude Code comes from, or why the one named cannot be used.
     pub(crate) claude: Result<ClaudeSource, String>,
 }
@@ -326,6 +329,9 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
         warnings.push(format!(
             "egress.extra_ca: {ca} does not exist; start will refuse until it does"
         ));
+    }
+    for why in &facts.unusable_files {
+        warnings.push(format!("{why}; start will refuse until it is fixed"));
     }
     for g in &git {
         let g: &GitPlan = g;

@@ -93,6 +93,7 @@ fn facts(vars: &[&str]) -> HostFacts {
         identity_suffix: "ab12c".into(),
         home: PathBuf::from("/home/u"),
         missing_paths: BTreeSet::new(),
+        unusable_files: Vec::new(),
         claude: Ok(ClaudeSource::Native {
             path: PathBuf::from("/home/u/.cache/claude-bottle/claude/2.1.332/claude"),
             version: "2.1.332".into(),
@@ -442,6 +443,21 @@ fn missing_skills_and_keys_are_warned() {
     assert!(
         text.contains("git remote `docs`: IdentityFile /keys/docs does not exist"),
         "{text}"
+    );
+}
+
+#[test]
+fn unusable_host_files_are_warned_so_a_dry_run_shows_them() {
+    let mut f = facts(&["GH_PAT", "LINEAR_KEY", "CLAUDE_BOTTLE_OAUTH_TOKEN"]);
+    f.unusable_files = vec!["b.md:9: `egress.extra_ca`: /dev/zero is a character device".into()];
+    let plan = build(&loaded(FULL_AGENT), &f);
+    assert!(
+        plan.warnings.contains(
+            &"b.md:9: `egress.extra_ca`: /dev/zero is a character device; start will refuse until it is fixed"
+                .to_owned()
+        ),
+        "{:?}",
+        plan.warnings
     );
 }
 

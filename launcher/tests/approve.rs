@@ -5,7 +5,7 @@
 
 mod queue_home;
 
-use queue_home::Home;
+use queue_home::{HOSTILE, HOSTILE_SHOWN, Home, assert_no_raw_controls};
 use std::process::Output;
 
 fn egress(host: &str, token_ref: Option<&str>) -> serde_json::Value {
@@ -164,4 +164,52 @@ fn approving_for_a_bottle_that_is_not_running_writes_no_decision() {
     let out = home.run(&["approve", "p-docs"], &[]);
     assert_fails_with(&out, "bottle `gone-zzzzz` is not running");
     no_decision_and_no_audit(&home, "gone-zzzzz", "p-docs");
+}
+
+#[test]
+fn approve_and_reject_show_agent_text_escaped() {
+    let home = Home::new();
+    let bad = |id: &str, host: &str, token_ref: &str| {
+        serde_json::json!({
+            "id": id, "identity": "dev-abcde", "created": 10,
+            "justification": HOSTILE,
+            "request": {"kind": "egress", "host": host, "path_allowlist": [],
+                        "auth": {"scheme": "bearer", "token_ref": token_ref}},
+        })
+    };
+    home.propose_raw(
+        "dev-abcde",
+        "p-host",
+        &bad("p-host", &format!("docs.rs{HOSTILE}"), "T"),
+    );
+    home.propose_raw(
+        "dev-abcde",
+        "p-tok",
+        &bad("p-tok", "docs.rs", &format!("T{HOSTILE}")),
+    );
+    let vars = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    for (id, shown) in [
+        ("p-host", format!("`host`: `docs.rs{HOSTILE_SHOWN}`")),
+        ("p-tok", format!("`auth.token_ref`: `T{HOSTILE_SHOWN}`")),
+    ] {
+        let out = home.run(&["approve", id], &vars);
+        assert_fails_with(&out, &shown);
+        assert_no_raw_controls("approve's stdout", &out.stdout);
+        assert_no_raw_controls("approve's stderr", &out.stderr);
+        no_decision_and_no_audit(&home, "dev-abcde", id);
+    }
+    // A valid request from a bottle that is not running: the error names the bottle.
+    home.propose_raw("dev-abcde", "p-ok", &bad("p-ok", "docs.rs", "T"));
+    let out = home.run(&["approve", "p-ok"], &[("T", "x"), vars[0]]);
+    assert!(!out.status.success());
+    assert_no_raw_controls("approve's stderr", &out.stderr);
+
+    let out = home.run(&["reject", "p-host", "--reason", "no"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_no_raw_controls("reject's stdout", &out.stdout);
+    assert!(
+        text(&out.stdout).contains("p-host"),
+        "{}",
+        text(&out.stdout)
+    );
 }

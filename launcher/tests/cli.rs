@@ -613,3 +613,102 @@ fn resume_refuses_a_bottle_without_state_or_not_suspended() {
         "a refused resume keeps the state"
     );
 }
+
+/// Runs `f` on a thread; fails if it takes more than 20 s (a launcher blocked on a FIFO or
+/// reading `/dev/zero` fails the test instead of hanging it).
+fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the launcher did not finish within 20 s")
+}
+
+#[test]
+fn start_refuses_unusable_ca_and_key_files_before_asking_for_secrets() {
+    let env = std::sync::Arc::new(Env::new());
+    env.run(&["init"]).ok();
+    let fifo = env.home.join("key.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bottle = env.root().join("bottles/example.md");
+    let write_bottle = |ca: &str, key: &str| {
+        env.write(
+            &bottle,
+            &format!(
+                "---\nenv:\n  T: \"?token\"\ngit:\n  - Name: app\n    Upstream: ssh://git@h.test/a.git\n    IdentityFile: {key}\negress:\n  extra_ca: {ca}\n---\n"
+            ),
+        );
+    };
+    write_bottle("/dev/zero", &fifo.display().to_string());
+    let file = bottle.display().to_string();
+    let ca_error = format!(
+        "{file}:9: `egress.extra_ca`: /dev/zero is a character device, not a regular file; name a PEM file"
+    );
+    let key_error = format!(
+        "{file}:7: `git[0].IdentityFile`: {} is a FIFO, not a regular file; name the unencrypted private key",
+        fifo.display()
+    );
+
+    let e = env.clone();
+    let dry = within_20s(move || e.run(&["start", "example", "--dry-run"]).ok().stdout());
+    assert!(dry.contains(&ca_error), "{dry}");
+    assert!(dry.contains(&key_error), "{dry}");
+
+    let e = env.clone();
+    let run = within_20s(move || {
+        e.run_with(
+            &["start", "example", "-y"],
+            &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")],
+        )
+    });
+    assert_eq!(run.code(), 3, "{}", run.all());
+    assert!(run.stderr().contains(&ca_error), "{}", run.stderr());
+    // Refused before the prompt for `T` (no terminal here, which would be the error).
+    assert!(!run.stderr().contains("`env.T`"), "{}", run.stderr());
+
+    // `/proc/self/environ` would copy the launcher's environment: refused, never shown.
+    let key = env.home.join("id");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ user@host\n").unwrap();
+    write_bottle("/proc/self/environ", &key.display().to_string());
+    let e = env.clone();
+    let run = within_20s(move || {
+        e.run_with(
+            &["start", "example", "--dry-run"],
+            &[("CANARY", "environ-canary-value")],
+        )
+    });
+    assert!(
+        run.stdout().contains("/proc/self/environ is on procfs"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout().contains("it is a public key"), "{}", run.all());
+    assert!(!run.all().contains("environ-canary-value"), "{}", run.all());
+}
+
+#[test]
+fn a_project_agent_cannot_drive_the_terminal_through_info_or_the_plan() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    // A cloned repository's agent file, with escape sequences in what the plan shows.
+    env.write(
+        &env.project.join(".claude-bottle/agents/evil.md"),
+        "---\nbottle: example\ndescription: \"ok\\e[2K\\u202e\"\nmodel: \"m\\e]52;c;eA==\\a\"\ncommand: \"echo \\e]52;c;eA==\\a\\r\"\n---\nPrompt \u{1b}[8mhidden\n",
+    );
+    for args in [&["info", "evil"][..], &["start", "evil", "--dry-run"]] {
+        let run = env.run(args).ok();
+        let out = run.all();
+        let raw = out
+            .chars()
+            .find(|c| (c.is_control() && !matches!(c, '\n' | '\t')) || *c == '\u{202e}');
+        assert!(raw.is_none(), "{args:?} printed a raw {raw:?}:\n{out}");
+        assert!(out.contains(r"\u{1b}]52;c;eA==\u{7}"), "{out}");
+    }
+}

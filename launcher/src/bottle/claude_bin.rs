@@ -115,20 +115,10 @@ pub(crate) fn locate(needed: bool) -> anyhow::Result<ClaudeSource> {
     Ok(ClaudeSource::Npm)
 }
 
-/// Reads the executable (bounded), for the image's build context.
+/// Reads the executable (bounded, a regular file only: `hostfile`), for the image's build
+/// context.
 pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CLAUDE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    anyhow::ensure!(
-        bytes.len() as u64 <= MAX_CLAUDE_BYTES,
-        "{} is larger than {MAX_CLAUDE_BYTES} bytes",
-        path.display()
-    );
-    Ok(bytes)
+    Ok(crate::hostfile::read_bounded(path, MAX_CLAUDE_BYTES)?)
 }
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/claude-bottle/claude`, as `scripts/claude-from-pypi` writes it.
@@ -164,17 +154,11 @@ fn parse_version(s: &str) -> Option<Vec<u64>> {
 /// Checks that `path` is a regular file holding a Linux ELF executable for this machine's
 /// architecture, and that it answers `--version`; returns the version.
 fn check_native(path: &Path) -> anyhow::Result<String> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
-    anyhow::ensure!(meta.is_file(), "{} is not a regular file", path.display());
-    anyhow::ensure!(
-        meta.len() <= MAX_CLAUDE_BYTES,
-        "{} is too large",
-        path.display()
-    );
+    // `CLAUDE_BOTTLE_CLAUDE_BIN` may name anything: a FIFO must not block the preflight.
+    let (mut file, len) = crate::hostfile::open_regular(path)?;
+    anyhow::ensure!(len <= MAX_CLAUDE_BYTES, "{} is too large", path.display());
     let mut header = [0u8; 20];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut header))
+    file.read_exact(&mut header)
         .with_context(|| format!("cannot read {}", path.display()))?;
     check_elf(&header)?;
     version_of(path)
@@ -299,6 +283,11 @@ mod tests {
                 .to_string()
                 .contains("not a regular file")
         );
+        // A FIFO is refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = check_native(&fifo).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO, not a regular file"), "{err}");
     }
 
     #[test]

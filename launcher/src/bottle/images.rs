@@ -95,8 +95,8 @@ pub(crate) async fn ensure<B: Backend>(
         .image_id(&inputs.base_image)
         .await?
         .unwrap_or_default();
-    let bundle_bin = std::fs::read(&inputs.bundle_bin)
-        .with_context(|| format!("cannot read {}", inputs.bundle_bin.display()))?;
+    // `CLAUDE_BOTTLE_BUNDLE_BIN` may name anything: the one bounded reader.
+    let bundle_bin = crate::hostfile::read_bounded(&inputs.bundle_bin, MAX_BINARY_BYTES)?;
     let pipelock = pipelock_next_to(&inputs.bundle_bin);
 
     let mut bundle_context = vec![ContextFile::new("bottle-bundle", bundle_bin.clone(), 0o755)];
@@ -155,8 +155,12 @@ pub(crate) async fn ensure<B: Backend>(
     })
 }
 
+/// Largest bundle or pipelock binary copied into the image: a debug build of the bundle is a
+/// few hundred MB, so 1 GiB only stops a runaway or a device.
+const MAX_BINARY_BYTES: u64 = 1 << 30;
+
 fn pipelock_next_to(bundle_bin: &Path) -> Option<Vec<u8>> {
-    std::fs::read(bundle_bin.with_file_name("pipelock")).ok()
+    crate::hostfile::read_bounded(&bundle_bin.with_file_name("pipelock"), MAX_BINARY_BYTES).ok()
 }
 
 /// The tag for these inputs: `<repo>:<first 16 hex of sha256>`.

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::backend::ContextFile;
+use crate::hostfile::{self, HostFileError};
 
 /// Largest tree copied in (bytes of file contents).
 pub(crate) const MAX_TREE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -53,15 +54,19 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> anyhow::Result<()> {
             tree.files.push(ContextFile::dir(rel, mode | 0o700));
             walk(root, &path, tree)?;
         } else if meta.is_file() {
-            tree.bytes += meta.len();
-            anyhow::ensure!(
-                tree.bytes <= MAX_TREE_BYTES,
-                "{} is larger than {} GiB; copy a smaller directory",
-                root.display(),
-                MAX_TREE_BYTES >> 30
-            );
-            let contents =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            // Through the one bounded reader, capped by what is left of the budget: the file
+            // was a regular one when listed, and must still be when opened (not a FIFO or a
+            // device swapped in since, not a procfs file that claims to be empty).
+            let budget = MAX_TREE_BYTES.saturating_sub(tree.bytes);
+            let contents = hostfile::read_bounded(&path, budget).map_err(|e| match e {
+                HostFileError::TooLarge { .. } => anyhow::anyhow!(
+                    "{} is larger than {} GiB; copy a smaller directory",
+                    root.display(),
+                    MAX_TREE_BYTES >> 30
+                ),
+                other => other.into(),
+            })?;
+            tree.bytes += contents.len() as u64;
             tree.files
                 .push(ContextFile::new(rel, contents, mode | 0o600));
         }
@@ -94,5 +99,14 @@ mod tests {
         assert_eq!(shown, ["run.sh 755", "src/ 755", "src/main.rs 644"]);
         assert_eq!(tree.bytes, 16);
         assert_eq!(tree.skipped_links, 1);
+    }
+
+    #[test]
+    fn kernel_files_are_refused() {
+        // `--cwd /proc/self` would copy the launcher's environment into the agent.
+        let err = read(Path::new("/proc/self/net"))
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert!(err.is_some_and(|e| e.contains("is on procfs")));
     }
 }

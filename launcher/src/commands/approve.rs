@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::backend::docker::DockerBackend;
+use crate::manifest::values::{Layout, escape_controls};
 use crate::secrets::ProcessHost;
 use crate::supervise::{decide, queue, request};
 
@@ -21,7 +22,8 @@ pub(crate) fn run(root: &Path, id: &str, edit: bool) -> anyhow::Result<u8> {
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
         let said = decide::apply(&backend, root, &prepared).await?;
-        println!("{said}");
+        // It names the agent's host and may quote what the bottle answered.
+        println!("{}", escape_controls(&said, Layout::Block));
         Ok(0)
     })
 }

@@ -3,11 +3,15 @@
 
 use std::path::Path;
 
+use crate::manifest::values::{Layout, escape_controls};
 use crate::supervise::{queue, request};
 
 pub(crate) fn run(root: &Path, once: bool) -> anyhow::Result<u8> {
     if once {
-        print!("{}", once_text(root, crate::supervise::now()));
+        // `once_text` escapes each agent-written field already; escaping the whole again
+        // (lines and tabs kept) guarantees no control character reaches a script's terminal.
+        let text = once_text(root, crate::supervise::now());
+        print!("{}", escape_controls(&text, Layout::Block));
         return Ok(0);
     }
     crate::dashboard::run(root)
@@ -17,7 +21,7 @@ pub(crate) fn run(root: &Path, once: bool) -> anyhow::Result<u8> {
 pub(crate) fn once_text(root: &Path, now: u64) -> String {
     let listing = queue::pending(root);
     for warning in &listing.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", escape_controls(warning, Layout::Line));
     }
     if listing.pending.is_empty() {
         return "no pending proposals\n".to_owned();

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::facts;
+use crate::manifest::values::{Layout, escape_controls};
 use crate::manifest::{self, Dirs, Loaded};
 use crate::plan;
 use crate::render::plan_text::plan_text;
@@ -56,5 +57,6 @@ fn agent_text(loaded: &Loaded) -> String {
     if lines.is_empty() {
         let _ = writeln!(w, "    (empty)");
     }
-    out
+    // The agent file may be a project's (a cloned repository's): escaped for the terminal.
+    escape_controls(&out, Layout::Block)
 }

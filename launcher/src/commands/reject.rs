@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::manifest::values::{Layout, escape_controls};
 use crate::supervise::{decide, queue};
 
 pub(crate) fn run(root: &Path, id: &str, reason: Option<&str>) -> anyhow::Result<u8> {
@@ -11,6 +12,7 @@ pub(crate) fn run(root: &Path, id: &str, reason: Option<&str>) -> anyhow::Result
         );
     };
     let pending = queue::find(root, id)?;
-    println!("{}", decide::reject(root, &pending, reason)?);
+    let said = decide::reject(root, &pending, reason)?;
+    println!("{}", escape_controls(&said, Layout::Block));
     Ok(0)
 }

@@ -12,6 +12,8 @@ use crate::backend::docker::DockerBackend;
 use crate::bottle::{self, Launch, ca, claude_bin, images, provision, worktree};
 use crate::cli::StartArgs;
 use crate::facts;
+use crate::hostfile::{self, Contents};
+use crate::manifest::values::{Layout, escape_controls};
 use crate::manifest::{self, Dirs, Loaded};
 use crate::plan::{self, Plan, Runtime};
 use crate::render::bottle_files;
@@ -98,6 +100,8 @@ impl Prepared {
                 list.join(", ")
             );
         }
+        // Host files first: a bad one fails before the operator is asked for any secret.
+        let inputs = HostInputs::read(loaded, &facts.home, work_tree)?;
         let env = secrets::resolve_env(&loaded.bottle, host)?;
         let tokens = secrets::resolve_tokens(&token_routes(plan), host)?;
         eprintln!(
@@ -111,7 +115,6 @@ impl Prepared {
             Runtime::Gvisor => Some("runsc".to_owned()),
             Runtime::Runc | Runtime::Unknown(_) => None,
         };
-        let inputs = HostInputs::read(loaded, plan, &facts.home, work_tree)?;
         Ok(Prepared {
             files,
             env: env.vars,
@@ -130,24 +133,18 @@ struct HostInputs {
 }
 
 impl HostInputs {
-    fn read(
-        loaded: &Loaded,
-        plan: &Plan,
-        home: &Path,
-        work_tree: Option<&Path>,
-    ) -> anyhow::Result<HostInputs> {
-        let extra_ca = match &plan.extra_ca {
-            Some(path) => {
-                Some(std::fs::read(path).with_context(|| format!("egress.extra_ca {path}"))?)
-            }
-            None => None,
-        };
+    fn read(loaded: &Loaded, home: &Path, work_tree: Option<&Path>) -> anyhow::Result<HostInputs> {
+        // Bounded, regular files only, contents checked: see `hostfile`.
+        let mut extra_ca = None;
         let mut git_keys = Vec::new();
-        for remote in &loaded.bottle.git {
-            let path = plan::expand_home(&remote.identity_file, home);
-            let key = std::fs::read_to_string(&path)
-                .with_context(|| format!("git remote `{}`: IdentityFile {path}", remote.name))?;
-            git_keys.push((remote.name.clone(), Secret::new(key)));
+        for named in hostfile::named_files(loaded, home) {
+            match named.read()? {
+                Contents::CaBundle(pem) => extra_ca = Some(pem),
+                Contents::Key(remote, key) => {
+                    let name = loaded.bottle.git.get(remote).map(|g| g.name.clone());
+                    git_keys.push((name.unwrap_or_default(), key));
+                }
+            }
         }
         let mut skills = Vec::new();
         for skill in &loaded.agent.skills {
@@ -193,7 +190,9 @@ pub(crate) async fn start_bottle(
     let root = &ctx.dirs.root;
     let identity = ctx.plan.identity.clone();
     let resuming = matches!(origin, Origin::Resume { .. });
-    let mut progress = |line: &str| eprintln!("  {line}");
+    // Build output runs the agent's Dockerfile on a resume: escaped, so a `RUN printf` of an
+    // escape sequence cannot drive the operator's terminal.
+    let mut progress = |line: &str| eprintln!("  {}", escape_controls(line, Layout::Line));
 
     let command = &ctx.loaded.agent.command;
     let claude = claude_bin::choose(claude_bin::needed(command))?;

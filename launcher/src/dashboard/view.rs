@@ -1,5 +1,9 @@
 //! Drawing the dashboard: proposals on the left, the selected one's details on the right,
 //! the bottles below, then the input or status line and the keys.
+//!
+//! Agent-written text is escaped (`request::line`, the same `escape_controls` as
+//! `dashboard --once`) before it reaches a cell: ratatui would silently drop a control
+//! character, hiding from the operator that the proposal carried one.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
@@ -73,10 +77,13 @@ pub(crate) fn draw(frame: &mut Frame<'_>, app: &App, root: &str, now: u64) {
         Ok(rows) if rows.is_empty() => vec![Line::from("no bottles")],
         Ok(rows) => rows
             .iter()
-            .map(|b| Line::from(format!("{:<24} {:<16} {}", b.identity, b.agent, b.status)))
+            .map(|b| {
+                let row = format!("{:<24} {:<16} {}", b.identity, b.agent, b.status);
+                Line::from(request::line(&row))
+            })
             .collect(),
         Err(why) => vec![Line::styled(
-            format!("Docker is unreachable: {why}"),
+            request::line(&format!("Docker is unreachable: {why}")),
             Style::default().fg(Color::Red),
         )],
     };
@@ -89,7 +96,8 @@ pub(crate) fn draw(frame: &mut Frame<'_>, app: &App, root: &str, now: u64) {
         Mode::Reason(reason) => vec![
             Line::from(format!(
                 "reason for rejecting {}: {reason}_",
-                app.selected().map_or("", |p| p.proposal.id.as_str())
+                app.selected()
+                    .map_or_else(String::new, |p| request::line(&p.proposal.id))
             )),
             Line::from("Enter confirms, Esc cancels"),
         ],
@@ -97,10 +105,17 @@ pub(crate) fn draw(frame: &mut Frame<'_>, app: &App, root: &str, now: u64) {
             let mut lines = Vec::new();
             if let Some(s) = &app.status {
                 let color = if s.ok { Color::Green } else { Color::Red };
-                lines.push(Line::styled(s.text.clone(), Style::default().fg(color)));
+                // An error may quote the agent's proposal or the bottle's answer.
+                lines.push(Line::styled(
+                    request::line(&s.text),
+                    Style::default().fg(color),
+                ));
             }
             lines.extend(app.warnings.iter().map(|w| {
-                Line::styled(format!("warning: {w}"), Style::default().fg(Color::Yellow))
+                Line::styled(
+                    request::line(&format!("warning: {w}")),
+                    Style::default().fg(Color::Yellow),
+                )
             }));
             lines
         }
@@ -167,5 +182,24 @@ mod tests {
         let text = screen(&app);
         assert!(text.contains("Docker is unreachable: no socket"), "{text}");
         assert!(text.contains("something failed"), "{text}");
+    }
+
+    #[test]
+    fn agent_text_is_drawn_escaped_not_silently_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let mut p = write_proposal(root.path(), "dev-abcde", "p-1", 40);
+        p.justification = "x\u{1b}[2K\u{202e}".into();
+        let queue = queue::queues_dir(root.path()).join("dev-abcde");
+        std::fs::write(
+            bottle_contract::supervise::proposal_path(&queue, "p-1"),
+            serde_json::to_string(&p).unwrap(),
+        )
+        .unwrap();
+        let mut app = App::new();
+        app.set_proposals(queue::pending(root.path()));
+        app.say(false, "error: `a\u{1b}]52;c;eA==\u{7}`");
+        let text = screen(&app);
+        assert!(text.contains(r"why: x\u{1b}[2K\u{202e}"), "{text}");
+        assert!(text.contains(r"error: `a\u{1b}]52;c;eA==\u{7}`"), "{text}");
     }
 }

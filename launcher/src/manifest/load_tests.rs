@@ -221,3 +221,15 @@ fn running_from_home_is_not_a_project_override() {
     let loaded = load(&f.dirs, "coder").unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn a_project_agent_linked_to_a_kernel_file_is_refused_unread() {
+    // A repository can ship `.claude-bottle/agents/x.md` as a link to anything.
+    let f = fixture();
+    write(&f.dirs.root.join("bottles/dev.md"), BOTTLE);
+    let agents = f.dirs.cwd.join(".claude-bottle/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", agents.join("x.md")).unwrap();
+    let err = load(&f.dirs, "x").unwrap_err().to_string();
+    assert!(err.contains("x.md is on procfs"), "{err}");
+}

@@ -13,6 +13,7 @@ pub(crate) mod values;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::hostfile;
 use crate::secrets::Secret;
 
 /// Largest manifest file read. Manifests are a few KiB; this bounds a runaway file.
@@ -32,10 +33,14 @@ pub(crate) struct Bottle {
     pub(crate) routes: Vec<Route>,
     /// `egress.allow_private`: CIDR blocks the bundle may dial although they are private
     /// (off by default; for internal hosts, and the tests' upstreams on a Docker network).
+    /// Never wider than /8 (IPv4) or /16 (IPv6), never touching loopback, link-local and
+    /// metadata addresses (`values::check_cidr`): it applies to every route.
     pub(crate) allow_private: Vec<String>,
     /// `egress.extra_ca`: a host path to a PEM CA the bundle trusts for upstream TLS besides
     /// the public roots (an internal CA). As written; may start with `~/`.
     pub(crate) extra_ca: Option<String>,
+    /// The line of `extra_ca`, for errors about the file it names (0 when absent).
+    pub(crate) extra_ca_line: u32,
     /// Whether the supervise MCP server runs.
     pub(crate) supervise: bool,
 }
@@ -68,6 +73,8 @@ pub(crate) struct GitRemote {
     pub(crate) upstream: String,
     /// As written (may start with `~/`); copied into the bundle, never into the agent.
     pub(crate) identity_file: String,
+    /// The line of `IdentityFile`, for errors about the file it names.
+    pub(crate) identity_file_line: u32,
     /// The pinned host key; `None` means pushes are refused.
     pub(crate) known_host_key: Option<String>,
     pub(crate) extra_hosts: Vec<(String, IpAddr)>,
@@ -162,26 +169,28 @@ pub(crate) struct Host(String);
 impl Host {
     /// Validates `text`; the error is a sentence for the manifest error message.
     pub(crate) fn parse(text: &str) -> Result<Host, String> {
+        // The host may come from an agent's proposal: quoted with control characters escaped.
+        let shown = values::escape_controls(text, values::Layout::Line);
         if text.contains("://") || text.contains('/') {
             return Err(format!(
-                "`{text}` must be a bare host name such as api.github.com (no scheme or path)"
+                "`{shown}` must be a bare host name such as api.github.com (no scheme or path)"
             ));
         }
         if text.contains(':') && text.parse::<IpAddr>().is_err() {
             return Err(format!(
-                "`{text}` must be a bare host name without a port (routes are for HTTPS on 443)"
+                "`{shown}` must be a bare host name without a port (routes are for HTTPS on 443)"
             ));
         }
         let bare = text.trim_start_matches('[').trim_end_matches(']');
         if bare.parse::<IpAddr>().is_ok() {
             return Err(format!(
-                "`{text}` is an IP address; routes name hosts (the proxy refuses IP literals)"
+                "`{shown}` is an IP address; routes name hosts (the proxy refuses IP literals)"
             ));
         }
         if text != text.to_ascii_lowercase() {
             return Err(format!(
-                "`{text}` must be lowercase: write `{}`",
-                text.to_ascii_lowercase()
+                "`{shown}` must be lowercase: write `{}`",
+                values::escape_controls(&text.to_ascii_lowercase(), values::Layout::Line)
             ));
         }
         let name = text.strip_prefix("*.").unwrap_or(text);
@@ -196,7 +205,7 @@ impl Host {
         };
         if name.len() > 253 || labels.len() < 2 || !labels.iter().all(label_ok) {
             return Err(format!(
-                "`{text}` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)"
+                "`{shown}` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)"
             ));
         }
         Ok(Host(text.to_owned()))
@@ -232,6 +241,9 @@ pub(crate) enum ManifestError {
         file: PathBuf,
         source: std::io::Error,
     },
+    /// Not a regular file, on procfs or sysfs, or unreadable (the error names the path).
+    #[error("manifest {0}")]
+    Unreadable(crate::hostfile::HostFileError),
     #[error(
         "no agent named `{name}`: looked for {home} and {cwd}{known}; `claude-bottle init` writes an example agent"
     )]
@@ -369,20 +381,21 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// A manifest file, through the one bounded reader: an agent file may come from a project's
+/// `.claude-bottle/agents/`, where a repository can place a link to `/dev/zero` or a FIFO.
 fn read(file: &Path) -> Result<String, ManifestError> {
-    let io_err = |source| ManifestError::Read {
-        file: file.to_owned(),
-        source,
-    };
-    let len = std::fs::metadata(file).map_err(io_err)?.len();
-    if len > MAX_MANIFEST_BYTES {
-        return Err(ManifestError::TooLarge {
+    let bytes = hostfile::read_bounded(file, MAX_MANIFEST_BYTES).map_err(|e| match e {
+        hostfile::HostFileError::TooLarge { .. } => ManifestError::TooLarge {
             file: file.to_owned(),
             max: MAX_MANIFEST_BYTES,
-        });
-    }
-    tracing::debug!(file = %file.display(), bytes = len, "reading manifest");
-    std::fs::read_to_string(file).map_err(io_err)
+        },
+        other => ManifestError::Unreadable(other),
+    })?;
+    tracing::debug!(file = %file.display(), bytes = bytes.len(), "read manifest");
+    String::from_utf8(bytes).map_err(|_| ManifestError::Read {
+        file: file.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })
 }
 
 /// The `*.md` files of `dir` with a valid stem, sorted; others are skipped with a warning.

@@ -92,7 +92,8 @@ const RESERVED_ENV: &[&str] = &[
 struct EgressSection {
     routes: Vec<Route>,
     allow_private: Vec<String>,
-    extra_ca: Option<String>,
+    /// The path and the line of its value.
+    extra_ca: Option<(String, u32)>,
 }
 
 /// Parses and validates a bottle file.
@@ -109,6 +110,7 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
         routes: Vec::new(),
         allow_private: Vec::new(),
         extra_ca: None,
+        extra_ca_line: 0,
         supervise: false,
     };
     for (key, value) in entries {
@@ -119,7 +121,10 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
                 let egress = cx.egress(value)?;
                 bottle.routes = egress.routes;
                 bottle.allow_private = egress.allow_private;
-                bottle.extra_ca = egress.extra_ca;
+                if let Some((path, line)) = egress.extra_ca {
+                    bottle.extra_ca = Some(path);
+                    bottle.extra_ca_line = line;
+                }
             }
             "supervise" => bottle.supervise = cx.bool(value, "supervise")?,
             _ => {} // check_keys allowed nothing else.
@@ -315,7 +320,7 @@ impl Cx<'_> {
                     continue;
                 }
                 "extra_ca" => {
-                    extra_ca = Some(self.string(value, "egress.extra_ca")?);
+                    extra_ca = Some((self.string(value, "egress.extra_ca")?, value.line));
                     continue;
                 }
                 _ => {}
@@ -498,6 +503,7 @@ impl Cx<'_> {
         let mut name = None;
         let mut upstream = None;
         let mut identity_file = None;
+        let mut identity_file_line = node.line;
         let mut known_host_key = None;
         let mut extra_hosts = Vec::new();
         let mut allow_delete = false;
@@ -517,7 +523,10 @@ impl Cx<'_> {
                     check_ssh_url(&u).map_err(|m| self.err(value.line, &path, m))?;
                     upstream = Some(u);
                 }
-                "IdentityFile" => identity_file = Some(self.string(value, &path)?),
+                "IdentityFile" => {
+                    identity_file = Some(self.string(value, &path)?);
+                    identity_file_line = value.line;
+                }
                 "AllowDelete" => allow_delete = self.bool(value, &path)?,
                 "AllowForcePush" => allow_force_push = self.bool(value, &path)?,
                 "KnownHostKey" => {
@@ -571,6 +580,7 @@ impl Cx<'_> {
                 "IdentityFile",
                 "the private key the gate pushes with, e.g. ~/.ssh/id_ed25519",
             )?,
+            identity_file_line,
             known_host_key,
             extra_hosts,
             allow_delete,

