@@ -24,7 +24,7 @@ use bottle_contract::wire;
 
 use crate::backend::{
     Backend, BackendError, BindMount, ContainerSpec, ContextFile, ExecSpec, Labels, Ledger,
-    Network, ObjectKind, VolumeMount, remove_all,
+    Network, ObjectKind, ResourceLimits, VolumeMount, remove_all,
 };
 
 /// How long the bundle may take to answer through the relay.
@@ -49,6 +49,10 @@ pub(crate) struct Launch {
     pub(crate) runtime: Option<String>,
     /// Give the agent a tty (interactive start).
     pub(crate) tty: bool,
+    /// The agent's caps (the bottle's `limits` over the defaults).
+    pub(crate) agent_limits: ResourceLimits,
+    /// The bundle's caps (fixed).
+    pub(crate) bundle_limits: ResourceLimits,
 }
 
 /// The started bottle.
@@ -129,6 +133,7 @@ async fn launch_steps<B: Backend>(
             tty: false,
             working_dir: None,
             extra_hosts: Vec::new(),
+            limits: launch.bundle_limits,
         })
         .await?;
     ledger.record(ObjectKind::Container, &bundle);
@@ -160,6 +165,7 @@ async fn launch_steps<B: Backend>(
                 .iter()
                 .map(|name| format!("{name}:127.0.0.1"))
                 .collect(),
+            limits: launch.agent_limits,
         })
         .await?;
     ledger.record(ObjectKind::Container, &agent);

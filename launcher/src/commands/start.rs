@@ -287,6 +287,8 @@ pub(crate) async fn start_bottle(
         agent_cmd: provision::agent_cmd(command),
         runtime: prepared.runtime,
         tty: true,
+        agent_limits: ctx.plan.limits.agent.to_backend(),
+        bundle_limits: ctx.plan.limits.bundle.to_backend(),
     };
 
     eprintln!(
