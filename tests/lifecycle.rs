@@ -184,6 +184,120 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
 }
 
+/// The identity of the one bottle with state in `home`, once its agent container runs (its
+/// command waiting for the ready file while the launcher provisions it).
+async fn agent_container_running(
+    home: &Home,
+    launcher: &mut std::process::Child,
+    docker: &bollard::Docker,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let ids: Vec<String> = std::fs::read_dir(home.root().join("state"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(id) = ids.first() {
+            let agent = format!("claude-bottle-{id}-agent");
+            let running = docker
+                .inspect_container(&agent, None)
+                .await
+                .ok()
+                .and_then(|c| c.state?.running);
+            if running == Some(true) {
+                return id.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no running agent container"
+        );
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the launcher exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_removes_a_detached_bottle_whose_start_was_sigkilled_during_provisioning() {
+    let home = Home::new();
+    home.write("bottles", "half", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "half",
+        &format!("---\nbottle: half\n{IDLE}\n---\n"),
+    );
+    let docker = docker().await;
+    let mut launcher = home
+        .cmd(&["start", "half", "-y", "-d"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Provisioning (CA trust, the relay, waiting for the bundle) follows the agent's creation.
+    let id = agent_container_running(&home, &mut launcher, &docker).await;
+    launcher.kill().unwrap(); // SIGKILL: no rollback can run.
+    let out = launcher.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("is running"),
+        "the start finished before the kill; the test needs it killed earlier:\n{stdout}"
+    );
+    // What was left: the agent runs, its command waiting for the ready file forever, so the
+    // old rules (agent not running, attached) do not apply; the state says the start never
+    // finished.
+    assert_eq!(
+        leftovers(&docker, &id).await.len(),
+        4,
+        "agent, bundle, network, volume"
+    );
+    let agent = docker
+        .inspect_container(&format!("claude-bottle-{id}-agent"), None)
+        .await
+        .unwrap();
+    assert_eq!(agent.state.unwrap().running, Some(true));
+    let probe = home.run(&["exec", &id, "--", "test", "-e", "/run/claude-bottle.ready"]);
+    assert!(!probe.status.success(), "the agent was released");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.state(&id).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["ready"], false, "{meta}");
+    assert_eq!(meta["detached"], true, "{meta}");
+
+    // A detached bottle that did finish starting is no orphan and must survive.
+    home.write(
+        "agents",
+        "keeper",
+        &format!("---\nbottle: half\n{IDLE}\n---\n"),
+    );
+    let keeper = home.start_detached("keeper");
+
+    let out = home.run(&["cleanup", "-y"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("bottle {id} (start did not finish)")),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&keeper.id),
+        "cleanup planned to remove a live bottle:\n{text}"
+    );
+    assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
+    assert!(!home.state(&id).exists());
+    assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn attached_start_passes_the_exit_code_through_and_removes_the_bottle() {
     let home = Home::new();

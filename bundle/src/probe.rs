@@ -110,7 +110,12 @@ fn unix_path(listen: &Listen, role: &str) -> anyhow::Result<PathBuf> {
 async fn connect(socket: &Path) -> anyhow::Result<UnixStream> {
     tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(socket))
         .await
-        .with_context(|| format!("{} did not accept within {PROBE_TIMEOUT:?}", socket.display()))?
+        .with_context(|| {
+            format!(
+                "{} did not accept within {PROBE_TIMEOUT:?}",
+                socket.display()
+            )
+        })?
         .with_context(|| format!("cannot connect to {}", socket.display()))
 }
 
@@ -135,7 +140,10 @@ pub async fn routes(socket: &Path) -> anyhow::Result<String> {
             .await
             .map_err(|e| anyhow::anyhow!("reading the route table: {e}"))?
             .to_bytes();
-        anyhow::ensure!(status == hyper::StatusCode::OK, "the proxy answered {status}");
+        anyhow::ensure!(
+            status == hyper::StatusCode::OK,
+            "the proxy answered {status}"
+        );
         Ok(String::from_utf8_lossy(&body).into_owned())
     };
     tokio::time::timeout(PROBE_TIMEOUT, ask)

@@ -146,9 +146,11 @@ fn supervise(maps: Vec<Mapping>) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the bottle-bundle binary")?;
     let (events, next) = mpsc::channel();
     let stops = events.clone();
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .context("cannot watch SIGTERM and SIGINT")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot watch SIGTERM and SIGINT")?;
     std::thread::spawn(move || {
         for _ in signals.forever() {
             let _ = stops.send(Event::Stop);
@@ -229,7 +231,8 @@ fn spawn_child(
 /// The child: relays on the inherited listeners until SIGTERM or SIGINT, or until the
 /// supervising relay is gone (it then gets SIGTERM, so a killed supervisor leaves nothing).
 fn serve_inherited(maps: Vec<Mapping>) -> anyhow::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("cannot set the parent-death signal")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .context("cannot set the parent-death signal")?;
     let mut fds = listenfd::ListenFd::from_env();
     anyhow::ensure!(
         fds.len() == maps.len(),

@@ -262,5 +262,8 @@ fn probe_asks_each_role_on_its_socket() {
     let down = probe(&config_path, &[]);
     let out = String::from_utf8_lossy(&down.stdout);
     assert!(!down.status.success(), "{out}");
-    assert!(out.starts_with("proxy ok\ngate down: cannot connect to "), "{out}");
+    assert!(
+        out.starts_with("proxy ok\ngate down: cannot connect to "),
+        "{out}"
+    );
 }

@@ -20,15 +20,18 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
         .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
     let claude =
         claude_bin::locate(claude_bin::needed(&loaded.agent.command)).map_err(|e| format!("{e:#}"));
-    Ok(facts_from(
+    let (runtime, engine_cpus) = engine();
+    let mut facts = facts_from(
         loaded,
         host,
-        runtime(),
+        runtime,
         plan::identity_suffix(random),
         &|p: &Path| p.exists(),
         &|f: &NamedFile| f.read().err().map(|e| e.to_string()),
         claude,
-    ))
+    );
+    facts.engine_cpus = engine_cpus;
+    Ok(facts)
 }
 
 /// The facts from already-gathered parts; `exists` answers for host paths, `unusable` says
@@ -66,29 +69,39 @@ fn facts_from(
         missing_paths,
         unusable_files,
         claude,
+        engine_cpus: None,
     }
 }
 
 /// Asks Docker (through the backend, bounded by [`DOCKER_INFO_TIMEOUT`]) whether gVisor
-/// (`runsc`) is registered.
-fn runtime() -> Runtime {
+/// (`runsc`) is registered, and how many CPUs it has.
+fn engine() -> (Runtime, Option<u32>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
-        return Runtime::Unknown("cannot start an async runtime".into());
+        return (
+            Runtime::Unknown("cannot start an async runtime".into()),
+            None,
+        );
     };
     let asked = rt.block_on(async {
         tokio::time::timeout(DOCKER_INFO_TIMEOUT, async {
             let backend = DockerBackend::connect().await?;
-            backend.runtimes().await
+            backend.engine_info().await
         })
         .await
     });
     match asked {
-        Ok(Ok(names)) => runtime_from_names(&names),
-        Ok(Err(e)) => Runtime::Unknown(format!("the Docker engine is not reachable: {e}")),
-        Err(_) => Runtime::Unknown("the Docker engine did not answer".into()),
+        Ok(Ok(info)) => (runtime_from_names(&info.runtimes), info.cpus),
+        Ok(Err(e)) => (
+            Runtime::Unknown(format!("the Docker engine is not reachable: {e}")),
+            None,
+        ),
+        Err(_) => (
+            Runtime::Unknown("the Docker engine did not answer".into()),
+            None,
+        ),
     }
 }
 

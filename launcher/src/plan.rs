@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bottle::claude_bin::ClaudeSource;
-use crate::manifest::{AgentCommand, AuthScheme, EnvSource, GitRemote, Loaded, Route};
+use crate::manifest::{AgentCommand, AuthScheme, EnvSource, GitRemote, Limits, Loaded, Route};
 
 /// Hosts every bottle can reach without a manifest route. A manifest route for the same host
 /// replaces the default.
@@ -34,6 +34,38 @@ pub(crate) const CLAUDE_API_HOST: &str = "api.anthropic.com";
 /// `Dockerfile.bundle`, both locally (no registry).
 pub(crate) const AGENT_IMAGE: &str = "claude-bottle-agent:<hash of its inputs>";
 pub(crate) const BUNDLE_IMAGE: &str = "claude-bottle-bundle:<hash of its inputs>";
+
+/// The agent's limits where the bottle's `limits` says nothing. Caps, not reservations: an
+/// idle bottle uses about 15 MiB, so many fit on one machine; the caps bound what one runaway
+/// agent can take from the others.
+/// - memory 4 GiB, and no swap: Claude Code itself peaks near 200 MiB; the rest is for the
+///   builds and tests an agent runs in its work tree. A balloon stops at 4 GiB instead of
+///   pushing the host into swap or its OOM killer.
+/// - 1024 processes (threads count too): a parallel build stays far below it, and 30 bottles
+///   (about what Docker's default address pools allow) of 1024 agent plus 512 bundle pids
+///   stay inside a 32768 `pid_max` with room for the host, so a fork bomb stays in its
+///   bottle.
+/// - 2 CPUs, never more than the engine has: CPU time is shared by the scheduler and cannot
+///   run out as memory and pids do, so this only keeps one busy bottle from taking every core
+///   of a large machine.
+pub(crate) const AGENT_DEFAULT_LIMITS: ContainerLimits = ContainerLimits {
+    memory_bytes: 4 << 30,
+    pids: 1024,
+    nano_cpus: 2 * NANO_PER_CPU,
+};
+
+/// The bundle's limits, the same for every bottle (the manifest cannot raise them). The
+/// bundle idles near 2 MiB; the largest user is the gate: a push of up to
+/// `render::bundle_config::MAX_PUSH_BYTES` (100 MiB) runs `git receive-pack`, the scan and
+/// the forward's `git push` over ssh, which must fit beside the proxy and the MCP server.
+/// 512 processes leave room for tokio's threads, git's children and pipelock.
+pub(crate) const BUNDLE_LIMITS: ContainerLimits = ContainerLimits {
+    memory_bytes: 512 << 20,
+    pids: 512,
+    nano_cpus: NANO_PER_CPU,
+};
+
+const NANO_PER_CPU: i64 = 1_000_000_000;
 
 /// Length of the random part of a bottle identity.
 pub(crate) const IDENTITY_SUFFIX_LEN: usize = 5;
@@ -56,6 +88,9 @@ pub(crate) struct HostFacts {
     pub(crate) unusable_files: Vec<String>,
     /// Where the agent image's Claude Code comes from, or why the one named cannot be used.
     pub(crate) claude: Result<ClaudeSource, String>,
+    /// How many CPUs the engine has (`None`: it could not be asked). Docker refuses a CPU
+    /// limit above it.
+    pub(crate) engine_cpus: Option<u32>,
 }
 
 /// The container runtime.
@@ -91,8 +126,51 @@ pub(crate) struct Plan {
     /// Host path of an extra CA the bundle trusts for upstream TLS (`egress.extra_ca`).
     pub(crate) extra_ca: Option<String>,
     pub(crate) supervise: bool,
+    /// Memory, process and CPU caps of both containers.
+    pub(crate) limits: LimitsPlan,
     /// Things that will fail at start or that the operator should know.
     pub(crate) warnings: Vec<String>,
+}
+
+/// The caps the bottle's containers get.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LimitsPlan {
+    pub(crate) agent: ContainerLimits,
+    pub(crate) bundle: ContainerLimits,
+    /// The agent's `limits` keys the bottle does not set (their defaults apply).
+    pub(crate) agent_defaults: Vec<&'static str>,
+}
+
+/// One container's caps, as Docker applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct ContainerLimits {
+    /// Memory, and memory plus swap alike: no swap beyond it.
+    pub(crate) memory_bytes: u64,
+    /// Processes and threads together.
+    pub(crate) pids: i64,
+    /// Billionths of a CPU.
+    pub(crate) nano_cpus: i64,
+}
+
+impl ContainerLimits {
+    pub(crate) fn to_backend(self) -> crate::backend::ResourceLimits {
+        crate::backend::ResourceLimits {
+            memory_bytes: self.memory_bytes,
+            pids: self.pids,
+            nano_cpus: self.nano_cpus,
+        }
+    }
+}
+
+/// `nano_cpus` as a person writes it: `2`, `0.5`.
+pub(crate) fn cpus_text(nano_cpus: i64) -> String {
+    let whole = nano_cpus / NANO_PER_CPU;
+    let frac = nano_cpus % NANO_PER_CPU;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -383,7 +461,50 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             .as_deref()
             .map(|p| expand_home(p, &facts.home)),
         supervise: bottle.supervise,
+        limits: limits_plan(&bottle.limits, facts.engine_cpus, &mut warnings),
         warnings,
+    }
+}
+
+/// The bottle's `limits` over [`AGENT_DEFAULT_LIMITS`], and the bundle's [`BUNDLE_LIMITS`].
+/// A CPU limit is lowered to what the engine has (Docker refuses more), with a warning when
+/// the bottle asked for it.
+fn limits_plan(
+    limits: &Limits,
+    engine_cpus: Option<u32>,
+    warnings: &mut Vec<String>,
+) -> LimitsPlan {
+    let defaults = AGENT_DEFAULT_LIMITS;
+    let agent_defaults = [
+        ("memory", limits.memory_bytes.is_none()),
+        ("pids", limits.pids.is_none()),
+        ("cpus", limits.nano_cpus.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(key, unset)| unset.then_some(key))
+    .collect();
+    let mut nano_cpus = limits.nano_cpus.unwrap_or(defaults.nano_cpus);
+    if let Some(engine) = engine_cpus.map(|n| i64::from(n) * NANO_PER_CPU)
+        && nano_cpus > engine
+    {
+        if limits.nano_cpus.is_some() {
+            warnings.push(format!(
+                "limits.cpus {} is more than the engine's {} CPUs; the agent gets {}",
+                cpus_text(nano_cpus),
+                cpus_text(engine),
+                cpus_text(engine)
+            ));
+        }
+        nano_cpus = engine;
+    }
+    LimitsPlan {
+        agent: ContainerLimits {
+            memory_bytes: limits.memory_bytes.unwrap_or(defaults.memory_bytes),
+            pids: limits.pids.unwrap_or(defaults.pids),
+            nano_cpus,
+        },
+        bundle: BUNDLE_LIMITS,
+        agent_defaults,
     }
 }
 

@@ -52,6 +52,7 @@ egress:
     - host: sentry.io
       path_allowlist: [\"/api/\"]
 supervise: true
+limits: {memory: 2g, pids: 512}
 ---
 Team bottle.
 ";
@@ -98,6 +99,7 @@ fn facts(vars: &[&str]) -> HostFacts {
             path: PathBuf::from("/home/u/.cache/claude-bottle/claude/2.1.332/claude"),
             version: "2.1.332".into(),
         }),
+        engine_cpus: Some(8),
     }
 }
 
@@ -512,4 +514,72 @@ fn approved_routes_are_added_replace_the_same_host_and_render_with_their_slot() 
         .unwrap();
     assert_eq!(docs.path_allowlist, ["/crate/"]);
     assert!(token_routes(&plan).contains(&("api.github.com".into(), "DOCS_KEY".into())));
+}
+
+fn plan_with_limits(limits_yaml: &str, engine_cpus: Option<u32>) -> Plan {
+    let mut loaded = loaded(FULL_AGENT);
+    loaded.bottle = parse_bottle(
+        Path::new("/home/u/.claude-bottle/bottles/dev.md"),
+        "dev",
+        &format!("---\n{limits_yaml}---\n"),
+    )
+    .unwrap();
+    let mut facts = facts(&["CLAUDE_BOTTLE_OAUTH_TOKEN"]);
+    facts.engine_cpus = engine_cpus;
+    build(&loaded, &facts)
+}
+
+#[test]
+fn limits_default_for_the_agent_and_are_fixed_for_the_bundle() {
+    let plan = plan_with_limits("", Some(8));
+    assert_eq!(plan.limits.agent, AGENT_DEFAULT_LIMITS);
+    assert_eq!(plan.limits.bundle, BUNDLE_LIMITS);
+    assert_eq!(plan.limits.agent_defaults, ["memory", "pids", "cpus"]);
+    // Every container is capped: no limit is zero (Docker's "unlimited").
+    for limits in [plan.limits.agent, plan.limits.bundle] {
+        assert!(limits.memory_bytes > 0 && limits.pids > 0 && limits.nano_cpus > 0);
+    }
+    let set = plan_with_limits("limits: {memory: 128m, pids: 64, cpus: 0.5}\n", Some(8));
+    assert_eq!(
+        set.limits.agent,
+        ContainerLimits {
+            memory_bytes: 128 << 20,
+            pids: 64,
+            nano_cpus: 500_000_000,
+        }
+    );
+    assert!(set.limits.agent_defaults.is_empty());
+    assert_eq!(
+        set.limits.bundle, BUNDLE_LIMITS,
+        "the bottle cannot move the bundle's"
+    );
+}
+
+#[test]
+fn cpus_above_the_engines_are_lowered_with_a_warning_only_when_asked_for() {
+    let asked = plan_with_limits("limits: {cpus: 4}\n", Some(2));
+    assert_eq!(asked.limits.agent.nano_cpus, 2_000_000_000);
+    assert!(
+        asked
+            .warnings
+            .iter()
+            .any(|w| w == "limits.cpus 4 is more than the engine's 2 CPUs; the agent gets 2"),
+        "{:?}",
+        asked.warnings
+    );
+    // The default on a one-CPU engine is lowered quietly.
+    let default = plan_with_limits("", Some(1));
+    assert_eq!(default.limits.agent.nano_cpus, 1_000_000_000);
+    assert!(!default.warnings.iter().any(|w| w.contains("limits")));
+    // An engine that could not be asked: the value as written (start needs the engine anyway).
+    let unknown = plan_with_limits("limits: {cpus: 4}\n", None);
+    assert_eq!(unknown.limits.agent.nano_cpus, 4_000_000_000);
+}
+
+#[test]
+fn cpus_are_shown_as_written() {
+    assert_eq!(cpus_text(2_000_000_000), "2");
+    assert_eq!(cpus_text(500_000_000), "0.5");
+    assert_eq!(cpus_text(1_250_000_000), "1.25");
+    assert_eq!(cpus_text(100_000_000), "0.1");
 }

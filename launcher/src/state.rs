@@ -38,6 +38,17 @@ pub(crate) struct Metadata {
     /// `resume` (when the bottle ends) and `stop`.
     #[serde(default)]
     pub(crate) suspended: bool,
+    /// The start finished: the agent's command was released (the ready file exists) and the
+    /// launcher said so. Saved `false` before anything is created and `true` only after, so a
+    /// launcher killed in between leaves a bottle `cleanup` knows never became ready (its
+    /// agent would wait for the ready file forever). Metadata from before this field was
+    /// written only by launchers that finished or tore down, so a missing field means ready.
+    #[serde(default = "ready_when_unrecorded")]
+    pub(crate) ready: bool,
+}
+
+fn ready_when_unrecorded() -> bool {
+    true
 }
 
 /// The agent Dockerfile an approved `capability-block` proposed, saved for `resume`.
@@ -117,6 +128,18 @@ pub(crate) fn write_file(
     Ok(path)
 }
 
+/// Records that bottle `started`'s start finished ([`Metadata::ready`]); `resumed` also ends its
+/// suspension. Re-reads the file first: the agent already runs, and an approval may have
+/// suspended it since `started` was saved, which must not be undone here.
+pub(crate) fn mark_ready(root: &Path, started: &Metadata, resumed: bool) -> anyhow::Result<()> {
+    let mut meta = load(root, &started.identity).unwrap_or_else(|| started.clone());
+    meta.ready = true;
+    if resumed {
+        meta.suspended = false;
+    }
+    save(root, &meta)
+}
+
 /// Reads a bottle's metadata, if any.
 pub(crate) fn load(root: &Path, identity: &str) -> Option<Metadata> {
     let text = std::fs::read_to_string(dir(root, identity).join("metadata.json")).ok()?;
@@ -174,6 +197,7 @@ mod tests {
             launcher_pid: 1,
             project: Some("/p".into()),
             suspended: true,
+            ready: false,
         };
         save(root.path(), &meta).unwrap();
         assert_eq!(load(root.path(), "dev-abcde"), Some(meta));
@@ -185,6 +209,50 @@ mod tests {
         remove(root.path(), "dev-abcde").unwrap();
         assert!(identities(root.path()).is_empty());
         assert!(!queue.exists());
+    }
+
+    #[test]
+    fn mark_ready_keeps_a_suspension_that_came_after_the_start() {
+        let root = tempfile::tempdir().unwrap();
+        let started = Metadata {
+            identity: "dev-abcde".into(),
+            agent: "dev".into(),
+            bottle: "b".into(),
+            started: 1,
+            agent_container: "a".into(),
+            bundle_container: "bu".into(),
+            agent_image: "ai".into(),
+            bundle_image: "bi".into(),
+            detached: true,
+            launcher_pid: 1,
+            project: None,
+            suspended: false,
+            ready: false,
+        };
+        save(root.path(), &started).unwrap();
+        mark_ready(root.path(), &started, false).unwrap();
+        assert_eq!(
+            load(root.path(), "dev-abcde"),
+            Some(Metadata {
+                ready: true,
+                ..started.clone()
+            })
+        );
+        // An approval suspended the fresh bottle in between: it stays suspended.
+        save(
+            root.path(),
+            &Metadata {
+                suspended: true,
+                ..started.clone()
+            },
+        )
+        .unwrap();
+        mark_ready(root.path(), &started, false).unwrap();
+        let meta = load(root.path(), "dev-abcde").unwrap();
+        assert!(meta.ready && meta.suspended);
+        // A finished resume is no longer suspended.
+        mark_ready(root.path(), &started, true).unwrap();
+        assert!(!load(root.path(), "dev-abcde").unwrap().suspended);
     }
 
     #[test]
@@ -201,6 +269,10 @@ mod tests {
         .unwrap();
         let meta = load(root.path(), "dev-old00").unwrap();
         assert!(!meta.suspended);
+        assert!(
+            meta.ready,
+            "a bottle recorded before `ready` existed is not half-started"
+        );
         assert_eq!(meta.project, None);
     }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use claude_bottle::backend::docker::DockerBackend;
 use claude_bottle::backend::{
     Backend, BindMount, ContainerSpec, ContextFile, ExecSpec, ImageBuild, Labels, Ledger, Network,
-    ObjectKind, VolumeMount, remove_all,
+    ObjectKind, ResourceLimits, VolumeMount, remove_all,
 };
 
 const BASE_IMAGE: &str = "claude-bottle-base:bookworm";
@@ -100,6 +100,11 @@ fn container(name: &str, image: &str, identity: &str, network: Network) -> Conta
         working_dir: None,
         extra_hosts: vec![],
         init: false,
+        limits: ResourceLimits {
+            memory_bytes: 256 << 20,
+            pids: 128,
+            nano_cpus: 500_000_000,
+        },
     }
 }
 

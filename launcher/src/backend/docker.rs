@@ -23,11 +23,20 @@ use bottle_contract::wire;
 
 use super::{
     AttachIo, Backend, BackendError, ContainerSpec, ContainerState, ContextFile, ExecOutput,
-    ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind,
+    ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind, ResourceLimits,
 };
 
 /// How many times (20 ms apart) to ask for an exec's exit code after its output ended.
 const EXEC_EXIT_POLLS: usize = 250;
+
+/// What the plan asks the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Registered OCI runtimes (`runc`, `runsc`, …), sorted.
+    pub runtimes: Vec<String>,
+    /// CPUs the engine can schedule on (`None` when it does not say).
+    pub cpus: Option<u32>,
+}
 
 /// A connection to the local Docker engine.
 #[derive(Clone)]
@@ -47,16 +56,20 @@ impl DockerBackend {
         Ok(DockerBackend { docker })
     }
 
-    /// Names of the OCI runtimes the engine has registered (`runc`, `runsc`, …).
-    pub async fn runtimes(&self) -> Result<Vec<String>, BackendError> {
+    /// The OCI runtimes the engine has registered and how many CPUs it has.
+    pub async fn engine_info(&self) -> Result<EngineInfo, BackendError> {
         let info = self
             .docker
             .info()
             .await
             .map_err(|e| engine_error("query", "engine info", e))?;
-        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        names.sort();
-        Ok(names)
+        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        runtimes.sort();
+        let cpus = info
+            .ncpu
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0);
+        Ok(EngineInfo { runtimes, cpus })
     }
 }
 
@@ -247,7 +260,7 @@ impl Backend for DockerBackend {
             runtime: spec.runtime.clone(),
             init: Some(spec.init),
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
-            ..Default::default()
+            ..limits_config(&spec.limits)
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -629,6 +642,21 @@ impl DockerBackend {
     }
 }
 
+/// The part of a container's `HostConfig` that caps it.
+fn limits_config(limits: &ResourceLimits) -> HostConfig {
+    // Docker takes memory as an i64; a cap past i64::MAX bytes is no cap at all anyway.
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    HostConfig {
+        memory: Some(memory),
+        // Memory plus swap equal to memory: no swap, so a balloon hits its cap instead of
+        // pushing the host into swap.
+        memory_swap: Some(memory),
+        pids_limit: Some(limits.pids),
+        nano_cpus: Some(limits.nano_cpus),
+        ..Default::default()
+    }
+}
+
 /// `container: program`, naming an exec in errors.
 fn exec_label(container: &str, exec: &ExecSpec) -> String {
     format!(
@@ -648,5 +676,26 @@ fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
         env: Some(exec.env.clone()),
         working_dir: exec.working_dir.clone(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_cap_memory_without_swap_pids_and_cpus() {
+        let config = limits_config(&ResourceLimits {
+            memory_bytes: 512 << 20,
+            pids: 64,
+            nano_cpus: 1_500_000_000,
+        });
+        assert_eq!(config.memory, Some(512 << 20));
+        assert_eq!(
+            config.memory_swap, config.memory,
+            "no swap beyond the memory cap"
+        );
+        assert_eq!(config.pids_limit, Some(64));
+        assert_eq!(config.nano_cpus, Some(1_500_000_000));
     }
 }

@@ -177,6 +177,20 @@ pub struct ContainerSpec {
     /// Docker's init (tini) as PID 1: reaps orphans and forwards signals, for a command that
     /// is not an init itself (the agent's `sleep` or shell would let zombies pile up).
     pub init: bool,
+    /// Memory, process and CPU caps; every container gets them, so one bottle cannot starve
+    /// the host or the other bottles.
+    pub limits: ResourceLimits,
+}
+
+/// A container's resource caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Memory in bytes; memory plus swap is set to the same, so it cannot swap beyond it.
+    pub memory_bytes: u64,
+    /// Processes and threads together.
+    pub pids: i64,
+    /// Billionths of a CPU.
+    pub nano_cpus: i64,
 }
 
 /// A command to run in a running container.

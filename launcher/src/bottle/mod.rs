@@ -24,7 +24,7 @@ use bottle_contract::wire;
 
 use crate::backend::{
     Backend, BackendError, BindMount, ContainerSpec, ContextFile, ExecSpec, Labels, Ledger,
-    Network, ObjectKind, VolumeMount, remove_all,
+    Network, ObjectKind, ResourceLimits, VolumeMount, remove_all,
 };
 
 /// How long the bundle may take to answer through the relay.
@@ -49,6 +49,10 @@ pub(crate) struct Launch {
     pub(crate) runtime: Option<String>,
     /// Give the agent a tty (interactive start).
     pub(crate) tty: bool,
+    /// The agent's caps (the bottle's `limits` over the defaults).
+    pub(crate) agent_limits: ResourceLimits,
+    /// The bundle's caps (fixed).
+    pub(crate) bundle_limits: ResourceLimits,
 }
 
 /// The started bottle.
@@ -131,6 +135,7 @@ async fn launch_steps<B: Backend>(
             extra_hosts: Vec::new(),
             // `bottle-bundle run` is the bundle's PID 1 and reaps itself.
             init: false,
+            limits: launch.bundle_limits,
         })
         .await?;
     ledger.record(ObjectKind::Container, &bundle);
@@ -163,6 +168,7 @@ async fn launch_steps<B: Backend>(
                 .map(|name| format!("{name}:127.0.0.1"))
                 .collect(),
             init: true,
+            limits: launch.agent_limits,
         })
         .await?;
     ledger.record(ObjectKind::Container, &agent);
@@ -235,7 +241,10 @@ async fn restore_work_tree<B: Backend>(backend: &B, agent: &str, tar: &[u8]) -> 
 
 /// `bottle-bundle probe ARGS` in the bundle container: each role asked on its own socket.
 pub(crate) fn bundle_probe(args: &[&str]) -> ExecSpec {
-    let mut cmd = vec!["/usr/local/bin/bottle-bundle".to_owned(), "probe".to_owned()];
+    let mut cmd = vec![
+        "/usr/local/bin/bottle-bundle".to_owned(),
+        "probe".to_owned(),
+    ];
     cmd.extend(args.iter().map(|a| (*a).to_owned()));
     ExecSpec {
         cmd,

@@ -3,8 +3,10 @@
 //!
 //! Only this manifest home's bottles are considered. A bottle whose launcher process is alive
 //! is never touched (it may be starting, or attached). Otherwise an orphan is a bottle with no
-//! state, whose agent is not running, or that was started attached by a launcher that is
-//! gone. Detached bottles with a running agent are left alone (`stop` removes those).
+//! state, whose start never finished (the launcher died during provisioning, so the agent
+//! waits for its ready file forever), whose agent is not running, or that was started
+//! attached by a launcher that is gone. Detached bottles that finished starting and whose
+//! agent runs are left alone (`stop` removes those).
 //! A suspended bottle's state (its saved Dockerfile and work tree) is never removed here:
 //! only `resume` and `stop` end a suspended bottle.
 
@@ -74,17 +76,35 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
 }
 
 fn orphan_reason(root: &Path, identity: &str, objects: &[Object]) -> Option<&'static str> {
-    let Some(meta) = state::load(root, identity) else {
+    let meta = state::load(root, identity);
+    let launcher_alive = meta
+        .as_ref()
+        .is_some_and(|m| process_exists(m.launcher_pid));
+    let agent_running = objects
+        .iter()
+        .any(|o| o.kind == ObjectKind::Container && o.role == "agent" && o.running);
+    reason(meta.as_ref(), launcher_alive, agent_running)
+}
+
+/// Why a bottle is an orphan, or `None` when it must be left alone. Pure, for the tests.
+fn reason(
+    meta: Option<&state::Metadata>,
+    launcher_alive: bool,
+    agent_running: bool,
+) -> Option<&'static str> {
+    let Some(meta) = meta else {
         return Some("no state: its launcher is gone");
     };
     // A launcher that is still alive owns its bottle: it may be starting it (the agent not
     // running yet) or attached to it, and tears it down itself.
-    if process_exists(meta.launcher_pid) {
+    if launcher_alive {
         return None;
     }
-    let agent_running = objects
-        .iter()
-        .any(|o| o.kind == ObjectKind::Container && o.role == "agent" && o.running);
+    // Killed while starting: the agent may run, but its command waits for a ready file that
+    // no one will create, and nobody was told the bottle runs.
+    if !meta.ready {
+        return Some("start did not finish");
+    }
     if !agent_running {
         return Some("its agent is not running");
     }
@@ -96,4 +116,74 @@ fn orphan_reason(root: &Path, identity: &str, objects: &[Object]) -> Option<&'st
 
 fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(detached: bool, ready: bool, suspended: bool) -> state::Metadata {
+        state::Metadata {
+            identity: "dev-abcde".into(),
+            agent: "dev".into(),
+            bottle: "b".into(),
+            started: 1,
+            agent_container: "a".into(),
+            bundle_container: "bu".into(),
+            agent_image: "ai".into(),
+            bundle_image: "bi".into(),
+            detached,
+            launcher_pid: 1,
+            project: None,
+            suspended,
+            ready,
+        }
+    }
+
+    #[test]
+    fn a_start_that_never_finished_is_an_orphan_once_its_launcher_is_gone() {
+        let half = meta(true, false, false);
+        // The agent container runs (waiting for the ready file) but the launcher is gone.
+        assert_eq!(
+            reason(Some(&half), false, true),
+            Some("start did not finish")
+        );
+        assert_eq!(
+            reason(Some(&half), false, false),
+            Some("start did not finish")
+        );
+        // While the launcher lives it may still be provisioning: never touched.
+        assert_eq!(reason(Some(&half), true, true), None);
+        assert_eq!(reason(Some(&half), true, false), None);
+        // A resume killed while starting: its objects go (the caller keeps suspended state).
+        let resuming = meta(true, false, true);
+        assert_eq!(
+            reason(Some(&resuming), false, true),
+            Some("start did not finish")
+        );
+    }
+
+    #[test]
+    fn the_earlier_rules_hold() {
+        assert_eq!(
+            reason(None, false, true),
+            Some("no state: its launcher is gone")
+        );
+        let detached = meta(true, true, false);
+        assert_eq!(
+            reason(Some(&detached), false, true),
+            None,
+            "a running detached bottle"
+        );
+        assert_eq!(
+            reason(Some(&detached), false, false),
+            Some("its agent is not running")
+        );
+        let attached = meta(false, true, false);
+        assert_eq!(
+            reason(Some(&attached), false, true),
+            Some("started attached and its launcher is gone")
+        );
+        assert_eq!(reason(Some(&attached), true, true), None);
+    }
 }

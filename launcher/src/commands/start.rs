@@ -267,6 +267,9 @@ pub(crate) async fn start_bottle(
         project: Some(ctx.dirs.cwd.clone()),
         // A resume stays suspended until it has succeeded: a failure keeps the saved state.
         suspended: resuming,
+        // Until the agent's command is released; `cleanup` removes a bottle whose launcher
+        // died before that.
+        ready: false,
     };
     state::save(root, &meta)?;
     let bundle_binds = if ctx.plan.supervise {
@@ -286,6 +289,8 @@ pub(crate) async fn start_bottle(
         agent_cmd: provision::agent_cmd(command),
         runtime: prepared.runtime,
         tty: true,
+        agent_limits: ctx.plan.limits.agent.to_backend(),
+        bundle_limits: ctx.plan.limits.bundle.to_backend(),
     };
 
     eprintln!(
@@ -317,14 +322,10 @@ pub(crate) async fn start_bottle(
             anyhow::bail!("start was interrupted; nothing of bottle {identity} is left");
         }
     };
+    // The agent runs its command now: the start is finished (and a resume no longer
+    // suspended). Recorded before anything says the bottle is running.
+    state::mark_ready(root, &meta, resuming)?;
     if resuming {
-        state::save(
-            root,
-            &state::Metadata {
-                suspended: false,
-                ..meta
-            },
-        )?;
         // The live work tree is in the agent now; a stale copy could only mislead.
         let _ = std::fs::remove_file(state::dir(root, &identity).join(state::WORK_TAR));
     }

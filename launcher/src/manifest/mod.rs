@@ -43,6 +43,19 @@ pub(crate) struct Bottle {
     pub(crate) extra_ca_line: u32,
     /// Whether the supervise MCP server runs.
     pub(crate) supervise: bool,
+    /// `limits`: caps on the agent container (the plan fills in defaults for absent keys).
+    pub(crate) limits: Limits,
+}
+
+/// The bottle's `limits` as written; `None` where the key is absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// `limits.memory`, in bytes (`512m`, `4g`).
+    pub(crate) memory_bytes: Option<u64>,
+    /// `limits.pids`: processes and threads together.
+    pub(crate) pids: Option<i64>,
+    /// `limits.cpus`, in billionths of a CPU (Docker's `NanoCpus`).
+    pub(crate) nano_cpus: Option<i64>,
 }
 
 /// One `env` entry.

@@ -10,16 +10,18 @@ use std::path::Path;
 use super::parse::{Kind, Node, parse_document};
 use super::tree::{Cx, join};
 use super::values::{
-    check_cidr, check_host_key, check_path_prefix, check_ssh_url, valid_env_name,
-    valid_header_name, valid_plain_name,
+    CPUS_FORMS, MEMORY_FORMS, PIDS_FORMS, check_cidr, check_host_key, check_path_prefix,
+    check_pids, check_ssh_url, parse_cpus, parse_memory, valid_env_name, valid_header_name,
+    valid_plain_name,
 };
 use super::{
-    Agent, AgentCommand, AuthScheme, Bottle, EnvSource, EnvVar, GitRemote, Host, ManifestError,
-    Route, RouteAuth,
+    Agent, AgentCommand, AuthScheme, Bottle, EnvSource, EnvVar, GitRemote, Host, Limits,
+    ManifestError, Route, RouteAuth,
 };
 use crate::secrets::Secret;
 
-const BOTTLE_KEYS: &[&str] = &["env", "git", "egress", "supervise"];
+const BOTTLE_KEYS: &[&str] = &["env", "git", "egress", "supervise", "limits"];
+const LIMITS_KEYS: &[&str] = &["memory", "pids", "cpus"];
 const EGRESS_KEYS: &[&str] = &["routes", "allow_private", "extra_ca"];
 const ROUTE_KEYS: &[&str] = &["host", "path_allowlist", "auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref", "header"];
@@ -112,6 +114,7 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
         extra_ca: None,
         extra_ca_line: 0,
         supervise: false,
+        limits: Limits::default(),
     };
     for (key, value) in entries {
         match key.name.as_str() {
@@ -127,6 +130,7 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
                 }
             }
             "supervise" => bottle.supervise = cx.bool(value, "supervise")?,
+            "limits" => bottle.limits = cx.limits(value)?,
             _ => {} // check_keys allowed nothing else.
         }
     }
@@ -300,6 +304,37 @@ impl Cx<'_> {
             ));
         }
         Ok(EnvSource::Literal(Secret::new(text.to_owned())))
+    }
+
+    fn limits(&self, node: &Node) -> Result<Limits, ManifestError> {
+        let entries = self.map(node, "limits")?;
+        self.check_keys(entries, "limits", LIMITS_KEYS, &[])?;
+        let mut limits = Limits::default();
+        for (key, value) in entries {
+            let path = join("limits", &key.name);
+            let bad = |m: String| self.err(value.line, &path, m);
+            match (key.name.as_str(), &value.kind) {
+                ("memory", Kind::Str(text)) => {
+                    limits.memory_bytes = Some(parse_memory(text).map_err(bad)?);
+                }
+                ("memory", Kind::Int(_) | Kind::Float(_)) => {
+                    return Err(bad(format!(
+                        "a bare number has no unit; expected {MEMORY_FORMS}"
+                    )));
+                }
+                ("memory", _) => return Err(self.type_err(value, &path, MEMORY_FORMS)),
+                ("pids", Kind::Int(n)) => limits.pids = Some(check_pids(*n).map_err(bad)?),
+                ("pids", _) => return Err(self.type_err(value, &path, PIDS_FORMS)),
+                ("cpus", Kind::Int(n)) => {
+                    // Rounding a huge count to f64 is harmless: the range check refuses it.
+                    limits.nano_cpus = Some(parse_cpus(*n as f64).map_err(bad)?);
+                }
+                ("cpus", Kind::Float(f)) => limits.nano_cpus = Some(parse_cpus(*f).map_err(bad)?),
+                ("cpus", _) => return Err(self.type_err(value, &path, CPUS_FORMS)),
+                _ => {} // check_keys allowed nothing else.
+            }
+        }
+        Ok(limits)
     }
 
     fn egress(&self, node: &Node) -> Result<EgressSection, ManifestError> {

@@ -245,6 +245,80 @@ pub(super) fn check_cidr(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The forms `limits.memory` accepts, for messages.
+pub(super) const MEMORY_FORMS: &str =
+    "a size: a whole number with k, m or g (KiB, MiB, GiB), e.g. 512m or 4g";
+/// The forms `limits.pids` accepts, for messages.
+pub(super) const PIDS_FORMS: &str = "a whole number of processes, e.g. 1024";
+/// The forms `limits.cpus` accepts, for messages.
+pub(super) const CPUS_FORMS: &str = "a number of CPUs, whole or decimal, e.g. 2 or 0.5";
+
+/// Below this the agent's own provisioning (CA trust, the relay) cannot run.
+pub(crate) const MIN_MEMORY_BYTES: u64 = 64 << 20;
+/// Fewer processes than this leave no room for the wrapper, the relay's threads and an exec.
+pub(crate) const MIN_PIDS: i64 = 32;
+/// Linux's own ceiling on process ids (`PID_MAX_LIMIT` on 64-bit).
+const MAX_PIDS: i64 = 4_194_304;
+/// A tenth of a CPU is the least an agent can usefully run with.
+const MIN_NANO_CPUS: i64 = 100_000_000;
+/// Larger than any engine's CPU count; the plan lowers a value to what the engine has.
+const MAX_CPUS: f64 = 1024.0;
+
+/// `limits.memory` (`512m`, `4G`) -> bytes. Units are binary, as Docker reads them.
+pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, shift) = match lower.char_indices().last() {
+        Some((i, 'k')) => (&lower[..i], 10),
+        Some((i, 'm')) => (&lower[..i], 20),
+        Some((i, 'g')) => (&lower[..i], 30),
+        _ => return Err(format!("`{text}` is not a size; expected {MEMORY_FORMS}")),
+    };
+    let number: u64 = digits
+        .parse()
+        .ok()
+        .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("`{text}` is not a size; expected {MEMORY_FORMS}"))?;
+    let bytes = number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(format!(
+            "`{text}` is too little: at least 64m (the agent's provisioning and relay need it)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `limits.pids`, checked against what an agent needs and what Linux allows.
+pub(super) fn check_pids(n: i64) -> Result<i64, String> {
+    if n < MIN_PIDS {
+        return Err(format!(
+            "{n} is too few: at least {MIN_PIDS} (the agent's command, the relay's threads and each exec count); expected {PIDS_FORMS}"
+        ));
+    }
+    if n > MAX_PIDS {
+        return Err(format!(
+            "{n} is more than Linux allows ({MAX_PIDS}); expected {PIDS_FORMS}"
+        ));
+    }
+    Ok(n)
+}
+
+/// `limits.cpus` -> billionths of a CPU.
+pub(super) fn parse_cpus(cpus: f64) -> Result<i64, String> {
+    if !cpus.is_finite() || cpus > MAX_CPUS {
+        return Err(format!("{cpus} is not a CPU count; expected {CPUS_FORMS}"));
+    }
+    // Finite and at most MAX_CPUS, so the product fits an i64.
+    let nano = (cpus * 1e9).round() as i64;
+    if nano < MIN_NANO_CPUS {
+        return Err(format!(
+            "{cpus} is too little: at least 0.1; expected {CPUS_FORMS}"
+        ));
+    }
+    Ok(nano)
+}
+
 /// Both families as the top bits of a u128, so a prefix is always its top `len` bits.
 fn top_bits(addr: std::net::IpAddr) -> u128 {
     match addr {

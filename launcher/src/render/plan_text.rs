@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::manifest::values::{Layout, escape_controls};
-use crate::plan::{Plan, RouteOrigin};
+use crate::plan::{ContainerLimits, Plan, RouteOrigin, cpus_text};
 
 /// The plan as aligned text. Like the plan itself, it holds names, never values.
 pub(crate) fn plan_text(plan: &Plan) -> String {
@@ -50,6 +50,21 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         } else {
             "off"
         }
+    );
+    let limits = &plan.limits;
+    let agent_note = match limits.agent_defaults.as_slice() {
+        [] => "from the bottle's `limits`".to_owned(),
+        keys => format!("defaults: {}", keys.join(", ")),
+    };
+    let _ = writeln!(
+        w,
+        "  limits     agent  {}  ({agent_note})",
+        limits_text(&limits.agent)
+    );
+    let _ = writeln!(
+        w,
+        "             bundle {}  (fixed)",
+        limits_text(&limits.bundle)
     );
     let _ = writeln!(
         w,
@@ -125,6 +140,27 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
     // A project's agent file (a cloned repository's) supplies the command, model and more:
     // escaped so it cannot drive the terminal of whoever runs the dry run.
     escape_controls(&out, Layout::Block)
+}
+
+/// `memory 4 GiB (no swap), 1024 processes, 2 CPUs`.
+fn limits_text(limits: &ContainerLimits) -> String {
+    let cpus = cpus_text(limits.nano_cpus);
+    format!(
+        "memory {} (no swap), {} processes, {cpus} CPU{}",
+        size_text(limits.memory_bytes),
+        limits.pids,
+        if cpus == "1" { "" } else { "s" }
+    )
+}
+
+/// Bytes in the largest binary unit that divides them: `4 GiB`, `512 MiB`, `65 KiB`.
+fn size_text(bytes: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 fn list_or_none(items: &[String]) -> String {

@@ -57,7 +57,7 @@ fn bad_unknown_top_key_suggests() {
     check_bottle(
         "egres:\n  routes: []\n",
         expect![[
-            r#"/h/.claude-bottle/bottles/b.md:2: `egres`: unknown key; allowed keys here: env, git, egress, supervise (did you mean `egress`?)"#
+            r#"/h/.claude-bottle/bottles/b.md:2: `egres`: unknown key; allowed keys here: env, git, egress, supervise, limits (did you mean `egress`?)"#
         ]],
     );
 }
@@ -67,7 +67,7 @@ fn bad_unknown_key_without_close_match() {
     check_bottle(
         "zzz: 1\n",
         expect![[
-            r#"/h/.claude-bottle/bottles/b.md:2: `zzz`: unknown key; allowed keys here: env, git, egress, supervise"#
+            r#"/h/.claude-bottle/bottles/b.md:2: `zzz`: unknown key; allowed keys here: env, git, egress, supervise, limits"#
         ]],
     );
 }
@@ -715,4 +715,156 @@ fn bad_extra_ca_not_a_string() {
             r#"/h/.claude-bottle/bottles/b.md:3: `egress.extra_ca`: expected a string, found a list"#
         ]],
     );
+}
+
+#[test]
+fn bad_limits_not_a_mapping() {
+    check_bottle(
+        "limits: 4g\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:2: `limits`: expected a mapping of keys, found a string"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_limits_unknown_key_suggests() {
+    check_bottle(
+        "limits:\n  mem: 4g\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `limits.mem`: unknown key; allowed keys here: memory, pids, cpus (did you mean `memory`?)"
+        ],
+    );
+    check_bottle(
+        "limits:\n  pid: 64\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:3: `limits.pid`: unknown key; allowed keys here: memory, pids, cpus (did you mean `pids`?)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_limits_memory() {
+    for (yaml, want) in [
+        (
+            "limits:\n  memory: 4096\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: a bare number has no unit; expected a size: a whole number with k, m or g (KiB, MiB, GiB), e.g. 512m or 4g"#
+            ]],
+        ),
+        (
+            "limits:\n  memory: 4gb\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: `4gb` is not a size; expected a size: a whole number with k, m or g (KiB, MiB, GiB), e.g. 512m or 4g"#
+            ]],
+        ),
+        (
+            "limits:\n  memory: 1.5g\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: `1.5g` is not a size; expected a size: a whole number with k, m or g (KiB, MiB, GiB), e.g. 512m or 4g"#
+            ]],
+        ),
+        (
+            "limits:\n  memory: -1g\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: `-1g` is not a size; expected a size: a whole number with k, m or g (KiB, MiB, GiB), e.g. 512m or 4g"#
+            ]],
+        ),
+        (
+            "limits:\n  memory: 32m\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: `32m` is too little: at least 64m (the agent's provisioning and relay need it)"#
+            ]],
+        ),
+        (
+            "limits:\n  memory: 99999999999999g\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: `99999999999999g` is too large"#
+            ]],
+        ),
+        (
+            "limits:\n  memory: [4g]\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.memory`: expected a size: a whole number with k, m or g (KiB, MiB, GiB), e.g. 512m or 4g, found a list"#
+            ]],
+        ),
+    ] {
+        check_bottle(yaml, want);
+    }
+}
+
+#[test]
+fn bad_limits_pids() {
+    for (yaml, want) in [
+        (
+            "limits:\n  pids: 8\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.pids`: 8 is too few: at least 32 (the agent's command, the relay's threads and each exec count); expected a whole number of processes, e.g. 1024"#
+            ]],
+        ),
+        (
+            "limits:\n  pids: -1\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.pids`: -1 is too few: at least 32 (the agent's command, the relay's threads and each exec count); expected a whole number of processes, e.g. 1024"#
+            ]],
+        ),
+        (
+            "limits:\n  pids: 5000000\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.pids`: 5000000 is more than Linux allows (4194304); expected a whole number of processes, e.g. 1024"#
+            ]],
+        ),
+        (
+            "limits:\n  pids: \"1024\"\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.pids`: expected a whole number of processes, e.g. 1024, found a string"#
+            ]],
+        ),
+        (
+            "limits:\n  pids: 64.5\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.pids`: expected a whole number of processes, e.g. 1024, found a number"#
+            ]],
+        ),
+    ] {
+        check_bottle(yaml, want);
+    }
+}
+
+#[test]
+fn bad_limits_cpus() {
+    for (yaml, want) in [
+        (
+            "limits:\n  cpus: 0.05\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.cpus`: 0.05 is too little: at least 0.1; expected a number of CPUs, whole or decimal, e.g. 2 or 0.5"#
+            ]],
+        ),
+        (
+            "limits:\n  cpus: 0\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.cpus`: 0 is too little: at least 0.1; expected a number of CPUs, whole or decimal, e.g. 2 or 0.5"#
+            ]],
+        ),
+        (
+            "limits:\n  cpus: .inf\n",
+            expect![
+                "/h/.claude-bottle/bottles/b.md:3: `frontmatter`: invalid YAML: non-finite float `.inf` rejected by the configured policy"
+            ],
+        ),
+        (
+            "limits:\n  cpus: 2000\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.cpus`: 2000 is not a CPU count; expected a number of CPUs, whole or decimal, e.g. 2 or 0.5"#
+            ]],
+        ),
+        (
+            "limits:\n  cpus: \"2\"\n",
+            expect![[
+                r#"/h/.claude-bottle/bottles/b.md:3: `limits.cpus`: expected a number of CPUs, whole or decimal, e.g. 2 or 0.5, found a string"#
+            ]],
+        ),
+    ] {
+        check_bottle(yaml, want);
+    }
 }

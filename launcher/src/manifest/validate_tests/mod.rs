@@ -81,6 +81,7 @@ egress:
   allow_private: [\"10.20.0.0/16\", \"fd12:3456:789a::/48\"]
   extra_ca: ~/certs/internal-ca.pem
 supervise: true
+limits: {memory: 4g, pids: 2048, cpus: 1.5}
 ---
 Docs.
 ";
@@ -182,8 +183,19 @@ Docs.
             extra_ca: Some(
                 "~/certs/internal-ca.pem",
             ),
-            extra_ca_line: 22,
+            extra_ca_line: 23,
             supervise: true,
+            limits: Limits {
+                memory_bytes: Some(
+                    4294967296,
+                ),
+                pids: Some(
+                    2048,
+                ),
+                nano_cpus: Some(
+                    1500000000,
+                ),
+            },
         }
     "#]]
     .assert_debug_eq(&b);
@@ -213,6 +225,35 @@ fn empty_bottle_is_valid_and_supervise_defaults_off() {
     let b = parse_bottle(Path::new(BOTTLE_FILE), "b", "---\n---\n").unwrap();
     assert!(!b.supervise);
     assert!(b.routes.is_empty() && b.env.is_empty() && b.git.is_empty());
+}
+
+#[test]
+fn limits_parse_every_form() {
+    let limits = |yaml: &str| {
+        parse_bottle(Path::new(BOTTLE_FILE), "b", &format!("---\n{yaml}---\n"))
+            .unwrap()
+            .limits
+    };
+    assert_eq!(limits(""), Limits::default());
+    assert_eq!(limits("limits: {}\n"), Limits::default());
+    assert_eq!(
+        limits("limits: {memory: 4g, pids: 2048, cpus: 2}\n"),
+        Limits {
+            memory_bytes: Some(4 << 30),
+            pids: Some(2048),
+            nano_cpus: Some(2_000_000_000),
+        }
+    );
+    let mem = |text: &str| limits(&format!("limits: {{memory: {text}}}\n")).memory_bytes;
+    assert_eq!(mem("65536k"), Some(64 << 20));
+    assert_eq!(mem("512m"), Some(512 << 20));
+    assert_eq!(mem("512M"), Some(512 << 20));
+    assert_eq!(mem("\"1G\""), Some(1 << 30));
+    let cpus = |text: &str| limits(&format!("limits: {{cpus: {text}}}\n")).nano_cpus;
+    assert_eq!(cpus("0.5"), Some(500_000_000));
+    assert_eq!(cpus("1.25"), Some(1_250_000_000));
+    assert_eq!(cpus("0.1"), Some(100_000_000));
+    assert_eq!(limits("limits: {pids: 32}\n").pids, Some(32));
 }
 
 #[test]
