@@ -359,3 +359,63 @@ async fn sigterm_to_an_attached_launcher_removes_the_bottle() {
     assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
     assert!(!home.root().join("state").join(&id).exists());
 }
+
+/// The relay is supervised: killed (as its own user; the agent cannot signal it), it comes back, and
+/// in between the agent cannot take its port to answer in the bundle's place. The agent's
+/// PID 1 is an init, so processes its command orphans are reaped, not left as zombies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_relay_comes_back_and_the_agents_orphans_are_reaped() {
+    let home = Home::new();
+    home.write("bottles", "relayed", "---\nsupervise: true\n---\n");
+    // The command orphans twenty short-lived children, then idles.
+    home.write(
+        "agents",
+        "relayed",
+        "---\nbottle: relayed\ncommand: \"for i in $(seq 20); do sh -c 'sleep 0.2 &'; done; exec sleep 100000\"\n---\n",
+    );
+    let bottle = home.start_detached("relayed");
+    let agent = format!("claude-bottle-{}-agent", bottle.id);
+    let zombies = bottle.sh_ok(
+        "for i in $(seq 50); do ps -eo args= | grep -q '^sleep 0.2' || break; sleep 0.1; done; \
+         sleep 0.3; ps -eo stat= | grep -c '^Z' || true",
+    );
+    assert_eq!(zombies.trim(), "0", "orphans were left as zombies");
+
+    let as_relay = |script: &str| {
+        std::process::Command::new("docker")
+            .args(["exec", "-u", "999:999", &agent, "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let routes = "curl -sS --max-time 2 -o /dev/null -w '%{http_code}' http://egress.local/routes";
+    assert_eq!(bottle.sh_ok(routes).trim(), "200");
+    for round in 0..2 {
+        let killed = as_relay("pkill -9 -f '[b]ottle-bundle relay --inherited' && echo killed");
+        assert_eq!(
+            String::from_utf8_lossy(&killed.stdout).trim(),
+            "killed",
+            "round {round}: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        // The agent's own listener on the proxy port: refused, the port is still held.
+        let take = bottle.sh(
+            "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 9099)); s.listen(); print(\"BOUND\")'",
+        );
+        assert!(
+            !take.status.success() && !String::from_utf8_lossy(&take.stdout).contains("BOUND"),
+            "round {round}: the agent took the relay's port"
+        );
+        let back = bottle.sh_ok(&format!(
+            "for i in $(seq 100); do c=$({routes}); [ \"$c\" = 200 ] && break; sleep 0.1; done; echo $c"
+        ));
+        assert_eq!(
+            back.trim(),
+            "200",
+            "round {round}: the relay did not come back"
+        );
+    }
+    // `list` still reports the bottle healthy.
+    let list = home.run(&["list"]);
+    assert!(list.status.success());
+    drop(bottle);
+}
