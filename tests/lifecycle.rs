@@ -414,8 +414,21 @@ async fn a_killed_relay_comes_back_and_the_agents_orphans_are_reaped() {
             "round {round}: the relay did not come back"
         );
     }
-    // `list` still reports the bottle healthy.
-    let list = home.run(&["list"]);
-    assert!(list.status.success());
+    // `list` reports each part's health: all answering, then the relay gone for good (its
+    // supervisor killed too) is named.
+    let line = |home: &Home| {
+        let list = home.run(&["list"]);
+        assert!(list.status.success());
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .find(|l| l.starts_with(&bottle.id))
+            .unwrap_or_else(|| panic!("{} not listed", bottle.id))
+            .to_owned()
+    };
+    let healthy = line(&home);
+    assert!(healthy.ends_with(" ok"), "{healthy}");
+    as_relay("pkill -9 -f '[b]ottle-bundle relay$'");
+    let broken = line(&home);
+    assert!(broken.ends_with(" relay down"), "{broken}");
     drop(bottle);
 }

@@ -239,6 +239,27 @@ async fn restore_work_tree<B: Backend>(backend: &B, agent: &str, tar: &[u8]) -> 
     Ok(())
 }
 
+/// The proxy's introspection page fetched in the agent, as the agent, through the relay: the
+/// path every request of the agent takes.
+pub(crate) fn relay_probe() -> ExecSpec {
+    ExecSpec {
+        cmd: vec![
+            "curl".into(),
+            "-sf".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "--max-time".into(),
+            "2".into(),
+            "-x".into(),
+            format!("http://bundle:{}", wire::PROXY_PORT),
+            format!("http://{}/routes", wire::INTROSPECTION_HOST),
+        ],
+        user: format!("{0}:{0}", provision::AGENT_UID),
+        env: Vec::new(),
+        working_dir: Some("/".into()),
+    }
+}
+
 /// `bottle-bundle probe ARGS` in the bundle container: each role asked on its own socket.
 pub(crate) fn bundle_probe(args: &[&str]) -> ExecSpec {
     let mut cmd = vec![
@@ -272,22 +293,7 @@ async fn wait_until_ready<B: Backend>(
     agent: &str,
     bundle: &str,
 ) -> anyhow::Result<()> {
-    let probe = ExecSpec {
-        cmd: vec![
-            "curl".into(),
-            "-sf".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            "--max-time".into(),
-            "2".into(),
-            "-x".into(),
-            format!("http://bundle:{}", wire::PROXY_PORT),
-            format!("http://{}/routes", wire::INTROSPECTION_HOST),
-        ],
-        user: format!("{0}:{0}", provision::AGENT_UID),
-        env: Vec::new(),
-        working_dir: Some("/".into()),
-    };
+    let probe = relay_probe();
     let roles = bundle_probe(&[]);
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last_probe = String::new();

@@ -1,4 +1,6 @@
-//! `claude-bottle list`: the bottles Docker knows about (by label), with their agents.
+//! `claude-bottle list`: the bottles Docker knows about (by label), with their agents and the
+//! health of each part a running bottle needs: every bundle role asked on its own socket
+//! (`bottle-bundle probe`), and the relay asked the way the agent uses it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,23 +24,68 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
             return Ok(0);
         }
         println!(
-            "{:<24} {:<16} {:<10} OBJECTS",
-            "IDENTITY", "AGENT", "AGENT CTR"
+            "{:<24} {:<16} {:<10} {:<8} HEALTH",
+            "IDENTITY", "AGENT", "AGENT CTR", "OBJECTS"
         );
         for (identity, objects) in &groups {
             let agent = state::load(root, identity).map_or_else(|| "?".to_owned(), |m| m.agent);
             let status = agent_status(objects);
-            println!("{identity:<24} {agent:<16} {status:<10} {}", objects.len());
+            let health = match status {
+                "running" => health(&backend, objects).await,
+                _ => "-".to_owned(),
+            };
+            println!(
+                "{identity:<24} {agent:<16} {status:<10} {:<8} {health}",
+                objects.len()
+            );
         }
         for identity in &suspended {
             let agent = state::load(root, identity).map_or_else(|| "?".to_owned(), |m| m.agent);
             println!(
-                "{identity:<24} {agent:<16} {:<10} 0  (claude-bottle resume {identity})",
-                "suspended"
+                "{identity:<24} {agent:<16} {:<10} {:<8} - (claude-bottle resume {identity})",
+                "suspended", 0
             );
         }
         Ok(0)
     })
+}
+
+/// `ok`, or what is wrong with a running bottle: the bundle container stopped, a role not
+/// answering on its socket, or the relay not answering on the agent's loopback.
+pub(crate) async fn health<B: Backend>(backend: &B, objects: &[Object]) -> String {
+    let container = |role: &str| {
+        objects
+            .iter()
+            .find(|o| o.kind == ObjectKind::Container && o.role == role)
+    };
+    let Some(bundle) = container("bundle").filter(|b| b.running) else {
+        return "bundle stopped".to_owned();
+    };
+    let mut problems = Vec::new();
+    match backend
+        .exec(&bundle.id, &crate::bottle::bundle_probe(&[]))
+        .await
+    {
+        Ok(out) if out.exit_code == 0 => {}
+        Ok(out) => problems.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.ends_with(" ok"))
+                .filter_map(|l| l.split_once(':').map(|(role, _)| role.to_owned())),
+        ),
+        Err(e) => problems.push(format!("bundle not asked ({e})")),
+    }
+    if let Some(agent) = container("agent") {
+        let through_relay = crate::bottle::relay_probe();
+        match backend.exec(&agent.id, &through_relay).await {
+            Ok(out) if out.exit_code == 0 => {}
+            _ => problems.push("relay down".to_owned()),
+        }
+    }
+    match problems.is_empty() {
+        true => "ok".to_owned(),
+        false => problems.join(", "),
+    }
 }
 
 /// The objects made from manifest home `root` (another home's bottles are its own business).
