@@ -20,7 +20,7 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
         .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
     let claude =
         claude_bin::locate(claude_bin::needed(&loaded.agent.command)).map_err(|e| format!("{e:#}"));
-    let (runtime, engine_cpus) = engine();
+    let (runtime, engine_cpus, bridge_gateways) = engine();
     let mut facts = facts_from(
         loaded,
         host,
@@ -31,6 +31,7 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
         claude,
     );
     facts.engine_cpus = engine_cpus;
+    facts.bridge_gateways = bridge_gateways;
     Ok(facts)
 }
 
@@ -70,12 +71,13 @@ fn facts_from(
         unusable_files,
         claude,
         engine_cpus: None,
+        bridge_gateways: Vec::new(),
     }
 }
 
 /// Asks Docker (through the backend, bounded by [`DOCKER_INFO_TIMEOUT`]) whether gVisor
-/// (`runsc`) is registered, and how many CPUs it has.
-fn engine() -> (Runtime, Option<u32>) {
+/// (`runsc`) is registered, how many CPUs it has, and its bridges' gateways.
+fn engine() -> (Runtime, Option<u32>, Vec<std::net::IpAddr>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,6 +85,7 @@ fn engine() -> (Runtime, Option<u32>) {
         return (
             Runtime::Unknown("cannot start an async runtime".into()),
             None,
+            Vec::new(),
         );
     };
     let asked = rt.block_on(async {
@@ -93,14 +96,20 @@ fn engine() -> (Runtime, Option<u32>) {
         .await
     });
     match asked {
-        Ok(Ok(info)) => (runtime_from_names(&info.runtimes), info.cpus),
+        Ok(Ok(info)) => (
+            runtime_from_names(&info.runtimes),
+            info.cpus,
+            info.bridge_gateways,
+        ),
         Ok(Err(e)) => (
             Runtime::Unknown(format!("the Docker engine is not reachable: {e}")),
             None,
+            Vec::new(),
         ),
         Err(_) => (
             Runtime::Unknown("the Docker engine did not answer".into()),
             None,
+            Vec::new(),
         ),
     }
 }

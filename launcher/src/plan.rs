@@ -91,6 +91,8 @@ pub(crate) struct HostFacts {
     /// How many CPUs the engine has (`None`: it could not be asked). Docker refuses a CPU
     /// limit above it.
     pub(crate) engine_cpus: Option<u32>,
+    /// The host's own addresses on Docker's bridges (their gateways).
+    pub(crate) bridge_gateways: Vec<std::net::IpAddr>,
 }
 
 /// The container runtime.
@@ -455,7 +457,10 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
         routes,
         env,
         git,
-        allow_private: bottle.allow_private.clone(),
+        allow_private: {
+            warn_bridge_gateways(&bottle.allow_private, &facts.bridge_gateways, &mut warnings);
+            bottle.allow_private.clone()
+        },
         extra_ca: bottle
             .extra_ca
             .as_deref()
@@ -505,6 +510,28 @@ fn limits_plan(
         },
         bundle: BUNDLE_LIMITS,
         agent_defaults,
+    }
+}
+
+/// A warning for each `allow_private` block that holds one of the host's own bridge addresses:
+/// a route whose name resolves there would reach services on the host itself.
+fn warn_bridge_gateways(
+    blocks: &[String],
+    gateways: &[std::net::IpAddr],
+    warnings: &mut Vec<String>,
+) {
+    for block in blocks {
+        let held: Vec<String> = gateways
+            .iter()
+            .filter(|g| crate::manifest::values::cidr_contains(block, **g))
+            .map(ToString::to_string)
+            .collect();
+        if !held.is_empty() {
+            warnings.push(format!(
+                "egress.allow_private `{block}` holds this host's own address on a Docker bridge ({}): a route whose host resolves there reaches services on the host itself; narrow the block to your internal hosts",
+                held.join(", ")
+            ));
+        }
     }
 }
 

@@ -100,6 +100,7 @@ fn facts(vars: &[&str]) -> HostFacts {
             version: "2.1.332".into(),
         }),
         engine_cpus: Some(8),
+        bridge_gateways: Vec::new(),
     }
 }
 
@@ -582,4 +583,29 @@ fn cpus_are_shown_as_written() {
     assert_eq!(cpus_text(500_000_000), "0.5");
     assert_eq!(cpus_text(1_250_000_000), "1.25");
     assert_eq!(cpus_text(100_000_000), "0.1");
+}
+
+#[test]
+fn allow_private_over_a_bridge_gateway_is_warned() {
+    let mut loaded = loaded(FULL_AGENT);
+    let block = "172.16.0.0/12".to_owned();
+    loaded.bottle.allow_private = vec!["10.20.0.0/16".into(), block.clone()];
+    let mut facts = facts(&[]);
+    let inside: std::net::IpAddr = "172.18.0.1".parse().unwrap();
+    facts.bridge_gateways = vec!["192.168.5.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+    let plan = build(&loaded, &facts);
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("Docker bridge")),
+        "{:?}",
+        plan.warnings
+    );
+    facts.bridge_gateways = vec!["192.168.5.1".parse().unwrap(), inside];
+    let plan = build(&loaded, &facts);
+    let warned: Vec<&String> = plan
+        .warnings
+        .iter()
+        .filter(|w| w.contains("Docker bridge"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", plan.warnings);
+    assert!(warned[0].contains(&block) && warned[0].contains(&inside.to_string()));
 }

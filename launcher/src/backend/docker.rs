@@ -36,6 +36,8 @@ pub struct EngineInfo {
     pub runtimes: Vec<String>,
     /// CPUs the engine can schedule on (`None` when it does not say).
     pub cpus: Option<u32>,
+    /// The gateway of every Docker network: the host's own address on each bridge.
+    pub bridge_gateways: Vec<std::net::IpAddr>,
 }
 
 /// A connection to the local Docker engine.
@@ -69,8 +71,37 @@ impl DockerBackend {
             .ncpu
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0);
-        Ok(EngineInfo { runtimes, cpus })
+        let networks = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| engine_error("list", "networks", e))?;
+        let bridge_gateways = networks
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+            .flatten()
+            .filter_map(|c| match c.gateway.as_deref() {
+                Some(gateway) => gateway.parse().ok(),
+                // The default bridge names only its subnet; Docker gives the host its first
+                // address.
+                None => first_host(c.subnet.as_deref()?),
+            })
+            .collect();
+        Ok(EngineInfo {
+            runtimes,
+            cpus,
+            bridge_gateways,
+        })
     }
+}
+
+/// The first host address of CIDR `subnet` (`172.17.0.0/16` -> `172.17.0.1`).
+fn first_host(subnet: &str) -> Option<std::net::IpAddr> {
+    let net: std::net::IpAddr = subnet.split_once('/')?.0.parse().ok()?;
+    Some(match net {
+        std::net::IpAddr::V4(a) => std::net::IpAddr::V4(u32::from(a).checked_add(1)?.into()),
+        std::net::IpAddr::V6(a) => std::net::IpAddr::V6(u128::from(a).checked_add(1)?.into()),
+    })
 }
 
 fn engine_error(action: &'static str, object: impl Into<String>, e: DockerError) -> BackendError {
@@ -682,6 +713,13 @@ fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subnet_without_a_gateway_has_the_host_at_its_first_address() {
+        assert_eq!(first_host("172.17.0.0/16"), "172.17.0.1".parse().ok());
+        assert_eq!(first_host("fd00:1::/64"), "fd00:1::1".parse().ok());
+        assert_eq!(first_host("not a subnet"), None);
+    }
 
     #[test]
     fn limits_cap_memory_without_swap_pids_and_cpus() {

@@ -202,6 +202,17 @@ const SPECIAL_V6: &[(&str, u32, &str)] = &[
 
 /// An `allow_private` CIDR block (`10.20.0.0/16`, `fd12:3456:789a::/48`): no host bits set, no
 /// wider than [`MIN_PREFIX_V4`]/[`MIN_PREFIX_V6`], and clear of the special blocks.
+/// Whether CIDR block `block` (already checked by [`check_cidr`]) contains `addr`.
+pub(crate) fn cidr_contains(block: &str, addr: std::net::IpAddr) -> bool {
+    let Some((net, len)) = block.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<std::net::IpAddr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    net.is_ipv4() == addr.is_ipv4() && overlaps(top_bits(net), len, top_bits(addr), 128)
+}
+
 pub(super) fn check_cidr(text: &str) -> Result<(), String> {
     let hint = "write an address block such as 10.20.0.0/16 or fd12:3456:789a::/48";
     let fix = "list only the blocks your internal hosts use, e.g. 10.20.0.0/16";
