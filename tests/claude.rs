@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
 use e2e::{
-    Bottle, Home, TestCa, container_sh, docker, fake_anthropic_requests, hunt_script,
+    Bottle, Home, TestCa, command_line, container_sh, docker, fake_anthropic_requests, hunt_script,
     set_fake_turns, start_fake_anthropic, start_upstream,
 };
 use serde_json::{Value, json};
@@ -183,33 +183,6 @@ async fn a_bottle_can_turn_claude_codes_telemetry_back_on() {
         "with telemetry back on, Claude Code sent none: {paths:?}"
     );
     drop(bottle);
-}
-
-/// A shell command line running `home`'s `claude-bottle ARGS` with exactly the environment
-/// [`Home::cmd`] gives it (for tmux, which takes a command line).
-fn command_line(home: &Home, args: &[&str]) -> String {
-    let cmd = home.cmd(args);
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let mut line = String::from("env -i TERM=xterm-256color");
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            line.push_str(&format!(
-                " {}={}",
-                k.to_string_lossy(),
-                quote(&v.to_string_lossy())
-            ));
-        }
-    }
-    line.push(' ');
-    line.push_str(&quote(&cmd.get_program().to_string_lossy()));
-    for a in cmd.get_args() {
-        line.push(' ');
-        line.push_str(&quote(&a.to_string_lossy()));
-    }
-    format!(
-        "cd {} && {line}; echo EXIT=$?; sleep 120",
-        quote(&home.project().display().to_string())
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use e2e::{Home, TestCa, docker, hunt_script, leftovers, start_upstream, wait_attached};
+use e2e::tmux::Tmux;
+use e2e::{
+    Home, TestCa, command_line, docker, hunt_script, leftovers, start_upstream, wait_attached,
+};
 
 /// The agent command for tests: stay up until stopped.
 const IDLE: &str = "command: \"sleep 100000\"";
@@ -431,4 +434,34 @@ async fn a_killed_relay_comes_back_and_the_agents_orphans_are_reaped() {
     let broken = line(&home);
     assert!(broken.ends_with(" relay down"), "{broken}");
     drop(bottle);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_it_gives_the_command_a_terminal_and_passes_its_exit_code() {
+    let home = Home::new();
+    home.write("bottles", "brief", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "brief",
+        &format!("---\nbottle: brief\n{IDLE}\n---\n"),
+    );
+    let bottle = home.start_detached("brief");
+    let term = Tmux::start(
+        "exec",
+        &command_line(&home, &["exec", "-it", &bottle.id, "--", "bash"]),
+        100,
+        30,
+    );
+    // A prompt: bash runs on a terminal (without one it reads stdin silently).
+    term.wait_for("a prompt", Duration::from_secs(30), |s| s.contains('$'));
+    term.literal("echo typed-$((6*7))");
+    term.keys(&["Enter"]);
+    term.wait_for("the command's output", Duration::from_secs(10), |s| {
+        s.lines().any(|l| l.trim() == "typed-42")
+    });
+    term.literal("exit 3");
+    term.keys(&["Enter"]);
+    term.wait_for("the launcher's exit", Duration::from_secs(10), |s| {
+        s.contains("EXIT=3")
+    });
 }

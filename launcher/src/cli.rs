@@ -90,6 +90,14 @@ pub struct IdArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Keep stdin open and connected to the command (default when stdin and stdout are
+    /// terminals).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a terminal: raw mode, resizes, Ctrl-P Ctrl-Q detaches (default when
+    /// stdin and stdout are terminals).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// The bottle identity.
     pub id: String,
     /// The command and its arguments, after `--`.

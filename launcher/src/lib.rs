@@ -46,7 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             commands::start::run(&args, &dirs, &secrets::ProcessHost)
         }
         Command::List => commands::list::run(&dirs(None)?.root),
-        Command::Exec(args) => commands::exec::run(&args.id, &args.cmd),
+        Command::Exec(args) => commands::exec::run(&args),
         Command::Attach(args) => commands::attach::run(&args.id),
         Command::Stop(args) => commands::stop::run(&args.id, &dirs(None)?.root),
         Command::Resume(args) => commands::resume::run(&args, &dirs(None)?, &secrets::ProcessHost),

@@ -1,4 +1,4 @@
-//! The user's terminal during `start` and `attach`: raw mode (restored on every exit path,
+//! The user's terminal during `start`, `attach` and `exec -t`: raw mode (restored on every exit path,
 //! including panics, by a drop guard) and the size, sent again on every SIGWINCH.
 
 use std::io::IsTerminal;
@@ -29,8 +29,19 @@ impl Drop for RawMode {
     }
 }
 
-/// The process's stdin/stdout and terminal sizes, for [`crate::backend::Backend::attach`].
+/// Whether both stdin and stdout are terminals (`exec` then gets a tty by default).
+pub(crate) fn is_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+/// The process's stdin/stdout/stderr and terminal sizes, for
+/// [`crate::backend::Backend::attach`] (and `exec_attached`).
 pub(crate) fn attach_io() -> AttachIo {
+    io(true)
+}
+
+/// [`attach_io`], with stdin only when `stdin`.
+pub(crate) fn io(stdin: bool) -> AttachIo {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     if std::io::stdout().is_terminal() {
         tokio::spawn(async move {
@@ -51,8 +62,11 @@ pub(crate) fn attach_io() -> AttachIo {
         });
     }
     AttachIo {
-        stdin: Box::pin(tokio::io::stdin()),
+        stdin: stdin.then(|| {
+            Box::pin(tokio::io::stdin()) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>
+        }),
         stdout: Box::pin(tokio::io::stdout()),
+        stderr: Box::pin(tokio::io::stderr()),
         resize: rx,
     }
 }

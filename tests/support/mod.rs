@@ -162,6 +162,34 @@ impl Home {
     }
 }
 
+/// A shell command line running `home`'s `claude-bottle ARGS` with exactly the environment
+/// [`Home::cmd`] gives it (for tmux, which takes a command line); it prints `EXIT=<code>`
+/// when the launcher ends.
+pub fn command_line(home: &Home, args: &[&str]) -> String {
+    let cmd = home.cmd(args);
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = String::from("env -i TERM=xterm-256color");
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            line.push_str(&format!(
+                " {}={}",
+                k.to_string_lossy(),
+                quote(&v.to_string_lossy())
+            ));
+        }
+    }
+    line.push(' ');
+    line.push_str(&quote(&cmd.get_program().to_string_lossy()));
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(&a.to_string_lossy()));
+    }
+    format!(
+        "cd {} && {line}; echo EXIT=$?; sleep 120",
+        quote(&home.project().display().to_string())
+    )
+}
+
 impl Default for Home {
     fn default() -> Home {
         Home::new()

@@ -22,8 +22,8 @@ use futures_util::StreamExt;
 use bottle_contract::wire;
 
 use super::{
-    AttachIo, Backend, BackendError, ContainerSpec, ContainerState, ContextFile, ExecOutput,
-    ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind, ResourceLimits,
+    AttachIo, Attached, Backend, BackendError, ContainerSpec, ContainerState, ContextFile,
+    ExecOutput, ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind, ResourceLimits,
 };
 
 /// How many times (20 ms apart) to ask for an exec's exit code after its output ended.
@@ -564,9 +564,7 @@ impl Backend for DockerBackend {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    async fn attach(&self, container: &str, io: AttachIo) -> Result<i64, BackendError> {
-        use tokio::io::AsyncWriteExt;
-
+    async fn attach(&self, container: &str, io: AttachIo) -> Result<Attached, BackendError> {
         let options = bollard::query_parameters::AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stdout(true)
@@ -579,45 +577,23 @@ impl Backend for DockerBackend {
             .attach_container(container, Some(options))
             .await
             .map_err(|e| engine_error("attach to", container, e))?;
-        let mut input = attached.input;
-        let mut output = attached.output;
-        let AttachIo {
-            mut stdin,
-            mut stdout,
-            mut resize,
-        } = io;
+        let detached = pump(
+            attached.input,
+            attached.output,
+            io,
+            TtyOf::Container(self.docker.clone(), container.to_owned()),
+        )
+        .await;
 
-        // Keystrokes go in as they come; the task ends with stdin or with the container.
-        let typing = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut stdin, &mut input).await;
-        });
-        let docker = self.docker.clone();
-        let id = container.to_owned();
-        let resizing = tokio::spawn(async move {
-            while let Some((cols, rows)) = resize.recv().await {
-                let options =
-                    bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
-                        .w(i32::from(cols))
-                        .h(i32::from(rows))
-                        .build();
-                let _ = docker.resize_container_tty(&id, options).await;
-            }
-        });
-        while let Some(chunk) = output.next().await {
-            let Ok(chunk) = chunk else { break };
-            if stdout.write_all(chunk.as_ref()).await.is_err() {
-                break;
-            }
-            let _ = stdout.flush().await;
-        }
-        typing.abort();
-        resizing.abort();
-
-        // The output ends when the container stops; its exit code is then final.
+        // The output ends when the container stops (its exit code is then final) or when the
+        // user typed the detach keys (it keeps running).
         for _ in 0..100 {
             let state = self.state_of(container).await?;
             if let Some(code) = state.exit_code {
-                return Ok(code);
+                return Ok(Attached::Exited(code));
+            }
+            if detached {
+                return Ok(Attached::Detached);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -625,6 +601,70 @@ impl Backend for DockerBackend {
             action: "wait for",
             object: container.to_owned(),
             message: "the terminal closed but the container is still running".into(),
+        })
+    }
+
+    async fn exec_attached(
+        &self,
+        container: &str,
+        exec: &ExecSpec,
+        tty: bool,
+        io: AttachIo,
+    ) -> Result<Attached, BackendError> {
+        let object = || exec_label(container, exec);
+        let mut options = exec_options(exec, true);
+        options.attach_stdin = Some(io.stdin.is_some());
+        options.tty = Some(tty);
+        let created = self
+            .docker
+            .create_exec(container, options)
+            .await
+            .map_err(|e| engine_error("exec in", object(), e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    tty,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| engine_error("exec in", object(), e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(BackendError::Engine {
+                action: "exec in",
+                object: object(),
+                message: "the engine did not attach to it".into(),
+            });
+        };
+        let tty_of = if tty {
+            TtyOf::Exec(self.docker.clone(), created.id.clone())
+        } else {
+            TtyOf::None
+        };
+        let detached = pump(input, output, io, tty_of).await;
+        // The output can end a moment before the engine records the exit code.
+        for _ in 0..EXEC_EXIT_POLLS {
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| engine_error("inspect exec in", object(), e))?;
+            if inspect.running != Some(true)
+                && let Some(code) = inspect.exit_code
+            {
+                return Ok(Attached::Exited(code));
+            }
+            if detached {
+                return Ok(Attached::Detached);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(BackendError::Engine {
+            action: "wait for exec in",
+            object: object(),
+            message: "its output ended but it never reported an exit code".into(),
         })
     }
 
@@ -673,6 +713,117 @@ impl DockerBackend {
     }
 }
 
+/// Whose tty a terminal resize goes to.
+enum TtyOf {
+    Container(Docker, String),
+    Exec(Docker, String),
+    None,
+}
+
+impl TtyOf {
+    async fn resize(&self, cols: u16, rows: u16) {
+        match self {
+            TtyOf::Container(docker, id) => {
+                let options =
+                    bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
+                        .w(i32::from(cols))
+                        .h(i32::from(rows))
+                        .build();
+                let _ = docker.resize_container_tty(id, options).await;
+            }
+            TtyOf::Exec(docker, id) => {
+                let options = bollard::query_parameters::ResizeExecOptionsBuilder::default()
+                    .w(i32::from(cols))
+                    .h(i32::from(rows))
+                    .build();
+                let _ = docker.resize_exec(id, options).await;
+            }
+            TtyOf::None => {}
+        }
+    }
+}
+
+/// Docker's default detach keys, Ctrl-P Ctrl-Q: on them the engine ends the stream and leaves
+/// the process running.
+const DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
+/// Whether `typed` (following `last`, the byte typed before it) holds the detach keys.
+fn holds_detach_keys(last: Option<u8>, typed: &[u8]) -> bool {
+    last.into_iter()
+        .chain(typed.iter().copied())
+        .collect::<Vec<u8>>()
+        .windows(2)
+        .any(|w| w == DETACH_KEYS)
+}
+
+/// Connects a terminal to an attached stream until the output ends: keystrokes in as they
+/// come (stdin's end closes the input), output (split into stdout and stderr without a tty)
+/// out, resizes to `tty_of`. Returns whether the user typed the detach keys.
+async fn pump(
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    mut output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, DockerError>>
+                + Send,
+        >,
+    >,
+    io: AttachIo,
+    tty_of: TtyOf,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let AttachIo {
+        stdin,
+        mut stdout,
+        mut stderr,
+        mut resize,
+    } = io;
+    let detach_typed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let typed_flag = detach_typed.clone();
+    let typing = tokio::spawn(async move {
+        let Some(mut stdin) = stdin else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let mut last = None;
+        loop {
+            let n = match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let typed = &buf[..n];
+            if holds_detach_keys(last, typed) {
+                typed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            last = typed.last().copied();
+            if input.write_all(typed).await.is_err() {
+                return;
+            }
+            let _ = input.flush().await;
+        }
+        let _ = input.shutdown().await;
+    });
+    let resizing = tokio::spawn(async move {
+        while let Some((cols, rows)) = resize.recv().await {
+            tty_of.resize(cols, rows).await;
+        }
+    });
+    while let Some(chunk) = output.next().await {
+        let Ok(chunk) = chunk else { break };
+        let out = match &chunk {
+            bollard::container::LogOutput::StdErr { .. } => &mut stderr,
+            _ => &mut stdout,
+        };
+        if out.write_all(chunk.as_ref()).await.is_err() {
+            break;
+        }
+        let _ = out.flush().await;
+    }
+    typing.abort();
+    resizing.abort();
+    detach_typed.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The part of a container's `HostConfig` that caps it.
 fn limits_config(limits: &ResourceLimits) -> HostConfig {
     // Docker takes memory as an i64; a cap past i64::MAX bytes is no cap at all anyway.
@@ -713,6 +864,15 @@ fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detach_keys_are_found_within_and_across_reads() {
+        assert!(holds_detach_keys(None, b"ab\x10\x11"));
+        assert!(holds_detach_keys(Some(0x10), b"\x11"));
+        assert!(!holds_detach_keys(Some(0x10), b"x\x11"));
+        assert!(!holds_detach_keys(None, b"\x11\x10"));
+        assert!(!holds_detach_keys(None, b""));
+    }
 
     #[test]
     fn a_subnet_without_a_gateway_has_the_host_at_its_first_address() {

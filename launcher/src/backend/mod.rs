@@ -285,8 +285,26 @@ pub trait Backend {
     async fn container_state(&self, container: &str) -> Result<ContainerState, BackendError>;
     /// The last `tail` lines of the container's output.
     async fn logs(&self, container: &str, tail: usize) -> Result<String, BackendError>;
-    /// Connects the terminal to a tty container until it exits; returns its exit code.
-    async fn attach(&self, container: &str, io: AttachIo) -> Result<i64, BackendError>;
+    /// Connects the terminal to a tty container until it exits or the user detaches.
+    async fn attach(&self, container: &str, io: AttachIo) -> Result<Attached, BackendError>;
+    /// Runs a command connected to the terminal (`io`; stdin only when given, a tty when
+    /// `tty`) until it exits or the user detaches.
+    async fn exec_attached(
+        &self,
+        container: &str,
+        exec: &ExecSpec,
+        tty: bool,
+        io: AttachIo,
+    ) -> Result<Attached, BackendError>;
+}
+
+/// How an attached session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// The process exited with this code.
+    Exited(i64),
+    /// The user typed the detach keys (Ctrl-P Ctrl-Q); the process keeps running.
+    Detached,
 }
 
 /// A container's run state.
@@ -298,10 +316,12 @@ pub struct ContainerState {
 
 /// The terminal side of [`Backend::attach`].
 pub struct AttachIo {
-    /// Raw bytes typed by the user.
-    pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
-    /// Where the container's tty output goes.
+    /// Raw bytes typed by the user; `None`: the process gets no stdin.
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>>,
+    /// Where the container's tty output (and, without a tty, its stdout) goes.
     pub stdout: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Where its stderr goes when there is no tty.
+    pub stderr: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     /// Terminal sizes (columns, rows), the current one first, then one per resize.
     pub resize: tokio::sync::mpsc::Receiver<(u16, u16)>,
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::backend::Backend;
 use crate::backend::docker::DockerBackend;
+use crate::backend::{Attached, Backend};
 use crate::bottle::{self, Launch, ca, claude_bin, images, provision, worktree};
 use crate::cli::StartArgs;
 use crate::facts;
@@ -345,7 +345,11 @@ pub(crate) async fn start_bottle(
             bottle::unless_interrupted(backend.attach(&running.agent, crate::tty::attach_io()))
                 .await;
         match attached {
-            Ok(Some(Ok(code))) => code,
+            Ok(Some(Ok(Attached::Exited(code)))) => code,
+            Ok(Some(Ok(Attached::Detached))) => {
+                eprintln!("lost the agent's terminal: the agent is still running");
+                1
+            }
             Ok(Some(Err(e))) => {
                 if !state::is_suspended(root, &identity) {
                     eprintln!("lost the agent's terminal: {e}");
