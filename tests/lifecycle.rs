@@ -465,3 +465,82 @@ async fn exec_it_gives_the_command_a_terminal_and_passes_its_exit_code() {
         s.contains("EXIT=3")
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_p_ctrl_q_detaches_from_attach_and_the_bottle_keeps_running() {
+    let home = Home::new();
+    home.write("bottles", "brief", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "brief",
+        &format!("---\nbottle: brief\n{IDLE}\n---\n"),
+    );
+    let bottle = home.start_detached("brief");
+    let term = Tmux::start(
+        "attach",
+        &command_line(&home, &["attach", &bottle.id]),
+        100,
+        30,
+    );
+    term.wait_for("the attach", Duration::from_secs(30), |s| {
+        s.contains(&format!("attached to {}", bottle.id))
+    });
+    term.keys(&["C-p", "C-q"]);
+    let screen = term.wait_for("the launcher's exit", Duration::from_secs(15), |s| {
+        s.contains("EXIT=")
+    });
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        screen.contains(&format!("claude-bottle attach {}", bottle.id)),
+        "{screen}"
+    );
+    assert!(!screen.contains("error:"), "{screen}");
+    let list = home.run(&["list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&bottle.id) && l.contains("running")),
+        "{listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn detaching_from_an_attached_start_leaves_a_bottle_cleanup_keeps() {
+    let home = Home::new();
+    home.write("bottles", "brief", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "brief",
+        &format!("---\nbottle: brief\n{IDLE}\n---\n"),
+    );
+    let term = Tmux::start(
+        "start-detach",
+        &command_line(&home, &["start", "brief", "-y"]),
+        120,
+        40,
+    );
+    term.wait_for("the attach", Duration::from_secs(120), |s| {
+        s.contains("attached to brief-")
+    });
+    term.keys(&["C-p", "C-q"]);
+    let screen = term.wait_for("the launcher's exit", Duration::from_secs(15), |s| {
+        s.contains("EXIT=")
+    });
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    let id = screen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("detached; bottle ")?
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("no identity in:\n{screen}"))
+        .to_owned();
+    let bottle = e2e::Bottle { home: &home, id };
+    // No launcher watches it now, yet it is no orphan: it was detached on purpose.
+    let cleanup = home.run(&["cleanup", "-y"]);
+    assert!(cleanup.status.success(), "{cleanup:?}");
+    assert_eq!(bottle.sh_ok("echo alive").trim(), "alive");
+}

@@ -140,6 +140,16 @@ pub(crate) fn mark_ready(root: &Path, started: &Metadata, resumed: bool) -> anyh
     save(root, &meta)
 }
 
+/// Records that no launcher is attached to a running bottle any more (the user detached), so
+/// `cleanup` leaves it alone as it does a bottle started with `-d`.
+pub(crate) fn mark_detached(root: &Path, identity: &str) -> anyhow::Result<()> {
+    let Some(mut meta) = load(root, identity) else {
+        anyhow::bail!("bottle {identity} has no state to update");
+    };
+    meta.detached = true;
+    save(root, &meta)
+}
+
 /// Reads a bottle's metadata, if any.
 pub(crate) fn load(root: &Path, identity: &str) -> Option<Metadata> {
     let text = std::fs::read_to_string(dir(root, identity).join("metadata.json")).ok()?;
@@ -209,6 +219,36 @@ mod tests {
         remove(root.path(), "dev-abcde").unwrap();
         assert!(identities(root.path()).is_empty());
         assert!(!queue.exists());
+    }
+
+    #[test]
+    fn mark_detached_makes_an_attached_bottle_a_detached_one() {
+        let root = tempfile::tempdir().unwrap();
+        let started = Metadata {
+            identity: "dev-abcde".into(),
+            agent: "dev".into(),
+            bottle: "b".into(),
+            started: 1,
+            agent_container: "a".into(),
+            bundle_container: "bu".into(),
+            agent_image: "ai".into(),
+            bundle_image: "bi".into(),
+            detached: false,
+            launcher_pid: 1,
+            project: None,
+            suspended: false,
+            ready: true,
+        };
+        save(root.path(), &started).unwrap();
+        mark_detached(root.path(), "dev-abcde").unwrap();
+        assert_eq!(
+            load(root.path(), "dev-abcde"),
+            Some(Metadata {
+                detached: true,
+                ..started
+            })
+        );
+        assert!(mark_detached(root.path(), "dev-zzzzz").is_err());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub(crate) fn is_terminal() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
+/// What ends an attached session without ending its process.
+pub(crate) const DETACH_KEYS: &str = "Ctrl-P Ctrl-Q";
+
 /// The process's stdin/stdout/stderr and terminal sizes, for
 /// [`crate::backend::Backend::attach`] (and `exec_attached`).
 pub(crate) fn attach_io() -> AttachIo {

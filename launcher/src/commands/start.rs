@@ -338,7 +338,10 @@ pub(crate) async fn start_bottle(
         return Ok(0);
     }
 
-    eprintln!("attached to {identity} (the bottle is removed when the agent exits)");
+    eprintln!(
+        "attached to {identity} (the bottle is removed when the agent exits; {} detaches)",
+        crate::tty::DETACH_KEYS
+    );
     let code = {
         let _raw = crate::tty::RawMode::enable()?;
         let attached =
@@ -347,8 +350,11 @@ pub(crate) async fn start_bottle(
         match attached {
             Ok(Some(Ok(Attached::Exited(code)))) => code,
             Ok(Some(Ok(Attached::Detached))) => {
-                eprintln!("lost the agent's terminal: the agent is still running");
-                1
+                drop(_raw);
+                // No launcher watches it now: like a bottle started with -d.
+                state::mark_detached(root, &identity)?;
+                eprintln!("\r\n{}", super::attach::detached_hint(&identity));
+                return Ok(0);
             }
             Ok(Some(Err(e))) => {
                 if !state::is_suspended(root, &identity) {
