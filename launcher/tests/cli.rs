@@ -368,9 +368,26 @@ fn start_resolves_secrets_then_stops_before_docker_when_the_bundle_binary_is_mis
 fn start_without_tty_or_yes_refuses_to_guess() {
     let env = Env::new();
     env.run(&["init"]).ok();
-    let run = env.run(&["start", "example"]);
+    let run = env.run_with(&["start", "example"], &[("CLAUDE_BOTTLE_OAUTH_TOKEN", "x")]);
     assert_eq!(run.code(), 1, "{}", run.all());
     assert!(run.stderr().contains("pass -y"), "{}", run.stderr());
+}
+
+#[test]
+fn start_without_the_claude_credential_refuses_before_asking() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    // No -y: were it asked, the question would come first (and fail here, with no terminal).
+    let run = env.run(&["start", "example"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.stderr().contains(
+            "route `api.anthropic.com`: its token comes from the host variable `CLAUDE_BOTTLE_OAUTH_TOKEN`, which is not set"
+        ),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("[y/N]"), "{}", run.all());
 }
 
 #[test]

@@ -84,6 +84,7 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
         work_path.display(),
         approved
     );
+    start::refusals(&plan, &facts)?;
     if !args.yes && !start::confirm_with(host, "Resume this bottle?")? {
         println!("not resumed; the saved state is kept");
         return Ok(0);

@@ -35,6 +35,7 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
     if args.dry_run {
         return Ok(0);
     }
+    refusals(&plan, &facts)?;
     if !args.yes && !confirm(host)? {
         println!("not started");
         return Ok(0);
@@ -73,6 +74,29 @@ pub(crate) enum Origin {
     },
 }
 
+/// What makes a start fail whatever the operator answers, known from the plan alone: host files
+/// that do not exist, route tokens (the Claude credential among them) whose variable is unset.
+/// Checked before the operator is asked to confirm, and again by [`Prepared::new`].
+pub(crate) fn refusals(plan: &Plan, facts: &plan::HostFacts) -> anyhow::Result<()> {
+    if !facts.missing_paths.is_empty() {
+        let list: Vec<&str> = facts.missing_paths.iter().map(String::as_str).collect();
+        anyhow::bail!(
+            "the bottle needs host files that do not exist: {} (skills are copied from ~/.claude/skills/<name>; git IdentityFile keys and egress.extra_ca are copied into the bundle)",
+            list.join(", ")
+        );
+    }
+    for route in &plan.routes {
+        if let Some(auth) = route.auth.as_ref().filter(|a| !a.token_set) {
+            return Err(secrets::SecretError::TokenUnset {
+                host: route.host.clone(),
+                var: auth.token.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Everything read and resolved before any object is created: secrets, the bundle's files,
 /// host files to copy in. A failure here leaves nothing to clean up.
 pub(crate) struct Prepared {
@@ -93,13 +117,7 @@ impl Prepared {
         host: &dyn HostEnv,
         work_tree: Option<&Path>,
     ) -> anyhow::Result<Prepared> {
-        if !facts.missing_paths.is_empty() {
-            let list: Vec<&str> = facts.missing_paths.iter().map(String::as_str).collect();
-            anyhow::bail!(
-                "the bottle needs host files that do not exist: {} (skills are copied from ~/.claude/skills/<name>; git IdentityFile keys and egress.extra_ca are copied into the bundle)",
-                list.join(", ")
-            );
-        }
+        refusals(plan, facts)?;
         // Host files first: a bad one fails before the operator is asked for any secret.
         let inputs = HostInputs::read(loaded, &facts.home, work_tree)?;
         let env = secrets::resolve_env(&loaded.bottle, host)?;
