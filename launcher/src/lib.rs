@@ -36,6 +36,14 @@ use crate::manifest::{Dirs, ManifestError};
 pub const EXIT_MANIFEST: u8 = 3;
 /// Exit status for any other failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for a command line clap accepts but a command cannot use (as clap's own).
+pub const EXIT_USAGE: u8 = 2;
+
+/// A command line that is wrong in a way clap cannot see (a blank required value, …); exits
+/// with [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Runs one command; returns the process exit status (`exec` and an attached `start` pass
 /// the agent's through).
@@ -77,6 +85,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         .any(|e| e.downcast_ref::<ManifestError>().is_some())
     {
         EXIT_MANIFEST
+    } else if err
+        .chain()
+        .any(|e| e.downcast_ref::<UsageError>().is_some())
+    {
+        EXIT_USAGE
     } else {
         EXIT_FAILURE
     }

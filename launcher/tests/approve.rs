@@ -91,6 +91,7 @@ fn reject_needs_a_reason() {
         let out = home.run(args, &[]);
         assert_fails_with(&out, "needs a reason");
         assert!(text(&out.stderr).contains("--reason"));
+        assert_eq!(out.status.code(), Some(2), "a usage error");
     }
     no_decision_and_no_audit(&home, "dev-abcde", "p-docs");
 }
