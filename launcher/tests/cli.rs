@@ -351,7 +351,7 @@ fn start_resolves_secrets_then_stops_before_docker_when_the_bundle_binary_is_mis
     );
     assert!(
         run.stderr()
-            .contains("resolved 2 env values and 1 route tokens"),
+            .contains("resolved 2 env values and 1 route token"),
         "{}",
         run.stderr()
     );
@@ -551,7 +551,7 @@ fn prompt_on_a_real_tty_is_not_echoed() {
     // The terminal echoes normally (the `y` shows), but not the secret.
     assert!(seen.contains("[y/N] y"), "{seen}");
     assert!(
-        seen.contains("resolved 1 env values and 1 route tokens"),
+        seen.contains("resolved 1 env value and 1 route token"),
         "{seen}"
     );
     assert!(!seen.contains("SECRET"), "the secret was echoed:\n{seen}");

@@ -67,12 +67,24 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
             anyhow::bail!("some objects could not be removed: {}", list.join("; "));
         }
         println!(
-            "removed {} objects of {} bottles",
-            doomed.len(),
-            doomed_ids.len()
+            "{}",
+            removed_summary(doomed.len(), doomed_ids.len(), stale.len())
         );
         Ok(0)
     })
+}
+
+/// What `cleanup` says it did: `removed 4 objects of 1 bottle`, and the stale states.
+fn removed_summary(objects: usize, bottles: usize, stale: usize) -> String {
+    let mut said = format!(
+        "removed {} of {}",
+        super::count(objects, "object"),
+        super::count(bottles, "bottle")
+    );
+    if stale > 0 {
+        said.push_str(&format!(" and {}", super::count(stale, "stale state")));
+    }
+    said
 }
 
 fn orphan_reason(root: &Path, identity: &str, objects: &[Object]) -> Option<&'static str> {
@@ -138,6 +150,16 @@ mod tests {
             suspended,
             ready,
         }
+    }
+
+    #[test]
+    fn the_summary_counts_in_the_singular_and_the_plural() {
+        assert_eq!(removed_summary(4, 1, 0), "removed 4 objects of 1 bottle");
+        assert_eq!(removed_summary(1, 2, 0), "removed 1 object of 2 bottles");
+        assert_eq!(
+            removed_summary(0, 0, 1),
+            "removed 0 objects of 0 bottles and 1 stale state"
+        );
     }
 
     #[test]

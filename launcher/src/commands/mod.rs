@@ -15,6 +15,15 @@ pub(crate) mod resume;
 pub(crate) mod start;
 pub(crate) mod stop;
 
+/// `n thing` or `n things`, for counts in messages (`thing` must pluralise with an `s`).
+pub(crate) fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// Runs a Docker-facing command on a fresh runtime. The runtime is not waited for on the way
 /// out: a thread reading the terminal cannot be joined.
 pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<u8>>>(
@@ -27,4 +36,16 @@ pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<u8>>>(
     let out = rt.block_on(f);
     rt.shutdown_background();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(count(1, "bottle"), "1 bottle");
+        assert_eq!(count(4, "object"), "4 objects");
+        assert_eq!(count(0, "route token"), "0 route tokens");
+    }
 }

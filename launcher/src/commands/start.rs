@@ -123,9 +123,9 @@ impl Prepared {
         let env = secrets::resolve_env(&loaded.bottle, host)?;
         let tokens = secrets::resolve_tokens(&token_routes(plan), host)?;
         eprintln!(
-            "resolved {} env values and {} route tokens",
-            env.vars.len(),
-            tokens.len()
+            "resolved {} and {}",
+            super::count(env.vars.len(), "env value"),
+            super::count(tokens.len(), "route token")
         );
         let bundle_bin = images::find_bundle_bin()?;
         let files = bottle_files(plan, Egress::Direct, &tokens)?;
