@@ -81,6 +81,21 @@ fn reject_writes_the_decision_and_an_audit_line_once() {
 }
 
 #[test]
+fn without_user_the_audit_names_the_account_of_the_uid() {
+    let home = Home::new();
+    home.propose("dev-abcde", "p-docs", 10, egress("docs.rs", None));
+    let out = home.run(&["reject", "p-docs", "--reason", "no"], &[("USER", "")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let account = text(&id.stdout).trim().to_owned();
+    assert!(!account.is_empty());
+    assert_eq!(home.audit()[0]["operator"], account.as_str());
+}
+
+#[test]
 fn reject_needs_a_reason() {
     let home = Home::new();
     home.propose("dev-abcde", "p-docs", 10, egress("docs.rs", None));

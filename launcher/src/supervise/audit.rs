@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Entry {
     /// Seconds since the Unix epoch.
     pub(crate) time: u64,
-    /// `$USER` of whoever ran the launcher.
+    /// Who ran the launcher: `$USER`, else the account name of its uid.
     pub(crate) operator: String,
     pub(crate) identity: String,
     pub(crate) id: String,
@@ -34,12 +34,33 @@ pub(crate) fn path(root: &Path) -> PathBuf {
     root.join("audit.jsonl")
 }
 
-/// The operator's name: `$USER`, else `unknown`.
+/// The operator's name: `$USER`, else the account name of the launcher's uid (`$USER` is
+/// unset under cron, `env -i`, some sudo setups), else `uid <n>`.
 pub(crate) fn operator() -> String {
-    std::env::var("USER")
-        .ok()
+    let uid = nix::unistd::Uid::current();
+    operator_from(
+        std::env::var("USER").ok(),
+        uid.as_raw(),
+        || match nix::unistd::User::from_uid(uid) {
+            Ok(Some(user)) => Some(user.name),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("cannot look up uid {uid}: {e}");
+                None
+            }
+        },
+    )
+}
+
+fn operator_from(
+    user_var: Option<String>,
+    uid: u32,
+    account: impl FnOnce() -> Option<String>,
+) -> String {
+    user_var
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .or_else(|| account().filter(|a| !a.is_empty()))
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// Appends `entry` as one line.
@@ -76,6 +97,15 @@ pub(crate) fn diff(name: &str, before: &str, after: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operator_is_user_else_the_account_else_the_uid() {
+        let account = || Some("bob".to_owned());
+        assert_eq!(operator_from(Some("alice".into()), 7, account), "alice");
+        assert_eq!(operator_from(Some(String::new()), 7, account), "bob");
+        assert_eq!(operator_from(None, 7, account), "bob");
+        assert_eq!(operator_from(None, 7, || None), "uid 7");
+    }
 
     #[test]
     fn diff_is_unified_and_empty_when_nothing_changed() {
