@@ -25,6 +25,8 @@ const LIMITS_KEYS: &[&str] = &["memory", "pids", "cpus"];
 const EGRESS_KEYS: &[&str] = &["routes", "allow_private", "extra_ca"];
 const ROUTE_KEYS: &[&str] = &["host", "path_allowlist", "auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref", "header"];
+/// The route auth schemes, each in its one documented spelling.
+const AUTH_SCHEMES: &[&str] = &["Bearer", "token", "Basic", "header"];
 const GIT_KEYS: &[&str] = &[
     "Name",
     "Upstream",
@@ -447,10 +449,22 @@ impl Cx<'_> {
             Some(h) => Some((h, self.string(h, &format!("{prefix}.header"))?)),
             None => None,
         };
-        let scheme = match (scheme_text.to_ascii_lowercase().as_str(), header) {
-            ("bearer", None) => AuthScheme::Bearer,
+        // One spelling each, as documented: `bearer` or `BASIC` is refused with the right one,
+        // so a manifest reads the same everywhere.
+        if let Some(exact) = AUTH_SCHEMES
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(&scheme_text) && **s != scheme_text)
+        {
+            return Err(self.err(
+                scheme_node.line,
+                &scheme_path,
+                format!("scheme `{scheme_text}` is spelled `{exact}`: write `scheme: {exact}`"),
+            ));
+        }
+        let scheme = match (scheme_text.as_str(), header) {
+            ("Bearer", None) => AuthScheme::Bearer,
             ("token", None) => AuthScheme::Token,
-            ("basic", None) => AuthScheme::Basic,
+            ("Basic", None) => AuthScheme::Basic,
             ("header", Some((h, name))) => {
                 if !valid_header_name(&name) {
                     return Err(self.err(
@@ -480,7 +494,7 @@ impl Cx<'_> {
                     "scheme `header` needs the header's name, e.g. `header: x-api-key`",
                 ));
             }
-            ("bearer" | "token" | "basic", Some((h, _))) => {
+            ("Bearer" | "token" | "Basic", Some((h, _))) => {
                 return Err(self.err(
                     h.line,
                     &format!("{prefix}.header"),

@@ -392,6 +392,22 @@ fn bad_auth_unknown_scheme() {
 }
 
 #[test]
+fn bad_auth_scheme_in_another_case() {
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: bearer, token_ref: T}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.scheme`: scheme `bearer` is spelled `Bearer`: write `scheme: Bearer`"#
+        ]],
+    );
+    check_bottle(
+        "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Token, token_ref: T}\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.scheme`: scheme `Token` is spelled `token`: write `scheme: token`"#
+        ]],
+    );
+}
+
+#[test]
 fn bad_auth_missing_token_ref() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Bearer}\n",

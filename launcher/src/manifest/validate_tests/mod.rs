@@ -260,7 +260,6 @@ fn limits_parse_every_form() {
 fn all_auth_schemes() {
     for (scheme, want) in [
         ("Bearer", AuthScheme::Bearer),
-        ("bearer", AuthScheme::Bearer),
         ("token", AuthScheme::Token),
         ("Basic", AuthScheme::Basic),
     ] {
