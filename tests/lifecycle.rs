@@ -544,3 +544,26 @@ async fn detaching_from_an_attached_start_leaves_a_bottle_cleanup_keeps() {
     assert!(cleanup.status.success(), "{cleanup:?}");
     assert_eq!(bottle.sh_ok("echo alive").trim(), "alive");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_copied_work_tree_keeps_its_modification_times() {
+    let home = Home::new();
+    home.write("bottles", "brief", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "brief",
+        &format!("---\nbottle: brief\n{IDLE}\n---\n"),
+    );
+    let file = home.project().join("old.txt");
+    std::fs::write(&file, "x").unwrap();
+    let then = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let project = home.project().display().to_string();
+    let bottle = home.start_detached_with("brief", &["--cwd", &project]);
+    assert_eq!(bottle.sh_ok("stat -c %Y old.txt").trim(), "1600000000");
+}

@@ -138,7 +138,7 @@ fn tar_of(files: &[ContextFile]) -> Result<Vec<u8>, std::io::Error> {
         header.set_mode(file.mode);
         header.set_uid(file.uid);
         header.set_gid(file.gid);
-        header.set_mtime(0);
+        header.set_mtime(file.mtime);
         let path = file.path.trim_start_matches('/');
         if file.is_dir() {
             header.set_size(0);
@@ -864,6 +864,36 @@ fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_files_keep_their_modification_time() {
+        let files = [
+            ContextFile::dir("src", 0o755).modified_at(1_700_000_000),
+            ContextFile::new("src/a", "x", 0o644).modified_at(1_700_000_123),
+            ContextFile::new("generated", "y", 0o644),
+        ];
+        let tar = tar_of(&files).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let mtimes: Vec<(String, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mtime().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mtimes,
+            [
+                ("src/".to_owned(), 1_700_000_000),
+                ("src/a".to_owned(), 1_700_000_123),
+                ("generated".to_owned(), 0)
+            ]
+        );
+    }
 
     #[test]
     fn the_detach_keys_are_found_within_and_across_reads() {

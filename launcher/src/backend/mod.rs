@@ -81,6 +81,9 @@ pub struct ContextFile {
     /// Owner uid/gid inside the container (copies only; builds ignore it).
     pub uid: u64,
     pub gid: u64,
+    /// Modification time, seconds since the Unix epoch: a copied host file keeps its own;
+    /// 0 for generated files (build contexts stay byte-for-byte reproducible).
+    pub mtime: u64,
 }
 
 impl ContextFile {
@@ -92,6 +95,7 @@ impl ContextFile {
             mode,
             uid: 0,
             gid: 0,
+            mtime: 0,
         }
     }
 
@@ -106,6 +110,12 @@ impl ContextFile {
 
     pub fn is_dir(&self) -> bool {
         self.path.ends_with('/')
+    }
+
+    /// The same file, last modified at `mtime` (seconds since the epoch).
+    pub fn modified_at(mut self, mtime: u64) -> ContextFile {
+        self.mtime = mtime;
+        self
     }
 
     /// The same file owned by `uid:gid`.

@@ -48,10 +48,17 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> anyhow::Result<()> {
             .to_string_lossy()
             .into_owned();
         let mode = meta.permissions().mode() & 0o777;
+        // Kept, so `make`, `git status` and editors in the bottle see the files as they were.
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
         if meta.file_type().is_symlink() {
             tree.skipped_links += 1;
         } else if meta.is_dir() {
-            tree.files.push(ContextFile::dir(rel, mode | 0o700));
+            tree.files
+                .push(ContextFile::dir(rel, mode | 0o700).modified_at(mtime));
             walk(root, &path, tree)?;
         } else if meta.is_file() {
             // Through the one bounded reader, capped by what is left of the budget: the file
@@ -68,7 +75,7 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> anyhow::Result<()> {
             })?;
             tree.bytes += contents.len() as u64;
             tree.files
-                .push(ContextFile::new(rel, contents, mode | 0o600));
+                .push(ContextFile::new(rel, contents, mode | 0o600).modified_at(mtime));
         }
     }
     Ok(())
@@ -99,6 +106,23 @@ mod tests {
         assert_eq!(shown, ["run.sh 755", "src/ 755", "src/main.rs 644"]);
         assert_eq!(tree.bytes, 16);
         assert_eq!(tree.skipped_links, 1);
+    }
+
+    #[test]
+    fn files_keep_their_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old.txt");
+        std::fs::write(&file, "x").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let tree = read(dir.path()).unwrap();
+        assert_eq!(tree.files[0].path, "old.txt");
+        assert_eq!(tree.files[0].mtime, 1_600_000_000);
     }
 
     #[test]
