@@ -567,3 +567,43 @@ async fn the_copied_work_tree_keeps_its_modification_times() {
     let bottle = home.start_detached_with("brief", &["--cwd", &project]);
     assert_eq!(bottle.sh_ok("stat -c %Y old.txt").trim(), "1600000000");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_i_without_a_terminal_streams_stdin_and_keeps_stderr_apart() {
+    use std::io::Write;
+    let home = Home::new();
+    home.write("bottles", "brief", "---\negress:\n  routes: []\n---\n");
+    home.write(
+        "agents",
+        "brief",
+        &format!("---\nbottle: brief\n{IDLE}\n---\n"),
+    );
+    let bottle = home.start_detached("brief");
+    let mut child = home
+        .cmd(&[
+            "exec",
+            "-i",
+            &bottle.id,
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo to-stderr >&2; exit 5",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped-in\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "PIPED-IN", "{stderr}");
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+}
