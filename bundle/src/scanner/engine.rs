@@ -92,6 +92,7 @@ impl Engine {
             out.retain(|f| seen.insert((f.rule_id.clone(), f.start_line, f.secret.clone())));
         }
         drop_generic_duplicates(&mut out);
+        crate::scanner::finding::note_neighbours(&mut out);
         out
     }
 
@@ -229,6 +230,7 @@ impl Engine {
                     0 => String::new(),
                     _ => String::from_utf8_lossy(&frag.text[orig_start..orig_end]).into_owned(),
                 },
+                neighbours: Vec::new(),
             });
         }
     }
@@ -475,6 +477,7 @@ fn path_finding(frag: &Fragment<'_>, rule: &Rule) -> Finding {
         matched: format!("file detected: {}", frag.path),
         line: String::new(),
         encoded: String::new(),
+        neighbours: Vec::new(),
     }
 }
 
