@@ -259,6 +259,46 @@ fn each_blob_pair_is_scanned_once_and_a_push_scans_binary_files_too() {
 }
 
 #[test]
+fn path_only_rules_report_binary_files_in_history_and_push_scans() {
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    let (old, new) = unpushed(&repo, |r| {
+        std::fs::write(r.path().join("cert.p12"), [0u8, 0x30, 0x82, 0, 1, 2]).unwrap();
+        r.commit("add a keystore");
+    });
+    let config = r#"
+[[rules]]
+id = "pkcs12-file"
+description = "PKCS #12 file"
+path = '''(?i)\.(p12|pfx)$'''
+"#;
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::from_toml("t.toml", config, None).unwrap();
+    let range = scanner
+        .scan_range(&git, &format!("{old}..{new}"), &Budget::unlimited())
+        .unwrap();
+    assert_eq!(
+        summary(&range),
+        [format!("pkcs12-file cert.p12:0 @{}", &new[..7])]
+    );
+    let push = scanner
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    assert_eq!(
+        summary(&push),
+        [format!("pkcs12-file cert.p12:0 @{}", &new[..7])]
+    );
+    repo.git(&["checkout", "-q", &new]);
+    let dir = scanner.scan_dir(repo.path()).unwrap();
+    assert!(dir.iter().any(|f| f.file == "cert.p12"), "{dir:?}");
+}
+
+#[test]
 fn over_budget_is_an_error_not_a_pass() {
     let repo = Repo::new();
     repo.write("a.txt", "a\n");

@@ -637,7 +637,9 @@ impl Ctx<'_> {
             .map_err(git_err(|| format!("read blob {path}")))?;
         // gitleaks (like `git log -p`) skips binary files; a push scans them too, since a NUL
         // byte at the start must not hide a token behind it.
+        // Path-only rules still judge the file by its name.
         if self.coverage == Coverage::Gitleaks && is_binary(&new) {
+            out.extend(self.scanner.scan_path_rules(path, commit));
             return Ok(());
         }
         if change.old.is_zero() {

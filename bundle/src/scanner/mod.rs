@@ -285,6 +285,19 @@ impl Scanner {
         git::scan_history(self, repo, budget)
     }
 
+    /// Only the path-only rules (a rule with a `path` and no `regex`, such as a `.p12` file
+    /// rule), for a file whose content is not scanned (binary): gitleaks reports them.
+    pub(crate) fn scan_path_rules(&self, path: &str, commit: &str) -> Vec<Finding> {
+        let mut found = self.scan_fragment(&Fragment {
+            text: b"",
+            path,
+            commit,
+            start_line: 1,
+        });
+        found.retain(|f| f.start_line == 0);
+        found
+    }
+
     pub(crate) fn scan_fragment(&self, frag: &Fragment<'_>) -> Vec<Finding> {
         let mut found = self.engine.detect(frag);
         if !self.ignored.is_empty() {
