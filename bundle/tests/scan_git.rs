@@ -335,6 +335,57 @@ fn over_budget_is_an_error_not_a_pass() {
 }
 
 #[test]
+fn history_findings_are_the_same_every_run_and_whatever_the_threads() {
+    // Each branch adds a key file and is merged with --no-ff: the merge's first-parent diff
+    // carries the same (empty, blob) pair again. Over 100 commits, so the walk hands the
+    // branch commit and its merge to different workers.
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    for i in 0..20u64 {
+        repo.git(&["checkout", "-q", "-b", &format!("b{i}")]);
+        repo.write(
+            &format!("keys/k{i}.txt"),
+            &format!("{}\n", github_token(100 + i)),
+        );
+        repo.commit(&format!("add key {i}"));
+        repo.git(&["checkout", "-q", "main"]);
+        for j in 0..3 {
+            repo.write("a.txt", &format!("a {i} {j}\n"));
+            repo.commit(&format!("main {i} {j}"));
+        }
+        repo.git(&[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            &format!("merge {i}"),
+            &format!("b{i}"),
+        ]);
+    }
+    let git = Repository::open(repo.path()).unwrap();
+    let fingerprints = |threads: usize| -> Vec<String> {
+        let scanner = Scanner::builtin().unwrap().with_threads(threads);
+        let found = scanner.scan_history(&git, &Budget::unlimited()).unwrap();
+        // Attributed to the commit that introduced the pair, not the merge that repeats it.
+        for f in &found {
+            assert!(f.message.starts_with("add key"), "{f:?} in {:?}", f.message);
+        }
+        let mut v: Vec<String> = found.iter().map(|f| f.fingerprint()).collect();
+        v.sort();
+        v
+    };
+    let single = fingerprints(1);
+    assert_eq!(single.len(), 20, "{single:?}");
+    for run in 0..5 {
+        let t = [4, 3, 2, 8, 4][run];
+        let started = std::time::Instant::now();
+        assert_eq!(fingerprints(t), single, "run {run}, {t} threads");
+        eprintln!("history scan, {t} threads: {:?}", started.elapsed());
+    }
+}
+
+#[test]
 fn history_scan_finds_every_secret_on_every_branch() {
     let repo = Repo::new();
     let mut planted = Vec::new();
