@@ -299,6 +299,56 @@ path = '''(?i)\.(p12|pfx)$'''
 }
 
 #[test]
+fn a_push_scan_stays_fast_with_thousands_of_refs() {
+    // 2,000 commits in a line, a tag on each: every ref hides a different commit (the case
+    // that made libgit2's revwalk, one hide per ref, take seconds).
+    let repo = Repo::new();
+    let mut stream = String::new();
+    for i in 1..=2000 {
+        stream.push_str(&format!(
+            "commit refs/heads/main\nmark :{i}\ncommitter T <t@example.test> 1700000000 +0000\ndata 2\n{}\n\n",
+            i % 10
+        ));
+        if i > 1 {
+            stream.push_str(&format!("from :{}\n", i - 1));
+        }
+        stream.push_str(&format!(
+            "M 644 inline a.txt\ndata 8\nline{:04}\n\n",
+            i % 10000
+        ));
+        stream.push_str(&format!("reset refs/tags/t{i}\nfrom :{i}\n\n"));
+    }
+    let mut child = scan_support::git_cmd(repo.path())
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stream.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    repo.git(&["reset", "-q", "--hard", "main"]);
+    let secret = github_token(77);
+    let (old, new) = unpushed(&repo, |r| {
+        r.write("key.txt", &format!("{secret}\n"));
+        r.commit("add key");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::builtin().unwrap();
+    let started = std::time::Instant::now();
+    let found = scanner
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    eprintln!("push scan with 2000 refs: {:?}", started.elapsed());
+    assert_eq!(
+        summary(&found),
+        [format!("github-pat key.txt:1 @{}", &new[..7])]
+    );
+}
+
+#[test]
 fn over_budget_is_an_error_not_a_pass() {
     let repo = Repo::new();
     repo.write("a.txt", "a\n");

@@ -1,4 +1,4 @@
-//! Reading what commits add, in-process: revwalks for pushes and ranges, an own pipelined
+//! Reading what commits add: `git rev-list` for pushes, a revwalk for ranges, an own pipelined
 //! walk for whole histories; first-parent tree diffs on raw trees; the added lines of each
 //! (old blob, new blob) pair, scanned once.
 
@@ -40,10 +40,9 @@ pub(crate) fn scan_push(
     updates: &[RefUpdate],
     budget: &Budget,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut walk = revwalk(repo)?;
     let mut out = Vec::new();
     let spent = AtomicU64::new(0);
-    let mut pushed = false;
+    let mut tips = Vec::new();
     for update in updates {
         if update.new.is_zero() {
             continue;
@@ -79,11 +78,7 @@ pub(crate) fn scan_push(
                 .map_err(git_err(|| format!("peel tag {}", update.refname)))?;
         }
         match obj.kind() {
-            Some(ObjectType::Commit) => {
-                walk.push(obj.id())
-                    .map_err(git_err(|| "revwalk push".to_owned()))?;
-                pushed = true;
-            }
+            Some(ObjectType::Commit) => tips.push(obj.id()),
             Some(ObjectType::Blob) => {
                 let blob = obj
                     .peel_to_blob()
@@ -116,12 +111,11 @@ pub(crate) fn scan_push(
             }
         }
     }
-    if !pushed {
+    if tips.is_empty() {
         crate::scanner::finding::hide_secrets_in_context(&mut out);
         return Ok(out);
     }
-    hide_existing_refs(repo, &mut walk)?;
-    let commits = collect(walk)?;
+    let commits = new_commits(repo, &tips)?;
     // Pushes are small: libgit2 reads their few objects faster than packs could be loaded.
     out.extend(scan_commits(
         scanner,
@@ -431,20 +425,39 @@ fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
     Ok(walk)
 }
 
-/// Hides every commit any existing ref points at, so only what the push adds remains.
-fn hide_existing_refs(repo: &Repository, walk: &mut Revwalk<'_>) -> Result<(), ScanError> {
-    for r in repo
-        .references()
-        .map_err(git_err(|| "list refs".to_owned()))?
-    {
-        let r = r.map_err(git_err(|| "read ref".to_owned()))?;
-        // A ref that does not peel to a commit hides nothing; scanning more is the safe side.
-        if let Ok(c) = r.peel_to_commit() {
-            walk.hide(c.id())
-                .map_err(git_err(|| "revwalk hide".to_owned()))?;
-        }
+/// The commits reachable from `tips` and from no existing ref: `git rev-list <tips> --not
+/// --glob=refs/*`, as a subprocess. libgit2's revwalk took seconds with a thousand refs
+/// (one `hide` per ref); git answers in milliseconds. Run in a pre-receive hook, git inherits the
+/// quarantine environment, so it sees the pushed objects; the refs are still the old ones.
+/// A ref git cannot read makes this fail, and the push is rejected: the safe side.
+fn new_commits(repo: &Repository, tips: &[Oid]) -> Result<Vec<Oid>, ScanError> {
+    let fail = |what: String| ScanError::Git {
+        what: "list the pushed commits (git rev-list)".to_owned(),
+        error: git2::Error::from_str(&what),
+    };
+    let output = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .arg("rev-list")
+        .args(tips.iter().map(Oid::to_string))
+        // Every ref, but not HEAD: a detached HEAD is no ref the push can be compared with
+        // (libgit2's reference list, used before, has no HEAD either).
+        .args(["--not", "--glob=refs/*"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run git: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(fail(format!(
+            "{}: {}",
+            output.status,
+            stderr.trim().chars().take(500).collect::<String>()
+        )));
     }
-    Ok(())
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| Oid::from_str(l.trim()).map_err(|e| fail(format!("bad output {l:?}: {e}"))))
+        .collect()
 }
 
 fn collect(walk: Revwalk<'_>) -> Result<Vec<Oid>, ScanError> {
