@@ -97,6 +97,27 @@ fn json_report_uses_gitleaks_field_names() {
 }
 
 #[test]
+fn two_secrets_on_one_line_are_both_redacted_in_text_and_json() {
+    let (gh, stripe) = (github_token(31), stripe_token(32));
+    let input = format!("x\ntokens {gh} and {stripe}\n");
+    for format in ["text", "json"] {
+        let o = scan(&["-f", format], &input);
+        assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+        let shown = out(&o);
+        assert!(
+            shown.contains("github-pat") && shown.contains("stripe"),
+            "{shown}"
+        );
+        for secret in [&gh, &stripe] {
+            assert!(
+                !shown.contains(&secret[8..]),
+                "{format} shows a secret: {shown}"
+            );
+        }
+    }
+}
+
+#[test]
 fn sarif_report_has_rules_and_results() {
     let secret = github_token(23);
     let o = scan(&["--format", "sarif"], &format!("{secret}\n"));

@@ -259,6 +259,96 @@ fn each_blob_pair_is_scanned_once_and_a_push_scans_binary_files_too() {
 }
 
 #[test]
+fn path_only_rules_report_binary_files_in_history_and_push_scans() {
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    let (old, new) = unpushed(&repo, |r| {
+        std::fs::write(r.path().join("cert.p12"), [0u8, 0x30, 0x82, 0, 1, 2]).unwrap();
+        r.commit("add a keystore");
+    });
+    let config = r#"
+[[rules]]
+id = "pkcs12-file"
+description = "PKCS #12 file"
+path = '''(?i)\.(p12|pfx)$'''
+"#;
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::from_toml("t.toml", config, None).unwrap();
+    let range = scanner
+        .scan_range(&git, &format!("{old}..{new}"), &Budget::unlimited())
+        .unwrap();
+    assert_eq!(
+        summary(&range),
+        [format!("pkcs12-file cert.p12:0 @{}", &new[..7])]
+    );
+    let push = scanner
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    assert_eq!(
+        summary(&push),
+        [format!("pkcs12-file cert.p12:0 @{}", &new[..7])]
+    );
+    repo.git(&["checkout", "-q", &new]);
+    let dir = scanner.scan_dir(repo.path()).unwrap();
+    assert!(dir.iter().any(|f| f.file == "cert.p12"), "{dir:?}");
+}
+
+#[test]
+fn a_push_scan_stays_fast_with_thousands_of_refs() {
+    // 2,000 commits in a line, a tag on each: every ref hides a different commit (the case
+    // that made libgit2's revwalk, one hide per ref, take seconds).
+    let repo = Repo::new();
+    let mut stream = String::new();
+    for i in 1..=2000 {
+        stream.push_str(&format!(
+            "commit refs/heads/main\nmark :{i}\ncommitter T <t@example.test> 1700000000 +0000\ndata 2\n{}\n\n",
+            i % 10
+        ));
+        if i > 1 {
+            stream.push_str(&format!("from :{}\n", i - 1));
+        }
+        stream.push_str(&format!(
+            "M 644 inline a.txt\ndata 8\nline{:04}\n\n",
+            i % 10000
+        ));
+        stream.push_str(&format!("reset refs/tags/t{i}\nfrom :{i}\n\n"));
+    }
+    let mut child = scan_support::git_cmd(repo.path())
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stream.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    repo.git(&["reset", "-q", "--hard", "main"]);
+    let secret = github_token(77);
+    let (old, new) = unpushed(&repo, |r| {
+        r.write("key.txt", &format!("{secret}\n"));
+        r.commit("add key");
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::builtin().unwrap();
+    let started = std::time::Instant::now();
+    let found = scanner
+        .scan_push(
+            &git,
+            &[update(&old, &new, "refs/heads/main")],
+            &Budget::unlimited(),
+        )
+        .unwrap();
+    eprintln!("push scan with 2000 refs: {:?}", started.elapsed());
+    assert_eq!(
+        summary(&found),
+        [format!("github-pat key.txt:1 @{}", &new[..7])]
+    );
+}
+
+#[test]
 fn over_budget_is_an_error_not_a_pass() {
     let repo = Repo::new();
     repo.write("a.txt", "a\n");
@@ -292,6 +382,59 @@ fn over_budget_is_an_error_not_a_pass() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn history_findings_are_the_same_every_run_and_whatever_the_threads() {
+    // Each branch adds a key file and is merged with --no-ff: the merge's first-parent diff
+    // carries the same (empty, blob) pair again. Over 100 commits, so the walk hands the
+    // branch commit and its merge to different workers.
+    let repo = Repo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("base");
+    for i in 0..20u64 {
+        repo.git(&["checkout", "-q", "-b", &format!("b{i}")]);
+        repo.write(
+            &format!("keys/k{i}.txt"),
+            &format!("{}\n", github_token(100 + i)),
+        );
+        repo.commit(&format!("add key {i}"));
+        repo.git(&["checkout", "-q", "main"]);
+        for j in 0..3 {
+            repo.write("a.txt", &format!("a {i} {j}\n"));
+            repo.commit(&format!("main {i} {j}"));
+        }
+        repo.git(&[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            &format!("merge {i}"),
+            &format!("b{i}"),
+        ]);
+        // Only main stays a tip: the walk meets each merge before the commit it brings in.
+        repo.git(&["branch", "-q", "-D", &format!("b{i}")]);
+    }
+    let git = Repository::open(repo.path()).unwrap();
+    let fingerprints = |threads: usize| -> Vec<String> {
+        let scanner = Scanner::builtin().unwrap().with_threads(threads);
+        let found = scanner.scan_history(&git, &Budget::unlimited()).unwrap();
+        // Attributed to the commit that introduced the pair, not the merge that repeats it.
+        for f in &found {
+            assert!(f.message.starts_with("add key"), "{f:?} in {:?}", f.message);
+        }
+        let mut v: Vec<String> = found.iter().map(|f| f.fingerprint()).collect();
+        v.sort();
+        v
+    };
+    let single = fingerprints(1);
+    assert_eq!(single.len(), 20, "{single:?}");
+    for run in 0..5 {
+        let t = [4, 3, 2, 8, 4][run];
+        let started = std::time::Instant::now();
+        assert_eq!(fingerprints(t), single, "run {run}, {t} threads");
+        eprintln!("history scan, {t} threads: {:?}", started.elapsed());
+    }
 }
 
 #[test]

@@ -377,6 +377,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_rejection_hides_every_secret_on_a_shown_line() {
+        // Built at run time, so no literal token sits in the source.
+        let gh = ["gh", "p_"].concat() + "Zq8vXw2LmN4pR7sT9uV1yB3cHk3jW9qPzX7m";
+        let stripe = ["sk", "_live_"].concat() + "Hk3jW9qPzX7mT2vB8nL5rY6d";
+        let line = format!("let t = \"{gh}\"; let s = \"{stripe}\";\n");
+        let Ok(scanner) = crate::scanner::Scanner::builtin() else {
+            panic!("built-in rules");
+        };
+        let found = scanner.scan_text("a.rs", line.as_bytes());
+        assert!(found.len() >= 2, "{found:?}");
+        let msg = findings_message(&found);
+        for secret in [&gh, &stripe] {
+            assert!(!msg.contains(&secret[8..]), "{msg}");
+        }
+    }
+
+    #[test]
     fn refnames() {
         for ok in ["refs/heads/main", "refs/heads/feature/x", "refs/tags/v1.0"] {
             assert!(refname_allowed(ok), "{ok}");

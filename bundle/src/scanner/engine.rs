@@ -92,6 +92,7 @@ impl Engine {
             out.retain(|f| seen.insert((f.rule_id.clone(), f.start_line, f.secret.clone())));
         }
         drop_generic_duplicates(&mut out);
+        crate::scanner::finding::note_neighbours(&mut out);
         out
     }
 
@@ -229,6 +230,7 @@ impl Engine {
                     0 => String::new(),
                     _ => String::from_utf8_lossy(&frag.text[orig_start..orig_end]).into_owned(),
                 },
+                neighbours: Vec::new(),
             });
         }
     }
@@ -312,10 +314,14 @@ fn depth_used(found: &[Finding]) -> bool {
     found.iter().any(Finding::is_decoded)
 }
 
-/// A finding from a rule tagged `generic` is dropped when a specific rule found the same
-/// secret on the same line: one leak, one report.
+/// A finding from a generic rule is dropped when a specific rule found the same secret on
+/// the same line: one leak, one report. Generic is gitleaks' test, a rule id containing
+/// "generic" (its `generic-api-key` has no tag), or our own `generic` tag.
 fn drop_generic_duplicates(found: &mut Vec<Finding>) {
-    let is_generic = |f: &Finding| f.tags.iter().any(|t| t == GENERIC_TAG);
+    let is_generic = |f: &Finding| {
+        f.tags.iter().any(|t| t == GENERIC_TAG)
+            || f.rule_id.to_ascii_lowercase().contains(GENERIC_TAG)
+    };
     if found.len() < 2 || !found.iter().any(is_generic) {
         return;
     }
@@ -475,6 +481,7 @@ fn path_finding(frag: &Fragment<'_>, rule: &Rule) -> Finding {
         matched: format!("file detected: {}", frag.path),
         line: String::new(),
         encoded: String::new(),
+        neighbours: Vec::new(),
     }
 }
 

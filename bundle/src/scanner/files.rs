@@ -49,11 +49,13 @@ pub(crate) fn scan_dir(scanner: &Scanner, root: &Path) -> Result<Vec<Finding>, S
                 path: path.clone(),
                 error,
             })?;
-            if data.iter().take(8000).any(|&b| b == 0) {
-                continue;
-            }
             let rel = path.strip_prefix(root).unwrap_or(&path);
             let rel = rel.to_string_lossy();
+            // Binary content is skipped (as gitleaks does), but path-only rules still apply.
+            if data.iter().take(8000).any(|&b| b == 0) {
+                out.extend(scanner.scan_path_rules(&rel, "", &mut false));
+                continue;
+            }
             out.extend(scanner.scan_fragment(&Fragment {
                 text: &data,
                 path: &rel,

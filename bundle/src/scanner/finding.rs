@@ -35,6 +35,9 @@ pub struct Finding {
     pub(crate) line: String,
     /// For a decoded finding, the encoded text it came from (hidden in reports too).
     pub(crate) encoded: String,
+    /// The secrets (and encoded forms) of the other findings on the same lines: the line and
+    /// match of this finding show them too, and must hide them as well as its own.
+    pub(crate) neighbours: Vec<String>,
 }
 
 impl Finding {
@@ -57,7 +60,7 @@ impl Finding {
 
     /// The match with the secret hidden inside it.
     pub fn redacted_match(&self) -> String {
-        hide_in(&self.matched, &self.secret)
+        self.hide_all(&self.matched)
     }
 
     /// Whether this finding was found after decoding (base64, hex, percent).
@@ -67,7 +70,21 @@ impl Finding {
 
     /// The source line with the secret hidden inside it.
     pub fn redacted_line(&self) -> String {
-        hide_in(&hide_in(&self.line, &self.encoded), &self.secret)
+        self.hide_all(&self.line)
+    }
+
+    /// `text` with this finding's secret, its encoded form and its neighbours' hidden;
+    /// longest first, so a secret inside a longer one cannot leave the rest of it showing.
+    fn hide_all(&self, text: &str) -> String {
+        let mut hidden: Vec<&str> = [self.encoded.as_str(), self.secret.as_str()]
+            .into_iter()
+            .chain(self.neighbours.iter().map(String::as_str))
+            .filter(|s| !s.is_empty())
+            .collect();
+        hidden.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        hidden
+            .into_iter()
+            .fold(text.to_owned(), |text, secret| hide_in(&text, secret))
     }
 
     /// The raw secret. Never log this.
@@ -95,6 +112,38 @@ impl fmt::Debug for Finding {
             .field("commit", &self.commit)
             .field("secret", &self.redacted())
             .finish_non_exhaustive()
+    }
+}
+
+/// Records, for each finding, the secrets of the other findings whose lines overlap its own,
+/// so its line and match hide them too (two tokens on one line: each report of either line
+/// must show neither). Findings on one line always come from one fragment.
+pub(crate) fn note_neighbours(findings: &mut [Finding]) {
+    if findings.len() < 2 {
+        return;
+    }
+    let spans: Vec<(u32, u32, [String; 2])> = findings
+        .iter()
+        .map(|f| {
+            (
+                f.start_line,
+                f.end_line.max(f.start_line),
+                [f.secret.clone(), f.encoded.clone()],
+            )
+        })
+        .collect();
+    for (i, f) in findings.iter_mut().enumerate() {
+        let (start, end) = (f.start_line, f.end_line.max(f.start_line));
+        for (j, (s, e, hidden)) in spans.iter().enumerate() {
+            if i == j || *s > end || *e < start {
+                continue;
+            }
+            for h in hidden {
+                if !h.is_empty() && *h != f.secret && !f.neighbours.contains(h) {
+                    f.neighbours.push(h.clone());
+                }
+            }
+        }
     }
 }
 
@@ -157,6 +206,7 @@ mod tests {
             matched: format!("key={secret}"),
             line: format!("  key={secret} # x"),
             encoded: String::new(),
+            neighbours: vec![],
         }
     }
 
@@ -179,6 +229,25 @@ mod tests {
         decoded.encoded = "WnE4dlh3MkxtTjRwUjdzVDl1VjF5QjNj".into();
         decoded.line = format!("v = {}", decoded.encoded);
         assert!(!decoded.redacted_line().contains(&decoded.encoded[4..]));
+    }
+
+    #[test]
+    fn two_secrets_on_one_line_are_both_hidden_in_each_finding() {
+        let (a, b) = ("Zq8vXw2LmN4pR7sT9uV1yB3c", "Hk3jW9qPzX7mT2vB8nL5rY6d"); // gitleaks:allow (fixture)
+        let mut found = vec![finding(a), finding(b)];
+        for f in &mut found {
+            f.line = format!("x={a} y={b}");
+            f.matched = format!("x={a} y={b}");
+        }
+        note_neighbours(&mut found);
+        for f in &found {
+            for shown in [f.redacted_line(), f.redacted_match()] {
+                assert!(
+                    !shown.contains(&a[4..]) && !shown.contains(&b[4..]),
+                    "{shown}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Reading what commits add, in-process: revwalks for pushes and ranges, an own pipelined
+//! Reading what commits add: `git rev-list` for pushes, a revwalk for ranges, an own pipelined
 //! walk for whole histories; first-parent tree diffs on raw trees; the added lines of each
 //! (old blob, new blob) pair, scanned once.
 
@@ -40,10 +40,9 @@ pub(crate) fn scan_push(
     updates: &[RefUpdate],
     budget: &Budget,
 ) -> Result<Vec<Finding>, ScanError> {
-    let mut walk = revwalk(repo)?;
     let mut out = Vec::new();
     let spent = AtomicU64::new(0);
-    let mut pushed = false;
+    let mut tips = Vec::new();
     for update in updates {
         if update.new.is_zero() {
             continue;
@@ -79,11 +78,7 @@ pub(crate) fn scan_push(
                 .map_err(git_err(|| format!("peel tag {}", update.refname)))?;
         }
         match obj.kind() {
-            Some(ObjectType::Commit) => {
-                walk.push(obj.id())
-                    .map_err(git_err(|| "revwalk push".to_owned()))?;
-                pushed = true;
-            }
+            Some(ObjectType::Commit) => tips.push(obj.id()),
             Some(ObjectType::Blob) => {
                 let blob = obj
                     .peel_to_blob()
@@ -116,12 +111,11 @@ pub(crate) fn scan_push(
             }
         }
     }
-    if !pushed {
+    if tips.is_empty() {
         crate::scanner::finding::hide_secrets_in_context(&mut out);
         return Ok(out);
     }
-    hide_existing_refs(repo, &mut walk)?;
-    let commits = collect(walk)?;
+    let commits = new_commits(repo, &tips)?;
     // Pushes are small: libgit2 reads their few objects faster than packs could be loaded.
     out.extend(scan_commits(
         scanner,
@@ -255,7 +249,7 @@ pub(crate) fn scan_history(
     // A whole history reads nearly every object: the packs are worth loading up front, and
     // the walk itself reads commits through them.
     let packs = Some(Packs::load(&repo.commondir().join("objects")));
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = scanner.threads();
     let mut walker =
         Objects::new(repo, packs.clone()).map_err(git_err(|| "open object database".to_owned()))?;
     if threads < 2 {
@@ -287,7 +281,7 @@ pub(crate) fn scan_history(
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (path, spent, packs, rx, failed) = (&path, &spent, packs.clone(), &rx, &failed);
-                s.spawn(move || -> Result<Vec<(usize, Vec<Finding>)>, ScanError> {
+                s.spawn(move || -> Result<Vec<(usize, Vec<Tagged>)>, ScanError> {
                     let repo = Repository::open(path);
                     let mut worker = match &repo {
                         Ok(repo) => {
@@ -341,7 +335,7 @@ pub(crate) fn scan_history(
         }
         walked?;
         out.sort_by_key(|(n, _)| *n);
-        Ok(out.into_iter().flat_map(|(_, f)| f).collect())
+        first_occurrences(repo, out.into_iter().flat_map(|(_, f)| f).collect())
     })
 }
 
@@ -431,20 +425,39 @@ fn revwalk(repo: &Repository) -> Result<Revwalk<'_>, ScanError> {
     Ok(walk)
 }
 
-/// Hides every commit any existing ref points at, so only what the push adds remains.
-fn hide_existing_refs(repo: &Repository, walk: &mut Revwalk<'_>) -> Result<(), ScanError> {
-    for r in repo
-        .references()
-        .map_err(git_err(|| "list refs".to_owned()))?
-    {
-        let r = r.map_err(git_err(|| "read ref".to_owned()))?;
-        // A ref that does not peel to a commit hides nothing; scanning more is the safe side.
-        if let Ok(c) = r.peel_to_commit() {
-            walk.hide(c.id())
-                .map_err(git_err(|| "revwalk hide".to_owned()))?;
-        }
+/// The commits reachable from `tips` and from no existing ref: `git rev-list <tips> --not
+/// --glob=refs/*`, as a subprocess. libgit2's revwalk took seconds with a thousand refs
+/// (one `hide` per ref); git answers in milliseconds. Run in a pre-receive hook, git inherits the
+/// quarantine environment, so it sees the pushed objects; the refs are still the old ones.
+/// A ref git cannot read makes this fail, and the push is rejected: the safe side.
+fn new_commits(repo: &Repository, tips: &[Oid]) -> Result<Vec<Oid>, ScanError> {
+    let fail = |what: String| ScanError::Git {
+        what: "list the pushed commits (git rev-list)".to_owned(),
+        error: git2::Error::from_str(&what),
+    };
+    let output = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .arg("rev-list")
+        .args(tips.iter().map(Oid::to_string))
+        // Every ref, but not HEAD: a detached HEAD is no ref the push can be compared with
+        // (libgit2's reference list, used before, has no HEAD either).
+        .args(["--not", "--glob=refs/*"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run git: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(fail(format!(
+            "{}: {}",
+            output.status,
+            stderr.trim().chars().take(500).collect::<String>()
+        )));
     }
-    Ok(())
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| Oid::from_str(l.trim()).map_err(|e| fail(format!("bad output {l:?}: {e}"))))
+        .collect()
 }
 
 fn collect(walk: Revwalk<'_>) -> Result<Vec<Oid>, ScanError> {
@@ -461,7 +474,79 @@ fn scan_commits(
     spent: &AtomicU64,
     coverage: Coverage,
 ) -> Result<Vec<Finding>, ScanError> {
-    Worker::new(scanner, repo, packs, budget, spent, coverage)?.scan(commits)
+    let tagged = Worker::new(scanner, repo, packs, budget, spent, coverage)?.scan(commits)?;
+    first_occurrences(repo, tagged)
+}
+
+/// A finding, with where its blob pair occurred when it came from one.
+struct Tagged {
+    finding: Finding,
+    occurrence: Option<Occurrence>,
+}
+
+/// One occurrence of a blob pair: in which commit, and where in that commit's tree diff.
+#[derive(Clone, Copy)]
+struct Occurrence {
+    old: Oid,
+    new: Oid,
+    order: Order,
+}
+
+/// Committer time, then commit id, then the change's index in the commit's diff: the order
+/// among commits not related by ancestry.
+type Order = (i64, Oid, u32);
+
+/// Keeps, for each blob pair, only the findings of its first occurrence, so a pair is
+/// reported once and by the same commit whatever the threads or the order they ran in.
+/// First: a commit none of whose ancestors among the pair's commits also has findings for
+/// it (the commit that introduced the pair, not a merge that brought it in again); among
+/// those, the oldest by committer time, then by commit id; within a commit, the first path
+/// in tree order. Only pairs with findings in several commits need the ancestry check.
+fn first_occurrences(repo: &Repository, tagged: Vec<Tagged>) -> Result<Vec<Finding>, ScanError> {
+    let mut candidates: std::collections::HashMap<(Oid, Oid), Vec<Order>> =
+        std::collections::HashMap::new();
+    for t in &tagged {
+        if let Some(o) = t.occurrence {
+            let list = candidates.entry((o.old, o.new)).or_default();
+            if !list.contains(&o.order) {
+                list.push(o.order);
+            }
+        }
+    }
+    let mut first: std::collections::HashMap<(Oid, Oid), Order> =
+        std::collections::HashMap::with_capacity(candidates.len());
+    for (pair, mut list) in candidates {
+        list.sort_unstable();
+        let mut chosen = list[0];
+        if list.len() > 1 {
+            for &c in &list {
+                let mut has_earlier_ancestor = false;
+                for &other in &list {
+                    if other.1 != c.1
+                        && repo
+                            .graph_descendant_of(c.1, other.1)
+                            .map_err(git_err(|| format!("ancestry of {}", c.1)))?
+                    {
+                        has_earlier_ancestor = true;
+                        break;
+                    }
+                }
+                if !has_earlier_ancestor {
+                    chosen = c;
+                    break;
+                }
+            }
+        }
+        first.insert(pair, chosen);
+    }
+    Ok(tagged
+        .into_iter()
+        .filter(|t| {
+            t.occurrence
+                .is_none_or(|o| first.get(&(o.old, o.new)) == Some(&o.order))
+        })
+        .map(|t| t.finding)
+        .collect())
 }
 
 /// One thread's scan state, kept across the stretches of history it is given.
@@ -469,9 +554,18 @@ struct Worker<'r, 's> {
     ctx: Ctx<'s>,
     repo: &'r Repository,
     objects: Objects<'r>,
-    /// (old blob, new blob) pairs already scanned.
+    /// (old blob, new blob, path) triples already scanned, and whether they had findings.
     seen: Seen,
     changed: Vec<Change>,
+    /// The blob pair each range of the findings of the current stretch came from.
+    spans: Vec<Span>,
+}
+
+/// Findings `start..end` of a stretch came from one blob pair occurrence.
+struct Span {
+    start: usize,
+    end: usize,
+    occurrence: Occurrence,
 }
 
 impl<'r, 's> Worker<'r, 's> {
@@ -489,25 +583,28 @@ impl<'r, 's> Worker<'r, 's> {
                 budget,
                 spent,
                 coverage,
+                commit_dependent: scanner.commit_dependent(),
             },
             repo,
             objects: Objects::new(repo, packs)
                 .map_err(git_err(|| "open object database".to_owned()))?,
             seen: Seen::default(),
             changed: Vec::new(),
+            spans: Vec::new(),
         })
     }
 
     /// Scans a stretch of the history walk, reusing the commit bytes the walk read.
-    fn scan_handed(&mut self, chunk: Vec<(Oid, Vec<u8>)>) -> Result<Vec<Finding>, ScanError> {
+    fn scan_handed(&mut self, chunk: Vec<(Oid, Vec<u8>)>) -> Result<Vec<Tagged>, ScanError> {
         let commits: Vec<Oid> = chunk.iter().map(|(oid, _)| *oid).collect();
         self.objects
             .hand_over(chunk.into_iter().filter(|(_, raw)| !raw.is_empty()));
         self.scan(&commits)
     }
 
-    fn scan(&mut self, commits: &[Oid]) -> Result<Vec<Finding>, ScanError> {
+    fn scan(&mut self, commits: &[Oid]) -> Result<Vec<Tagged>, ScanError> {
         let mut out = Vec::new();
+        self.spans.clear();
         for &oid in commits {
             let start = out.len();
             self.ctx.scan_commit(
@@ -515,6 +612,7 @@ impl<'r, 's> Worker<'r, 's> {
                 oid,
                 &mut self.seen,
                 &mut self.changed,
+                &mut self.spans,
                 &mut out,
             )?;
             if out.len() > start {
@@ -525,12 +623,31 @@ impl<'r, 's> Worker<'r, 's> {
                 annotate(&commit, &mut out[start..]);
             }
         }
-        Ok(out)
+        let mut spans = self.spans.drain(..).peekable();
+        Ok(out
+            .into_iter()
+            .enumerate()
+            .map(|(i, finding)| {
+                while spans.next_if(|s| s.end <= i).is_some() {}
+                let occurrence = spans
+                    .peek()
+                    .filter(|s| s.start <= i && i < s.end)
+                    .map(|s| s.occurrence);
+                Tagged {
+                    finding,
+                    occurrence,
+                }
+            })
+            .collect())
     }
 }
 
-/// (old blob, new blob) pairs already scanned, hashed like ids.
-type Seen = HashSet<(Oid, Oid), std::hash::BuildHasherDefault<OidHasher>>;
+/// (old blob, new blob, hash of the path) already scanned, hashed like ids, and whether the
+/// rules found anything there. The path is part of the key because path rules and
+/// allowlists make a pair's findings depend on it: which path a worker met first must not
+/// decide what is reported.
+type Seen =
+    std::collections::HashMap<(Oid, Oid, u64), bool, std::hash::BuildHasherDefault<OidHasher>>;
 
 /// What every commit of one scan shares.
 struct Ctx<'s> {
@@ -538,6 +655,8 @@ struct Ctx<'s> {
     budget: &'s Budget,
     spent: &'s AtomicU64,
     coverage: Coverage,
+    /// `Scanner::commit_dependent`, asked once.
+    commit_dependent: bool,
 }
 
 impl Ctx<'_> {
@@ -547,12 +666,14 @@ impl Ctx<'_> {
         oid: Oid,
         seen: &mut Seen,
         changed: &mut Vec<Change>,
+        spans: &mut Vec<Span>,
         out: &mut Vec<Finding>,
     ) -> Result<(), ScanError> {
         let raw = objects
             .commit(oid)
             .map_err(git_err(|| format!("read commit {oid}")))?;
         let info = parse_commit(&raw).map_err(git_err(|| format!("parse commit {oid}")))?;
+        let time = committer_time(&raw);
         let id = oid.to_string();
         charge(self.budget, self.spent, info.message.len())?;
         let mut found = self.scanner.scan_fragment(&Fragment {
@@ -601,7 +722,7 @@ impl Ctx<'_> {
         };
         changed.clear();
         changed_blobs(objects, parent_tree, info.tree, "", changed)?;
-        for change in changed.drain(..) {
+        for (index, change) in changed.drain(..).enumerate() {
             // A new path (added or renamed to) carries its name upstream, whatever its
             // content; checked before the content, which may have been seen under another name.
             if self.coverage == Coverage::Push && change.old.is_zero() {
@@ -614,41 +735,66 @@ impl Ctx<'_> {
                     out,
                 )?;
             }
-            if !seen.insert((change.old, change.new)) {
+            // A pair seen clean under this path is clean again, unless an allowlist names
+            // commits; one that had findings is scanned again, so every commit that carries
+            // it is a candidate for `first_occurrences` and the result cannot depend on
+            // which commits this worker happened to see first.
+            let key = (change.old, change.new, path_hash(&change.path));
+            if seen.get(&key) == Some(&false) && !self.commit_dependent {
                 continue;
             }
-            self.scan_change(objects, &change, &id, out)?;
+            let start = out.len();
+            let detected = self.scan_change(objects, &change, &id, out)?;
+            seen.insert(key, detected);
+            if out.len() > start {
+                spans.push(Span {
+                    start,
+                    end: out.len(),
+                    occurrence: Occurrence {
+                        old: change.old,
+                        new: change.new,
+                        order: (time, oid, u32::try_from(index).unwrap_or(u32::MAX)),
+                    },
+                });
+            }
         }
         Ok(())
     }
 
     /// Scans the lines `change` adds: the whole blob for a new file, else the runs of added
-    /// lines (the `+` side of zero-context hunks), one fragment each.
+    /// lines (the `+` side of zero-context hunks), one fragment each. Returns whether the
+    /// rules found anything, before the ignore list.
     fn scan_change(
         &self,
         objects: &mut Objects<'_>,
         change: &Change,
         commit: &str,
         out: &mut Vec<Finding>,
-    ) -> Result<(), ScanError> {
+    ) -> Result<bool, ScanError> {
+        let mut detected = false;
         let path = &change.path;
         let new = objects
             .blob(change.new)
             .map_err(git_err(|| format!("read blob {path}")))?;
         // gitleaks (like `git log -p`) skips binary files; a push scans them too, since a NUL
         // byte at the start must not hide a token behind it.
+        // Path-only rules still judge the file by its name.
         if self.coverage == Coverage::Gitleaks && is_binary(&new) {
-            return Ok(());
+            out.extend(self.scanner.scan_path_rules(path, commit, &mut detected));
+            return Ok(detected);
         }
         if change.old.is_zero() {
             charge(self.budget, self.spent, new.len())?;
-            out.extend(self.scanner.scan_fragment(&Fragment {
-                text: &new,
-                path,
-                commit,
-                start_line: 1,
-            }));
-            return Ok(());
+            out.extend(self.scanner.scan_fragment_noting(
+                &Fragment {
+                    text: &new,
+                    path,
+                    commit,
+                    start_line: 1,
+                },
+                &mut detected,
+            ));
+            return Ok(detected);
         }
         let old = objects
             .blob(change.old)
@@ -656,15 +802,38 @@ impl Ctx<'_> {
         let runs = added_runs(&old, &new).map_err(git_err(|| format!("diff {path}")))?;
         for run in runs {
             charge(self.budget, self.spent, run.text.len())?;
-            out.extend(self.scanner.scan_fragment(&Fragment {
-                text: &run.text,
-                path,
-                commit,
-                start_line: run.start_line,
-            }));
+            out.extend(self.scanner.scan_fragment_noting(
+                &Fragment {
+                    text: &run.text,
+                    path,
+                    commit,
+                    start_line: run.start_line,
+                },
+                &mut detected,
+            ));
         }
-        Ok(())
+        Ok(detected)
     }
+}
+
+/// The committer time of a raw commit (seconds since the epoch), 0 when unreadable: only an
+/// order among commits, never shown.
+fn committer_time(raw: &[u8]) -> i64 {
+    let headers = memchr::memmem::find(raw, b"\n\n").map_or(raw, |at| &raw[..at]);
+    headers
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"committer "))
+        .and_then(|l| l.rsplit(|&b| b == b' ').nth(1))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 /// git's test for a binary file (what `git log -p` shows as "Binary files differ"): a NUL

@@ -140,6 +140,8 @@ pub struct Scanner {
     engine: Engine,
     /// `.gitleaksignore` fingerprints.
     ignored: HashSet<String>,
+    /// Worker threads for history scans; `None`: one per core.
+    threads: Option<usize>,
 }
 
 impl Scanner {
@@ -183,6 +185,7 @@ impl Scanner {
         Ok(Scanner {
             engine: Engine::new(rules, DEFAULT_DECODE_DEPTH),
             ignored: HashSet::new(),
+            threads: None,
         })
     }
 
@@ -192,7 +195,31 @@ impl Scanner {
         Scanner {
             engine: Engine::new(rules, depth),
             ignored: self.ignored,
+            threads: self.threads,
         }
+    }
+
+    /// Sets how many worker threads a history scan uses (at least 1; default one per core).
+    /// The findings are the same whatever the number.
+    pub fn with_threads(mut self, threads: usize) -> Scanner {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Whether a fragment's findings can depend on its commit (an allowlist naming commits):
+    /// then a blob pair scanned clean in one commit may still have findings in another.
+    pub(crate) fn commit_dependent(&self) -> bool {
+        let rules = self.engine.rules();
+        rules
+            .allowlists
+            .iter()
+            .chain(rules.rules.iter().flat_map(|r| r.allowlists.iter()))
+            .any(|a| !a.commits.is_empty())
     }
 
     /// Drops findings whose fingerprint is listed (the lines of a `.gitleaksignore`;
@@ -285,8 +312,38 @@ impl Scanner {
         git::scan_history(self, repo, budget)
     }
 
+    /// Only the path-only rules (a rule with a `path` and no `regex`, such as a `.p12` file
+    /// rule), for a file whose content is not scanned (binary): gitleaks reports them.
+    pub(crate) fn scan_path_rules(
+        &self,
+        path: &str,
+        commit: &str,
+        detected: &mut bool,
+    ) -> Vec<Finding> {
+        let frag = Fragment {
+            text: b"",
+            path,
+            commit,
+            start_line: 1,
+        };
+        let mut found = self.scan_fragment_noting(&frag, detected);
+        found.retain(|f| f.start_line == 0);
+        found
+    }
+
     pub(crate) fn scan_fragment(&self, frag: &Fragment<'_>) -> Vec<Finding> {
+        self.scan_fragment_noting(frag, &mut false)
+    }
+
+    /// [`Scanner::scan_fragment`], also setting `detected` when the rules found anything
+    /// before the ignore list (whose fingerprints name a commit) dropped it.
+    pub(crate) fn scan_fragment_noting(
+        &self,
+        frag: &Fragment<'_>,
+        detected: &mut bool,
+    ) -> Vec<Finding> {
         let mut found = self.engine.detect(frag);
+        *detected |= !found.is_empty();
         if !self.ignored.is_empty() {
             found.retain(|f| {
                 let short = format!("{}:{}:{}", f.file, f.rule_id, f.start_line);

@@ -549,3 +549,27 @@ fn scan_errors_show_their_cause_once() {
         "cannot read /w/a.txt: disk on fire"
     );
 }
+
+#[test]
+fn a_generic_api_key_finding_yields_to_a_specific_rule_on_the_same_secret() {
+    // gitleaks' generic rule has no `generic` tag: its id is what marks it generic.
+    let config = r#"
+[[rules]]
+id = "generic-api-key"
+regex = '''(?i)token\s*=\s*"([a-z0-9_]{20,})"'''
+keywords = ["token"]
+
+[[rules]]
+id = "github-pat"
+regex = '''ghp_[a-zA-Z0-9]{36}'''
+keywords = ["ghp_"]
+"#;
+    let scanner = Scanner::from_toml("t", config, None).unwrap();
+    let text = format!("token = \"{}\"\n", gh_token(7));
+    let found = scanner.scan_text("a.py", text.as_bytes());
+    let ids: Vec<&str> = found.iter().map(|f| f.rule_id.as_str()).collect();
+    assert_eq!(ids, ["github-pat"], "{found:?}");
+    // Without a specific rule the generic finding stays.
+    let only_generic = scanner.scan_text("a.py", b"token = \"abcdefghij0123456789xyzw\"\n");
+    assert_eq!(only_generic.len(), 1, "{only_generic:?}");
+}
