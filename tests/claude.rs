@@ -185,6 +185,47 @@ async fn a_bottle_can_turn_claude_codes_telemetry_back_on() {
     drop(bottle);
 }
 
+/// The identity of the bottle an attached `start` under `tmux` connected to.
+fn attached_id(tmux: &e2e::tmux::Tmux) -> String {
+    let screen = tmux.wait_for(
+        "the attached bottle",
+        std::time::Duration::from_secs(300),
+        |s| s.contains("attached to ") || s.contains("EXIT="),
+    );
+    screen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("attached to ")?
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("start did not attach:\n{screen}"))
+        .to_owned()
+}
+
+/// Claude Code's own screen: its prompt box, no trust or onboarding dialog in the way.
+fn wait_for_prompt(tmux: &e2e::tmux::Tmux) {
+    tmux.wait_for(
+        "Claude Code's prompt",
+        std::time::Duration::from_secs(90),
+        |s| s.contains("Claude Code v") && s.contains('❯') && !s.contains("trust this folder"),
+    );
+}
+
+/// Types `/exit` and returns the screen once the launcher has exited.
+fn exit_claude(tmux: &e2e::tmux::Tmux) -> String {
+    tmux.literal("/exit");
+    // Claude Code's command menu opens on `/`; Enter before it settles is lost.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        "the launcher to exit",
+        std::time::Duration::from_secs(60),
+        |s| s.contains("EXIT="),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
     use std::time::Duration;
@@ -202,19 +243,7 @@ async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
         140,
         45,
     );
-    let screen = tmux.wait_for("the attached bottle", Duration::from_secs(300), |s| {
-        s.contains("attached to ") || s.contains("EXIT=")
-    });
-    let id = screen
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("attached to ")?
-                .split_whitespace()
-                .next()
-        })
-        .unwrap_or_else(|| panic!("start did not attach:\n{screen}"))
-        .to_owned();
+    let id = attached_id(&tmux);
     let docker = docker().await;
     let network = format!("claude-bottle-{id}-egress");
     let fake = start_fake_anthropic(
@@ -225,10 +254,7 @@ async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
         r#"[{"text": "Interactive hello from the fake model."}]"#,
     )
     .await;
-    // Claude Code's own screen: its prompt box, no trust or onboarding dialog in the way.
-    tmux.wait_for("Claude Code's prompt", Duration::from_secs(60), |s| {
-        s.contains("Claude Code v") && s.contains('❯') && !s.contains("trust this folder")
-    });
+    wait_for_prompt(&tmux);
     // The bottle's default permission mode, with no "are you sure" dialog in the way.
     tmux.wait_for("bypass permissions mode", Duration::from_secs(30), |s| {
         s.to_lowercase().contains("bypass permissions")
@@ -245,12 +271,7 @@ async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
             .any(|r| r["path"].as_str().unwrap_or("").starts_with("/v1/messages")),
         "the reply did not come from the fake"
     );
-    tmux.literal("/exit");
-    std::thread::sleep(Duration::from_millis(500));
-    tmux.keys(&["Enter"]);
-    let end = tmux.wait_for("the launcher to exit", Duration::from_secs(60), |s| {
-        s.contains("EXIT=")
-    });
+    let end = exit_claude(&tmux);
     assert!(end.contains("EXIT=0"), "{end}");
     assert!(end.contains(&format!("bottle {id} removed")), "{end}");
     assert!(
@@ -480,28 +501,9 @@ async fn the_main_job_starts_claude_code_in_the_example_bottle() {
     );
     tmux.literal("y");
     tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for("the attached bottle", Duration::from_secs(300), |s| {
-        s.contains("attached to ") || s.contains("EXIT=")
-    });
-    let id = screen
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("attached to ")?
-                .split_whitespace()
-                .next()
-        })
-        .unwrap_or_else(|| panic!("start did not attach:\n{screen}"))
-        .to_owned();
-    tmux.wait_for("Claude Code's prompt", Duration::from_secs(90), |s| {
-        s.contains("Claude Code v") && s.contains('❯') && !s.contains("trust this folder")
-    });
-    tmux.literal("/exit");
-    std::thread::sleep(Duration::from_millis(500));
-    tmux.keys(&["Enter"]);
-    let end = tmux.wait_for("the launcher to exit", Duration::from_secs(60), |s| {
-        s.contains("EXIT=")
-    });
+    let id = attached_id(&tmux);
+    wait_for_prompt(&tmux);
+    let end = exit_claude(&tmux);
     assert!(end.contains("EXIT=0"), "{end}");
     let docker = docker().await;
     assert!(

@@ -187,6 +187,26 @@ pub(crate) fn identities(root: &Path) -> Vec<String> {
     ids
 }
 
+/// A detached, ready, not suspended bottle `dev-abcde`, for tests.
+#[cfg(test)]
+pub(crate) fn sample() -> Metadata {
+    Metadata {
+        identity: "dev-abcde".into(),
+        agent: "dev".into(),
+        bottle: "b".into(),
+        started: 1,
+        agent_container: "a".into(),
+        bundle_container: "bu".into(),
+        agent_image: "ai".into(),
+        bundle_image: "bi".into(),
+        detached: true,
+        launcher_pid: 1,
+        project: None,
+        suspended: false,
+        ready: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,19 +215,10 @@ mod tests {
     fn save_load_remove_round_trip() {
         let root = tempfile::tempdir().unwrap();
         let meta = Metadata {
-            identity: "dev-abcde".into(),
-            agent: "dev".into(),
-            bottle: "b".into(),
-            started: 1,
-            agent_container: "a".into(),
-            bundle_container: "bu".into(),
-            agent_image: "ai".into(),
-            bundle_image: "bi".into(),
-            detached: true,
-            launcher_pid: 1,
             project: Some("/p".into()),
             suspended: true,
             ready: false,
+            ..sample()
         };
         save(root.path(), &meta).unwrap();
         assert_eq!(load(root.path(), "dev-abcde"), Some(meta));
@@ -225,19 +236,8 @@ mod tests {
     fn mark_detached_makes_an_attached_bottle_a_detached_one() {
         let root = tempfile::tempdir().unwrap();
         let started = Metadata {
-            identity: "dev-abcde".into(),
-            agent: "dev".into(),
-            bottle: "b".into(),
-            started: 1,
-            agent_container: "a".into(),
-            bundle_container: "bu".into(),
-            agent_image: "ai".into(),
-            bundle_image: "bi".into(),
             detached: false,
-            launcher_pid: 1,
-            project: None,
-            suspended: false,
-            ready: true,
+            ..sample()
         };
         save(root.path(), &started).unwrap();
         mark_detached(root.path(), "dev-abcde").unwrap();
@@ -255,19 +255,8 @@ mod tests {
     fn mark_ready_keeps_a_suspension_that_came_after_the_start() {
         let root = tempfile::tempdir().unwrap();
         let started = Metadata {
-            identity: "dev-abcde".into(),
-            agent: "dev".into(),
-            bottle: "b".into(),
-            started: 1,
-            agent_container: "a".into(),
-            bundle_container: "bu".into(),
-            agent_image: "ai".into(),
-            bundle_image: "bi".into(),
-            detached: true,
-            launcher_pid: 1,
-            project: None,
-            suspended: false,
             ready: false,
+            ..sample()
         };
         save(root.path(), &started).unwrap();
         mark_ready(root.path(), &started, false).unwrap();

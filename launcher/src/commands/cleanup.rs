@@ -136,19 +136,10 @@ mod tests {
 
     fn meta(detached: bool, ready: bool, suspended: bool) -> state::Metadata {
         state::Metadata {
-            identity: "dev-abcde".into(),
-            agent: "dev".into(),
-            bottle: "b".into(),
-            started: 1,
-            agent_container: "a".into(),
-            bundle_container: "bu".into(),
-            agent_image: "ai".into(),
-            bundle_image: "bi".into(),
             detached,
-            launcher_pid: 1,
-            project: None,
-            suspended,
             ready,
+            suspended,
+            ..state::sample()
         }
     }
 
