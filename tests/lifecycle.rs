@@ -170,6 +170,23 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     );
     let keeper = home.start_detached("keeper");
 
+    // `list` marks the left-behind bottle and says what removes it; the live one runs.
+    let list = home.run(&["list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    let line = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line(&id).contains("orphaned"), "{listed}");
+    assert!(
+        line(&id).contains("`claude-bottle cleanup` removes it"),
+        "{listed}"
+    );
+    assert!(line(&keeper.id).contains("running"), "{listed}");
+
     let out = home.run(&["cleanup", "-y"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -280,6 +297,23 @@ async fn cleanup_removes_a_detached_bottle_whose_start_was_sigkilled_during_prov
         &format!("---\nbottle: half\n{IDLE}\n---\n"),
     );
     let keeper = home.start_detached("keeper");
+
+    // `list` marks the left-behind bottle and says what removes it; the live one runs.
+    let list = home.run(&["list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    let line = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line(&id).contains("orphaned"), "{listed}");
+    assert!(
+        line(&id).contains("`claude-bottle cleanup` removes it"),
+        "{listed}"
+    );
+    assert!(line(&keeper.id).contains("running"), "{listed}");
 
     let out = home.run(&["cleanup", "-y"]);
     let text = String::from_utf8_lossy(&out.stdout);

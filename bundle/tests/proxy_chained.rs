@@ -31,6 +31,12 @@ fn upstream_connections_go_only_through_the_upstream_proxy() {
         "{body}"
     );
     assert!(
+        body.contains(
+            "the upstream proxy the bundle sends all egress through could not be reached"
+        ),
+        "{body}"
+    );
+    assert!(
         !body.contains("127.0.0.1"),
         "internals leaked to the agent: {body}"
     );

@@ -25,6 +25,19 @@ fn routed_names_resolving_to_special_addresses_are_refused() {
             body.contains("private or special address"),
             "{host}: {body}"
         );
+        // The refusal names the address it found and the key that exempts it.
+        let addr = match host {
+            "ten.test" => "10.255.255.1",
+            "meta.test" => "169.254.169.254",
+            "six.test" => "::1",
+            "mapped.test" => "::ffff:127.0.0.1",
+            _ => "127.0.0.1",
+        };
+        assert!(
+            body.contains(&format!("resolves to {addr}, a private")),
+            "{host}: {body}"
+        );
+        assert!(body.contains("`egress.allow_private`"), "{host}: {body}");
     }
     assert!(env.upstream.seen().is_empty(), "{:?}", env.upstream.seen());
     assert_eq!(

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCompleter;
 
 /// Run Claude Code agents in sandboxed bottles.
 ///
@@ -51,6 +52,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// The agent: ~/.claude-bottle/agents/<AGENT>.md or ./.claude-bottle/agents/<AGENT>.md.
+    #[arg(add = ArgValueCompleter::new(crate::complete::agents))]
     pub agent: String,
     /// Print the preflight plan and exit; create nothing and ask for no secret.
     #[arg(long)]
@@ -61,8 +63,9 @@ pub struct StartArgs {
     /// Do not ask for confirmation before starting.
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// The project directory: its .claude-bottle/agents/ are searched and its work tree is
-    /// copied into the bottle (default: the current directory).
+    /// Copy this work tree into the bottle's ~/work and search its .claude-bottle/agents/.
+    /// Without --cwd nothing is copied (project agents are still searched in the current
+    /// directory).
     #[arg(long, value_name = "PATH")]
     pub cwd: Option<PathBuf>,
     /// Leave the bottle running in the background.
@@ -73,6 +76,7 @@ pub struct StartArgs {
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// The suspended bottle's identity (`<agent>-<5 chars>`).
+    #[arg(add = ArgValueCompleter::new(crate::complete::bottles))]
     pub id: String,
     /// Do not ask for confirmation before resuming.
     #[arg(short = 'y', long)]
@@ -85,6 +89,7 @@ pub struct ResumeArgs {
 #[derive(Debug, Args)]
 pub struct IdArgs {
     /// The bottle identity (`<agent>-<5 chars>`, as `list` shows it).
+    #[arg(add = ArgValueCompleter::new(crate::complete::bottles))]
     pub id: String,
 }
 
@@ -99,6 +104,7 @@ pub struct ExecArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
     /// The bottle identity.
+    #[arg(add = ArgValueCompleter::new(crate::complete::bottles))]
     pub id: String,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
@@ -115,6 +121,7 @@ pub struct CleanupArgs {
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// The agent to describe.
+    #[arg(add = ArgValueCompleter::new(crate::complete::agents))]
     pub agent: String,
     /// The project directory whose .claude-bottle/agents/ are searched (default: current).
     #[arg(long, value_name = "PATH")]
@@ -137,6 +144,7 @@ pub struct DashboardArgs {
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
     /// The proposal id (as `dashboard --once` shows it).
+    #[arg(add = ArgValueCompleter::new(crate::complete::proposals))]
     pub id: String,
     /// Edit the request in $EDITOR (JSON) before approving it.
     #[arg(long)]
@@ -146,6 +154,7 @@ pub struct ApproveArgs {
 #[derive(Debug, Args)]
 pub struct RejectArgs {
     /// The proposal id (as `dashboard --once` shows it).
+    #[arg(add = ArgValueCompleter::new(crate::complete::proposals))]
     pub id: String,
     /// Why, in words the agent can act on (required).
     #[arg(long, value_name = "TEXT")]

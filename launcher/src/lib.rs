@@ -14,6 +14,7 @@ pub mod backend;
 mod bottle;
 pub mod cli;
 mod commands;
+pub mod complete;
 mod dashboard;
 mod facts;
 mod hostfile;
@@ -66,10 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             commands::info::run(&args.agent, &dirs, &secrets::ProcessHost).map(|()| 0)
         }
         Command::Init => commands::init::run(&dirs(None)?.root).map(|()| 0),
-        Command::Completions(args) => {
-            commands::completions::run(args.shell);
-            Ok(0)
-        }
+        Command::Completions(args) => commands::completions::run(args.shell).map(|()| 0),
         Command::Dashboard(args) => commands::dashboard::run(&dirs(None)?.root, args.once),
         Command::Approve(args) => commands::approve::run(&dirs(None)?.root, &args.id, args.edit),
         Command::Reject(args) => {
@@ -104,7 +102,7 @@ pub fn error_text(err: &anyhow::Error) -> String {
 }
 
 /// Manifest locations from `$HOME`, `$CLAUDE_BOTTLE_HOME` and the project directory.
-fn dirs(cwd: Option<PathBuf>) -> anyhow::Result<Dirs> {
+pub(crate) fn dirs(cwd: Option<PathBuf>) -> anyhow::Result<Dirs> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)

@@ -6,6 +6,8 @@ use clap::Parser;
 use claude_bottle::cli::Cli;
 
 fn main() -> ExitCode {
+    // A shell asking for completions (COMPLETE=<shell>) is answered here, before anything else.
+    claude_bottle::complete::answer_if_asked();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -215,27 +215,78 @@ fn help_on_every_command() {
     for flag in ["--dry-run", "--json", "--yes", "--cwd", "--detach"] {
         assert!(out.contains(flag), "start --help lacks {flag}:\n{out}");
     }
+    // --cwd has no default that copies anything: the help says so, not "the current directory".
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("Without --cwd nothing is copied"),
+        "start --help:\n{out}"
+    );
 }
 
 #[test]
-fn completions_for_bash() {
+fn bash_completes_subcommands_agent_names_and_bottle_ids_from_the_manifest_home() {
     let env = Env::new();
-    let out = env.run(&["completions", "bash"]).ok().stdout();
-    assert!(out.contains("complete -F _claude__bottle"), "{out}");
-    assert!(out.contains("--dry-run"));
-    // bash itself accepts the script.
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(tmp.path(), &out).unwrap();
-    let check = Command::new("bash")
-        .arg("-n")
-        .arg(tmp.path())
-        .output()
-        .expect("bash is needed for this test: apt-get install bash");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
+    let root = env.root();
+    env.write(&root.join("agents/dev.md"), "---\nbottle: b\n---\n");
+    env.write(&root.join("agents/deploy.md"), "---\nbottle: b\n---\n");
+    env.write(
+        &env.project.join(".claude-bottle/agents/reviewer.md"),
+        "---\nbottle: b\n---\n",
     );
+    std::fs::create_dir_all(root.join("state/dev-abcde")).unwrap();
+    let script = env.run(&["completions", "bash"]).ok().stdout();
+    // The binary's directory on PATH, as after an install: the script calls it back by name.
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Real bash: load the script, then do what pressing Tab does for each command line.
+    let complete = |line: &str| -> Vec<String> {
+        let driver = format!(
+            "{script}\nCOMP_LINE={line:?}; read -ra COMP_WORDS <<< \"$COMP_LINE\"; \
+             [[ $COMP_LINE == *' ' ]] && COMP_WORDS+=(''); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); \
+             COMP_TYPE=9; _clap_complete_claude_bottle claude-bottle \"${{COMP_WORDS[COMP_CWORD]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(driver)
+            .current_dir(&env.project)
+            .env_clear()
+            .env("HOME", &env.home)
+            .env("PATH", &path)
+            .output()
+            .expect("bash is needed for this test: apt-get install bash");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let subcommands = complete("claude-bottle st");
+    assert!(subcommands.contains(&"start".to_owned()), "{subcommands:?}");
+    assert!(subcommands.contains(&"stop".to_owned()), "{subcommands:?}");
+    assert_eq!(
+        complete("claude-bottle start de"),
+        ["deploy", "dev"],
+        "agents of the manifest home"
+    );
+    assert!(
+        complete("claude-bottle info ").contains(&"reviewer".to_owned()),
+        "the project's agents too"
+    );
+    // An empty word gets the command's flags too; the only value offered is the bottle.
+    let values: Vec<String> = complete("claude-bottle attach ")
+        .into_iter()
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    assert_eq!(values, ["dev-abcde"]);
+    assert_eq!(complete("claude-bottle stop d"), ["dev-abcde"]);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use crate::proxy::Shared;
 use crate::proxy::audit::{AuditEvent, AuditedBody, Outcome, Pending, ProxyBody, full};
 use crate::proxy::policy::{AMBIGUOUS_FORMS, Decision, DenyReason, RequestFacts};
-use crate::proxy::upstream::UpstreamError;
+use crate::proxy::upstream::{FailureClass, UpstreamError};
 
 /// Where a request goes: the CONNECT target inside a tunnel, or the absolute-form authority.
 #[derive(Debug, Clone)]
@@ -130,6 +130,7 @@ pub(crate) async fn handle(
             return Ok(bad_gateway(
                 pending,
                 "upstream switched protocols unasked",
+                FailureClass::BrokeOff,
                 &target,
             ));
         };
@@ -274,11 +275,25 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
              for its host.\n",
             port = target.port
         ),
-        DenyReason::PrivateAddress => format!(
-            "claude-bottle egress proxy: {host} resolves to a private or special address, \
-             which this bottle may not reach.\n"
-        ),
+        DenyReason::PrivateAddress => private_address_text(host, None),
     }
+}
+
+/// The refusal of a route whose host resolved to a private or special address: the address and
+/// the manifest key that exempts it. Addresses are the bundle's own DNS answer for a host the
+/// agent named, so they tell the agent nothing it could not learn by asking.
+fn private_address_text(host: &str, addr: Option<std::net::IpAddr>) -> String {
+    let (at, block) = match addr {
+        Some(addr @ std::net::IpAddr::V4(_)) => (format!(" {addr},"), format!("{addr}/32")),
+        Some(addr @ std::net::IpAddr::V6(_)) => (format!(" {addr},"), format!("{addr}/128")),
+        None => (String::new(), "10.20.0.0/16".to_owned()),
+    };
+    format!(
+        "claude-bottle egress proxy: {host} resolves to{at} a private or special address, \
+         which this bottle may not reach.\nIf {host} is an internal host the bottle should \
+         reach, the operator adds the address to `egress.allow_private` in the bottle's \
+         manifest (e.g. `allow_private: [\"{block}\"]`) and starts the bottle again.\n"
+    )
 }
 
 pub(crate) fn deny(
@@ -301,30 +316,35 @@ fn upstream_failure(
     target: &Target,
 ) -> Response<ProxyBody> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    // A failure with no connect error in its chain happened on an established connection.
+    let mut class = FailureClass::BrokeOff;
     while let Some(e) = source {
         match e.downcast_ref::<UpstreamError>() {
-            Some(UpstreamError::Refused { .. }) => {
+            Some(UpstreamError::Refused { addr, .. }) => {
                 tracing::info!(host = %target.host, error = %e, "refused a private address");
-                return refused_after_forward(pending, DenyReason::PrivateAddress, target);
+                let text = private_address_text(&target.host, Some(*addr));
+                return refused_after_forward(pending, DenyReason::PrivateAddress, text);
             }
             Some(UpstreamError::Loop { .. }) => {
                 tracing::warn!(host = %target.host, error = %e, "refused a request looping to the proxy");
-                return refused_after_forward(pending, DenyReason::Loop, target);
+                let text = denial_text(DenyReason::Loop, target);
+                return refused_after_forward(pending, DenyReason::Loop, text);
             }
-            _ => {}
+            Some(other) => class = other.class(),
+            None => {}
         }
         source = e.source();
     }
     let detail = error_chain(error);
     tracing::warn!(host = %target.host, error = %detail, "upstream request failed");
-    bad_gateway(pending, &detail, target)
+    bad_gateway(pending, &detail, class, target)
 }
 
 /// A denial found only while connecting: the outcome line records it.
 fn refused_after_forward(
     mut pending: Pending,
     reason: DenyReason,
-    target: &Target,
+    text: String,
 ) -> Response<ProxyBody> {
     if let Some(event) = pending.event_mut() {
         event.decision = "deny";
@@ -332,24 +352,33 @@ fn refused_after_forward(
         event.status = StatusCode::FORBIDDEN.as_u16();
     }
     pending.finish(Outcome::Refused);
-    text_response(StatusCode::FORBIDDEN, denial_text(reason, target))
+    text_response(StatusCode::FORBIDDEN, text)
 }
 
-fn bad_gateway(mut pending: Pending, detail: &str, target: &Target) -> Response<ProxyBody> {
+fn bad_gateway(
+    mut pending: Pending,
+    detail: &str,
+    class: FailureClass,
+    target: &Target,
+) -> Response<ProxyBody> {
     if let Some(event) = pending.event_mut() {
         event.decision = "error";
         event.reason = Some(detail.to_owned());
         event.status = StatusCode::BAD_GATEWAY.as_u16();
     }
     pending.finish(Outcome::Failed);
-    // The agent gets the host only; addresses and error details stay in the audit log.
-    text_response(
-        StatusCode::BAD_GATEWAY,
-        format!(
-            "claude-bottle egress proxy: the upstream {} could not be reached; the bundle's \
-             audit log has the detail.\n",
-            target.host
-        ),
+    text_response(StatusCode::BAD_GATEWAY, unreachable_text(class, target))
+}
+
+/// What the agent reads for a 502: the host, the class of failure and what to check. Addresses
+/// and error details stay in the audit log, which only the operator can read.
+fn unreachable_text(class: FailureClass, target: &Target) -> String {
+    format!(
+        "claude-bottle egress proxy: the upstream {host} could not be reached: {why}.\n\
+         The operator can read the detail in the bundle's audit log \
+         (/var/log/bottle/audit.jsonl in the bottle's bundle container).\n",
+        host = target.host,
+        why = class.explain(&target.host, target.port),
     )
 }
 

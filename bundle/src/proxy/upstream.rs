@@ -43,11 +43,22 @@ pub enum UpstreamError {
     #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
     #[error("cannot connect to {target}: {reason}")]
-    Connect { target: String, reason: String },
+    Connect {
+        target: String,
+        reason: String,
+        /// What the agent is told (the reason itself stays in the audit log).
+        class: FailureClass,
+    },
     #[error("upstream proxy refused CONNECT {target}: {status}")]
     ProxyStatus { target: String, status: String },
     #[error("TLS to {host} failed: {reason}")]
-    Tls { host: String, reason: String },
+    Tls {
+        host: String,
+        reason: String,
+        /// True when the server's certificate chain is not trusted (as opposed to a protocol
+        /// or handshake failure).
+        untrusted: bool,
+    },
     #[error("bad upstream URI {0}")]
     Uri(String),
     #[error("cannot read CA file {path}: {reason}")]
@@ -56,6 +67,91 @@ pub enum UpstreamError {
     ProxyUrl { url: String, reason: &'static str },
     #[error("allow_private entry {entry:?} is not a CIDR (e.g. 10.0.0.0/8)")]
     Cidr { entry: String },
+}
+
+/// The kind of an upstream failure, as the agent is told it: a class and what to do, never an
+/// address, a token or the underlying error text (those go to the audit log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The host's name did not resolve.
+    DnsNotFound,
+    /// The host answered the TCP connect with a reset: nothing listens on the port.
+    ConnectionRefused,
+    /// The TCP connect (or the upstream proxy's CONNECT reply) did not arrive in time.
+    TimedOut,
+    /// No route to the host or its network.
+    Unreachable,
+    /// The server's TLS certificate is not trusted by the bundle.
+    TlsUntrusted,
+    /// The TLS handshake failed for another reason.
+    TlsFailed,
+    /// The upstream proxy answered CONNECT with something other than 200.
+    ProxyRefused,
+    /// The upstream proxy itself could not be reached.
+    ProxyUnreachable,
+    /// Connected, but the exchange broke off before a complete response.
+    BrokeOff,
+}
+
+impl FailureClass {
+    /// One sentence for the agent about `host:port`, saying what to check or do.
+    pub(crate) fn explain(self, host: &str, port: u16) -> String {
+        match self {
+            FailureClass::DnsNotFound => format!(
+                "the name {host} was not found in DNS (check the host name; the bundle resolves \
+                 route hosts through the host machine's resolver)"
+            ),
+            FailureClass::ConnectionRefused => {
+                format!("{host}:{port} refused the connection: nothing listens on that port")
+            }
+            FailureClass::TimedOut => format!("connecting to {host}:{port} timed out"),
+            FailureClass::Unreachable => {
+                format!("{host}:{port} is unreachable from the bundle's network")
+            }
+            FailureClass::TlsUntrusted => format!(
+                "the TLS certificate of {host} is not trusted. If this machine reaches it through \
+                 an intercepting proxy, the operator adds that proxy's CA to the bottle's manifest \
+                 with `egress.extra_ca`"
+            ),
+            FailureClass::TlsFailed => format!("the TLS handshake with {host} failed"),
+            FailureClass::ProxyRefused => {
+                format!("the upstream proxy refused the connection to {host}:{port}")
+            }
+            FailureClass::ProxyUnreachable => {
+                "the upstream proxy the bundle sends all egress through could not be reached"
+                    .to_owned()
+            }
+            FailureClass::BrokeOff => {
+                format!("the connection to {host} broke off before a complete response")
+            }
+        }
+    }
+
+    fn of_io(error: &std::io::Error) -> FailureClass {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::ConnectionRefused => FailureClass::ConnectionRefused,
+            ErrorKind::TimedOut => FailureClass::TimedOut,
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => FailureClass::Unreachable,
+            _ => FailureClass::BrokeOff,
+        }
+    }
+}
+
+impl UpstreamError {
+    /// What the agent is told about this failure.
+    pub(crate) fn class(&self) -> FailureClass {
+        match self {
+            UpstreamError::Resolve { .. } => FailureClass::DnsNotFound,
+            UpstreamError::Connect { class, .. } => *class,
+            UpstreamError::ProxyStatus { .. } => FailureClass::ProxyRefused,
+            UpstreamError::Tls {
+                untrusted: true, ..
+            } => FailureClass::TlsUntrusted,
+            UpstreamError::Tls { .. } => FailureClass::TlsFailed,
+            _ => FailureClass::BrokeOff,
+        }
+    }
 }
 
 /// How the proxy reaches upstream hosts.
@@ -153,6 +249,7 @@ pub(crate) fn client_tls(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, U
         .map_err(|e| UpstreamError::Tls {
             host: String::new(),
             reason: e.to_string(),
+            untrusted: false,
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -205,12 +302,14 @@ impl Connector {
         let name = ServerName::try_from(host.clone()).map_err(|e| UpstreamError::Tls {
             host: host.clone(),
             reason: e.to_string(),
+            untrusted: false,
         })?;
         let stream = self
             .tls
             .connect(name, tcp)
             .await
             .map_err(|e| UpstreamError::Tls {
+                untrusted: is_untrusted_certificate(&e),
                 host,
                 reason: e.to_string(),
             })?;
@@ -271,18 +370,33 @@ async fn dial_checked(
             });
         }
     }
-    let mut last = String::new();
+    let mut last = (String::new(), FailureClass::BrokeOff);
     for addr in addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => return Ok(tcp),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "timed out".into(),
+            Ok(Err(e)) => last = (e.to_string(), FailureClass::of_io(&e)),
+            Err(_) => last = ("timed out".into(), FailureClass::TimedOut),
         }
     }
     Err(UpstreamError::Connect {
         target: format!("{host}:{port}"),
-        reason: last,
+        reason: last.0,
+        class: last.1,
     })
+}
+
+/// True when a TLS connect failed because the server's certificate is not trusted (unknown
+/// issuer, expired, wrong name, ...), which the operator fixes with `egress.extra_ca`.
+fn is_untrusted_certificate(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        })
 }
 
 /// True when dialing `addr` would reach one of the proxy's own listeners. A wildcard listener
@@ -308,17 +422,19 @@ async fn tunnel(
     } else {
         format!("{host}:{port}")
     };
-    let connect_err = |reason: String| UpstreamError::Connect {
+    // The agent learns only that the upstream proxy failed, and whether it timed out.
+    let connect_err = |reason: String, class: FailureClass| UpstreamError::Connect {
         target: format!("upstream proxy {proxy_host}:{proxy_port}"),
         reason,
+        class,
     };
     let mut tcp = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((proxy_host, proxy_port)),
     )
     .await
-    .map_err(|_| connect_err("timed out".into()))?
-    .map_err(|e| connect_err(e.to_string()))?;
+    .map_err(|_| connect_err("timed out".into(), FailureClass::ProxyUnreachable))?
+    .map_err(|e| connect_err(e.to_string(), FailureClass::ProxyUnreachable))?;
     let handshake = async {
         let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
         tcp.write_all(request.as_bytes()).await?;
@@ -335,8 +451,8 @@ async fn tunnel(
     };
     let reply = tokio::time::timeout(PROXY_HANDSHAKE_TIMEOUT, handshake)
         .await
-        .map_err(|_| connect_err("CONNECT reply timed out".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
+        .map_err(|_| connect_err("CONNECT reply timed out".into(), FailureClass::TimedOut))?
+        .map_err(|e| connect_err(e.to_string(), FailureClass::ProxyUnreachable))?;
     let status_line = String::from_utf8_lossy(&reply)
         .lines()
         .next()

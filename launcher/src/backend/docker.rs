@@ -810,18 +810,42 @@ async fn pump(
     });
     while let Some(chunk) = output.next().await {
         let Ok(chunk) = chunk else { break };
-        let out = match &chunk {
-            bollard::container::LogOutput::StdErr { .. } => &mut stderr,
-            _ => &mut stdout,
+        let written = match &chunk {
+            bollard::container::LogOutput::StdErr { message } => {
+                write_flushed(&mut stderr, message).await
+            }
+            // A terminal's stream: the engine injects a stray NUL byte into it (moby/moby#53701),
+            // which can land inside an escape sequence or a UTF-8 character. A terminal shows
+            // nothing for NUL, so dropping every NUL changes nothing else.
+            bollard::container::LogOutput::Console { message } => {
+                write_flushed(&mut stdout, &without_nul(message)).await
+            }
+            other => write_flushed(&mut stdout, other.as_ref()).await,
         };
-        if out.write_all(chunk.as_ref()).await.is_err() {
+        if written.is_err() {
             break;
         }
-        let _ = out.flush().await;
     }
     typing.abort();
     resizing.abort();
     detach_typed.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+async fn write_flushed(
+    out: &mut std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
+/// `bytes` without its NUL bytes (borrowed when it has none, as almost every chunk has).
+fn without_nul(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match bytes.contains(&0) {
+        false => std::borrow::Cow::Borrowed(bytes),
+        true => std::borrow::Cow::Owned(bytes.iter().copied().filter(|b| *b != 0).collect()),
+    }
 }
 
 /// The part of a container's `HostConfig` that caps it.
@@ -864,6 +888,18 @@ fn exec_options(exec: &ExecSpec, attach: bool) -> CreateExecOptions<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminal_stream_loses_its_nul_bytes_and_nothing_else() {
+        assert_eq!(
+            &*without_nul(b"\0\x1b[1mhi\0\xe2\x9c\x93\n"),
+            b"\x1b[1mhi\xe2\x9c\x93\n"
+        );
+        assert!(matches!(
+            without_nul(b"plain"),
+            std::borrow::Cow::Borrowed(b"plain")
+        ));
+    }
 
     #[test]
     fn copied_files_keep_their_modification_time() {

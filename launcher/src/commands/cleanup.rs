@@ -87,7 +87,12 @@ fn removed_summary(objects: usize, bottles: usize, stale: usize) -> String {
     said
 }
 
-fn orphan_reason(root: &Path, identity: &str, objects: &[Object]) -> Option<&'static str> {
+/// Why `cleanup` would remove this bottle, or `None` (also what `list` marks as orphaned).
+pub(crate) fn orphan_reason(
+    root: &Path,
+    identity: &str,
+    objects: &[Object],
+) -> Option<&'static str> {
     let meta = state::load(root, identity);
     let launcher_alive = meta
         .as_ref()

@@ -1,14 +1,11 @@
-//! `claude-bottle completions <shell>`: a completion script on stdout.
+//! `claude-bottle completions <shell>`: the shell's registration script on stdout. The script
+//! asks the binary for candidates as you type (see [`crate::complete`]), so agent names,
+//! bottle identities and proposal ids are completed too.
 
-use clap::CommandFactory;
+use std::io::Write as _;
 
-use crate::cli::Cli;
-
-pub(crate) fn run(shell: clap_complete::Shell) {
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "claude-bottle",
-        &mut std::io::stdout(),
-    );
+pub(crate) fn run(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let script = crate::complete::registration(shell)?;
+    std::io::stdout().write_all(&script)?;
+    Ok(())
 }

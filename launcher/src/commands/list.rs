@@ -1,6 +1,7 @@
 //! `claude-bottle list`: the bottles Docker knows about (by label), with their agents and the
 //! health of each part a running bottle needs: every bundle role asked on its own socket
-//! (`bottle-bundle probe`), and the relay asked the way the agent uses it.
+//! (`bottle-bundle probe`), and the relay asked the way the agent uses it. A bottle `cleanup`
+//! would remove (its launcher is gone) shows as `orphaned`, with the reason.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,10 +30,17 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
         );
         for (identity, objects) in &groups {
             let agent = state::load(root, identity).map_or_else(|| "?".to_owned(), |m| m.agent);
-            let status = agent_status(objects);
-            let health = match status {
-                "running" => health(&backend, objects).await,
-                _ => "-".to_owned(),
+            // A bottle its launcher left behind (killed before it could tear down) is not
+            // "running" for anyone: say so, and what removes it.
+            let (status, health) = match super::cleanup::orphan_reason(root, identity, objects) {
+                Some(why) => (
+                    "orphaned",
+                    format!("{why}; `claude-bottle cleanup` removes it"),
+                ),
+                None => match agent_status(objects) {
+                    "running" => ("running", health(&backend, objects).await),
+                    other => (other, "-".to_owned()),
+                },
             };
             println!(
                 "{identity:<24} {agent:<16} {status:<10} {:<8} {health}",

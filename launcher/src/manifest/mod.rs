@@ -411,6 +411,23 @@ fn read(file: &Path) -> Result<String, ManifestError> {
     })
 }
 
+/// Every agent name `start` would find from `dirs` (the manifest home's and the project's),
+/// sorted and without duplicates; for shell completion.
+pub(crate) fn agent_names(dirs: &Dirs) -> Vec<String> {
+    let mut ignored = Vec::new();
+    let mut names: Vec<String> = [
+        dirs.root.join("agents"),
+        dirs.cwd.join(".claude-bottle").join("agents"),
+    ]
+    .iter()
+    .flat_map(|dir| list_stems(dir, &mut ignored))
+    .map(|(stem, _)| stem)
+    .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The `*.md` files of `dir` with a valid stem, sorted; others are skipped with a warning.
 fn list_stems(dir: &Path, warnings: &mut Vec<String>) -> Vec<(String, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
