@@ -51,17 +51,26 @@ fn noise(n: usize) -> String {
 }
 
 #[test]
-fn pushes_over_the_size_budget_are_rejected() {
+fn pushes_over_the_size_budget_are_rejected_naming_the_limit_and_its_key() {
+    // The remote's own limit (`MaxPushMB`) is the one enforced, not the gate-wide default.
     let env = GateEnv::start(Options {
-        max_push_bytes: 16 * 1024,
+        max_push_bytes: 64 << 20,
+        remote_max_push_bytes: Some(16 * 1024),
         ..Options::default()
     });
     let work = env.clone_work("work");
+    let limit = "bottle gate: pushes to `app` may be at most 16 KiB";
 
     // A pack larger than the budget: receive-pack stops reading it, and the gate drains the
-    // rest so git's own message still reaches the agent.
+    // rest so git's own message, and the gate's line after it, still reach the agent.
     commit_file(&work, "big.txt", &noise(256 * 1024), "big");
-    assert_push_refused(&env, &work, "pack exceeds maximum allowed size");
+    let err = assert_push_refused(&env, &work, "pack exceeds maximum allowed size");
+    let git_line = err.find("pack exceeds maximum allowed size").unwrap();
+    let gate_line = err
+        .find(limit)
+        .unwrap_or_else(|| panic!("no limit in:\n{err}"));
+    assert!(git_line < gate_line, "{err}");
+    assert!(err.contains("`MaxPushMB` on the `app` git entry"), "{err}");
 
     // A small pack that expands past the scan budget: the scanner refuses it.
     git_ok(&work, &["reset", "--quiet", "--hard", "origin/main"]);
@@ -71,7 +80,9 @@ fn pushes_over_the_size_budget_are_rejected() {
         &"the same line again\n".repeat(8 * 1024),
         "repeat",
     );
-    assert_push_refused(&env, &work, "too large to scan");
+    let err = assert_push_refused(&env, &work, "too large to scan");
+    assert!(err.contains(limit), "{err}");
+    assert!(err.contains("`MaxPushMB`"), "{err}");
 
     // Within the budget it goes through.
     git_ok(&work, &["reset", "--quiet", "--hard", "origin/main"]);

@@ -237,6 +237,14 @@ fn a_push_carrying_a_secret_is_rejected_before_any_upstream_contact() {
         assert_refused_before_upstream(&env, &work, &["push", "origin", "main"], "secret scanner");
     check(&err, "file");
     assert!(
+        err.contains("git commit --amend"),
+        "no commit advice:\n{err}"
+    );
+    assert!(
+        !err.contains("annotated tag"),
+        "tag advice for a file:\n{err}"
+    );
+    assert!(
         err.contains("config.py:1"),
         "file and line not named:\n{err}"
     );
@@ -303,6 +311,21 @@ fn a_push_carrying_a_secret_is_rejected_before_any_upstream_contact() {
         "secret scanner",
     );
     check(&err, "tag message");
+    // The advice is about the tag, not commits, and following it word for word works.
+    assert!(
+        err.contains("To fix the annotated tag v-leak: recreate it without the secret, `git tag -f -a v-leak -m '<new message>' v-leak^{}`"),
+        "no tag advice:\n{err}"
+    );
+    assert!(
+        !err.contains("git commit --amend"),
+        "commit advice for a tag:\n{err}"
+    );
+    git_ok(
+        &work,
+        &["tag", "-f", "-a", "v-leak", "-m", "release", "v-leak^{}"],
+    );
+    let out = git(&work, &["push", "origin", "v-leak"]);
+    assert!(out.status.success(), "the recreated tag: {}", stderr(&out));
 
     // Marked as a false positive, the same line goes through.
     reset_to_main(&work, "main");
@@ -318,6 +341,63 @@ fn a_push_carrying_a_secret_is_rejected_before_any_upstream_contact() {
         "allowed line refused: {}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_blobless_clone_through_the_gate_is_partial_and_fetches_blobs_on_demand() {
+    let env = GateEnv::start(Options::default());
+    let work = env.clone_work("work");
+    let big = "a line of the large file\n".repeat(4096);
+    commit_file(&work, "data/large.txt", &big, "large file");
+    let out = git(&work, &["push", "origin", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let partial = env.tmp.path().join("partial");
+    let out = git(
+        env.tmp.path(),
+        &[
+            "clone",
+            "--filter=blob:none",
+            "--no-checkout",
+            &env.url(),
+            &gate_env::s(&partial),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}\n{}", env.gate_log());
+    assert!(!err.contains("filtering not recognized"), "{err}");
+    assert_eq!(
+        git_ok(&partial, &["config", "remote.origin.partialclonefilter"]),
+        "blob:none"
+    );
+    // Every blob is missing until something needs it.
+    let missing = git_ok(
+        &partial,
+        &["rev-list", "--objects", "--missing=print", "--all"],
+    );
+    let missing: Vec<&str> = missing.lines().filter(|l| l.starts_with('?')).collect();
+    assert_eq!(
+        missing.len(),
+        2,
+        "README.md and data/large.txt: {missing:?}"
+    );
+
+    // Checking out fetches them on demand, through the gate, which refreshes first.
+    let before = env.sshd.connections();
+    git_ok(&partial, &["checkout", "--quiet", "main"]);
+    assert_eq!(
+        std::fs::read_to_string(partial.join("data/large.txt")).unwrap(),
+        big
+    );
+    assert!(
+        env.sshd.connections() > before,
+        "the on-demand fetch did not refresh the mirror from the upstream"
+    );
+    let missing = git_ok(
+        &partial,
+        &["rev-list", "--objects", "--missing=print", "--all"],
+    );
+    assert!(!missing.lines().any(|l| l.starts_with('?')), "{missing}");
 }
 
 #[test]

@@ -125,6 +125,10 @@ fn a_missing_pin_refuses_with_a_clear_message_and_no_connection() {
         "{err}"
     );
     assert!(err.contains("KnownHostKey"), "{err}");
+    assert!(
+        err.contains("`ssh-keyscan -p PORT -t ed25519 HOST`"),
+        "{err}"
+    );
 
     let work = env.tmp.path().join("work");
     let out = env.direct_git(

@@ -159,6 +159,10 @@ pub struct GitRemoteConfig {
     /// contain the old one, or move an existing tag (manifest `AllowForcePush`).
     #[serde(default)]
     pub allow_force_push: bool,
+    /// Largest push (pack bytes) to this remote, replacing the gate's `max_push_bytes`
+    /// (manifest `MaxPushMB`).
+    #[serde(default)]
+    pub max_push_bytes: Option<u64>,
 }
 
 /// A static name → address mapping.

@@ -52,6 +52,7 @@ fn full_config() -> BundleConfig {
             },
             mirrors_dir: "/var/lib/bottle/mirrors".into(),
             remotes: vec![GitRemoteConfig {
+                max_push_bytes: Some(1 << 20),
                 name: "app".into(),
                 upstream: "ssh://git@gitea.example.com:30009/alice/app.git".into(),
                 identity_file: "/etc/bottle/keys/app".into(),

@@ -261,6 +261,8 @@ pub(crate) struct GitPlan {
     pub(crate) allow_delete: bool,
     /// Whether pushes may rewrite history (`AllowForcePush`).
     pub(crate) allow_force_push: bool,
+    /// The largest push the gate takes, in MiB (`MaxPushMB`).
+    pub(crate) max_push_mb: u64,
     /// `host=address` pairs.
     pub(crate) extra_hosts: Vec<String>,
 }
@@ -268,13 +270,16 @@ pub(crate) struct GitPlan {
 /// What the gate does with a push to `remote`, in one line for the plan.
 fn push_summary(remote: &GitRemote) -> String {
     if remote.known_host_key.is_none() {
-        return "refused: no KnownHostKey pinned (fetch works, push does not)".into();
+        return "refused: no KnownHostKey pinned, so the gate neither fetches nor pushes".into();
     }
     let allowed = |yes: bool| if yes { "allowed" } else { "refused" };
     format!(
-        "scanned for secrets, then forwarded (host key pinned); deletes {}; force pushes {}",
+        "scanned for secrets, then forwarded (host key pinned); deletes {}; force pushes {}; up to {} MiB (MaxPushMB)",
         allowed(remote.allow_delete),
-        allowed(remote.allow_force_push)
+        allowed(remote.allow_force_push),
+        remote
+            .max_push_mb
+            .unwrap_or(crate::manifest::DEFAULT_MAX_PUSH_MB)
     )
 }
 
@@ -384,6 +389,9 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             push: push_summary(g),
             allow_delete: g.allow_delete,
             allow_force_push: g.allow_force_push,
+            max_push_mb: g
+                .max_push_mb
+                .unwrap_or(crate::manifest::DEFAULT_MAX_PUSH_MB),
             extra_hosts: g
                 .extra_hosts
                 .iter()
@@ -412,6 +420,15 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
     }
     for why in &facts.unusable_files {
         warnings.push(format!("{why}; start will refuse until it is fixed"));
+    }
+    for g in &bottle.git {
+        if g.known_host_key.is_none() {
+            warnings.push(format!(
+                "git remote `{}` has no KnownHostKey, so the gate will neither fetch nor push it; pin the upstream's key, e.g. the output of `{}` without the host name",
+                g.name,
+                crate::manifest::keyscan_command(&g.upstream)
+            ));
+        }
     }
     for g in &git {
         let g: &GitPlan = g;

@@ -422,7 +422,22 @@ fn env_copy_of_a_route_token_is_warned() {
         text.contains("env `GITHUB_TOKEN` copies `GH_PAT`, the token of route `api.github.com`: the agent will hold that credential itself"),
         "{text}"
     );
-    assert_eq!(plan.warnings.len(), 1, "{text}");
+    // The other warning is the unpinned `docs` remote's.
+    assert_eq!(plan.warnings.len(), 2, "{text}");
+}
+
+#[test]
+fn an_unpinned_remote_is_warned_with_the_command_that_prints_its_key() {
+    let text = full_plan().warnings.join("\n");
+    assert!(
+        text.contains("git remote `docs` has no KnownHostKey, so the gate will neither fetch nor push it; pin the upstream's key, e.g. the output of `ssh-keyscan -t ed25519 gitea.example.com`"),
+        "{text}"
+    );
+    assert!(!text.contains("remote `app`"), "{text}");
+    assert_eq!(
+        crate::manifest::keyscan_command("ssh://git@h.example:2222/a.git"),
+        "ssh-keyscan -p 2222 -t ed25519 h.example"
+    );
 }
 
 #[test]

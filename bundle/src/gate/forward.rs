@@ -256,6 +256,7 @@ mod tests {
             pin: None,
             allow_delete: false,
             allow_force_push: false,
+            max_push_bytes: None,
         };
         let got = push_outcome(success, stdout, stderr, &remote);
         let unclear = got.as_ref().err().and_then(ForwardError::unclear);

@@ -201,12 +201,13 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
         }
     };
     let started = Instant::now();
-    let budget = Budget::new(settings.max_push_bytes, settings.push_timeout);
+    let budget = Budget::new(settings.push_limit(remote), settings.push_timeout);
     let findings = match scanner.scan_push(&repo, updates, &budget) {
         Ok(f) => f,
         Err(crate::scanner::ScanError::OverBudget { what }) => {
             return deny(format!(
-                "bottle gate: push rejected: it is too large to scan within the gate's limits ({what}); push fewer or smaller commits. Nothing was sent upstream"
+                "bottle gate: push rejected: it is too large to scan within the gate's limits ({what}); push fewer or smaller commits. Nothing was sent upstream.\n{}",
+                crate::gate::oversize::raise_hint(settings, remote)
             ));
         }
         Err(e) => {
@@ -342,11 +343,32 @@ pub(crate) fn findings_message(findings: &[Finding]) -> String {
             findings.len() - MAX_FINDINGS_SHOWN
         ));
     }
-    msg.push_str(
-        "To fix: remove the secret and rewrite the commit that added it (`git commit --amend`, or `git rebase -i` for an older commit), then push again.\n\
-         If a finding is a false positive, add a `gitleaks:allow` comment on that line.",
-    );
+    let tags = tags_with_findings(findings);
+    if tags.len() < findings.len() {
+        msg.push_str(
+            "To fix: remove the secret and rewrite the commit that added it (`git commit --amend`, or `git rebase -i` for an older commit), then push again.\n",
+        );
+    }
+    for tag in &tags {
+        msg.push_str(&format!(
+            "To fix the annotated tag {tag}: recreate it without the secret, `git tag -f -a {tag} -m '<new message>' {tag}^{{}}`, then push it again (it never reached the upstream).\n"
+        ));
+    }
+    msg.push_str("If a finding is a false positive, add a `gitleaks:allow` comment on that line.");
     msg
+}
+
+/// The tags (short names) whose own object holds a finding: the scanner reports those as
+/// file `(tag refs/tags/<name>)`.
+fn tags_with_findings(findings: &[Finding]) -> Vec<String> {
+    let mut tags: Vec<String> = findings
+        .iter()
+        .filter_map(|f| f.file.strip_prefix("(tag refs/tags/")?.strip_suffix(')'))
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// The agent's message for a push the upstream did not take.

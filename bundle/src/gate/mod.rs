@@ -8,7 +8,8 @@
 //!
 //! Layout: [`settings`] validates the contract's `GateConfig`; `server` is the git://
 //! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push, with `policy`
-//! (deletes and force pushes, per remote); `forward` pushes upstream; `verify` asks the
+//! (deletes and force pushes, per remote); `oversize` adds the limit and its manifest key to
+//! git's message for a push over the size limit; `forward` pushes upstream; `verify` asks the
 //! upstream where the refs are after a forward that may have landed; `ssh` locks ssh to the
 //! key and the pin; `gitenv` is the environment of every git the gate runs.
 
@@ -16,6 +17,7 @@ mod forward;
 mod gitenv;
 mod hook;
 mod mirror;
+mod oversize;
 mod policy;
 mod server;
 mod settings;

@@ -29,6 +29,8 @@ const RECEIVE_TRANSFER_ALLOWANCE: Duration = Duration::from_secs(300);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes drained after git exits.
 const DRAIN_MAX_BYTES: u64 = 256 << 20;
+/// Longest one write of a push's output to the client may block.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest pkt-line git sends (`LARGE_PACKET_MAX`).
 const MAX_PKT_LEN: usize = 65520;
 
@@ -188,6 +190,15 @@ impl StdConn {
         }
     }
 
+    /// Bounds each write to the client: a client that stops reading cannot hold the gate's
+    /// relay thread forever.
+    fn set_write_timeout(&self, limit: Duration) -> std::io::Result<()> {
+        match self {
+            StdConn::Tcp(s) => s.set_write_timeout(Some(limit)),
+            StdConn::Unix(s) => s.set_write_timeout(Some(limit)),
+        }
+    }
+
     /// Sends EOF, then reads and discards what the client still sends, within bounds.
     fn drain(self) {
         use std::io::Read;
@@ -317,7 +328,11 @@ async fn run_service(
     }
     match request.service {
         Service::UploadPack => {
-            cmd.args(["upload-pack", "--strict"])
+            // Partial clone (`--filter=blob:none`): the filter, and the later fetches of single
+            // blobs by id, which are reachable from the served refs (never unreachable ones).
+            cmd.args(["-c", "uploadpack.allowFilter=true"])
+                .args(["-c", "uploadpack.allowReachableSHA1InWant=true"])
+                .args(["upload-pack", "--strict"])
                 .arg(format!("--timeout={UPLOAD_INACTIVITY_SECS}"));
         }
         Service::ReceivePack => {
@@ -329,7 +344,10 @@ async fn run_service(
                 .arg(format!("core.hooksPath={}", settings.hooks_dir().display()))
                 .args(["-c", "receive.fsckObjects=true"])
                 .arg("-c")
-                .arg(format!("receive.maxInputSize={}", settings.max_push_bytes))
+                .arg(format!(
+                    "receive.maxInputSize={}",
+                    settings.push_limit(remote)
+                ))
                 .args(["-c", "receive.advertisePushOptions=false"])
                 .args(["-c", "receive.denyDeleteCurrent=true"])
                 .arg("receive-pack");
@@ -344,8 +362,30 @@ async fn run_service(
             return;
         }
     };
+    // A fetch writes straight to the client; a push's output goes through `oversize::relay`,
+    // which adds the gate's limit and its manifest key to git's message for a pack too large.
+    let (stdout, relay) = match request.service {
+        Service::UploadPack => (Stdio::from(fd_out), None),
+        Service::ReceivePack => match conn
+            .set_write_timeout(CLIENT_WRITE_TIMEOUT)
+            .and_then(|()| std::io::pipe())
+        {
+            Ok((reader, writer)) => {
+                let hint = crate::gate::oversize::raise_hint(settings, remote);
+                let client = std::fs::File::from(fd_out);
+                let relay = tokio::task::spawn_blocking(move || {
+                    crate::gate::oversize::relay(reader, client, &hint)
+                });
+                (Stdio::from(writer), Some(relay))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a pipe for receive-pack");
+                return;
+            }
+        },
+    };
     cmd.stdin(Stdio::from(fd))
-        .stdout(Stdio::from(fd_out))
+        .stdout(stdout)
         .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -354,7 +394,8 @@ async fn run_service(
             return;
         }
     };
-    // Close the copies handed to the child's stdio; `conn` stays open for the drain below.
+    // Close the copies handed to the child's stdio (the relay then ends when git does);
+    // `conn` stays open for the drain below.
     drop(cmd);
     let stderr = child.stderr.take();
     let log_stderr = async move {
@@ -391,6 +432,13 @@ async fn run_service(
         status
     };
     let (status, ()) = tokio::join!(wait, log_stderr);
+    if let Some(relay) = relay {
+        match relay.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::info!(error = %e, "relaying receive-pack's output ended early"),
+            Err(e) => tracing::warn!(error = %e, "the receive-pack relay failed"),
+        }
+    }
     match status {
         Some(Ok(status)) => {
             tracing::info!(repo = %remote.name, service = ?request.service, %status, "git finished");

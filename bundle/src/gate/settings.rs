@@ -41,7 +41,8 @@ pub(crate) struct GateSettings {
     pub remotes: Vec<Remote>,
     /// A gitleaks rule file replacing the built-in rules.
     pub scanner_rules: Option<PathBuf>,
-    /// Largest pack a push may send, and most bytes the scan reads.
+    /// Largest pack a push may send, and most bytes the scan reads, for remotes that set no
+    /// limit of their own.
     pub max_push_bytes: u64,
     /// Longest the pre-receive scan plus forward may take; also bounds a refresh.
     pub push_timeout: Duration,
@@ -65,6 +66,8 @@ pub(crate) struct Remote {
     /// Whether a push may move a branch to a commit that does not contain the old one, or
     /// move an existing tag.
     pub allow_force_push: bool,
+    /// This remote's own push limit (manifest `MaxPushMB`); `None` uses the gate's.
+    pub max_push_bytes: Option<u64>,
 }
 
 /// A pinned SSH host key, `<type> <base64>` (a trailing comment is dropped).
@@ -132,6 +135,11 @@ impl GateSettings {
         self.gate_dir().join("hooks")
     }
 
+    /// Largest pack a push to `remote` may send, and most bytes its scan reads.
+    pub(crate) fn push_limit(&self, remote: &Remote) -> u64 {
+        remote.max_push_bytes.unwrap_or(self.max_push_bytes)
+    }
+
     /// The generated known_hosts file holding `remote`'s pin.
     pub(crate) fn known_hosts_path(&self, remote: &Remote) -> PathBuf {
         self.gate_dir().join(format!("{}.known_hosts", remote.name))
@@ -179,6 +187,12 @@ impl Remote {
                 dial_address = Some(extra.address.clone());
             }
         }
+        if config.max_push_bytes == Some(0) {
+            return Err(SettingsError::Field {
+                key: "remotes[].max_push_bytes",
+                problem: format!("remote {name:?}: must be more than 0"),
+            });
+        }
         if config.identity_file.is_empty() {
             return Err(SettingsError::Field {
                 key: "remotes[].identity_file",
@@ -193,6 +207,7 @@ impl Remote {
             pin,
             allow_delete: config.allow_delete,
             allow_force_push: config.allow_force_push,
+            max_push_bytes: config.max_push_bytes,
         })
     }
 

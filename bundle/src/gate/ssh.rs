@@ -66,7 +66,7 @@ impl UpstreamFailure {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             UpstreamFailure::NoPin => {
-                "no host key is pinned for this remote, so the gate will not contact it; add `KnownHostKey` to the git entry in the manifest"
+                "no host key is pinned for this remote, so the gate will neither fetch nor push it; the operator adds `KnownHostKey` to the git entry in the manifest (`ssh-keyscan -p PORT -t ed25519 HOST` prints the upstream's key)"
             }
             UpstreamFailure::HostKeyMismatch => {
                 "the upstream's SSH host key does not match the pinned `KnownHostKey`"

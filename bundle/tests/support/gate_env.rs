@@ -27,6 +27,8 @@ pub enum Pin {
 pub struct Options {
     pub pin: Pin,
     pub max_push_bytes: u64,
+    /// The remote's own limit, replacing `max_push_bytes` (manifest `MaxPushMB`).
+    pub remote_max_push_bytes: Option<u64>,
     pub push_timeout_secs: u64,
     /// Gitleaks rules to use instead of the built-in ones.
     pub scanner_rules: Option<String>,
@@ -46,6 +48,7 @@ impl Default for Options {
         Options {
             pin: Pin::Real,
             max_push_bytes: 64 << 20,
+            remote_max_push_bytes: None,
             push_timeout_secs: 60,
             scanner_rules: None,
             program: None,
@@ -144,7 +147,8 @@ impl GateEnv {
                     "known_host_key": known_host_key,
                     "extra_hosts": extra_hosts,
                     "allow_delete": options.allow_delete,
-                    "allow_force_push": options.allow_force_push
+                    "allow_force_push": options.allow_force_push,
+                    "max_push_bytes": options.remote_max_push_bytes
                 }],
                 "scanner_rules": options.scanner_rules,
                 "max_push_bytes": options.max_push_bytes,

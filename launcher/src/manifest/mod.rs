@@ -9,6 +9,7 @@ pub(crate) mod parse;
 mod tree;
 pub(crate) mod validate;
 pub(crate) mod values;
+pub(crate) use values::{DEFAULT_MAX_PUSH_MB, keyscan_command};
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,8 @@ pub(crate) struct GitRemote {
     /// `AllowForcePush`: pushes may rewrite history, non-fast-forward or moving a tag
     /// (default: refused).
     pub(crate) allow_force_push: bool,
+    /// `MaxPushMB`: the largest push the gate takes for this remote (default 100 MiB).
+    pub(crate) max_push_mb: Option<u64>,
 }
 
 /// One allowed host.

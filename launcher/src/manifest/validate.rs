@@ -10,9 +10,9 @@ use std::path::Path;
 use super::parse::{Kind, Node, parse_document};
 use super::tree::{Cx, join};
 use super::values::{
-    CPUS_FORMS, MEMORY_FORMS, PIDS_FORMS, check_cidr, check_host_key, check_path_prefix,
-    check_pids, check_ssh_url, parse_cpus, parse_memory, valid_env_name, valid_header_name,
-    valid_plain_name,
+    CPUS_FORMS, MEMORY_FORMS, PIDS_FORMS, check_cidr, check_host_key, check_max_push_mb,
+    check_path_prefix, check_pids, check_ssh_url, parse_cpus, parse_memory, valid_env_name,
+    valid_header_name, valid_plain_name,
 };
 use super::{
     Agent, AgentCommand, AuthScheme, Bottle, EnvSource, EnvVar, GitRemote, Host, Limits,
@@ -35,6 +35,7 @@ const GIT_KEYS: &[&str] = &[
     "ExtraHosts",
     "AllowDelete",
     "AllowForcePush",
+    "MaxPushMB",
 ];
 const AGENT_KEYS: &[&str] = &[
     "bottle",
@@ -557,6 +558,7 @@ impl Cx<'_> {
         let mut extra_hosts = Vec::new();
         let mut allow_delete = false;
         let mut allow_force_push = false;
+        let mut max_push_mb = None;
         for (key, value) in entries {
             let path = join(prefix, &key.name);
             match key.name.as_str() {
@@ -578,6 +580,20 @@ impl Cx<'_> {
                 }
                 "AllowDelete" => allow_delete = self.bool(value, &path)?,
                 "AllowForcePush" => allow_force_push = self.bool(value, &path)?,
+                "MaxPushMB" => match &value.kind {
+                    Kind::Int(n) => {
+                        max_push_mb = Some(
+                            check_max_push_mb(*n).map_err(|m| self.err(value.line, &path, m))?,
+                        );
+                    }
+                    _ => {
+                        return Err(self.type_err(
+                            value,
+                            &path,
+                            "a whole number of MiB, e.g. `MaxPushMB: 500`",
+                        ));
+                    }
+                },
                 "KnownHostKey" => {
                     let k = self.string(value, &path)?;
                     check_host_key(&k).map_err(|m| self.err(value.line, &path, m))?;
@@ -634,6 +650,7 @@ impl Cx<'_> {
             extra_hosts,
             allow_delete,
             allow_force_push,
+            max_push_mb,
         })
     }
 

@@ -100,6 +100,11 @@ fn is_invisible_format(c: char) -> bool {
 }
 
 pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {
+    ssh_host_port(u).map(|_| ())
+}
+
+/// The host and port (22 if none is written) of an `ssh://user@host[:port]/path` URL.
+fn ssh_host_port(u: &str) -> Result<(&str, u16), String> {
     let Some(rest) = u.strip_prefix("ssh://") else {
         return Err(format!(
             "`{u}` is not an ssh:// URL; write it as ssh://user@host[:port]/path.git (the gate pushes over SSH)"
@@ -107,17 +112,28 @@ pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.rsplit_once(':') {
-        Some((h, port)) if port.parse::<u16>().is_ok() => h,
-        Some(_) => return Err(format!("`{u}` has an invalid port")),
-        None => host_port,
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, port)) => match port.parse::<u16>() {
+            Ok(port) => (h, port),
+            Err(_) => return Err(format!("`{u}` has an invalid port")),
+        },
+        None => (host_port, 22),
     };
     if host.is_empty() || path.is_empty() {
         return Err(format!(
             "`{u}` needs a host and a repository path: ssh://user@host[:port]/path.git"
         ));
     }
-    Ok(())
+    Ok((host, port))
+}
+
+/// The command that prints the key to pin as `KnownHostKey` for upstream URL `u`.
+pub(crate) fn keyscan_command(u: &str) -> String {
+    match ssh_host_port(u) {
+        Ok((host, 22)) => format!("ssh-keyscan -t ed25519 {host}"),
+        Ok((host, port)) => format!("ssh-keyscan -p {port} -t ed25519 {host}"),
+        Err(_) => "ssh-keyscan -t ed25519 HOST".to_owned(),
+    }
 }
 
 pub(super) fn check_host_key(k: &str) -> Result<(), String> {
@@ -313,6 +329,22 @@ pub(super) fn check_pids(n: i64) -> Result<i64, String> {
         ));
     }
     Ok(n)
+}
+
+/// The gate's push limit when a remote sets no `MaxPushMB`.
+pub(crate) const DEFAULT_MAX_PUSH_MB: u64 = 100;
+/// The largest `MaxPushMB`: the bundle's memory limit (512 MiB) must hold receive-pack, the
+/// scan and the forward of a push this large.
+pub(crate) const MAX_MAX_PUSH_MB: u64 = 2048;
+
+/// `git[].MaxPushMB`: a whole number of MiB, 1 to [`MAX_MAX_PUSH_MB`].
+pub(super) fn check_max_push_mb(n: i64) -> Result<u64, String> {
+    match u64::try_from(n) {
+        Ok(mb @ 1..=MAX_MAX_PUSH_MB) => Ok(mb),
+        _ => Err(format!(
+            "{n} is out of range: a whole number of MiB from 1 to {MAX_MAX_PUSH_MB} (default {DEFAULT_MAX_PUSH_MB})"
+        )),
+    }
 }
 
 /// `limits.cpus` -> billionths of a CPU.

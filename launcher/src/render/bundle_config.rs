@@ -19,8 +19,8 @@ use crate::plan::Plan;
 use crate::render::pipelock;
 use crate::secrets::Secret;
 
-/// Largest push (pack bytes) the gate accepts.
-pub(crate) const MAX_PUSH_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest push (pack bytes) the gate accepts for a remote without `MaxPushMB`.
+pub(crate) const MAX_PUSH_BYTES: u64 = crate::manifest::DEFAULT_MAX_PUSH_MB << 20;
 /// Longest a pre-receive scan plus forward may take.
 pub(crate) const PUSH_TIMEOUT_SECS: u64 = 120;
 
@@ -104,6 +104,7 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
                 .collect(),
             allow_delete: g.allow_delete,
             allow_force_push: g.allow_force_push,
+            max_push_bytes: Some(g.max_push_mb << 20),
         })
         .collect();
     BundleConfig {

@@ -480,7 +480,7 @@ fn bad_git_key_case_suggests() {
     check_bottle(
         "git:\n  - name: app\n",
         expect![
-            "/h/.claude-bottle/bottles/b.md:3: `git[0].name`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts, AllowDelete, AllowForcePush (did you mean `Name`?)"
+            "/h/.claude-bottle/bottles/b.md:3: `git[0].name`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts, AllowDelete, AllowForcePush, MaxPushMB (did you mean `Name`?)"
         ],
     );
 }
@@ -501,6 +501,23 @@ fn bad_git_https_upstream() {
         "git:\n  - Name: app\n    Upstream: https://github.com/a/b.git\n    IdentityFile: k\n",
         expect![[
             r#"/h/.claude-bottle/bottles/b.md:4: `git[0].Upstream`: `https://github.com/a/b.git` is not an ssh:// URL; write it as ssh://user@host[:port]/path.git (the gate pushes over SSH)"#
+        ]],
+    );
+}
+
+#[test]
+fn bad_git_max_push_mb() {
+    let remote = "git:\n  - Name: app\n    Upstream: ssh://git@h/a.git\n    IdentityFile: k\n";
+    check_bottle(
+        &format!("{remote}    MaxPushMB: 0\n"),
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:6: `git[0].MaxPushMB`: 0 is out of range: a whole number of MiB from 1 to 2048 (default 100)"#
+        ]],
+    );
+    check_bottle(
+        &format!("{remote}    MaxPushMB: 500MB\n"),
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:6: `git[0].MaxPushMB`: expected a whole number of MiB, e.g. `MaxPushMB: 500`, found a string"#
         ]],
     );
 }
@@ -570,7 +587,7 @@ fn bad_git_allow_key_spelling_suggests() {
     check_bottle(
         "git:\n  - Name: app\n    allow_force_push: true\n",
         expect![
-            "/h/.claude-bottle/bottles/b.md:4: `git[0].allow_force_push`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts, AllowDelete, AllowForcePush (did you mean `AllowForcePush`?)"
+            "/h/.claude-bottle/bottles/b.md:4: `git[0].allow_force_push`: unknown key; allowed keys here: Name, Upstream, IdentityFile, KnownHostKey, ExtraHosts, AllowDelete, AllowForcePush, MaxPushMB (did you mean `AllowForcePush`?)"
         ],
     );
 }

@@ -70,6 +70,7 @@ git:
     KnownHostKey: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\"
     ExtraHosts: {gitea.example.com: 100.64.0.7}
     AllowDelete: true
+    MaxPushMB: 500
 egress:
   routes:
     - host: api.github.com
@@ -137,6 +138,9 @@ Docs.
                     ],
                     allow_delete: true,
                     allow_force_push: false,
+                    max_push_mb: Some(
+                        500,
+                    ),
                 },
             ],
             routes: [
@@ -183,7 +187,7 @@ Docs.
             extra_ca: Some(
                 "~/certs/internal-ca.pem",
             ),
-            extra_ca_line: 23,
+            extra_ca_line: 24,
             supervise: true,
             limits: Limits {
                 memory_bytes: Some(
