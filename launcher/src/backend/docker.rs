@@ -21,6 +21,8 @@ use futures_util::StreamExt;
 
 use bottle_contract::wire;
 
+use crate::manifest::values::strip_terminal_sequences;
+
 use super::{
     AttachIo, Attached, Backend, BackendError, ContainerSpec, ContainerState, ContextFile,
     ExecOutput, ExecSpec, ImageBuild, Labels, Network, Object, ObjectKind, ResourceLimits,
@@ -167,9 +169,10 @@ impl Backend for DockerBackend {
         build: &ImageBuild,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), BackendError> {
+        // Build logs carry the colours of apt and npm: stripped, so messages read as text.
         let build_error = |message: String| BackendError::Build {
             tag: build.tag.clone(),
-            message,
+            message: strip_terminal_sequences(&message),
         };
         let mut files = vec![ContextFile::new(
             "Dockerfile",
@@ -213,6 +216,7 @@ impl Backend for DockerBackend {
                 return Err(build_error(detail.message.unwrap_or_default()));
             }
             if let Some(line) = info.stream.as_deref().or(info.status.as_deref()) {
+                let line = strip_terminal_sequences(line);
                 for line in line.lines().filter(|l| !l.trim().is_empty()) {
                     progress(line);
                 }

@@ -95,6 +95,20 @@ pub(crate) async fn ensure<B: Backend>(
         .image_id(&inputs.base_image)
         .await?
         .unwrap_or_default();
+    // Not on this machine: the engine pulls it, which fails without a registry (with a DNS or
+    // connection error that does not say what to do).
+    let base_missing = |e: anyhow::Error| {
+        if base_id.is_empty() {
+            e.context(format!(
+                "the base image {base} is not on this machine and the engine could not fetch it \
+                 (is a registry reachable?); run `scripts/base-image` to build {LOCAL_BASE_IMAGE} \
+                 locally, or set {BASE_IMAGE_ENV} to a Debian image the engine has",
+                base = inputs.base_image
+            ))
+        } else {
+            e
+        }
+    };
     // `CLAUDE_BOTTLE_BUNDLE_BIN` may name anything: the one bounded reader.
     let bundle_bin = crate::hostfile::read_bounded(&inputs.bundle_bin, MAX_BINARY_BYTES)?;
     let pipelock = pipelock_next_to(&inputs.bundle_bin);
@@ -113,7 +127,8 @@ pub(crate) async fn ensure<B: Backend>(
         &base_id,
         progress,
     )
-    .await?;
+    .await
+    .map_err(base_missing)?;
 
     let install = if inputs.claude == ClaudeSource::Npm {
         "1"
@@ -147,7 +162,8 @@ pub(crate) async fn ensure<B: Backend>(
             "building the agent image from {} failed",
             inputs.agent_dockerfile_source
         )
-    })?;
+    })
+    .map_err(base_missing)?;
     Ok(Images {
         agent,
         bundle,

@@ -78,6 +78,46 @@ pub(crate) fn escape_controls(text: &str, layout: Layout) -> String {
     out
 }
 
+/// `text` without terminal escape sequences: CSI (`ESC [ … final`, colours and cursor
+/// moves), OSC (`ESC ] … BEL` or `ESC \\`), and two-character `ESC x` sequences. For output
+/// that is read, not rendered, such as a build log: colour codes would only show up as
+/// escaped noise. Other control characters stay for [`escape_controls`] to show.
+pub(crate) fn strip_terminal_sequences(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            // CSI: parameter and intermediate bytes, then one final byte in @..~.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC, DCS, SOS, PM, APC: up to BEL or the string terminator ESC \.
+            Some(']' | 'P' | 'X' | '^' | '_') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            // A two-character sequence (`ESC c`, `ESC =`, ...), or a lone ESC at the end.
+            Some(_) | None => {}
+        }
+    }
+    out
+}
+
 /// Unicode format characters (category Cf) and the line/paragraph separators: they draw
 /// nothing, or reorder or hide the text around them.
 fn is_invisible_format(c: char) -> bool {
@@ -384,6 +424,21 @@ fn overlaps(a: u128, a_len: u32, b: u128, b_len: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_sequences_are_stripped_and_the_text_kept() {
+        let log = "\u{1b}[1m\u{1b}[31merror:\u{1b}[0m npm ERR! \u{1b}]0;title\u{7}code \u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\ E404\u{1b}=\u{1b}";
+        assert_eq!(
+            strip_terminal_sequences(log),
+            "error: npm ERR! code link E404"
+        );
+        // Other controls stay, for escape_controls to show.
+        assert_eq!(strip_terminal_sequences("a\rb\u{7}"), "a\rb\u{7}");
+        assert_eq!(
+            strip_terminal_sequences("plain [text] ok"),
+            "plain [text] ok"
+        );
+    }
 
     #[test]
     fn escape_controls_neutralises_terminal_and_bidi_tricks() {
