@@ -52,11 +52,11 @@ fn config_json(dir: &Path, routes: Value) -> Value {
 fn base_routes() -> Value {
     json!([
         {"host": "api.anthropic.com", "path_allowlist": [],
-         "auth": {"scheme": "bearer", "token_slot": "CLAUDE_BOTTLE_OAUTH_TOKEN"}},
+         "auth": {"scheme": "bearer", "token_ref": "CLAUDE_BOTTLE_OAUTH_TOKEN"}},
         {"host": "api.github.com", "path_allowlist": ["/repos/alice/", "/user"],
-         "auth": {"scheme": "token", "token_slot": "GH_PAT_SLOT"}},
+         "auth": {"scheme": "token", "token_ref": "GH_PAT_SLOT"}},
         {"host": "key.test", "path_allowlist": [],
-         "auth": {"scheme": {"header": {"name": "x-api-key"}}, "token_slot": "KEY_SLOT"}},
+         "auth": {"scheme": {"header": {"name": "x-api-key"}}, "token_ref": "KEY_SLOT"}},
         {"host": "*.example.org", "path_allowlist": [], "auth": null}
     ])
 }
@@ -365,7 +365,7 @@ fn egress_block_files_a_proposal_and_refuses_bad_input() {
         (
             json!({"host": "bad_name.rs", "justification": j}),
             "host",
-            "letters, digits",
+            "labels of a-z, 0-9 and `-`",
         ),
         (
             json!({"host": "api.github.com", "justification": j}),
@@ -402,13 +402,31 @@ fn egress_block_files_a_proposal_and_refuses_bad_input() {
             json!({"host": "x.rs", "justification": j,
                    "auth": {"scheme": "header", "token_ref": "T"}}),
             "auth.header",
-            "header name",
+            "needs the header's name",
         ),
         (
             json!({"host": "x.rs", "justification": j,
                    "auth": {"scheme": "Bearer", "token_ref": "ghp_abc123"}}),
             "auth.token_ref",
-            "[A-Z_][A-Z0-9_]*",
+            "in upper case",
+        ),
+        // The same rules as the manifest and the proxy: refused here, not at approval.
+        (
+            json!({"host": "x.rs", "justification": j,
+                   "auth": {"scheme": "header", "token_ref": "T", "header": "Cookie"}}),
+            "auth.header",
+            "cannot carry a credential",
+        ),
+        (
+            json!({"host": "x.rs", "justification": j,
+                   "auth": {"scheme": "header", "token_ref": "T", "header": "te"}}),
+            "auth.header",
+            "cannot carry a credential",
+        ),
+        (
+            json!({"host": "x.rs", "path_allowlist": ["/a%2Fb"], "justification": j}),
+            "path_allowlist[0]",
+            "write the decoded path",
         ),
         (json!({"host": "x.rs"}), "justification", "missing field"),
         (
@@ -445,8 +463,8 @@ fn egress_block_files_a_proposal_and_refuses_bad_input() {
     assert_eq!(auth.token_ref, "DOCS_KEY");
     assert_eq!(
         auth.scheme,
-        bottle_contract::bundle_config::AuthScheme::Header {
-            name: "x-api-key".into()
+        bottle_contract::route::AuthScheme::Header {
+            name: "x-api-key".parse().unwrap()
         }
     );
 
@@ -603,7 +621,7 @@ fn list_egress_routes_reads_the_config_fresh_and_shows_no_secret() {
         "GH_PAT_SLOT",
         "KEY_SLOT",
         "CLAUDE_BOTTLE_OAUTH_TOKEN",
-        "token_slot",
+        "token_ref",
     ] {
         assert!(!text.contains(slot), "{slot} leaked: {text}");
     }

@@ -13,9 +13,10 @@ use std::time::Duration;
 use bottle_contract::bundle_config::RouteConfig;
 use support::{Env, Mode};
 
-fn route(host: String) -> RouteConfig {
+fn route(host: &str, port: u16) -> RouteConfig {
     RouteConfig {
-        host,
+        host: host.parse().unwrap(),
+        port: std::num::NonZeroU16::new(port),
         path_allowlist: vec![],
         auth: None,
     }
@@ -97,9 +98,9 @@ fn each_upstream_failure_tells_the_agent_its_cause_and_what_to_do() {
     std::fs::write(&hosts, text).unwrap();
     let mut config = env.config.clone();
     config.proxy.routes.extend([
-        route(format!("nodns.test:{}", env.port())),
-        route(format!("closed.test:{closed}")),
-        route(format!("untrusted.test:{}", tls.1)),
+        route("nodns.test", env.port()),
+        route("closed.test", closed),
+        route("untrusted.test", tls.1),
     ]);
     env.write_config(&config);
     env.proxy.signal("HUP");

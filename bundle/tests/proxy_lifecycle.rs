@@ -60,7 +60,8 @@ fn sighup_reloads_routes_without_dropping_a_request_in_flight() {
     wait_for_stream_start(&env);
     let mut config = env.config.clone();
     config.proxy.routes.push(RouteConfig {
-        host: format!("other.test:{}", env.port()),
+        host: "other.test".parse().unwrap(),
+        port: std::num::NonZeroU16::new(env.port()),
         path_allowlist: vec![],
         auth: None,
     });
@@ -184,12 +185,7 @@ print(data.decode())
 fn bad_config_fails_with_a_message_naming_file_route_and_slot() {
     let env = Env::start(Mode::Direct);
     let mut config = env.config.clone();
-    config.proxy.routes[1].auth.as_mut().unwrap().token_slot = "MISSING".into();
-    config.proxy.routes.push(RouteConfig {
-        host: "10.0.0.1".into(),
-        path_allowlist: vec![],
-        auth: None,
-    });
+    config.proxy.routes[1].auth.as_mut().unwrap().token_ref = "MISSING".parse().unwrap();
     let path = env.dir.path().join("bad.json");
     std::fs::write(&path, config.to_json()).unwrap();
     let out = std::process::Command::new(support::BIN)
@@ -212,6 +208,26 @@ fn bad_config_fails_with_a_message_naming_file_route_and_slot() {
         "{err}"
     );
     assert!(!err.contains(support::BEARER_TOKEN) && !err.contains(support::KEY_TOKEN));
+
+    // A route the contract refuses (here an IP address) is refused as the config is read.
+    let text =
+        env.config
+            .to_json()
+            .replacen("\"host\": \"open.test\"", "\"host\": \"10.0.0.1\"", 1);
+    assert!(text.contains("10.0.0.1"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .arg("proxy")
+        .arg("--config")
+        .arg(&path)
+        .arg("--secrets")
+        .arg(&env.secrets_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.json"), "{err}");
+    assert!(err.contains("`10.0.0.1` is an IP address"), "{err}");
 }
 
 /// `bottle-bundle probe` asks each role on its own socket: the proxy's route table answers,

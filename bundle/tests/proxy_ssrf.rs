@@ -104,7 +104,8 @@ fn a_route_leading_back_to_the_proxy_is_refused_as_a_loop() {
         .proxy
         .routes
         .push(bottle_contract::bundle_config::RouteConfig {
-            host: format!("loop.test:{proxy_port}"),
+            host: "loop.test".parse().unwrap(),
+            port: std::num::NonZeroU16::new(proxy_port),
             path_allowlist: vec![],
             auth: None,
         });

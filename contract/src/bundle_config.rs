@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::route::{PathPrefix, RouteAuth, RouteHost};
+
 /// Everything one bundle needs to serve one bottle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,40 +63,22 @@ pub struct ProxyConfig {
     pub outbound: Outbound,
 }
 
-/// One allowed host.
+/// One allowed host, in the route vocabulary of [`crate::route`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Exact host (`api.github.com`) or one-label wildcard (`*.example.com`).
-    pub host: String,
+    pub host: RouteHost,
+    /// A port other than the scheme's default (443 over TLS, 80 in cleartext). Manifests have
+    /// no port (routes are for HTTPS on 443); tests' local upstreams use one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<std::num::NonZeroU16>,
     /// Path prefixes the agent may use; empty means every path.
     #[serde(default)]
-    pub path_allowlist: Vec<String>,
-    /// Credential injection; `None` passes the request through unchanged.
-    pub auth: Option<AuthConfig>,
-}
-
-/// How a credential is put on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    pub scheme: AuthScheme,
-    /// Name of the token in the secrets file (the manifest's `token_ref`).
-    pub token_slot: String,
-}
-
-/// The credential's header form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthScheme {
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    /// `Authorization: token <token>` (GitHub/Gitea style).
-    Token,
-    /// `Authorization: Basic <base64(token)>`, the token being `user:password`.
-    Basic,
-    /// `<name>: <token>` in a custom header, e.g. `x-api-key`.
-    Header { name: String },
+    pub path_allowlist: Vec<PathPrefix>,
+    /// Credential injection; `None` passes the request through unchanged. Its `token_ref` is
+    /// also the token's key in the secrets file.
+    pub auth: Option<RouteAuth>,
 }
 
 /// The proxy's outbound leg.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle_config::AuthScheme;
+use crate::route::{PathPrefix, RouteAuth, RouteHost};
 
 /// Folder (inside a queue) the bundle writes proposals to.
 pub const PROPOSALS_DIR: &str = "proposals";
@@ -54,26 +54,18 @@ pub enum Request {
     Pipelock { change: String },
 }
 
-/// An egress route the agent asks for.
+/// An egress route the agent asks for: a route in the one route vocabulary, so a proposal
+/// that reaches the host can be approved as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressRequest {
-    /// Exact host name (lowercase, no port, no IP literal).
-    pub host: String,
+    /// The host (the MCP tool and the host's approval also refuse wildcards here).
+    pub host: RouteHost,
     /// Path prefixes; empty means every path.
     #[serde(default)]
-    pub path_allowlist: Vec<String>,
+    pub path_allowlist: Vec<PathPrefix>,
     /// A credential the bundle should inject, read from the host's environment on approval.
-    pub auth: Option<AuthRequest>,
-}
-
-/// A credential named by the host variable that holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthRequest {
-    pub scheme: AuthScheme,
-    /// The host environment variable holding the token (`[A-Z_][A-Z0-9_]*`).
-    pub token_ref: String,
+    pub auth: Option<RouteAuth>,
 }
 
 /// The host's answer to a proposal.
@@ -175,11 +167,11 @@ mod tests {
             created: 1,
             justification: "need docs".into(),
             request: Request::Egress(EgressRequest {
-                host: "docs.rs".into(),
+                host: "docs.rs".parse().unwrap(),
                 path_allowlist: vec![],
-                auth: Some(AuthRequest {
-                    scheme: AuthScheme::Bearer,
-                    token_ref: "DOCS_TOKEN".into(),
+                auth: Some(crate::route::RouteAuth {
+                    scheme: crate::route::AuthScheme::Bearer,
+                    token_ref: "DOCS_TOKEN".parse().unwrap(),
                 }),
             }),
         };

@@ -40,7 +40,6 @@ pub const LABEL_MANAGED: &str = "claude-bottle.managed";
 /// `cleanup` consider only their own home's bottles.
 pub const LABEL_HOME: &str = "claude-bottle.home";
 
-/// The host environment variable holding the Claude credential.
+/// The host environment variable holding the Claude credential, which is also its key in the
+/// secrets file (every token's key is its variable's name: [`crate::route::TokenRef`]).
 pub const CLAUDE_TOKEN_ENV: &str = "CLAUDE_BOTTLE_OAUTH_TOKEN";
-/// The secrets-file slot the Claude credential is stored under.
-pub const CLAUDE_TOKEN_SLOT: &str = "CLAUDE_BOTTLE_OAUTH_TOKEN";

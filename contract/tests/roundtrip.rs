@@ -1,7 +1,9 @@
 //! Golden round trip of the wire format: a change here is a contract change.
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
 use bottle_contract::SCHEMA_VERSION;
 use bottle_contract::bundle_config::*;
+use bottle_contract::route::{AuthScheme, RouteAuth};
 
 fn full_config() -> BundleConfig {
     BundleConfig {
@@ -17,25 +19,28 @@ fn full_config() -> BundleConfig {
             ca_key: "/etc/bottle/ca-key.pem".into(),
             routes: vec![
                 RouteConfig {
-                    host: "api.github.com".into(),
-                    path_allowlist: vec!["/repos/alice/".into()],
-                    auth: Some(AuthConfig {
+                    host: "api.github.com".parse().unwrap(),
+                    port: None,
+                    path_allowlist: vec!["/repos/alice/".parse().unwrap()],
+                    auth: Some(RouteAuth {
                         scheme: AuthScheme::Bearer,
-                        token_slot: "GH_PAT".into(),
+                        token_ref: "GH_PAT".parse().unwrap(),
                     }),
                 },
                 RouteConfig {
-                    host: "api.anthropic.com".into(),
+                    host: "api.anthropic.com".parse().unwrap(),
+                    port: None,
                     path_allowlist: vec![],
-                    auth: Some(AuthConfig {
+                    auth: Some(RouteAuth {
                         scheme: AuthScheme::Header {
-                            name: "x-api-key".into(),
+                            name: "x-api-key".parse().unwrap(),
                         },
-                        token_slot: "CLAUDE_BOTTLE_OAUTH_TOKEN".into(),
+                        token_ref: "CLAUDE_BOTTLE_OAUTH_TOKEN".parse().unwrap(),
                     }),
                 },
                 RouteConfig {
-                    host: "*.linear.app".into(),
+                    host: "*.linear.app".parse().unwrap(),
+                    port: None,
                     path_allowlist: vec![],
                     auth: None,
                 },

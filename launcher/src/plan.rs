@@ -14,7 +14,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bottle::claude_bin::ClaudeSource;
-use crate::manifest::{AgentCommand, AuthScheme, EnvSource, GitRemote, Limits, Loaded, Route};
+use bottle_contract::bundle_config::RouteConfig;
+use bottle_contract::route::{AuthScheme, PathPrefix, RouteAuth, RouteHost, TokenRef};
+
+use crate::manifest::{AgentCommand, EnvSource, GitRemote, Limits, Loaded, Route};
 
 /// Hosts every bottle can reach without a manifest route. A manifest route for the same host
 /// replaces the default.
@@ -201,11 +204,13 @@ pub(crate) struct ImagesPlan {
     pub(crate) bundle: String,
 }
 
+/// A route as the plan shows it: the route itself (the contract's types) and what the plan
+/// adds, where it came from and whether its token is set.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RoutePlan {
-    pub(crate) host: String,
+    pub(crate) host: RouteHost,
     /// Empty: every path.
-    pub(crate) path_allowlist: Vec<String>,
+    pub(crate) path_allowlist: Vec<PathPrefix>,
     pub(crate) auth: Option<AuthPlan>,
     pub(crate) origin: RouteOrigin,
 }
@@ -223,19 +228,42 @@ pub(crate) enum RouteOrigin {
     Approved,
 }
 
+/// A route's credential in the plan. Serialized flat for `--json` (`scheme`, `header`,
+/// `token`, `token_set`); the route itself is [`AuthPlan::route_auth`].
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AuthPlan {
-    /// The typed scheme, for the renderers.
-    #[serde(skip)]
-    pub(crate) kind: AuthScheme,
-    /// `Bearer`, `token`, `Basic` or `header`.
-    pub(crate) scheme: String,
+    #[serde(serialize_with = "scheme_name")]
+    pub(crate) scheme: AuthScheme,
     /// The header for scheme `header`.
     pub(crate) header: Option<String>,
-    /// The host variable (and secrets-file slot) holding the token.
-    pub(crate) token: String,
+    /// The host variable (and secrets-file key) holding the token.
+    pub(crate) token: TokenRef,
     /// Whether that variable is set on the host now.
     pub(crate) token_set: bool,
+}
+
+impl AuthPlan {
+    fn new(auth: &RouteAuth, vars_set: &BTreeSet<String>) -> AuthPlan {
+        AuthPlan {
+            scheme: auth.scheme.clone(),
+            header: auth.scheme.header().map(ToString::to_string),
+            token: auth.token_ref.clone(),
+            token_set: vars_set.contains(auth.token_ref.as_str()),
+        }
+    }
+
+    /// The credential as the bundle config carries it.
+    pub(crate) fn route_auth(&self) -> RouteAuth {
+        RouteAuth {
+            scheme: self.scheme.clone(),
+            token_ref: self.token.clone(),
+        }
+    }
+}
+
+/// `Bearer`, `token`, `Basic` or `header`, as manifests write it.
+fn scheme_name<S: serde::Serializer>(scheme: &AuthScheme, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(scheme.name())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -306,21 +334,22 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             let set = facts.vars_set.contains(claude_var);
             if set || agent.command == AgentCommand::Claude {
                 origin = RouteOrigin::ClaudeCredential;
-                auth = Some(AuthPlan {
-                    kind: AuthScheme::Bearer,
-                    scheme: "Bearer".into(),
-                    header: None,
-                    token: claude_var.into(),
-                    token_set: set,
-                });
+                let claude = RouteAuth {
+                    scheme: AuthScheme::Bearer,
+                    token_ref: TokenRef::claude(),
+                };
+                auth = Some(AuthPlan::new(&claude, &facts.vars_set));
             } else {
                 warnings.push(format!(
                     "route `{host}` passes through without the Claude credential: `{claude_var}` is not set and the agent runs its own command"
                 ));
             }
         }
+        let Ok(host) = RouteHost::parse(host) else {
+            continue; // DEFAULT_ROUTES are valid hosts (a test checks).
+        };
         routes.push(RoutePlan {
-            host: (*host).to_owned(),
+            host,
             path_allowlist: Vec::new(),
             auth,
             origin,
@@ -348,7 +377,7 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             EnvSource::HostVar(var) => {
                 let set = facts.vars_set.contains(var);
                 if let Some(r) = bottle.routes.iter().find(|r| {
-                    r.auth.as_ref().is_some_and(|a| a.token_ref == *var)
+                    r.auth.as_ref().is_some_and(|a| a.token_ref == var.as_str())
                 }) {
                     warnings.push(format!(
                         "env `{}` copies `{var}`, the token of route `{}`: the agent will hold that credential itself; drop the env entry if the route's injection is enough",
@@ -562,41 +591,14 @@ pub(crate) fn with_approved_routes(
     live: &[bottle_contract::bundle_config::RouteConfig],
     vars_set: &BTreeSet<String>,
 ) -> Plan {
-    use bottle_contract::bundle_config::AuthScheme as Wire;
     for route in live {
         let approved = RoutePlan {
             host: route.host.clone(),
             path_allowlist: route.path_allowlist.clone(),
-            auth: route.auth.as_ref().map(|a| {
-                let (kind, scheme, header) = match &a.scheme {
-                    Wire::Bearer => (AuthScheme::Bearer, "Bearer", None),
-                    Wire::Token => (AuthScheme::Token, "token", None),
-                    Wire::Basic => (AuthScheme::Basic, "Basic", None),
-                    Wire::Header { name } => (
-                        AuthScheme::Header(name.clone()),
-                        "header",
-                        Some(name.clone()),
-                    ),
-                };
-                AuthPlan {
-                    kind,
-                    scheme: scheme.into(),
-                    header,
-                    token: a.token_slot.clone(),
-                    token_set: vars_set.contains(&a.token_slot),
-                }
-            }),
+            auth: route.auth.as_ref().map(|a| AuthPlan::new(a, vars_set)),
             origin: RouteOrigin::Approved,
         };
-        let unchanged = plan.routes.iter().any(|r| {
-            r.host == approved.host
-                && r.path_allowlist == approved.path_allowlist
-                && r.auth.as_ref().map(|a| (&a.scheme, &a.header, &a.token))
-                    == approved
-                        .auth
-                        .as_ref()
-                        .map(|a| (&a.scheme, &a.header, &a.token))
-        });
+        let unchanged = plan.routes.iter().any(|r| r.route() == approved.route());
         if !unchanged {
             plan.routes.retain(|r| r.host != approved.host);
             plan.routes.push(approved);
@@ -607,24 +609,25 @@ pub(crate) fn with_approved_routes(
 
 fn route_plan(route: &Route, origin: RouteOrigin, facts: &HostFacts) -> RoutePlan {
     RoutePlan {
-        host: route.host.as_str().to_owned(),
+        host: route.host.clone(),
         path_allowlist: route.path_allowlist.clone(),
-        auth: route.auth.as_ref().map(|a| {
-            let (scheme, header) = match &a.scheme {
-                AuthScheme::Bearer => ("Bearer", None),
-                AuthScheme::Token => ("token", None),
-                AuthScheme::Basic => ("Basic", None),
-                AuthScheme::Header(h) => ("header", Some(h.clone())),
-            };
-            AuthPlan {
-                kind: a.scheme.clone(),
-                scheme: scheme.into(),
-                header,
-                token: a.token_ref.clone(),
-                token_set: facts.vars_set.contains(&a.token_ref),
-            }
-        }),
+        auth: route
+            .auth
+            .as_ref()
+            .map(|a| AuthPlan::new(a, &facts.vars_set)),
         origin,
+    }
+}
+
+impl RoutePlan {
+    /// The route as the bundle config carries it.
+    pub(crate) fn route(&self) -> RouteConfig {
+        RouteConfig {
+            host: self.host.clone(),
+            port: None,
+            path_allowlist: self.path_allowlist.clone(),
+            auth: self.auth.as_ref().map(AuthPlan::route_auth),
+        }
     }
 }
 
@@ -650,7 +653,7 @@ pub(crate) fn vars_of_interest(loaded: &Loaded) -> BTreeSet<String> {
     let mut vars = BTreeSet::from([bottle_contract::wire::CLAUDE_TOKEN_ENV.to_owned()]);
     for r in &loaded.bottle.routes {
         if let Some(a) = &r.auth {
-            vars.insert(a.token_ref.clone());
+            vars.insert(a.token_ref.to_string());
         }
     }
     for e in &loaded.bottle.env {

@@ -228,8 +228,8 @@ fn defaults_are_merged_and_the_manifest_wins() {
 fn manifest_route_for_the_claude_host_replaces_the_credential_route() {
     let mut l = loaded(FULL_AGENT);
     l.bottle.routes.push(crate::manifest::Route {
-        host: crate::manifest::Host::parse("api.anthropic.com").unwrap(),
-        path_allowlist: vec!["/v1/messages".into()],
+        host: "api.anthropic.com".parse().unwrap(),
+        path_allowlist: vec!["/v1/messages".parse().unwrap()],
         auth: None,
     });
     let plan = build(&l, &facts(&["CLAUDE_BOTTLE_OAUTH_TOKEN"]));
@@ -481,21 +481,24 @@ fn unusable_host_files_are_warned_so_a_dry_run_shows_them() {
 
 #[test]
 fn approved_routes_are_added_replace_the_same_host_and_render_with_their_slot() {
-    use bottle_contract::bundle_config::{AuthConfig, AuthScheme as Wire, RouteConfig};
+    use bottle_contract::bundle_config::RouteConfig;
+    use bottle_contract::route::{AuthScheme as Wire, RouteAuth};
     let approved = [
         RouteConfig {
-            host: "docs.rs".into(),
-            path_allowlist: vec!["/crate/".into()],
+            host: "docs.rs".parse().unwrap(),
+            port: None,
+            path_allowlist: vec!["/crate/".parse().unwrap()],
             auth: None,
         },
         RouteConfig {
-            host: "api.github.com".into(),
+            host: "api.github.com".parse().unwrap(),
+            port: None,
             path_allowlist: vec![],
-            auth: Some(AuthConfig {
+            auth: Some(RouteAuth {
                 scheme: Wire::Header {
-                    name: "x-api-key".into(),
+                    name: "x-api-key".parse().unwrap(),
                 },
-                token_slot: "DOCS_KEY".into(),
+                token_ref: "DOCS_KEY".parse().unwrap(),
             }),
         },
     ];

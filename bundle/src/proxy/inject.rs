@@ -2,7 +2,7 @@
 //! the wire. Token values live only in [`Secret`] and in sensitive `HeaderValue`s.
 
 use base64::Engine as _;
-use bottle_contract::bundle_config::{AuthConfig, AuthScheme};
+use bottle_contract::route::{AuthScheme, RouteAuth};
 use bottle_contract::secrets::SecretsFile;
 use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -32,8 +32,6 @@ pub enum InjectionError {
     BadValue(String),
     #[error("header name {0:?} is not a valid HTTP header name")]
     BadHeaderName(String),
-    #[error("header name {0:?} cannot carry a credential (it is hop-by-hop or framing)")]
-    ReservedHeaderName(String),
     #[error("slot {0:?}: a Basic credential must be `user:password`")]
     BasicNeedsColon(String),
 }
@@ -55,33 +53,18 @@ impl std::fmt::Debug for Injection {
     }
 }
 
-/// Headers that can never carry a credential: framing and hop-by-hop.
-pub(crate) const RESERVED: [&str; 11] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
-
 impl Injection {
     /// Builds the header for one route from its `auth` block and the secrets file.
     pub(crate) fn from_config(
-        auth: &AuthConfig,
+        auth: &RouteAuth,
         secrets: &SecretsFile,
     ) -> Result<Injection, InjectionError> {
-        let slot = &auth.token_slot;
+        let slot = auth.token_ref.as_str();
         let secret = Secret(
             secrets
                 .tokens
                 .get(slot)
-                .ok_or_else(|| InjectionError::MissingSlot(slot.clone()))?
+                .ok_or_else(|| InjectionError::MissingSlot(slot.to_owned()))?
                 .clone(),
         );
         let (header, text, scheme) = match &auth.scheme {
@@ -93,22 +76,20 @@ impl Injection {
             AuthScheme::Token => (AUTHORIZATION, format!("token {}", secret.expose()), "token"),
             AuthScheme::Basic => {
                 if !secret.expose().contains(':') {
-                    return Err(InjectionError::BasicNeedsColon(slot.clone()));
+                    return Err(InjectionError::BasicNeedsColon(slot.to_owned()));
                 }
                 let encoded = base64::engine::general_purpose::STANDARD.encode(secret.expose());
                 (AUTHORIZATION, format!("Basic {encoded}"), "Basic")
             }
+            // The contract's `HeaderName` is an HTTP token and never a reserved header.
             AuthScheme::Header { name } => {
-                let header = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| InjectionError::BadHeaderName(name.clone()))?;
-                if RESERVED.contains(&header.as_str()) {
-                    return Err(InjectionError::ReservedHeaderName(name.clone()));
-                }
+                let header = HeaderName::from_bytes(name.as_str().as_bytes())
+                    .map_err(|_| InjectionError::BadHeaderName(name.to_string()))?;
                 (header, secret.expose().to_owned(), "header")
             }
         };
         let mut value =
-            HeaderValue::from_str(&text).map_err(|_| InjectionError::BadValue(slot.clone()))?;
+            HeaderValue::from_str(&text).map_err(|_| InjectionError::BadValue(slot.to_owned()))?;
         value.set_sensitive(true);
         Ok(Injection {
             header,
@@ -138,9 +119,9 @@ mod tests {
     fn injection(scheme: AuthScheme, value: &str) -> Result<Injection, InjectionError> {
         let mut secrets = SecretsFile::default();
         secrets.tokens.insert("S".into(), value.into());
-        let auth = AuthConfig {
+        let auth = RouteAuth {
             scheme,
-            token_slot: "S".into(),
+            token_ref: "S".parse().unwrap(),
         };
         Injection::from_config(&auth, &secrets)
     }
@@ -175,7 +156,7 @@ mod tests {
         .assert_eq(&applied(AuthScheme::Basic, "u:p"));
         expect_test::expect!["x-api-key: tok"].assert_eq(&applied(
             AuthScheme::Header {
-                name: "x-api-key".into(),
+                name: "x-api-key".parse().unwrap(),
             },
             "tok",
         ));
@@ -194,17 +175,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("sekrit"), "{err}");
-        let err = injection(
-            AuthScheme::Header {
-                name: "Connection".into(),
-            },
-            "sekrit",
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            err,
-            "header name \"Connection\" cannot carry a credential (it is hop-by-hop or framing)"
-        );
     }
 }

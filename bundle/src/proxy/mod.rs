@@ -211,7 +211,7 @@ pub use command::{CaArgs, ProxyArgs, run_ca, run_proxy, serve_from_files};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bottle_contract::bundle_config::{AuthConfig, AuthScheme};
+    use bottle_contract::route::{AuthScheme, RouteAuth};
 
     /// The error as `bottle-bundle proxy` prints it: anyhow's chain after the caller's context.
     fn printed(error: impl Into<anyhow::Error>) -> String {
@@ -223,11 +223,12 @@ mod tests {
         let mut secrets = SecretsFile::default();
         secrets.tokens.insert("S".into(), "no-colon".into());
         let route = RouteConfig {
-            host: "a.test".into(),
+            host: "a.test".parse().unwrap(),
+            port: None,
             path_allowlist: vec![],
-            auth: Some(AuthConfig {
+            auth: Some(RouteAuth {
                 scheme: AuthScheme::Basic,
-                token_slot: "S".into(),
+                token_ref: "S".parse().unwrap(),
             }),
         };
         let Err(policy) = Policy::from_config(&[route], &secrets) else {

@@ -5,38 +5,20 @@
 //! tested by plain unit tests.
 
 use bottle_contract::bundle_config::RouteConfig;
+use bottle_contract::route::{PathPrefix, RouteHost};
 use bottle_contract::secrets::SecretsFile;
 
 use crate::proxy::inject::{Injection, InjectionError};
 use crate::proxy::push_block;
 
-/// What [`normalize_path`] refuses, for messages that explain a refusal (a macro so that
-/// `concat!` can build `&'static str` reasons from it).
-macro_rules! ambiguous_forms {
-    () => {
-        "encoded `/`, `\\`, NUL, a double-encoded `.`, `/`, `\\`, `;` or `%`, invalid UTF-8 \
-         (such as an overlong `%C0%AE`), a `.` or `..` segment with `;` parameters, or a `..` \
-         above the root"
-    };
-}
-pub(crate) const AMBIGUOUS_FORMS: &str = ambiguous_forms!();
+pub(crate) use bottle_contract::route::{AMBIGUOUS_FORMS, is_ip_literal, normalize_path};
 
 /// Why the route table could not be built. Messages name the route and never a token value.
+///
+/// Hosts and path prefixes cannot be invalid here: the contract's types refused them when the
+/// config was read. What remains is the credential, which needs the secrets file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("route {index} host {host:?}: {reason}")]
-    Host {
-        index: usize,
-        host: String,
-        reason: &'static str,
-    },
-    #[error("route {index} ({host}) path_allowlist entry {path:?}: {reason}")]
-    Path {
-        index: usize,
-        host: String,
-        path: String,
-        reason: &'static str,
-    },
     #[error("route {index} ({host}): {error}")]
     Auth {
         index: usize,
@@ -45,109 +27,10 @@ pub enum PolicyError {
     },
 }
 
-/// A validated host name pattern: an exact name or a one-label `*.` wildcard, lower case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Host {
-    Exact(String),
-    /// `*.example.com`, stored as `example.com`: matches exactly one more label.
-    Wildcard(String),
-}
-
-impl Host {
-    fn parse(text: &str) -> Result<Host, &'static str> {
-        let lower = text.to_ascii_lowercase();
-        match lower.strip_prefix("*.") {
-            Some(rest) => {
-                check_dns_name(rest)?;
-                if !rest.contains('.') {
-                    return Err("a wildcard needs at least two labels after `*.`");
-                }
-                Ok(Host::Wildcard(rest.to_owned()))
-            }
-            None => {
-                check_dns_name(&lower)?;
-                Ok(Host::Exact(lower))
-            }
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            Host::Exact(name) => name == host,
-            Host::Wildcard(parent) => host
-                .strip_suffix(parent.as_str())
-                .and_then(|head| head.strip_suffix('.'))
-                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
-        }
-    }
-
-    /// The pattern as written in the config (`*.example.com` or `api.example.com`).
-    pub(crate) fn pattern(&self) -> String {
-        match self {
-            Host::Exact(name) => name.clone(),
-            Host::Wildcard(parent) => format!("*.{parent}"),
-        }
-    }
-}
-
-/// Checks an LDH host name; IP literals are refused (routes name hosts, not addresses).
-pub(crate) fn check_dns_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > 253 {
-        return Err("a host name must be 1 to 253 characters");
-    }
-    if is_ip_literal(name) {
-        return Err("an IP address is not a route; name the host");
-    }
-    for label in name.split('.') {
-        let ok_chars = label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if label.is_empty() || label.len() > 63 || !ok_chars || label.starts_with('-') {
-            return Err(
-                "use letters, digits and `-` in dot-separated labels (a `*.` prefix for a wildcard)",
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Whether a host (without IPv6 brackets) is an IP address rather than a name: an IPv6
-/// literal, or anything a resolver's `inet_aton` reads as IPv4 (`127.1`, `2130706433`,
-/// `0x7f.0.0.1`: one to four decimal, octal or `0x` hex parts).
-pub(crate) fn is_ip_literal(host: &str) -> bool {
-    let number = |part: &str| match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
-    };
-    let host = host.trim_end_matches('.');
-    host.contains(':')
-        || host.parse::<std::net::IpAddr>().is_ok()
-        || (host.split('.').count() <= 4 && host.split('.').all(number))
-}
-
-/// A normalized path prefix from `path_allowlist`, starting with `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PathPrefix(String);
-
-impl PathPrefix {
-    fn parse(text: &str) -> Result<PathPrefix, &'static str> {
-        if !text.starts_with('/') {
-            return Err("a path prefix must start with `/`");
-        }
-        normalize_path(text)
-            .map(PathPrefix)
-            .map_err(|_| concat!("the prefix is ambiguous (", ambiguous_forms!(), ")"))
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// One allowed host with its limits and credential.
 #[derive(Debug)]
 pub(crate) struct Route {
-    pub(crate) host: Host,
+    pub(crate) host: RouteHost,
     /// `None` means the scheme's default port (443 over TLS, 80 in cleartext).
     pub(crate) port: Option<u16>,
     /// Empty means every path.
@@ -159,8 +42,8 @@ impl Route {
     /// How the route is named in audit events and `/routes`.
     pub(crate) fn label(&self) -> String {
         match self.port {
-            Some(port) => format!("{}:{port}", self.host.pattern()),
-            None => self.host.pattern(),
+            Some(port) => format!("{}:{port}", self.host),
+            None => self.host.to_string(),
         }
     }
 }
@@ -246,45 +129,22 @@ impl Policy {
     ) -> Result<Policy, PolicyError> {
         let mut out = Vec::with_capacity(routes.len());
         for (index, route) in routes.iter().enumerate() {
-            let (host_text, port) =
-                split_port(&route.host).map_err(|reason| PolicyError::Host {
-                    index,
-                    host: route.host.clone(),
-                    reason,
-                })?;
-            let host = Host::parse(host_text).map_err(|reason| PolicyError::Host {
-                index,
+            let mut route = Route {
                 host: route.host.clone(),
-                reason,
-            })?;
-            let paths = route
-                .path_allowlist
-                .iter()
-                .map(|p| {
-                    PathPrefix::parse(p).map_err(|reason| PolicyError::Path {
-                        index,
-                        host: route.host.clone(),
-                        path: p.clone(),
-                        reason,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let auth = match &route.auth {
-                Some(auth) => Some(Injection::from_config(auth, secrets).map_err(|error| {
-                    PolicyError::Auth {
-                        index,
-                        host: route.host.clone(),
-                        error,
-                    }
-                })?),
-                None => None,
+                port: route.port.map(u16::from),
+                paths: route.path_allowlist.clone(),
+                auth: None,
             };
-            out.push(Route {
-                host,
-                port,
-                paths,
-                auth,
-            });
+            if let Some(auth) = &routes[index].auth {
+                let injection =
+                    Injection::from_config(auth, secrets).map_err(|error| PolicyError::Auth {
+                        index,
+                        host: route.label(),
+                        error,
+                    })?;
+                route.auth = Some(injection);
+            }
+            out.push(route);
         }
         Ok(Policy { routes: out })
     }
@@ -296,7 +156,7 @@ impl Policy {
         let exact = self
             .routes
             .iter()
-            .position(|r| matches!(r.host, Host::Exact(_)) && r.host.matches(host) && port_ok(r));
+            .position(|r| !r.host.is_wildcard() && r.host.matches(host) && port_ok(r));
         exact.or_else(|| {
             self.routes
                 .iter()
@@ -332,178 +192,40 @@ impl Policy {
         let Ok(path) = normalize_path(facts.path) else {
             return Decision::Deny(DenyReason::AmbiguousPath);
         };
-        if !route.paths.is_empty() && !route.paths.iter().any(|p| path.starts_with(&p.0)) {
+        if !route.paths.is_empty() && !route.paths.iter().any(|p| p.covers(&path)) {
             return Decision::Deny(DenyReason::PathNotAllowed);
         }
         Decision::Allow(Allowed { route: index, path })
     }
 }
 
-/// Splits an optional `:port` off a route host.
-fn split_port(text: &str) -> Result<(&str, Option<u16>), &'static str> {
-    match text.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or("the port after `:` must be a number from 1 to 65535")?;
-            Ok((host, Some(port)))
-        }
-        None => Ok((text, None)),
-    }
-}
-
-/// The path is ambiguous and is refused rather than guessed at.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Ambiguous;
-
-/// Normalizes an origin-form path the way the upstream will read it: decodes percent-encoded
-/// unreserved bytes, upper-cases other escapes (raw non-ASCII becomes escapes), removes dot
-/// segments (RFC 3986 §5.2.4), and refuses what an upstream could still read another way
-/// (see [`AMBIGUOUS_FORMS`]), and a path not starting with `/`.
-pub(crate) fn normalize_path(raw: &str) -> Result<String, Ambiguous> {
-    if !raw.starts_with('/') {
-        return Err(Ambiguous);
-    }
-    let canonical = canonical_escapes(raw)?;
-    refuse_double_encoding(&canonical)?;
-    remove_dot_segments(&canonical)
-}
-
-/// One round of percent-decoding, keeping what must stay encoded as upper-case escapes.
-/// Refuses encoded separators and NUL, and a decoded byte string that is not UTF-8: some
-/// decoders read an overlong `%C0%AE` as `.`.
-fn canonical_escapes(raw: &str) -> Result<String, Ambiguous> {
-    let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let value = hex_pair(bytes.get(i + 1..i + 3)).ok_or(Ambiguous)?;
-            decoded.push(value);
-            match value {
-                b'/' | b'\\' | 0 => return Err(Ambiguous),
-                v if is_unreserved(v) => out.push(char::from(v)),
-                v => push_escape(&mut out, v),
-            }
-            i += 3;
-            continue;
-        }
-        if b == b'\\' || b.is_ascii_control() || matches!(b, b' ' | b'#' | b'?') {
-            return Err(Ambiguous);
-        }
-        decoded.push(b);
-        match b.is_ascii() {
-            true => out.push(char::from(b)),
-            // Raw UTF-8 is sent in its escaped form, so the judged and the sent path agree.
-            false => push_escape(&mut out, b),
-        }
-        i += 1;
-    }
-    if std::str::from_utf8(&decoded).is_err() {
-        return Err(Ambiguous);
-    }
-    Ok(out)
-}
-
-/// Refuses `%25` escapes (an encoded `%`) whose following hex pair would decode to something
-/// that changes the path's structure for an upstream that decodes twice: `%252e%252e` is
-/// `..` there. Double-encoded letters, digits and the like stay (they can only fail a prefix).
-fn refuse_double_encoding(canonical: &str) -> Result<(), Ambiguous> {
-    let bytes = canonical.as_bytes();
-    for (i, window) in bytes.windows(3).enumerate() {
-        if window != b"%25" {
-            continue;
-        }
-        let Some(value) = hex_pair(bytes.get(i + 3..i + 5)) else {
-            continue;
-        };
-        let structural = matches!(value, b'.' | b'/' | b'\\' | b';' | b'%' | b'?' | b'#');
-        if structural || !(0x20..0x7f).contains(&value) {
-            return Err(Ambiguous);
-        }
-    }
-    Ok(())
-}
-
-/// Dot-segment removal on `/`-separated segments; a `..` at the root is refused, and so is a
-/// dot segment carrying `;` parameters (`..;`), which servers such as Tomcat read as `..`.
-fn remove_dot_segments(canonical: &str) -> Result<String, Ambiguous> {
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = canonical[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (n, seg) in segments.iter().enumerate() {
-        let head = without_params(seg);
-        if head != *seg && (head == "." || head == "..") {
-            return Err(Ambiguous);
-        }
-        match *seg {
-            "." => {
-                if n == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                if out.pop().is_none() {
-                    return Err(Ambiguous);
-                }
-                if n == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    Ok(format!("/{}", out.join("/")))
-}
-
-/// A segment without its `;` parameters (a literal `;` or an encoded `%3B`).
-fn without_params(seg: &str) -> &str {
-    let cut = [seg.find(';'), seg.find("%3B")].into_iter().flatten().min();
-    cut.map_or(seg, |at| &seg[..at])
-}
-
-fn hex_pair(hex: Option<&[u8]>) -> Option<u8> {
-    let text = std::str::from_utf8(hex?).ok()?;
-    u8::from_str_radix(text, 16).ok()
-}
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-fn push_escape(out: &mut String, b: u8) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "%{b:02X}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bottle_contract::bundle_config::{AuthConfig, AuthScheme};
+    use bottle_contract::route::{AuthScheme, RouteAuth};
 
     fn policy() -> Policy {
         let mut secrets = SecretsFile::default();
         secrets.tokens.insert("GH".into(), "ghp_secret".into());
         let routes = vec![
             RouteConfig {
-                host: "api.github.com".into(),
-                path_allowlist: vec!["/repos/alice/".into()],
-                auth: Some(AuthConfig {
+                host: "api.github.com".parse().unwrap(),
+                port: None,
+                path_allowlist: vec!["/repos/alice/".parse().unwrap()],
+                auth: Some(RouteAuth {
                     scheme: AuthScheme::Bearer,
-                    token_slot: "GH".into(),
+                    token_ref: "GH".parse().unwrap(),
                 }),
             },
             RouteConfig {
-                host: "*.linear.app".into(),
+                host: "*.linear.app".parse().unwrap(),
+                port: None,
                 path_allowlist: vec![],
                 auth: None,
             },
             RouteConfig {
-                host: "internal.test:8443".into(),
+                host: "internal.test".parse().unwrap(),
+                port: std::num::NonZeroU16::new(8443),
                 path_allowlist: vec![],
                 auth: None,
             },
@@ -674,7 +396,11 @@ mod tests {
             "/repos/alice/%25c0%25ae",
         ];
         for path in ambiguous {
-            assert_eq!(normalize_path(path), Err(Ambiguous), "{path}");
+            assert_eq!(
+                normalize_path(path),
+                Err(bottle_contract::route::Ambiguous),
+                "{path}"
+            );
         }
         let fine = [
             ("/a;b/c", "/a;b/c"),
@@ -716,40 +442,42 @@ mod tests {
     }
 
     #[test]
-    fn bad_routes_name_the_route() {
-        let secrets = SecretsFile::default();
-        let cases = [
+    fn bad_routes_never_reach_the_policy_and_a_missing_token_names_the_route() {
+        // Hosts and prefixes are refused when the config is read (the contract's types).
+        for (route, want) in [
+            (r#"{"host":"10.0.0.1","auth":null}"#, "is an IP address"),
             (
-                "10.0.0.1",
-                vec![],
-                "route 0 host \"10.0.0.1\": an IP address is not a route; name the host",
+                r#"{"host":"*.com","auth":null}"#,
+                "is not a valid host name",
             ),
             (
-                "*.com",
-                vec![],
-                "route 0 host \"*.com\": a wildcard needs at least two labels after `*.`",
+                r#"{"host":"a b.com","auth":null}"#,
+                "is not a valid host name",
             ),
             (
-                "a b.com",
-                vec![],
-                "route 0 host \"a b.com\": use letters, digits and `-` in dot-separated labels (a `*.` prefix for a wildcard)",
+                r#"{"host":"a.com","path_allowlist":["x/"],"auth":null}"#,
+                "must start with `/`",
             ),
             (
-                "a.com",
-                vec!["x/".to_owned()],
-                "route 0 (a.com) path_allowlist entry \"x/\": a path prefix must start with `/`",
+                r#"{"host":"a.com","auth":{"scheme":{"header":{"name":"te"}},"token_ref":"K"}}"#,
+                "cannot carry a credential",
             ),
-        ];
-        for (host, paths, want) in cases {
-            let route = RouteConfig {
-                host: host.into(),
-                path_allowlist: paths,
-                auth: None,
-            };
-            let err = Policy::from_config(&[route], &secrets)
+        ] {
+            let err = serde_json::from_str::<RouteConfig>(route)
                 .unwrap_err()
                 .to_string();
-            assert_eq!(err, want);
+            assert!(err.contains(want), "{route}: {err}");
         }
+        let route: RouteConfig = serde_json::from_str(
+            r#"{"host":"a.com","auth":{"scheme":"bearer","token_ref":"MISSING"}}"#,
+        )
+        .unwrap();
+        let err = Policy::from_config(&[route], &SecretsFile::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "route 0 (a.com): token slot \"MISSING\" is not in the secrets file"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use bottle_contract::bundle_config::*;
+use bottle_contract::route::{AuthScheme, RouteAuth};
 use bottle_contract::secrets::SecretsFile;
 
 use self::upstream::Upstream;
@@ -110,11 +111,12 @@ impl Env {
 
         let port = upstream.port();
         let route = |host: &str, paths: &[&str], auth: Option<(AuthScheme, &str)>| RouteConfig {
-            host: format!("{host}:{port}"),
-            path_allowlist: paths.iter().map(|p| p.to_string()).collect(),
-            auth: auth.map(|(scheme, slot)| AuthConfig {
+            host: host.parse().unwrap(),
+            port: std::num::NonZeroU16::new(port),
+            path_allowlist: paths.iter().map(|p| p.parse().unwrap()).collect(),
+            auth: auth.map(|(scheme, slot)| RouteAuth {
                 scheme,
-                token_slot: slot.into(),
+                token_ref: slot.parse().unwrap(),
             }),
         };
         let routes = vec![
@@ -124,7 +126,7 @@ impl Env {
                 &[],
                 Some((
                     AuthScheme::Header {
-                        name: "x-api-key".into(),
+                        name: "x-api-key".parse().unwrap(),
                     },
                     "KEY",
                 )),

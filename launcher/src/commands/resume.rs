@@ -66,7 +66,7 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
     plan.identity = meta.identity.clone();
     let approved_vars: BTreeSet<String> = live_routes
         .iter()
-        .filter_map(|r| r.auth.as_ref().map(|a| a.token_slot.clone()))
+        .filter_map(|r| r.auth.as_ref().map(|a| a.token_ref.to_string()))
         .filter(|v| host.var(v).is_some_and(|value| !value.is_empty()))
         .collect();
     let plan = plan::with_approved_routes(plan, &live_routes, &approved_vars);
@@ -163,7 +163,7 @@ mod tests {
         .unwrap();
         let routes = approved_routes(&path).unwrap();
         assert_eq!(routes.len(), 2);
-        assert_eq!(routes[1].auth.as_ref().unwrap().token_slot, "E2E_TOKEN");
+        assert_eq!(routes[1].auth.as_ref().unwrap().token_ref, "E2E_TOKEN");
         // The approvals' form: the routes with who and when.
         std::fs::write(
             &path,

@@ -88,8 +88,8 @@ pub(crate) fn refusals(plan: &Plan, facts: &plan::HostFacts) -> anyhow::Result<(
     for route in &plan.routes {
         if let Some(auth) = route.auth.as_ref().filter(|a| !a.token_set) {
             return Err(secrets::SecretError::TokenUnset {
-                host: route.host.clone(),
-                var: auth.token.clone(),
+                host: route.host.to_string(),
+                var: auth.token.to_string(),
             }
             .into());
         }

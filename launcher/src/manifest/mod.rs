@@ -14,6 +14,8 @@ pub(crate) use values::{DEFAULT_MAX_PUSH_MB, keyscan_command};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use bottle_contract::route::{PathPrefix, RouteAuth, RouteHost};
+
 use crate::hostfile;
 use crate::secrets::Secret;
 
@@ -101,30 +103,14 @@ pub(crate) struct GitRemote {
     pub(crate) max_push_mb: Option<u64>,
 }
 
-/// One allowed host.
+/// One allowed host, in the contract's route vocabulary (the one rule for every side).
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
-    pub(crate) host: Host,
-    pub(crate) path_allowlist: Vec<String>,
+    pub(crate) host: RouteHost,
+    pub(crate) path_allowlist: Vec<PathPrefix>,
+    /// The credential the bundle injects; its `token_ref` is the host environment variable
+    /// the token is read from at start (a name, never the value).
     pub(crate) auth: Option<RouteAuth>,
-}
-
-/// A route's credential: injected by the bundle, read from the host env at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RouteAuth {
-    pub(crate) scheme: AuthScheme,
-    /// The host environment variable that holds the token (a name, never the value).
-    pub(crate) token_ref: String,
-}
-
-/// How the bundle puts the token on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AuthScheme {
-    Bearer,
-    Token,
-    Basic,
-    /// A custom header, lowercased (e.g. `x-api-key`).
-    Header(String),
 }
 
 /// An agent: a system prompt and the bottle it runs in.
@@ -175,61 +161,6 @@ pub(crate) enum AgentCommand {
     Shell(String),
     /// `command: [argv…]`.
     Argv(Vec<String>),
-}
-
-/// A route host: a lowercase DNS name, or `*.` plus one (one-label wildcard). Never an IP
-/// literal: the proxy refuses IP literals, so a route for one could never be used.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Host(String);
-
-impl Host {
-    /// Validates `text`; the error is a sentence for the manifest error message.
-    pub(crate) fn parse(text: &str) -> Result<Host, String> {
-        // The host may come from an agent's proposal: quoted with control characters escaped.
-        let shown = values::escape_controls(text, values::Layout::Line);
-        if text.contains("://") || text.contains('/') {
-            return Err(format!(
-                "`{shown}` must be a bare host name such as api.github.com (no scheme or path)"
-            ));
-        }
-        if text.contains(':') && text.parse::<IpAddr>().is_err() {
-            return Err(format!(
-                "`{shown}` must be a bare host name without a port (routes are for HTTPS on 443)"
-            ));
-        }
-        let bare = text.trim_start_matches('[').trim_end_matches(']');
-        if bare.parse::<IpAddr>().is_ok() {
-            return Err(format!(
-                "`{shown}` is an IP address; routes name hosts (the proxy refuses IP literals)"
-            ));
-        }
-        if text != text.to_ascii_lowercase() {
-            return Err(format!(
-                "`{shown}` must be lowercase: write `{}`",
-                values::escape_controls(&text.to_ascii_lowercase(), values::Layout::Line)
-            ));
-        }
-        let name = text.strip_prefix("*.").unwrap_or(text);
-        let labels: Vec<&str> = name.split('.').collect();
-        let label_ok = |l: &&str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        };
-        if name.len() > 253 || labels.len() < 2 || !labels.iter().all(label_ok) {
-            return Err(format!(
-                "`{shown}` is not a valid host name (labels of a-z, 0-9 and `-`, at least two, optionally starting with `*.`)"
-            ));
-        }
-        Ok(Host(text.to_owned()))
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// Whether a file stem is a valid bottle/agent key: `[a-z][a-z0-9-]*`.

@@ -11,22 +11,19 @@ use super::parse::{Kind, Node, parse_document};
 use super::tree::{Cx, join};
 use super::values::{
     CPUS_FORMS, MEMORY_FORMS, PIDS_FORMS, check_cidr, check_host_key, check_max_push_mb,
-    check_path_prefix, check_pids, check_ssh_url, parse_cpus, parse_memory, valid_env_name,
-    valid_header_name, valid_plain_name,
+    check_pids, check_ssh_url, parse_cpus, parse_memory, valid_env_name, valid_plain_name,
 };
 use super::{
-    Agent, AgentCommand, AuthScheme, Bottle, EnvSource, EnvVar, GitRemote, Host, Limits,
-    ManifestError, Route, RouteAuth,
+    Agent, AgentCommand, Bottle, EnvSource, EnvVar, GitRemote, Limits, ManifestError, Route,
 };
 use crate::secrets::Secret;
+use bottle_contract::route::{AuthScheme, PathPrefix, RouteAuth, RouteHost, SchemeError, TokenRef};
 
 const BOTTLE_KEYS: &[&str] = &["env", "git", "egress", "supervise", "limits"];
 const LIMITS_KEYS: &[&str] = &["memory", "pids", "cpus"];
 const EGRESS_KEYS: &[&str] = &["routes", "allow_private", "extra_ca"];
 const ROUTE_KEYS: &[&str] = &["host", "path_allowlist", "auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref", "header"];
-/// The route auth schemes, each in its one documented spelling.
-const AUTH_SCHEMES: &[&str] = &["Bearer", "token", "Basic", "header"];
 const GIT_KEYS: &[&str] = &[
     "Name",
     "Upstream",
@@ -397,15 +394,17 @@ impl Cx<'_> {
             match key.name.as_str() {
                 "host" => {
                     let text = self.string(value, &path)?;
-                    let parsed = Host::parse(&text).map_err(|m| self.err(value.line, &path, m))?;
+                    let parsed = RouteHost::parse(&text)
+                        .map_err(|e| self.err(value.line, &path, e.to_string()))?;
                     host = Some(parsed);
                 }
                 "path_allowlist" => {
                     for (i, item) in self.seq(value, &path)?.iter().enumerate() {
                         let p = format!("{path}[{i}]");
                         let text = self.string(item, &p)?;
-                        check_path_prefix(&text).map_err(|m| self.err(item.line, &p, m))?;
-                        path_allowlist.push(text);
+                        let prefix = PathPrefix::parse(&text)
+                            .map_err(|e| self.err(item.line, &p, e.to_string()))?;
+                        path_allowlist.push(prefix);
                     }
                 }
                 "auth" => auth = Some(self.auth(value, &path)?),
@@ -451,67 +450,19 @@ impl Cx<'_> {
             None => None,
         };
         // One spelling each, as documented: `bearer` or `BASIC` is refused with the right one,
-        // so a manifest reads the same everywhere.
-        if let Some(exact) = AUTH_SCHEMES
-            .iter()
-            .find(|s| s.eq_ignore_ascii_case(&scheme_text) && **s != scheme_text)
-        {
-            return Err(self.err(
-                scheme_node.line,
-                &scheme_path,
-                format!("scheme `{scheme_text}` is spelled `{exact}`: write `scheme: {exact}`"),
-            ));
-        }
-        let scheme = match (scheme_text.as_str(), header) {
-            ("Bearer", None) => AuthScheme::Bearer,
-            ("token", None) => AuthScheme::Token,
-            ("Basic", None) => AuthScheme::Basic,
-            ("header", Some((h, name))) => {
-                if !valid_header_name(&name) {
-                    return Err(self.err(
-                        h.line,
-                        &format!("{prefix}.header"),
-                        format!("`{name}` is not an HTTP header name"),
-                    ));
+        // so a manifest reads the same everywhere. The rules are the contract's, which the
+        // proxy and the MCP tool use too.
+        let scheme = AuthScheme::from_parts(&scheme_text, header.as_ref().map(|(_, n)| n.as_str()))
+            .map_err(|e| match (&e, &header) {
+                (SchemeError::Header(_), Some((h, _))) => {
+                    self.err(h.line, &format!("{prefix}.header"), e.message())
                 }
-                let lower = name.to_ascii_lowercase();
-                if matches!(
-                    lower.as_str(),
-                    "host" | "cookie" | "content-length" | "transfer-encoding" | "connection"
-                ) {
-                    return Err(self.err(
-                        h.line,
-                        &format!("{prefix}.header"),
-                        format!(
-                            "`{name}` cannot carry a credential; use a header such as `x-api-key`"
-                        ),
-                    ));
-                }
-                AuthScheme::Header(lower)
-            }
-            ("header", None) => {
-                return Err(missing(
+                (SchemeError::MissingHeader, _) => missing(
                     "header",
                     "scheme `header` needs the header's name, e.g. `header: x-api-key`",
-                ));
-            }
-            ("Bearer" | "token" | "Basic", Some((h, _))) => {
-                return Err(self.err(
-                    h.line,
-                    &format!("{prefix}.header"),
-                    format!("`header` is only used with `scheme: header`, not `{scheme_text}`"),
-                ));
-            }
-            (_, _) => {
-                return Err(self.err(
-                    scheme_node.line,
-                    &scheme_path,
-                    format!(
-                        "unknown scheme `{scheme_text}`; use one of Bearer, token, Basic, header"
-                    ),
-                ));
-            }
-        };
+                ),
+                _ => self.err(scheme_node.line, &scheme_path, e.message()),
+            })?;
         let token_node = find("token_ref").ok_or_else(|| {
             missing(
                 "token_ref",
@@ -519,14 +470,9 @@ impl Cx<'_> {
             )
         })?;
         let token_path = format!("{prefix}.token_ref");
-        let token_ref = self.string(token_node, &token_path)?;
-        if !valid_env_name(&token_ref) {
-            return Err(self.err(
-                token_node.line,
-                &token_path,
-                "must name a host environment variable (letters, digits, `_`), not hold the token itself".into(),
-            ));
-        }
+        let token_text = self.string(token_node, &token_path)?;
+        let token_ref = TokenRef::parse(&token_text)
+            .map_err(|e| self.err(token_node.line, &token_path, e.to_string()))?;
         Ok(RouteAuth { scheme, token_ref })
     }
 
@@ -609,7 +555,8 @@ impl Cx<'_> {
                                 "a wildcard cannot map to one address; name the host".into(),
                             ));
                         }
-                        Host::parse(&k.name).map_err(|m| self.err(k.line, &p, m))?;
+                        RouteHost::parse(&k.name)
+                            .map_err(|e| self.err(k.line, &p, e.to_string()))?;
                         let addr = self.string(v, &p)?;
                         let ip: IpAddr = addr.parse().map_err(|_| {
                             self.err(v.line, &p, format!("`{addr}` is not an IP address"))

@@ -1,6 +1,8 @@
 //! Checks on single manifest values (names, paths, URLs, keys). Each returns the sentence
 //! that follows `FILE:LINE: `KEY`: ` in the error.
 
+pub(crate) use bottle_contract::text::{Layout, escape_controls};
+
 pub(crate) fn valid_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -12,70 +14,6 @@ pub(super) fn valid_plain_name(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         && !s.contains("..")
-}
-
-pub(crate) fn valid_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-}
-
-/// A path prefix must be an absolute, already-normalised path: the proxy compares it with the
-/// normalised request path, so anything that could be read two ways is refused here.
-pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
-    // The prefix may come from an agent's proposal: quote it with control characters escaped,
-    // so a message never writes a raw NUL or terminal escape to the operator's screen.
-    let shown = escape_controls(p, Layout::Line);
-    if !p.starts_with('/') {
-        return Err(format!("`{shown}` must start with `/`"));
-    }
-    // `shown != p`: a bidi override or zero-width mark would make the prefix read as
-    // another one in the plan and the dashboard.
-    if p.contains(['?', '#', '\\']) || p.chars().any(char::is_whitespace) || shown != p {
-        return Err(format!(
-            "`{shown}` must be a plain path prefix: no query, fragment, backslash, whitespace, control or invisible formatting character"
-        ));
-    }
-    // A `;` parameter does not stop a dot segment: some servers read `..;` as `..`.
-    let is_dot = |seg: &str| matches!(seg.split(';').next(), Some(".." | "."));
-    if p.split('/').any(is_dot) {
-        return Err(format!("`{shown}` contains a `.` or `..` segment"));
-    }
-    if p.contains('%') {
-        return Err(format!(
-            "`{shown}` contains `%`: write the decoded path, the proxy compares decoded paths"
-        ));
-    }
-    Ok(())
-}
-
-/// What [`escape_controls`] leaves as it is: nothing, or the line breaks and tabs of a
-/// multi-line text (a Dockerfile, an error carrying a build log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layout {
-    /// One line: `\n` and `\t` are escaped too, so a field cannot fake the lines after it.
-    Line,
-    /// Several lines: `\n` and `\t` stay.
-    Block,
-}
-
-/// `text` with control and invisible formatting characters written as `\u{..}` escapes, for
-/// showing untrusted text (an agent's proposal, an error quoting it, a build log) to the
-/// operator: C0 (except `\n` and `\t` in a [`Layout::Block`]), DEL and C1, so no escape
-/// sequence (ESC, CSI, OSC 52 clipboard writes) or carriage return reaches the terminal, and
-/// the bidi overrides, zero-width and other format characters that make text read differently
-/// from what it is. The one sanitiser for everything the launcher prints on an agent's behalf.
-pub(crate) fn escape_controls(text: &str, layout: Layout) -> String {
-    let kept = |c: char| layout == Layout::Block && matches!(c, '\n' | '\t');
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if (c.is_control() || is_invisible_format(c)) && !kept(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `text` without terminal escape sequences: CSI (`ESC [ … final`, colours and cursor
@@ -116,27 +54,6 @@ pub(crate) fn strip_terminal_sequences(text: &str) -> String {
         }
     }
     out
-}
-
-/// Unicode format characters (category Cf) and the line/paragraph separators: they draw
-/// nothing, or reorder or hide the text around them.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        '\u{ad}'
-        | '\u{600}'..='\u{605}'
-        | '\u{61c}'
-        | '\u{6dd}'
-        | '\u{70f}'
-        | '\u{890}'..='\u{891}'
-        | '\u{8e2}'
-        | '\u{180e}'
-        | '\u{200b}'..='\u{200f}'
-        | '\u{2028}'..='\u{202e}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{206f}'
-        | '\u{feff}'
-        | '\u{fff9}'..='\u{fffb}'
-        | '\u{e0000}'..='\u{e007f}')
 }
 
 pub(super) fn check_ssh_url(u: &str) -> Result<(), String> {

@@ -1,20 +1,20 @@
 //! Plan -> the bundle's config (contract) and its secrets file.
 //!
-//! The config carries token *slot names* only (`AuthConfig::token_slot` = the route's
-//! `token_ref`, or `CLAUDE_BOTTLE_OAUTH_TOKEN` for the Claude route); values go only into the
-//! [`SecretsFile`], which is copied into the bundle container and nowhere else.
+//! The config carries token *names* only (`RouteAuth::token_ref`, the host variable, which is
+//! also the token's key in the secrets file; `CLAUDE_BOTTLE_OAUTH_TOKEN` for the Claude
+//! route); values go only into the [`SecretsFile`], which is copied into the bundle container
+//! and nowhere else.
 
 use std::collections::BTreeMap;
 
 use bottle_contract::SCHEMA_VERSION;
 use bottle_contract::bundle_config::{
-    AuthConfig, AuthScheme as WireScheme, BundleConfig, ExtraHost, GateConfig, GitRemoteConfig,
-    Listen, Outbound, PipelockConfig, ProxyConfig, Role, RouteConfig, SuperviseConfig,
+    BundleConfig, ExtraHost, GateConfig, GitRemoteConfig, Listen, Outbound, PipelockConfig,
+    ProxyConfig, Role, SuperviseConfig,
 };
 use bottle_contract::secrets::SecretsFile;
 use bottle_contract::wire;
 
-use crate::manifest::AuthScheme;
 use crate::plan::Plan;
 use crate::render::pipelock;
 use crate::secrets::Secret;
@@ -48,19 +48,7 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
     let routes = plan
         .routes
         .iter()
-        .map(|r| RouteConfig {
-            host: r.host.clone(),
-            path_allowlist: r.path_allowlist.clone(),
-            auth: r.auth.as_ref().map(|a| AuthConfig {
-                scheme: match &a.kind {
-                    AuthScheme::Bearer => WireScheme::Bearer,
-                    AuthScheme::Token => WireScheme::Token,
-                    AuthScheme::Basic => WireScheme::Basic,
-                    AuthScheme::Header(name) => WireScheme::Header { name: name.clone() },
-                },
-                token_slot: a.token.clone(),
-            }),
-        })
+        .map(crate::plan::RoutePlan::route)
         .collect();
     let (outbound, pipelock) = match egress {
         Egress::Direct => (
@@ -161,6 +149,10 @@ pub(crate) fn secrets_file(tokens: &BTreeMap<String, Secret>) -> SecretsFile {
 pub(crate) fn token_routes(plan: &Plan) -> Vec<(String, String)> {
     plan.routes
         .iter()
-        .filter_map(|r| r.auth.as_ref().map(|a| (r.host.clone(), a.token.clone())))
+        .filter_map(|r| {
+            r.auth
+                .as_ref()
+                .map(|a| (r.host.to_string(), a.token.to_string()))
+        })
         .collect()
 }

@@ -96,7 +96,7 @@ pub(crate) fn pipelock_yaml(plan: &Plan) -> Result<String, RenderError> {
     let config = Config {
         version: 1,
         mode: "strict",
-        api_allowlist: plan.routes.iter().map(|r| r.host.clone()).collect(),
+        api_allowlist: plan.routes.iter().map(|r| r.host.to_string()).collect(),
         fetch_proxy: FetchProxy {
             listen: LISTEN,
             monitoring: Monitoring {
@@ -116,7 +116,7 @@ pub(crate) fn pipelock_yaml(plan: &Plan) -> Result<String, RenderError> {
                 .routes
                 .iter()
                 .filter(|r| r.auth.is_some())
-                .map(|r| r.host.clone())
+                .map(|r| r.host.to_string())
                 .collect(),
             max_response_bytes: MAX_RESPONSE_BYTES,
         },

@@ -71,7 +71,12 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         "  routes ({}; any other host is refused)",
         plan.routes.len()
     );
-    let width = plan.routes.iter().map(|r| r.host.len()).max().unwrap_or(0);
+    let width = plan
+        .routes
+        .iter()
+        .map(|r| r.host.as_str().len())
+        .max()
+        .unwrap_or(0);
     for r in &plan.routes {
         let paths = if r.path_allowlist.is_empty() {
             "all paths".to_owned()
@@ -83,7 +88,7 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
             Some(a) => {
                 let scheme = match &a.header {
                     Some(h) => format!("header {h}"),
-                    None => a.scheme.clone(),
+                    None => a.scheme.name().to_owned(),
                 };
                 let set = if a.token_set { "set" } else { "NOT SET" };
                 format!("auth {scheme} from ${} ({set})", a.token)

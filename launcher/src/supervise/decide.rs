@@ -84,7 +84,7 @@ pub(crate) fn prepare<H: HostEnv>(
     let token = match &applied {
         Request::Egress(egress) => match &egress.auth {
             Some(auth) => Some(Secret::new(
-                host.var(&auth.token_ref).filter(|v| !v.is_empty()).ok_or_else(|| {
+                host.var(auth.token_ref.as_str()).filter(|v| !v.is_empty()).ok_or_else(|| {
                     anyhow::anyhow!(
                         "proposal {id} injects a token from the host variable {var}, which is not set here; set {var} in the environment that runs claude-bottle and approve again (nothing was changed)",
                         var = auth.token_ref
@@ -266,19 +266,19 @@ mod tests {
     #[test]
     fn prepare_reads_the_token_validates_and_diffs_the_edit() {
         use crate::secrets::fake::FakeHost;
-        use bottle_contract::bundle_config::AuthScheme;
-        use bottle_contract::supervise::{AuthRequest, EgressRequest};
+        use bottle_contract::route::{AuthScheme, RouteAuth};
+        use bottle_contract::supervise::EgressRequest;
 
         let root = tempfile::tempdir().unwrap();
         write_proposal(root.path(), "dev-abcde", "p-1", 1);
         let pending = queue::find(root.path(), "p-1").unwrap();
         let with_auth = |host: &str| {
             Request::Egress(EgressRequest {
-                host: host.into(),
-                path_allowlist: vec!["/api/".into()],
-                auth: Some(AuthRequest {
+                host: host.parse().unwrap(),
+                path_allowlist: vec!["/api/".parse().unwrap()],
+                auth: Some(RouteAuth {
                     scheme: AuthScheme::Bearer,
-                    token_ref: "DOCS_TOKEN".into(),
+                    token_ref: "DOCS_TOKEN".parse().unwrap(),
                 }),
             })
         };
@@ -318,10 +318,11 @@ mod tests {
             !format!("{ready:?}").contains("tok-value"),
             "Debug shows the token"
         );
-        // An invalid edit is refused before anything else.
-        let err = prepare(&pending, Some(with_auth("Docs.rs")), &host)
+        // An invalid edit is refused before anything else: here a wildcard, which a manifest
+        // may hold but a proposal may not (an invalid host cannot even be a request).
+        let err = prepare(&pending, Some(with_auth("*.docs.rs")), &host)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("lowercase"), "{err}");
+        assert!(err.contains("wildcard"), "{err}");
     }
 }

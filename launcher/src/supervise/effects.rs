@@ -158,7 +158,7 @@ pub(crate) async fn apply_egress<B: Backend>(
             })?;
         secrets
             .tokens
-            .insert(auth.token_ref.clone(), token.expose().to_owned());
+            .insert(auth.token_ref.to_string(), token.expose().to_owned());
         let text = serde_json::to_string_pretty(&secrets)
             .map_err(|_| anyhow::anyhow!("cannot write the secrets file"))?;
         originals.push(secrets_file.with(secrets_file.contents.clone()));
@@ -235,7 +235,7 @@ fn lists_route(body: &str, wanted: &RouteConfig) -> bool {
     let Ok(page) = serde_json::from_str::<serde_json::Value>(body) else {
         return false;
     };
-    let mut want: Vec<&str> = wanted.path_allowlist.iter().map(String::as_str).collect();
+    let mut want: Vec<&str> = wanted.path_allowlist.iter().map(|p| p.as_str()).collect();
     want.sort_unstable();
     page["routes"].as_array().into_iter().flatten().any(|r| {
         let mut paths: Vec<&str> = r["path_allowlist"]
@@ -353,8 +353,9 @@ mod tests {
     #[test]
     fn introspection_must_list_the_host_with_the_same_paths() {
         let wanted = RouteConfig {
-            host: "docs.rs".into(),
-            path_allowlist: vec!["/b/".into(), "/a/".into()],
+            host: "docs.rs".parse().unwrap(),
+            port: None,
+            path_allowlist: vec!["/b/".parse().unwrap(), "/a/".parse().unwrap()],
             auth: None,
         };
         let page = |paths: &str| {

@@ -241,7 +241,7 @@ pub(crate) mod tests {
             created,
             justification: format!("need {id}"),
             request: Request::Egress(EgressRequest {
-                host: "docs.rs".into(),
+                host: "docs.rs".parse().unwrap(),
                 path_allowlist: vec![],
                 auth: None,
             }),

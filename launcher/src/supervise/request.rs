@@ -1,21 +1,18 @@
 //! A proposal's request: validation with the manifest's own value checks, the operator's
 //! `$EDITOR` round trip, and the lines shown for it (`dashboard --once`, the TUI's detail pane).
 //!
-//! The bundle validated the request already, but it is the agent's side of the boundary: the
-//! host checks again before acting, and checks the operator's edit the same way, so an
-//! approved route is always one the manifest could have declared.
+//! An egress request is made of the contract's route types, so a proposal file (or the
+//! operator's edit) that does not hold a route the manifest could declare does not even
+//! parse; `validate` adds what a proposal may not do that a manifest may (a wildcard).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bottle_contract::bundle_config::AuthScheme;
-use bottle_contract::supervise::{AuthRequest, EgressRequest, Proposal, Request};
+use bottle_contract::route::AuthScheme;
+use bottle_contract::supervise::{EgressRequest, Proposal, Request};
 
-use crate::manifest::Host;
-use crate::manifest::values::{
-    Layout, check_path_prefix, escape_controls, valid_env_name, valid_header_name,
-};
+use crate::manifest::values::{Layout, escape_controls};
 
 /// `egress`, `capability` or `pipelock`: the request's kind as the queue spells it.
 pub(crate) fn kind(request: &Request) -> &'static str {
@@ -45,37 +42,12 @@ pub(crate) fn validate(request: &Request) -> Result<(), String> {
 }
 
 fn validate_egress(egress: &EgressRequest) -> Result<(), String> {
-    let host = Host::parse(&egress.host).map_err(|m| format!("`host`: {m}"))?;
-    if host.as_str().starts_with("*.") {
+    // Host, prefixes, header and token name were checked as the request was read.
+    if egress.host.is_wildcard() {
         return Err(format!(
             "`host`: `{}` is a wildcard; a proposal names one exact host",
-            line(&egress.host)
+            line(egress.host.as_str())
         ));
-    }
-    for (i, p) in egress.path_allowlist.iter().enumerate() {
-        check_path_prefix(p).map_err(|m| format!("`path_allowlist[{i}]`: {m}"))?;
-    }
-    if let Some(AuthRequest { scheme, token_ref }) = &egress.auth {
-        if !valid_env_name(token_ref) {
-            return Err(format!(
-                "`auth.token_ref`: `{}` must name a host environment variable (letters, digits, `_`), not hold the token itself",
-                line(token_ref)
-            ));
-        }
-        if let AuthScheme::Header { name } = scheme {
-            let lower = name.to_ascii_lowercase();
-            if !valid_header_name(name)
-                || matches!(
-                    lower.as_str(),
-                    "host" | "cookie" | "content-length" | "transfer-encoding" | "connection"
-                )
-            {
-                return Err(format!(
-                    "`auth.scheme.header.name`: `{}` cannot carry a credential; use a header such as `x-api-key`",
-                    line(name)
-                ));
-            }
-        }
     }
     Ok(())
 }
@@ -125,9 +97,7 @@ pub(crate) fn from_edited(original: &Request, text: &str) -> Result<Request, Str
             Ok(request @ Request::Egress(_)) => request,
             Ok(_) => return Err("the edited request must stay an egress route".into()),
             Err(e) => {
-                return Err(format!(
-                    "the edited request is not valid JSON for a request: {e}"
-                ));
+                return Err(format!("the edited request is not valid: {e}"));
             }
         },
         Request::Capability { .. } => Request::Capability {
@@ -210,7 +180,7 @@ pub(crate) fn detail_lines(proposal: &Proposal) -> Vec<String> {
     let mut lines = vec![format!("why: {}", line(&proposal.justification))];
     match &proposal.request {
         Request::Egress(e) => {
-            lines.push(format!("host: {}", line(&e.host)));
+            lines.push(format!("host: {}", line(e.host.as_str())));
             lines.push(if e.path_allowlist.is_empty() {
                 "paths: (all)".to_owned()
             } else {
@@ -221,7 +191,7 @@ pub(crate) fn detail_lines(proposal: &Proposal) -> Vec<String> {
                 Some(a) => format!(
                     "auth: {} with the host's ${}",
                     scheme_name(&a.scheme),
-                    line(&a.token_ref)
+                    line(a.token_ref.as_str())
                 ),
             });
         }
@@ -255,7 +225,7 @@ pub(crate) fn scheme_name(scheme: &AuthScheme) -> String {
         AuthScheme::Bearer => "Bearer".into(),
         AuthScheme::Token => "token".into(),
         AuthScheme::Basic => "Basic".into(),
-        AuthScheme::Header { name } => format!("header {}", line(name)),
+        AuthScheme::Header { name } => format!("header {}", line(name.as_str())),
     }
 }
 
@@ -272,16 +242,30 @@ pub(crate) fn age(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bottle_contract::route::RouteAuth;
 
     fn egress(host: &str, paths: &[&str], token_ref: Option<&str>) -> Request {
         Request::Egress(EgressRequest {
-            host: host.into(),
-            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
-            auth: token_ref.map(|t| AuthRequest {
+            host: host.parse().unwrap(),
+            path_allowlist: paths.iter().map(|p| p.parse().unwrap()).collect(),
+            auth: token_ref.map(|t| RouteAuth {
                 scheme: AuthScheme::Bearer,
-                token_ref: t.into(),
+                token_ref: t.parse().unwrap(),
             }),
         })
+    }
+
+    /// An operator's edit of an egress request, as JSON text.
+    fn edit(host: &str, paths: &[&str], auth: Option<(&str, &str)>) -> String {
+        let mut request =
+            serde_json::json!({"kind": "egress", "host": host, "path_allowlist": paths});
+        request["auth"] = match auth {
+            Some((scheme, token_ref)) => {
+                serde_json::json!({"scheme": scheme, "token_ref": token_ref})
+            }
+            None => serde_json::Value::Null,
+        };
+        request.to_string()
     }
 
     #[test]
@@ -293,38 +277,26 @@ mod tests {
             egress("docs.rs", &["/crate/"], Some("DOCS_TOKEN"))
         );
         let cases = [
-            (egress("Docs.RS", &[], None), "lowercase"),
-            (egress("10.0.0.1", &[], None), "IP address"),
-            (egress("docs.rs:8443", &[], None), "port"),
-            (egress("*.docs.rs", &[], None), "wildcard"),
-            (egress("docs.rs", &["crate/"], None), "path_allowlist[0]"),
-            (egress("docs.rs", &["/a/../b"], None), "`..`"),
+            (edit("Docs.RS", &[], None), "lowercase"),
+            (edit("10.0.0.1", &[], None), "IP address"),
+            (edit("docs.rs:8443", &[], None), "port"),
+            (edit("*.docs.rs", &[], None), "wildcard"),
+            (edit("docs.rs", &["crate/"], None), "must start with `/`"),
+            (edit("docs.rs", &["/a/../b"], None), "`..`"),
+            (edit("docs.rs", &[], Some(("bearer", "ghp_abc-123"))), "token"),
             (
-                egress("docs.rs", &[], Some("ghp_abc-123")),
-                "auth.token_ref",
+                r#"{"kind":"egress","host":"docs.rs","auth":{"scheme":{"header":{"name":"Cookie"}},"token_ref":"T"}}"#.to_owned(),
+                "cannot carry a credential",
             ),
         ];
-        for (request, expect) in cases {
-            let err = from_edited(&original, &to_editable(&request)).unwrap_err();
+        for (text, expect) in cases {
+            let err = from_edited(&original, &text).unwrap_err();
             assert!(err.contains(expect), "{expect}: {err}");
             assert!(err.starts_with("the edited request is not valid"), "{err}");
         }
-        let err = from_edited(&original, "{\"kind\": \"egress\", \"host\": 1}").unwrap_err();
-        assert!(err.contains("not valid JSON for a request"), "{err}");
         let err =
             from_edited(&original, "{\"kind\": \"pipelock\", \"change\": \"a: 1\"}").unwrap_err();
         assert!(err.contains("must stay an egress route"), "{err}");
-        let header = Request::Egress(EgressRequest {
-            host: "docs.rs".into(),
-            path_allowlist: vec![],
-            auth: Some(AuthRequest {
-                scheme: AuthScheme::Header {
-                    name: "Cookie".into(),
-                },
-                token_ref: "T".into(),
-            }),
-        });
-        assert!(validate(&header).unwrap_err().contains("cannot carry"));
     }
 
     #[test]
@@ -403,19 +375,22 @@ mod tests {
             identity: "dev-abcde".into(),
             created: 100,
             justification: format!("fine{hostile}\np-2  dev-abcde  egress  1s ago"),
-            request: egress(&format!("docs.rs{hostile}"), &[], Some("T\u{1b}[8m")),
+            request: egress("docs.rs", &[], Some("T")),
         };
         let lines = detail_lines(&p);
         assert_eq!(
             lines,
             [
                 r"why: fine\u{1b}[2K\u{1b}]52;c;Y3VybA==\u{7}\u{d}\u{202e}\u{a}p-2  dev-abcde  egress  1s ago",
-                r"host: docs.rs\u{1b}[2K\u{1b}]52;c;Y3VybA==\u{7}\u{d}\u{202e}",
+                "host: docs.rs",
                 "paths: (all)",
-                r"auth: Bearer with the host's $T\u{1b}[8m",
+                "auth: Bearer with the host's $T",
             ]
         );
-        let err = validate(&p.request).unwrap_err();
+        // A hostile host cannot be part of a request at all; the refusal quotes it escaped.
+        let edit =
+            serde_json::json!({"kind": "egress", "host": format!("docs.rs{hostile}")}).to_string();
+        let err = from_edited(&p.request, &edit).unwrap_err();
         assert!(err.contains(r"docs.rs\u{1b}[2K"), "{err}");
         assert!(!err.contains('\u{1b}'), "{err}");
 

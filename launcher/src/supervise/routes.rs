@@ -9,16 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bottle_contract::bundle_config::{AuthConfig, RouteConfig};
+use bottle_contract::bundle_config::RouteConfig;
+use bottle_contract::route::PathPrefix;
 use bottle_contract::supervise::{EgressRequest, write_atomic};
 use serde::{Deserialize, Serialize};
 
 /// Merges `request` into `routes` (see the module comment for the rules).
 pub(crate) fn merge(routes: &mut Vec<RouteConfig>, request: &EgressRequest) {
-    let auth = request.auth.as_ref().map(|a| AuthConfig {
-        scheme: a.scheme.clone(),
-        token_slot: a.token_ref.clone(),
-    });
+    let auth = request.auth.clone();
     match routes.iter_mut().find(|r| r.host == request.host) {
         Some(route) => {
             route.path_allowlist = union(&route.path_allowlist, &request.path_allowlist);
@@ -28,6 +26,7 @@ pub(crate) fn merge(routes: &mut Vec<RouteConfig>, request: &EgressRequest) {
         }
         None => routes.push(RouteConfig {
             host: request.host.clone(),
+            port: None,
             path_allowlist: request.path_allowlist.clone(),
             auth,
         }),
@@ -35,7 +34,7 @@ pub(crate) fn merge(routes: &mut Vec<RouteConfig>, request: &EgressRequest) {
 }
 
 /// Path prefixes allowed by either list; empty (every path) wins.
-fn union(a: &[String], b: &[String]) -> Vec<String> {
+fn union(a: &[PathPrefix], b: &[PathPrefix]) -> Vec<PathPrefix> {
     if a.is_empty() || b.is_empty() {
         return Vec::new();
     }
@@ -64,7 +63,7 @@ pub(crate) fn describe(routes: &[RouteConfig]) -> String {
                 format!(
                     "{} from {}",
                     super::request::scheme_name(&a.scheme),
-                    a.token_slot
+                    a.token_ref
                 )
             },
         );
@@ -113,27 +112,27 @@ pub(crate) fn save_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bottle_contract::bundle_config::AuthScheme;
-    use bottle_contract::supervise::AuthRequest;
+    use bottle_contract::route::{AuthScheme, RouteAuth};
 
     fn route(host: &str, paths: &[&str], slot: Option<&str>) -> RouteConfig {
         RouteConfig {
-            host: host.into(),
-            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
-            auth: slot.map(|s| AuthConfig {
+            host: host.parse().unwrap(),
+            port: None,
+            path_allowlist: paths.iter().map(|p| p.parse().unwrap()).collect(),
+            auth: slot.map(|s| RouteAuth {
                 scheme: AuthScheme::Bearer,
-                token_slot: s.into(),
+                token_ref: s.parse().unwrap(),
             }),
         }
     }
 
     fn ask(host: &str, paths: &[&str], token_ref: Option<&str>) -> EgressRequest {
         EgressRequest {
-            host: host.into(),
-            path_allowlist: paths.iter().map(|p| (*p).to_owned()).collect(),
-            auth: token_ref.map(|t| AuthRequest {
+            host: host.parse().unwrap(),
+            path_allowlist: paths.iter().map(|p| p.parse().unwrap()).collect(),
+            auth: token_ref.map(|t| RouteAuth {
                 scheme: AuthScheme::Token,
-                token_ref: t.into(),
+                token_ref: t.parse().unwrap(),
             }),
         }
     }
@@ -166,10 +165,10 @@ mod tests {
     fn auth_comes_from_the_proposal_and_is_never_stripped() {
         let mut routes = vec![route("docs.rs", &["/a/"], Some("OLD"))];
         merge(&mut routes, &ask("docs.rs", &["/b/"], None));
-        assert_eq!(routes[0].auth, route("x", &[], Some("OLD")).auth);
+        assert_eq!(routes[0].auth, route("x.test", &[], Some("OLD")).auth);
         merge(&mut routes, &ask("docs.rs", &[], Some("NEW_TOKEN")));
         let auth = routes[0].auth.clone().unwrap();
-        assert_eq!(auth.token_slot, "NEW_TOKEN");
+        assert_eq!(auth.token_ref, "NEW_TOKEN");
         assert_eq!(auth.scheme, AuthScheme::Token);
     }
 

@@ -324,9 +324,9 @@ fn bad_route_duplicate_host() {
 fn bad_path_not_absolute() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      path_allowlist: [repos/]\n",
-        expect![[
-            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `repos/` must start with `/`"#
-        ]],
+        expect![
+            "/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].path_allowlist[0]`: `repos/` must start with `/`, e.g. /repos/alice/"
+        ],
     );
 }
 
@@ -421,9 +421,9 @@ fn bad_auth_missing_token_ref() {
 fn bad_auth_token_value_instead_of_name() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: Bearer, token_ref: \"ghp_abc-123\"}\n",
-        expect![[
-            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.token_ref`: must name a host environment variable (letters, digits, `_`), not hold the token itself"#
-        ]],
+        expect![
+            "/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.token_ref`: must name a host environment variable in upper case (A-Z, 0-9, `_`, e.g. GH_PAT), not hold the token itself"
+        ],
     );
 }
 
@@ -461,9 +461,9 @@ fn bad_auth_header_with_bearer() {
 fn bad_auth_header_forbidden() {
     check_bottle(
         "egress:\n  routes:\n    - host: a.test\n      auth: {scheme: header, header: Host, token_ref: T}\n",
-        expect![[
-            r#"/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.header`: `Host` cannot carry a credential; use a header such as `x-api-key`"#
-        ]],
+        expect![
+            "/h/.claude-bottle/bottles/b.md:5: `egress.routes[0].auth.header`: `Host` cannot carry a credential (it is framing, hop-by-hop or read as something else); use the header the API expects, such as `x-api-key`"
+        ],
     );
 }
 

@@ -9,6 +9,7 @@ use super::*;
 
 mod bad_agent;
 mod bad_bottle;
+mod route_vocabulary;
 
 pub(super) const BOTTLE_FILE: &str = "/h/.claude-bottle/bottles/b.md";
 pub(super) const AGENT_FILE: &str = "/h/.claude-bottle/agents/a.md";
@@ -145,37 +146,45 @@ Docs.
             ],
             routes: [
                 Route {
-                    host: Host(
+                    host: RouteHost(
                         "api.github.com",
                     ),
                     path_allowlist: [
-                        "/repos/alice/",
+                        PathPrefix(
+                            "/repos/alice/",
+                        ),
                     ],
                     auth: Some(
                         RouteAuth {
                             scheme: Bearer,
-                            token_ref: "GH_PAT",
+                            token_ref: TokenRef(
+                                "GH_PAT",
+                            ),
                         },
                     ),
                 },
                 Route {
-                    host: Host(
+                    host: RouteHost(
                         "*.linear.app",
                     ),
                     path_allowlist: [],
                     auth: None,
                 },
                 Route {
-                    host: Host(
+                    host: RouteHost(
                         "api.example.com",
                     ),
                     path_allowlist: [],
                     auth: Some(
                         RouteAuth {
-                            scheme: Header(
-                                "x-api-key",
+                            scheme: Header {
+                                name: HeaderName(
+                                    "x-api-key",
+                                ),
+                            },
+                            token_ref: TokenRef(
+                                "EX_KEY",
                             ),
-                            token_ref: "EX_KEY",
                         },
                     ),
                 },
