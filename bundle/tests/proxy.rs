@@ -381,7 +381,7 @@ fn egress_local_routes_lists_routes_without_secrets(mode: Mode) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["host"] == format!("api.test:{port}"))
+        .find(|r| r["host"] == "api.test" && r["port"] == port)
         .unwrap();
     assert_eq!(api["auth"], "Bearer");
     assert_eq!(api["path_allowlist"][0], "/v1/");

@@ -14,6 +14,7 @@
 
 pub mod bundle_config;
 pub mod route;
+pub mod secret;
 pub mod secrets;
 pub mod supervise;
 pub mod text;

@@ -278,8 +278,22 @@ impl PathPrefix {
     }
 }
 
-/// Headers that can never carry a credential: framing, hop-by-hop, proxy-only, and the
-/// headers an upstream reads as something else than a credential for this route.
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy ones: the proxy never forwards them.
+pub const HOP_BY_HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers that can never carry a credential: every [`HOP_BY_HOP_HEADERS`] one (the proxy
+/// strips them), framing, and headers an upstream reads as something other than this route's
+/// credential.
 pub const RESERVED_HEADERS: &[&str] = &[
     "host",
     "cookie",
@@ -471,6 +485,37 @@ pub struct RouteAuth {
     /// Written `token_slot` before schema 3; a saved `routes.json` of that time still reads.
     #[serde(alias = "token_slot")]
     pub token_ref: TokenRef,
+}
+
+/// The proxy's live route table as `http://egress.local/routes` serves it (the agent reads it;
+/// the host's approval reads it to confirm a new route is live). Names only, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub routes: Vec<RouteSummary>,
+}
+
+/// One route of a [`RouteTable`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSummary {
+    pub host: RouteHost,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<std::num::NonZeroU16>,
+    pub path_allowlist: Vec<PathPrefix>,
+    /// The credential's scheme name (`Bearer`, `token`, `Basic`, `header`), if one is injected.
+    pub auth: Option<String>,
+}
+
+impl RouteTable {
+    /// Whether the table holds `host` (default port) with exactly these path prefixes.
+    pub fn lists(&self, host: &RouteHost, paths: &[PathPrefix]) -> bool {
+        let mut want: Vec<&PathPrefix> = paths.iter().collect();
+        want.sort();
+        self.routes.iter().any(|r| {
+            let mut have: Vec<&PathPrefix> = r.path_allowlist.iter().collect();
+            have.sort();
+            r.host == *host && r.port.is_none() && have == want
+        })
+    }
 }
 
 /// Values every side must judge alike, for the conformance tests of each crate (the manifest,
@@ -665,6 +710,13 @@ mod tests {
             "é",
         ] {
             assert!(HeaderName::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_reserved() {
+        for h in HOP_BY_HOP_HEADERS {
+            assert!(RESERVED_HEADERS.contains(h), "{h}");
         }
     }
 

@@ -15,27 +15,8 @@ use std::io::IsTerminal;
 
 use crate::manifest::{Bottle, EnvSource};
 
-/// A secret value. `Debug` is redacted and there is no `Display`: the only way to the value is
-/// [`Secret::expose`], which the renderers call when writing the secrets file.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
-
-impl Secret {
-    pub(crate) fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The value itself. Call only where it is written to its destination.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// The contract's one secret type (redacted `Debug`, no `Display`).
+pub(crate) use bottle_contract::secret::Secret;
 
 /// What the launcher may ask of the host: environment variables and the terminal. Passed in so
 /// unit tests never touch the real environment or tty.

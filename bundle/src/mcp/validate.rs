@@ -280,7 +280,9 @@ mod tests {
         let config_accepts = |route: serde_json::Value| {
             serde_json::from_value::<RouteConfig>(route).is_ok_and(|r| {
                 let mut secrets = bottle_contract::secrets::SecretsFile::default();
-                secrets.tokens.insert("K".into(), "v".into());
+                secrets
+                    .tokens
+                    .insert("K".into(), bottle_contract::secret::Secret::new("v".into()));
                 crate::proxy::policy::Policy::from_config(&[r], &secrets).is_ok()
             })
         };

@@ -22,18 +22,8 @@ pub(crate) struct Target {
     pub(crate) tls: bool,
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy ones; never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Never forwarded (the contract's list, which credential headers are also checked against).
+use bottle_contract::route::HOP_BY_HOP_HEADERS as HOP_BY_HOP;
 
 /// Handles one request for `target`; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -227,7 +217,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
-        headers.remove(name);
+        headers.remove(*name);
     }
 }
 

@@ -7,22 +7,6 @@ use bottle_contract::secrets::SecretsFile;
 use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// A token value. `Debug` is redacted and there is no `Display`, so it cannot end up in a log
-/// line or an error by accident.
-pub(crate) struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Secret {
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Why an `auth` block could not be turned into an injection. Never carries the value.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectionError {
@@ -60,13 +44,10 @@ impl Injection {
         secrets: &SecretsFile,
     ) -> Result<Injection, InjectionError> {
         let slot = auth.token_ref.as_str();
-        let secret = Secret(
-            secrets
-                .tokens
-                .get(slot)
-                .ok_or_else(|| InjectionError::MissingSlot(slot.to_owned()))?
-                .clone(),
-        );
+        let secret = secrets
+            .tokens
+            .get(slot)
+            .ok_or_else(|| InjectionError::MissingSlot(slot.to_owned()))?;
         let (header, text, scheme) = match &auth.scheme {
             AuthScheme::Bearer => (
                 AUTHORIZATION,
@@ -118,7 +99,10 @@ mod tests {
 
     fn injection(scheme: AuthScheme, value: &str) -> Result<Injection, InjectionError> {
         let mut secrets = SecretsFile::default();
-        secrets.tokens.insert("S".into(), value.into());
+        secrets.tokens.insert(
+            "S".into(),
+            bottle_contract::secret::Secret::new(value.into()),
+        );
         let auth = RouteAuth {
             scheme,
             token_ref: "S".parse().unwrap(),
@@ -166,7 +150,6 @@ mod tests {
     fn errors_and_debug_never_show_the_value() {
         let inj = injection(AuthScheme::Bearer, "sekrit-value").unwrap();
         assert!(!format!("{inj:?}").contains("sekrit"));
-        assert!(!format!("{:?}", Secret("sekrit".into())).contains("sekrit"));
         let err = injection(AuthScheme::Bearer, "bad\nsekrit")
             .unwrap_err()
             .to_string();

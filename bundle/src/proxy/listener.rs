@@ -206,18 +206,19 @@ fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         );
     }
     let policy = shared.policy.load();
-    let routes: Vec<serde_json::Value> = policy
-        .routes
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "host": r.label(),
-                "path_allowlist": r.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-                "auth": r.auth.as_ref().map(|a| a.scheme()),
+    let table = bottle_contract::route::RouteTable {
+        routes: policy
+            .routes
+            .iter()
+            .map(|r| bottle_contract::route::RouteSummary {
+                host: r.host.clone(),
+                port: r.port.and_then(std::num::NonZeroU16::new),
+                path_allowlist: r.paths.clone(),
+                auth: r.auth.as_ref().map(|a| a.scheme().to_owned()),
             })
-        })
-        .collect();
-    let body = serde_json::json!({ "routes": routes }).to_string();
+            .collect(),
+    };
+    let body = serde_json::to_string(&table).unwrap_or_default();
     let mut response = Response::new(full(body + "\n"));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -221,7 +221,10 @@ mod tests {
     #[test]
     fn a_start_error_shows_its_cause_once() {
         let mut secrets = SecretsFile::default();
-        secrets.tokens.insert("S".into(), "no-colon".into());
+        secrets.tokens.insert(
+            "S".into(),
+            bottle_contract::secret::Secret::new("no-colon".into()),
+        );
         let route = RouteConfig {
             host: "a.test".parse().unwrap(),
             port: None,

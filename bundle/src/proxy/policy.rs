@@ -206,7 +206,10 @@ mod tests {
 
     fn policy() -> Policy {
         let mut secrets = SecretsFile::default();
-        secrets.tokens.insert("GH".into(), "ghp_secret".into());
+        secrets.tokens.insert(
+            "GH".into(),
+            bottle_contract::secret::Secret::new("ghp_secret".into()),
+        );
         let routes = vec![
             RouteConfig {
                 host: "api.github.com".parse().unwrap(),

@@ -203,9 +203,18 @@ impl Env {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, config.to_json()).unwrap();
         let mut secrets = SecretsFile::default();
-        secrets.tokens.insert("API".into(), BEARER_TOKEN.into());
-        secrets.tokens.insert("KEY".into(), KEY_TOKEN.into());
-        secrets.tokens.insert("BASIC".into(), BASIC_TOKEN.into());
+        secrets.tokens.insert(
+            "API".into(),
+            bottle_contract::secret::Secret::new(BEARER_TOKEN.into()),
+        );
+        secrets.tokens.insert(
+            "KEY".into(),
+            bottle_contract::secret::Secret::new(KEY_TOKEN.into()),
+        );
+        secrets.tokens.insert(
+            "BASIC".into(),
+            bottle_contract::secret::Secret::new(BASIC_TOKEN.into()),
+        );
         let secrets_path = dir.path().join("secrets.json");
         std::fs::write(&secrets_path, serde_json::to_string(&secrets).unwrap()).unwrap();
 

@@ -139,7 +139,7 @@ pub(crate) fn secrets_file(tokens: &BTreeMap<String, Secret>) -> SecretsFile {
     SecretsFile {
         tokens: tokens
             .iter()
-            .map(|(slot, value)| (slot.clone(), value.expose().to_owned()))
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect(),
     }
 }

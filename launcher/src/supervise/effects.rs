@@ -158,7 +158,7 @@ pub(crate) async fn apply_egress<B: Backend>(
             })?;
         secrets
             .tokens
-            .insert(auth.token_ref.to_string(), token.expose().to_owned());
+            .insert(auth.token_ref.to_string(), token.clone());
         let text = serde_json::to_string_pretty(&secrets)
             .map_err(|_| anyhow::anyhow!("cannot write the secrets file"))?;
         originals.push(secrets_file.with(secrets_file.contents.clone()));
@@ -230,23 +230,11 @@ async fn confirm_route<B: Backend>(
     }
 }
 
-/// Whether the introspection page's JSON lists `wanted`'s host with the same path prefixes.
+/// Whether the introspection page (the proxy's `bottle_contract::route::RouteTable`) lists `wanted`'s host with the
+/// same path prefixes.
 fn lists_route(body: &str, wanted: &RouteConfig) -> bool {
-    let Ok(page) = serde_json::from_str::<serde_json::Value>(body) else {
-        return false;
-    };
-    let mut want: Vec<&str> = wanted.path_allowlist.iter().map(|p| p.as_str()).collect();
-    want.sort_unstable();
-    page["routes"].as_array().into_iter().flatten().any(|r| {
-        let mut paths: Vec<&str> = r["path_allowlist"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-            .collect();
-        paths.sort_unstable();
-        r["host"].as_str() == Some(wanted.host.as_str()) && paths == want
-    })
+    serde_json::from_str::<bottle_contract::route::RouteTable>(body)
+        .is_ok_and(|table| table.lists(&wanted.host, &wanted.path_allowlist))
 }
 
 /// Merges the YAML mapping `change` into the bottle's pipelock config and signals the bundle.
