@@ -1,5 +1,6 @@
 //! Per-bottle state on the host: `<manifest home>/state/<identity>/` (`metadata.json`, and for
-//! a suspended bottle `agent.Dockerfile` and `work.tar`; `routes.json` holds approved routes),
+//! a suspended bottle `agent.Dockerfile` and `work.tar`; `routes.json`, the object holding the
+//! routes live after the last approval, is read and written only by `supervise::routes`),
 //! and the bottle's supervise queue, `<manifest home>/queue/<identity>/`.
 //!
 //! Written when a bottle starts, removed when it is torn down, so `list` can say which agent a

@@ -5,10 +5,8 @@
 //! restored and its approved routes re-applied. A failure keeps the saved state.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use anyhow::Context;
-use bottle_contract::bundle_config::RouteConfig;
 
 use super::start::{self, Ctx, Origin, Prepared};
 use crate::backend::Backend;
@@ -58,7 +56,7 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
         root: root.clone(),
         cwd: project,
     };
-    let live_routes = approved_routes(&state_dir.join(state::ROUTES))?;
+    let live_routes = crate::supervise::routes::load_state(root, &meta.identity)?;
 
     let loaded = manifest::load(&dirs, &meta.agent)?;
     let facts = facts::gather(&loaded, host)?;
@@ -118,64 +116,4 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
                 )
             })
     })
-}
-
-/// The routes the bottle had live when it was suspended (`state/<id>/routes.json`, written by
-/// each approval: `{"identity", "updated", "routes": [...]}`, or a bare list of routes); none
-/// when the file does not exist.
-fn approved_routes(path: &Path) -> anyhow::Result<Vec<RouteConfig>> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Saved {
-        List(Vec<RouteConfig>),
-        State { routes: Vec<RouteConfig> },
-    }
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let saved: Saved = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} does not hold the bottle's routes (host, path_allowlist, auth); fix or remove it to resume without the approved routes",
-            path.display()
-        )
-    })?;
-    Ok(match saved {
-        Saved::List(routes) | Saved::State { routes } => routes,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn approved_routes_are_read_when_present_and_clear_when_broken() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(state::ROUTES);
-        assert!(approved_routes(&path).unwrap().is_empty());
-        std::fs::write(
-            &path,
-            r#"[{"host":"docs.rs","path_allowlist":["/x/"],"auth":null},
-                {"host":"api.test","auth":{"scheme":"bearer","token_slot":"E2E_TOKEN"}}]"#,
-        )
-        .unwrap();
-        let routes = approved_routes(&path).unwrap();
-        assert_eq!(routes.len(), 2);
-        assert_eq!(routes[1].auth.as_ref().unwrap().token_ref, "E2E_TOKEN");
-        // The approvals' form: the routes with who and when.
-        std::fs::write(
-            &path,
-            r#"{"identity":"dev-abcde","updated":1,"routes":[{"host":"docs.rs","auth":null}]}"#,
-        )
-        .unwrap();
-        assert_eq!(approved_routes(&path).unwrap()[0].host, "docs.rs");
-        std::fs::write(&path, "{").unwrap();
-        let err = format!("{:#}", approved_routes(&path).unwrap_err());
-        assert!(
-            err.contains("routes.json") && err.contains("does not hold"),
-            "{err}"
-        );
-    }
 }

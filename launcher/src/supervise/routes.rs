@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use bottle_contract::bundle_config::RouteConfig;
 use bottle_contract::route::PathPrefix;
-use bottle_contract::supervise::{EgressRequest, write_atomic};
+use bottle_contract::supervise::EgressRequest;
 use serde::{Deserialize, Serialize};
 
 /// Merges `request` into `routes` (see the module comment for the rules).
@@ -86,27 +86,47 @@ pub(crate) fn state_path(root: &Path, identity: &str) -> PathBuf {
     crate::state::dir(root, identity).join(crate::state::ROUTES)
 }
 
-/// Records the bottle's routes after an approval.
+/// Records the bottle's routes after an approval, written as the rest of the bottle's state
+/// is (0600, synced, renamed into place).
 pub(crate) fn save_state(
     root: &Path,
     identity: &str,
     routes: &[RouteConfig],
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = crate::state::dir(root, identity);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
     let state = RoutesState {
         identity: identity.to_owned(),
         updated: super::now(),
         routes: routes.to_vec(),
     };
-    let path = state_path(root, identity);
     let text = serde_json::to_string_pretty(&state)?;
-    write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    crate::state::write_file(root, identity, crate::state::ROUTES, text.as_bytes())?;
+    Ok(())
+}
+
+/// The routes a bottle had live when it was suspended (none if it never had an approval), for
+/// `resume`. Also reads the plain list an earlier version wrote.
+pub(crate) fn load_state(root: &Path, identity: &str) -> anyhow::Result<Vec<RouteConfig>> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        List(Vec<RouteConfig>),
+        State { routes: Vec<RouteConfig> },
+    }
+    let path = state_path(root, identity);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let saved: Saved = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} does not hold the bottle's routes (host, path_allowlist, auth); fix or remove it to resume without the approved routes",
+            path.display()
+        )
+    })?;
+    Ok(match saved {
+        Saved::List(routes) | Saved::State { routes } => routes,
+    })
 }
 
 #[cfg(test)]
@@ -181,5 +201,42 @@ mod tests {
         let state: RoutesState = serde_json::from_str(&text).unwrap();
         assert_eq!(state.routes, routes);
         assert_eq!(describe(&routes), "docs.rs paths=* Bearer from SLOT\n");
+        // It reads back, and is private to the operator like the rest of the state.
+        assert_eq!(load_state(root.path(), "dev-abcde").unwrap(), routes);
+        use std::os::unix::fs::PermissionsExt;
+        let path = state_path(root.path(), "dev-abcde");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn approved_routes_are_read_when_present_and_clear_when_broken() {
+        let root = tempfile::tempdir().unwrap();
+        let (root, id) = (root.path(), "dev-abcde");
+        assert!(load_state(root, id).unwrap().is_empty());
+        let path = state_path(root, id);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            r#"[{"host":"docs.rs","path_allowlist":["/x/"],"auth":null},
+                {"host":"api.test","auth":{"scheme":"bearer","token_slot":"E2E_TOKEN"}}]"#,
+        )
+        .unwrap();
+        let routes = load_state(root, id).unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[1].auth.as_ref().unwrap().token_ref, "E2E_TOKEN");
+        // The approvals' form: the routes with who and when.
+        std::fs::write(
+            &path,
+            r#"{"identity":"dev-abcde","updated":1,"routes":[{"host":"docs.rs","auth":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(load_state(root, id).unwrap()[0].host, "docs.rs");
+        std::fs::write(&path, "{").unwrap();
+        let err = format!("{:#}", load_state(root, id).unwrap_err());
+        assert!(
+            err.contains("routes.json") && err.contains("does not hold"),
+            "{err}"
+        );
     }
 }
