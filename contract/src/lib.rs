@@ -8,8 +8,9 @@
 //! [`route`] is the route vocabulary (host, path prefix, header, token name, scheme) every
 //! side parses routes with; [`text`] is the one sanitiser for untrusted text on a terminal.
 //!
-//! Only the types in this crate are serialized across the process boundary. Each side converts
-//! them once into its own validated types. Changing a type here changes the wire format: bump
+//! Only the types in this crate are serialized across the process boundary. Route values are
+//! validated by their own types as they are read ([`route`]), so neither side keeps rules of its
+//! own for them. Changing a type here changes the wire format: bump
 //! [`SCHEMA_VERSION`] and update the golden fixtures in `tests/fixtures/`.
 
 pub mod bundle_config;
