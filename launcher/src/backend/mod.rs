@@ -255,6 +255,34 @@ pub struct Object {
     pub running: bool,
 }
 
+impl Object {
+    /// Objects grouped by their identity label (one group per bottle).
+    pub(crate) fn by_identity(
+        objects: &[Object],
+    ) -> std::collections::BTreeMap<String, Vec<Object>> {
+        let mut groups: std::collections::BTreeMap<String, Vec<Object>> = Default::default();
+        for o in objects {
+            groups
+                .entry(o.identity.clone())
+                .or_default()
+                .push(o.clone());
+        }
+        groups
+    }
+
+    /// A bottle's state as its agent container shows it: `running`, `stopped` or `missing`.
+    pub(crate) fn agent_status(objects: &[Object]) -> &'static str {
+        match objects
+            .iter()
+            .find(|o| o.kind == ObjectKind::Container && o.role == "agent")
+        {
+            Some(o) if o.running => "running",
+            Some(_) => "stopped",
+            None => "missing",
+        }
+    }
+}
+
 /// A container engine.
 #[allow(async_fn_in_trait)] // Used with concrete types only; no dyn, no Send bound needed.
 pub trait Backend {

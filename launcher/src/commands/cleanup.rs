@@ -21,7 +21,7 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
         let objects = super::list::in_home(backend.list_objects(None).await?, root);
-        let groups = super::list::by_identity(&objects);
+        let groups = crate::backend::Object::by_identity(&objects);
         let mut doomed: Vec<Object> = Vec::new();
         let mut doomed_ids: Vec<(String, &'static str)> = Vec::new();
         for (identity, objects) in &groups {

@@ -3,7 +3,6 @@
 //! (`bottle-bundle probe`), and the relay asked the way the agent uses it. A bottle `cleanup`
 //! would remove (its launcher is gone) shows as `orphaned`, with the reason.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::backend::docker::DockerBackend;
@@ -14,7 +13,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
         let objects = backend.list_objects(None).await?;
-        let groups = by_identity(&in_home(objects, root));
+        let groups = Object::by_identity(&in_home(objects, root));
         // Suspended bottles have state but no Docker objects.
         let suspended: Vec<String> = state::identities(root)
             .into_iter()
@@ -37,7 +36,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<u8> {
                     "orphaned",
                     format!("{why}; `claude-bottle cleanup` removes it"),
                 ),
-                None => match agent_status(objects) {
+                None => match Object::agent_status(objects) {
                     "running" => ("running", health(&backend, objects).await),
                     other => (other, "-".to_owned()),
                 },
@@ -100,28 +99,4 @@ pub(crate) async fn health<B: Backend>(backend: &B, objects: &[Object]) -> Strin
 pub(crate) fn in_home(objects: Vec<Object>, root: &Path) -> Vec<Object> {
     let root = root.display().to_string();
     objects.into_iter().filter(|o| o.home == root).collect()
-}
-
-/// Objects grouped by their identity label.
-pub(crate) fn by_identity(objects: &[Object]) -> BTreeMap<String, Vec<Object>> {
-    let mut groups: BTreeMap<String, Vec<Object>> = BTreeMap::new();
-    for o in objects {
-        groups
-            .entry(o.identity.clone())
-            .or_default()
-            .push(o.clone());
-    }
-    groups
-}
-
-/// A bottle's state as its agent container shows it: `running`, `stopped` or `missing`.
-pub(crate) fn agent_status(objects: &[crate::backend::Object]) -> &'static str {
-    match objects
-        .iter()
-        .find(|o| o.kind == ObjectKind::Container && o.role == "agent")
-    {
-        Some(o) if o.running => "running",
-        Some(_) => "stopped",
-        None => "missing",
-    }
 }

@@ -155,10 +155,10 @@ fn refresh(
 fn bottle_rows(root: &Path, objects: &[crate::backend::Object]) -> Vec<BottleRow> {
     let home = root.display().to_string();
     let mine: Vec<_> = objects.iter().filter(|o| o.home == home).cloned().collect();
-    crate::commands::list::by_identity(&mine)
+    crate::backend::Object::by_identity(&mine)
         .into_iter()
         .map(|(identity, objects)| {
-            let status = crate::commands::list::agent_status(&objects);
+            let status = crate::backend::Object::agent_status(&objects);
             BottleRow {
                 agent: crate::state::load(root, &identity)
                     .map_or_else(|| "?".to_owned(), |m| m.agent),
