@@ -9,6 +9,8 @@
 //! [`Ledger`], which removes what it recorded when a later step fails (nothing half-created).
 
 pub mod docker;
+#[cfg(test)]
+pub(crate) mod memory;
 
 use std::collections::BTreeMap;
 

@@ -16,7 +16,10 @@ pub(crate) mod provision;
 pub(crate) mod suspend;
 pub(crate) mod worktree;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: tests run these waits with paused time, so a timeout costs none.
+use tokio::time::Instant;
 
 use anyhow::Context;
 
@@ -351,5 +354,142 @@ pub(crate) async fn unless_interrupted<F: std::future::Future>(
         out = f => Ok(Some(out)),
         _ = term.recv() => Ok(None),
         _ = int.recv() => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::{MemoryBackend, ok};
+    use crate::backend::{ExecOutput, ObjectKind};
+
+    fn limits() -> ResourceLimits {
+        ResourceLimits {
+            memory_bytes: 1 << 30,
+            pids: 256,
+            nano_cpus: 1_000_000_000,
+        }
+    }
+
+    fn plan() -> Launch {
+        Launch {
+            identity: "dev-abcde".into(),
+            home: "/h/.claude-bottle".into(),
+            agent_image: "claude-bottle-agent:x".into(),
+            bundle_image: "claude-bottle-bundle:x".into(),
+            bundle_files: vec![ContextFile::new(wire::BUNDLE_CONFIG_PATH, "{}", 0o644)],
+            bundle_binds: Vec::new(),
+            agent_files: vec![ContextFile::new("/etc/x", "x", 0o644)],
+            work_tar: None,
+            agent_cmd: vec!["claude".into()],
+            runtime: None,
+            tty: false,
+            agent_limits: limits(),
+            bundle_limits: limits(),
+        }
+    }
+
+    /// A bottle whose every step works: four objects, both containers running, the agent
+    /// released last.
+    #[tokio::test]
+    async fn a_launch_makes_the_bottles_four_objects_and_releases_the_agent_last() {
+        let backend = MemoryBackend::new();
+        let running = launch(&backend, &plan(), &mut |_| {}).await.unwrap();
+        let objects = backend.objects();
+        assert_eq!(objects.len(), 4, "{objects:?}");
+        assert!(
+            objects
+                .iter()
+                .all(|o| o.identity == "dev-abcde" && o.home == "/h/.claude-bottle")
+        );
+        assert!(
+            objects
+                .iter()
+                .filter(|o| o.kind == ObjectKind::Container)
+                .all(|o| o.running)
+        );
+        assert_eq!(
+            running.agent,
+            objects.iter().find(|o| o.role == "agent").unwrap().id
+        );
+        assert_eq!(
+            backend.calls().last().map(String::as_str),
+            Some("exec claude-bottle-dev-abcde-agent"),
+            "the release (touch READY) is the last step"
+        );
+    }
+
+    /// A failure at any step of the start removes everything made before it, in reverse
+    /// order, and the error is the step's.
+    #[tokio::test]
+    async fn a_launch_failing_at_any_step_leaves_nothing_behind() {
+        let bundle = object_name("dev-abcde", "bundle");
+        let agent = object_name("dev-abcde", "agent");
+        let steps = [
+            ("create_network", object_name("dev-abcde", "egress")),
+            ("create_volume", object_name("dev-abcde", "sock")),
+            ("create_container", bundle.clone()),
+            ("copy_into", bundle.clone()),
+            ("start_container", bundle.clone()),
+            ("create_container", agent.clone()),
+            ("copy_into", agent.clone()),
+            ("start_container", agent.clone()),
+            ("exec", agent.clone()),
+            ("exec_detached", agent.clone()),
+            ("exec", bundle.clone()),
+        ];
+        for (method, object) in steps {
+            let backend = MemoryBackend::new();
+            backend.fail_on(method, &object);
+            let err = launch(&backend, &plan(), &mut |_| {}).await.unwrap_err();
+            assert!(
+                format!("{err:#}").contains("injected failure"),
+                "{method} {object}: {err:#}"
+            );
+            assert_eq!(
+                backend.objects(),
+                Vec::new(),
+                "left after {method} {object} failed"
+            );
+        }
+    }
+
+    /// A bundle that never answers through the relay fails the start after READY_TIMEOUT
+    /// (paused time: no real wait) and is rolled back; so is an agent whose CA trust fails.
+    #[tokio::test(start_paused = true)]
+    async fn a_bundle_that_never_answers_or_a_failed_ca_trust_is_rolled_back() {
+        let never =
+            MemoryBackend::with_exec(Box::new(|_, argv| match argv.first().map(String::as_str) {
+                Some("curl") => ExecOutput {
+                    exit_code: 7,
+                    stdout: Vec::new(),
+                    stderr: b"connection refused".to_vec(),
+                },
+                _ => ok(""),
+            }));
+        let err = launch(&never, &plan(), &mut |_| {}).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("did not answer within 60s"),
+            "{err:#}"
+        );
+        assert_eq!(never.objects(), Vec::new());
+
+        let untrusted = MemoryBackend::with_exec(Box::new(|_, argv| {
+            if argv.first().map(String::as_str) == Some("update-ca-certificates") {
+                ExecOutput {
+                    exit_code: 1,
+                    stdout: Vec::new(),
+                    stderr: b"no space left".to_vec(),
+                }
+            } else {
+                ok("")
+            }
+        }));
+        let err = launch(&untrusted, &plan(), &mut |_| {}).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("trusting the bottle's CA"),
+            "{err:#}"
+        );
+        assert_eq!(untrusted.objects(), Vec::new());
     }
 }

@@ -54,8 +54,8 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
 }
 
 /// What a bottle is started with: the manifest, its plan, and where the launcher looks.
-pub(crate) struct Ctx<'a> {
-    pub(crate) backend: &'a DockerBackend,
+pub(crate) struct Ctx<'a, B: Backend> {
+    pub(crate) backend: &'a B,
     pub(crate) dirs: &'a Dirs,
     pub(crate) loaded: &'a Loaded,
     pub(crate) plan: &'a Plan,
@@ -198,8 +198,8 @@ impl HostInputs {
 
 /// Builds the images, runs the bottle and, unless `detach`, connects the terminal to the agent
 /// until it ends. The one path for `start` and `resume`: they differ only in [`Origin`].
-pub(crate) async fn start_bottle(
-    ctx: &Ctx<'_>,
+pub(crate) async fn start_bottle<B: Backend>(
+    ctx: &Ctx<'_, B>,
     prepared: Prepared,
     origin: Origin,
     detach: bool,

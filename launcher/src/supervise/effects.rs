@@ -11,7 +11,10 @@
 //! into an error, a log line, the audit log or `routes.json`.
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: tests run the confirm wait with paused time, so it costs none.
+use tokio::time::Instant;
 
 use anyhow::Context;
 use bottle_contract::bundle_config::{BundleConfig, RouteConfig};
@@ -355,5 +358,159 @@ mod tests {
         assert!(!lists_route(&page(r#"["/a/"]"#), &wanted));
         assert!(!lists_route(&page("[]"), &wanted));
         assert!(!lists_route("not json", &wanted));
+    }
+
+    /// An approval on a bottle held by the in-memory backend: the route goes into the live
+    /// config (and its token into the secrets file), the bundle is signalled, and the route
+    /// is confirmed on the proxy's table; a route that never shows up puts the old files
+    /// back (paused time: the confirm wait costs nothing).
+    mod apply {
+        use super::*;
+        use crate::backend::memory::{MemoryBackend, ok};
+        use crate::backend::{ContainerSpec, Labels, Network, ResourceLimits};
+        use bottle_contract::route::{AuthScheme, RouteAuth, RouteSummary, RouteTable};
+
+        const CONFIG: &str = include_str!("../../tests/golden/bundle_config_direct.json");
+
+        fn request() -> EgressRequest {
+            EgressRequest {
+                host: "docs.rs".parse().unwrap(),
+                path_allowlist: vec!["/crate/".parse().unwrap()],
+                auth: Some(RouteAuth {
+                    scheme: AuthScheme::Bearer,
+                    token_ref: "DOCS_TOKEN".parse().unwrap(),
+                }),
+            }
+        }
+
+        /// The bottle, with the proxy's table answering `table()` to `probe --routes`.
+        async fn bottle(
+            table: impl Fn() -> RouteTable + Send + Sync + 'static,
+        ) -> (MemoryBackend, LiveBottle) {
+            let backend = MemoryBackend::with_exec(Box::new(move |_, argv| {
+                if argv.iter().any(|a| a == "--routes") {
+                    ok(&serde_json::to_string(&table()).unwrap())
+                } else {
+                    ok("")
+                }
+            }));
+            let name = object_name("dev-abcde", "bundle");
+            let spec = ContainerSpec {
+                name: name.clone(),
+                image: "b".into(),
+                labels: Labels::for_bottle("dev-abcde", "bundle"),
+                cmd: vec![],
+                entrypoint: None,
+                user: String::new(),
+                env: vec![],
+                network: Network::None,
+                volumes: vec![],
+                binds: vec![],
+                cap_drop_all: true,
+                no_new_privileges: true,
+                runtime: None,
+                tty: false,
+                working_dir: None,
+                extra_hosts: vec![],
+                init: false,
+                limits: ResourceLimits {
+                    memory_bytes: 1,
+                    pids: 1,
+                    nano_cpus: 1,
+                },
+            };
+            let id = backend.create_container(&spec).await.unwrap();
+            backend.start_container(&id).await.unwrap();
+            backend.put(
+                &name,
+                &[
+                    ContextFile::new(wire::BUNDLE_CONFIG_PATH, CONFIG, 0o644),
+                    ContextFile::new(wire::BUNDLE_SECRETS_PATH, r#"{"tokens":{}}"#, 0o600)
+                        .owned_by(0, 0),
+                ],
+            );
+            let live = LiveBottle {
+                identity: "dev-abcde".into(),
+                bundle: id,
+            };
+            (backend, live)
+        }
+
+        fn config_of(backend: &MemoryBackend) -> BundleConfig {
+            let file = backend
+                .file(
+                    &object_name("dev-abcde", "bundle"),
+                    wire::BUNDLE_CONFIG_PATH,
+                )
+                .unwrap();
+            BundleConfig::from_json(std::str::from_utf8(&file.contents).unwrap()).unwrap()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_route_that_goes_live_is_merged_with_its_token() {
+            let (backend, live) = bottle(|| RouteTable {
+                routes: vec![RouteSummary {
+                    host: "docs.rs".parse().unwrap(),
+                    port: None,
+                    path_allowlist: vec!["/crate/".parse().unwrap()],
+                    auth: Some("Bearer".into()),
+                }],
+            })
+            .await;
+            let token = Secret::new("tok-value-9".into());
+            let change = apply_egress(&backend, &live, &request(), Some(&token))
+                .await
+                .unwrap();
+            assert_eq!(change.after.len(), change.before.len() + 1);
+            assert!(
+                config_of(&backend)
+                    .proxy
+                    .routes
+                    .iter()
+                    .any(|r| r.host == "docs.rs")
+            );
+            let secrets = backend
+                .file(
+                    &object_name("dev-abcde", "bundle"),
+                    wire::BUNDLE_SECRETS_PATH,
+                )
+                .unwrap();
+            let secrets: SecretsFile = serde_json::from_slice(&secrets.contents).unwrap();
+            assert_eq!(secrets.tokens["DOCS_TOKEN"].expose(), "tok-value-9");
+            assert_eq!(
+                backend.signals(),
+                [(object_name("dev-abcde", "bundle"), "SIGHUP".to_owned())]
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_route_that_never_goes_live_puts_the_old_files_back() {
+            let (backend, live) = bottle(|| RouteTable { routes: vec![] }).await;
+            let before = config_of(&backend);
+            let token = Secret::new("tok-value-9".into());
+            let err = apply_egress(&backend, &live, &request(), Some(&token))
+                .await
+                .unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("did not go live") && text.contains("previous routes were put back"),
+                "{text}"
+            );
+            assert!(!text.contains("tok-value"), "{text}");
+            assert_eq!(config_of(&backend), before, "the config was not restored");
+            let secrets = backend
+                .file(
+                    &object_name("dev-abcde", "bundle"),
+                    wire::BUNDLE_SECRETS_PATH,
+                )
+                .unwrap();
+            assert_eq!(
+                secrets.contents, br#"{"tokens":{}}"#,
+                "the secrets were not restored"
+            );
+            assert_eq!(secrets.mode, 0o600);
+            // Signalled for the change and again for the restore.
+            assert_eq!(backend.signals().len(), 2);
+        }
     }
 }
