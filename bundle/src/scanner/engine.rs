@@ -113,13 +113,21 @@ impl Engine {
             }
         });
         for (i, rule) in self.rules.rules.iter().enumerate() {
-            if selected[i] {
-                self.detect_rule(frag, layer, depth, rule, out);
+            if !selected[i] {
+                continue;
+            }
+            if rule.required.is_empty() {
+                self.detect_rule(frag, layer, depth, rule, false, out);
+            } else {
+                self.detect_composite(frag, layer, depth, rule, out);
             }
         }
     }
 
-    fn detect_rule(
+    /// gitleaks' composite rules: the rule's findings are kept only where each required rule
+    /// also matches in this fragment (its `skipReport` notwithstanding, and without its own
+    /// keyword prefilter), within the required distance.
+    fn detect_composite(
         &self,
         frag: &Fragment<'_>,
         layer: &Layer<'_>,
@@ -127,6 +135,41 @@ impl Engine {
         rule: &Rule,
         out: &mut Vec<Finding>,
     ) {
+        let mut primary = Vec::new();
+        self.detect_rule(frag, layer, depth, rule, false, &mut primary);
+        if primary.is_empty() {
+            return;
+        }
+        let found: Vec<Vec<Finding>> = rule
+            .required
+            .iter()
+            .map(|req| {
+                let mut found = Vec::new();
+                let required = &self.rules.rules[req.rule];
+                self.detect_rule(frag, layer, depth, required, true, &mut found);
+                found
+            })
+            .collect();
+        out.extend(primary.into_iter().filter(|p| {
+            rule.required
+                .iter()
+                .zip(&found)
+                .all(|(req, found)| found.iter().any(|f| near(p, f, req)))
+        }));
+    }
+
+    /// Every finding of `rule` in `layer`. `include_skipped`: also a `skipReport` rule's (as a
+    /// composite rule's required part).
+    fn detect_rule(
+        &self,
+        frag: &Fragment<'_>,
+        layer: &Layer<'_>,
+        depth: usize,
+        rule: &Rule,
+        include_skipped: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        let skip_report = rule.skip_report && !include_skipped;
         if fragment_allowed(frag, &rule.allowlists) {
             return;
         }
@@ -135,7 +178,7 @@ impl Engine {
                 return;
             }
             if rule.regex.is_none() {
-                if depth == 0 && !rule.skip_report {
+                if depth == 0 && !skip_report {
                     out.push(path_finding(frag, rule));
                 }
                 return;
@@ -201,7 +244,7 @@ impl Engine {
             };
             if finding_allowed(frag, &candidate, &self.rules.allowlists)
                 || finding_allowed(frag, &candidate, &rule.allowlists)
-                || rule.skip_report
+                || skip_report
             {
                 continue;
             }
@@ -234,6 +277,24 @@ impl Engine {
             });
         }
     }
+}
+
+/// Whether `required` is near enough to `primary` for `req` (gitleaks' `withinProximity`):
+/// start lines at most `within_lines` apart, and for `within_columns` the same line with
+/// start columns at most that far apart; neither set: anywhere in the fragment.
+fn near(primary: &Finding, required: &Finding, req: &crate::scanner::rules::Required) -> bool {
+    if let Some(lines) = req.within_lines
+        && primary.start_line.abs_diff(required.start_line) > lines
+    {
+        return false;
+    }
+    if let Some(columns) = req.within_columns
+        && (primary.start_line != required.start_line
+            || primary.start_column.abs_diff(required.start_column) > columns)
+    {
+        return false;
+    }
+    true
 }
 
 /// The keyword prefilter: which keywords occur in a text, case-insensitively (gitleaks

@@ -87,6 +87,20 @@ pub(crate) struct Rule {
     pub(crate) allowlists: Vec<Allowlist>,
     /// gitleaks' `skipReport`: the rule is loaded but never reported.
     pub(crate) skip_report: bool,
+    /// gitleaks' composite rules (`[[rules.required]]`): a finding of this rule is reported
+    /// only when every rule listed here also matches in the same fragment, near it.
+    pub(crate) required: Vec<Required>,
+}
+
+/// One `[[rules.required]]` entry, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Required {
+    /// Index of the required rule in [`Rules::rules`].
+    pub(crate) rule: usize,
+    /// At most this many lines apart (start lines); `None`: anywhere in the fragment.
+    pub(crate) within_lines: Option<u32>,
+    /// On the same line and at most this many columns apart (start columns).
+    pub(crate) within_columns: Option<u32>,
 }
 
 /// A whole compiled rule set: rules plus the global allowlists.
@@ -101,6 +115,8 @@ pub(crate) struct Rules {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
     title: Option<String>,
+    /// Documentation only (gitleaks accepts it).
+    description: Option<String>,
     min_version: Option<String>,
     extend: Option<RawExtend>,
     #[serde(default)]
@@ -139,6 +155,16 @@ struct RawRule {
     allowlists: Vec<RawAllowlist>,
     #[serde(default)]
     skip_report: bool,
+    #[serde(default)]
+    required: Vec<RawRequired>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRequired {
+    id: Option<String>,
+    within_lines: Option<i64>,
+    within_columns: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -183,11 +209,8 @@ fn load_raw(
     resolve: &mut Resolver<'_>,
     depth: usize,
 ) -> Result<RawSet, RuleError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| RuleError::Toml {
-        origin: origin.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
-    })?;
-    let _ = raw.min_version;
+    let raw = parse_config(origin, text)?;
+    let _ = (raw.min_version, raw.description);
     if raw.allowlist.is_some() && !raw.allowlists.is_empty() {
         return Err(config_err(
             origin,
@@ -218,11 +241,14 @@ fn load_raw(
     let Some(extend) = raw.extend else {
         return Ok((title, rules, globals));
     };
-    if extend.url.is_some() {
-        return Err(config_err(
+    if let Some(url) = &extend.url {
+        // gitleaks does not fetch it either; the rules it names are simply not there.
+        tracing::warn!(
             origin,
-            "[extend] url is not supported (the scanner never fetches); use path",
-        ));
+            url = %url,
+            "[extend] url is ignored (the scanner never fetches): the rules there are not used; \
+             download the file and name it in [extend] path"
+        );
     }
     if extend.use_default && extend.path.is_some() {
         return Err(config_err(
@@ -291,7 +317,95 @@ fn merge_rule(base: RawRule, over: RawRule) -> RawRule {
     out.allowlists.extend(over.allowlist);
     out.allowlists.extend(over.allowlists);
     out.skip_report = over.skip_report;
+    out.required.extend(over.required);
     out
+}
+
+/// Every key gitleaks knows, in the spelling the raw types read. gitleaks reads its config
+/// through viper, which ignores the case of keys (`stopWords`, `StopWords`, `stopwords` are
+/// one key), so a file in any spelling is read as these.
+const KEYS: &[&str] = &[
+    "title",
+    "description",
+    "minVersion",
+    "extend",
+    "rules",
+    "allowlist",
+    "allowlists",
+    "useDefault",
+    "path",
+    "url",
+    "disabledRules",
+    "id",
+    "regex",
+    "secretGroup",
+    "entropy",
+    "keywords",
+    "tags",
+    "skipReport",
+    "required",
+    "withinLines",
+    "withinColumns",
+    "condition",
+    "commits",
+    "paths",
+    "regexes",
+    "regexTarget",
+    "stopwords",
+    "targetRules",
+];
+
+/// Reads a gitleaks TOML document. A document whose keys are spelled in another case is read
+/// again with the keys in [`KEYS`]' spelling; the first error (with its line) is the one shown
+/// when neither reading works.
+fn parse_config(origin: &str, text: &str) -> Result<RawConfig, RuleError> {
+    let first = match toml::from_str::<RawConfig>(text) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    let fail = || RuleError::Toml {
+        origin: origin.to_owned(),
+        message: first.to_string().trim_end().to_owned(),
+    };
+    let Ok(mut value) = toml::from_str::<toml::Value>(text) else {
+        return Err(fail());
+    };
+    if !canonical_keys(&mut value) {
+        return Err(fail());
+    }
+    value.try_into::<RawConfig>().map_err(|_| fail())
+}
+
+/// Renames every table key that is a known key in another case; whether any was renamed.
+fn canonical_keys(value: &mut toml::Value) -> bool {
+    let mut renamed = false;
+    match value {
+        toml::Value::Table(table) => {
+            let keys: Vec<String> = table.keys().cloned().collect();
+            for key in keys {
+                let canonical = KEYS
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(&key) && **k != key);
+                if let Some(canonical) = canonical
+                    && !table.contains_key(*canonical)
+                    && let Some(v) = table.remove(&key)
+                {
+                    table.insert((*canonical).to_owned(), v);
+                    renamed = true;
+                }
+            }
+            for (_, v) in table.iter_mut() {
+                renamed |= canonical_keys(v);
+            }
+        }
+        toml::Value::Array(items) => {
+            for v in items {
+                renamed |= canonical_keys(v);
+            }
+        }
+        _ => {}
+    }
+    renamed
 }
 
 fn finish(
@@ -301,8 +415,14 @@ fn finish(
     raw_globals: Vec<RawAllowlist>,
 ) -> Result<Rules, RuleError> {
     let mut rules = Vec::with_capacity(raw_rules.len());
-    for raw in raw_rules {
+    let mut requirements = Vec::with_capacity(raw_rules.len());
+    for mut raw in raw_rules {
+        requirements.push(std::mem::take(&mut raw.required));
         rules.push(compile_rule(origin, raw)?);
+    }
+    for (index, raw) in requirements.into_iter().enumerate() {
+        let required = resolve_required(origin, &rules, index, raw)?;
+        rules[index].required = required;
     }
     let mut allowlists = Vec::new();
     for (i, raw) in raw_globals.into_iter().enumerate() {
@@ -404,7 +524,52 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
         tags: raw.tags,
         allowlists,
         skip_report: raw.skip_report,
+        required: Vec::new(),
     })
+}
+
+/// Resolves rule `index`'s `[[rules.required]]` entries against the compiled rules. A rule
+/// that names no existing rule is refused: gitleaks would then never report the composite
+/// rule at all, silently.
+fn resolve_required(
+    origin: &str,
+    rules: &[Rule],
+    index: usize,
+    raw: Vec<RawRequired>,
+) -> Result<Vec<Required>, RuleError> {
+    let id = rules[index].id.clone();
+    let distance = |field: &'static str, v: Option<i64>| match v {
+        None => Ok(None),
+        Some(n) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| rule_err(origin, &id, field, "must be a whole number ≥ 0")),
+    };
+    raw.into_iter()
+        .map(|r| {
+            let wanted = r.id.unwrap_or_default();
+            let Some(rule) = rules.iter().position(|x| x.id == wanted) else {
+                return Err(rule_err(
+                    origin,
+                    &id,
+                    "required.id",
+                    &format!("no rule has id `{wanted}`"),
+                ));
+            };
+            if rule == index {
+                return Err(rule_err(
+                    origin,
+                    &id,
+                    "required.id",
+                    "a rule cannot require itself",
+                ));
+            }
+            Ok(Required {
+                rule,
+                within_lines: distance("required.withinLines", r.within_lines)?,
+                within_columns: distance("required.withinColumns", r.within_columns)?,
+            })
+        })
+        .collect()
 }
 
 fn compile_allowlist(origin: &str, which: &str, raw: RawAllowlist) -> Result<Allowlist, RuleError> {

@@ -433,8 +433,8 @@ fn rule_file_errors_name_the_rule_and_field() {
             "unknown field `regexx`",
         ),
         (
-            "[extend]\nurl = \"https://example.invalid/x.toml\"\n",
-            "[extend] url is not supported",
+            "[[rules]]\nid = \"p\"\nregex = 'x'\n[[rules.required]]\nid = \"missing\"\n",
+            "rule `p`: field `required.id`: no rule has id `missing`",
         ),
         ("[extend]\npath = \"other.toml\"\n", "cannot be resolved"),
     ];
@@ -572,4 +572,83 @@ keywords = ["ghp_"]
     // Without a specific rule the generic finding stays.
     let only_generic = scanner.scan_text("a.py", b"token = \"abcdefghij0123456789xyzw\"\n");
     assert_eq!(only_generic.len(), 1, "{only_generic:?}");
+}
+
+/// Keys gitleaks accepts that an earlier version refused: a top-level `description`, keys in
+/// any case (gitleaks reads its config case-insensitively), and `[extend] url`, which gitleaks
+/// does not fetch either (ignored, with a warning).
+#[test]
+fn every_documented_key_in_any_case_is_accepted() {
+    let cfg = r#"
+title = "mine"
+description = "the team's rules"
+
+[Extend]
+UseDefault = false
+url = "https://example.invalid/rules.toml"
+
+[[rules]]
+ID = "tok"
+Regex = '''tok_([a-z0-9]{8})'''
+SecretGroup = 1
+Keywords = ["tok_"]
+    [[rules.Allowlists]]
+    StopWords = ["aaaaaaaa"]
+    RegexTarget = "secret"
+"#;
+    let scanner = Scanner::from_toml("user.toml", cfg, None).unwrap();
+    expect![[r#"
+        tok t.txt:1 bbbbbbbb
+    "#]]
+    .assert_eq(&render(&scanner, "t.txt", "tok_aaaaaaaa tok_bbbbbbbb\n"));
+    // A key that is unknown in any case is still refused, with its line.
+    let err = Scanner::from_toml(
+        "user.toml",
+        "[[rules]]\nid = \"u\"\nregex = 'x'\nRegexx = 'y'\n",
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown field `Regexx`") && err.contains("line 4"),
+        "{err}"
+    );
+}
+
+/// gitleaks' composite rules: the primary rule reports only where each required rule also
+/// matches near it (the required rule's `skipReport` notwithstanding).
+#[test]
+fn composite_rules_report_only_with_their_required_parts_nearby() {
+    let cfg = r#"
+[[rules]]
+id = "key-id"
+regex = '''KID-([A-Z0-9]{8})'''
+keywords = ["kid-"]
+    [[rules.required]]
+    id = "key-secret"
+    withinLines = 2
+[[rules]]
+id = "key-secret"
+regex = '''SEC-([a-z0-9]{12})'''
+skipReport = true
+[[rules]]
+id = "same-line"
+regex = '''USR-([a-z]{6})'''
+    [[rules.required]]
+    id = "key-secret"
+    withinColumns = 30
+"#;
+    let scanner = Scanner::from_toml("c.toml", cfg, None).unwrap();
+    let pair = "id = KID-ABCD1234\nsecret = SEC-abcdefabcdef\n";
+    assert_eq!(render(&scanner, "a", pair), "key-id a:1 ABCD1234\n");
+    // Alone, or with its part too far away: nothing.
+    assert_eq!(render(&scanner, "a", "id = KID-ABCD1234\n"), "");
+    let far = "id = KID-ABCD1234\n\n\n\nsecret = SEC-abcdefabcdef\n";
+    assert_eq!(render(&scanner, "a", far), "");
+    // Columns: the same line, close enough; another line never counts.
+    assert_eq!(
+        render(&scanner, "a", "USR-abcdef SEC-abcdefabcdef\n"),
+        "same-line a:1 abcdef\n"
+    );
+    assert_eq!(render(&scanner, "a", "USR-abcdef\nSEC-abcdefabcdef\n"), "");
 }
