@@ -168,6 +168,41 @@ fn dir_scan_skips_dot_git_and_honours_gitleaksignore() {
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
 }
 
+/// A path given positionally, as gitleaks takes it: a directory is scanned as --dir, a file
+/// on its own (reported under the path as given); anything else is an error (exit 2).
+#[test]
+fn a_positional_path_scans_a_directory_or_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    let file = root.join("src/a.env");
+    std::fs::write(&file, format!("A={}\n", github_token(27))).unwrap();
+    std::fs::write(root.join("clean.txt"), "nothing here\n").unwrap();
+
+    let o = scan(&[root.to_str().unwrap(), "-f", "json"], "");
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v[0]["File"], "src/a.env", "{v}");
+
+    let o = scan(&[file.to_str().unwrap(), "-f", "json"], "");
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v[0]["File"], file.to_str().unwrap(), "{v}");
+    assert_eq!(v[0]["RuleID"], "github-pat", "{v}");
+
+    let o = scan(&[root.join("clean.txt").to_str().unwrap()], "");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = scan(&[root.join("missing").to_str().unwrap()], "");
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("cannot scan"), "{}", err(&o));
+    // Positional and --dir together is a usage error.
+    let o = scan(
+        &[root.to_str().unwrap(), "--dir", root.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+}
+
 #[test]
 fn git_scan_all_and_range() {
     let repo = Repo::new();

@@ -23,6 +23,10 @@ pub const DEFAULT_PUSH_TIMEOUT_SECS: u64 = 60;
 /// Arguments of `bottle-bundle scan`.
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
+    /// A file or directory to scan (as gitleaks' `dir PATH`); the same as --dir for a
+    /// directory. For a repository's history use --git.
+    #[arg(value_name = "PATH", conflicts_with_all = ["git", "dir", "pre_receive"])]
+    pub path: Option<PathBuf>,
     /// Scan the history of this git repository (all refs unless --range is given).
     #[arg(long, value_name = "REPO", conflicts_with = "dir")]
     pub git: Option<PathBuf>,
@@ -105,13 +109,18 @@ fn scan(args: &ScanArgs) -> anyhow::Result<Vec<Finding>> {
         None => Scanner::builtin()?,
     }
     .with_decode_depth(args.max_decode_depth);
-    let root = args.git.as_deref().or(args.dir.as_deref());
+    let dir = args
+        .dir
+        .as_deref()
+        .or(args.path.as_deref().filter(|p| p.is_dir()));
+    let file = args.path.as_deref().filter(|p| !p.is_dir());
+    let root = args.git.as_deref().or(dir);
     let scanner = match ignore_list(args.ignore_file.as_deref(), root)? {
         Some(text) => scanner.with_ignore_list(&text),
         None => scanner,
     };
     let budget = Budget::unlimited();
-    let findings = match (&args.git, &args.dir) {
+    let findings = match (&args.git, dir) {
         _ if args.pre_receive => {
             let repo = git2::Repository::open_from_env()
                 .context("opening the repository from git's environment")?;
@@ -137,13 +146,25 @@ fn scan(args: &ScanArgs) -> anyhow::Result<Vec<Finding>> {
             }
         }
         (None, Some(dir)) => scanner.scan_dir(dir)?,
-        (None, None) => {
-            let mut data = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut data)
-                .context("reading stdin")?;
-            scanner.scan_text(&args.stdin_name, &data)
-        }
+        (None, None) => match file {
+            Some(path) => {
+                let meta = std::fs::metadata(path)
+                    .with_context(|| format!("cannot scan {}", path.display()))?;
+                anyhow::ensure!(
+                    meta.is_file(),
+                    "cannot scan {}: not a regular file or directory",
+                    path.display()
+                );
+                scanner.scan_file(path)?
+            }
+            None => {
+                let mut data = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut data)
+                    .context("reading stdin")?;
+                scanner.scan_text(&args.stdin_name, &data)
+            }
+        },
     };
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,

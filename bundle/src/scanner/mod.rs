@@ -279,6 +279,11 @@ impl Scanner {
         files::scan_dir(self, dir)
     }
 
+    /// Scans one file (a regular file of at most the per-file limit).
+    pub fn scan_file(&self, path: &Path) -> Result<Vec<Finding>, ScanError> {
+        files::scan_file(self, path)
+    }
+
     /// Scans what a push adds: the commits reachable from the updates' new ids and from no
     /// existing ref, each diffed against its first parent (roots against the empty tree),
     /// added lines only, each (old blob, new blob) pair once; plus their commit messages and
