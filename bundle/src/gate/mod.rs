@@ -89,65 +89,27 @@ fn serve_from_config(config_path: &Path) -> anyhow::Result<()> {
     let program = std::env::current_exe().context("cannot find the bundle binary")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        // The bundle's supervisor forwards SIGHUP to every role (the proxy reloads on it); its
-        // default action would kill the gate, so watch it before listening and ignore it.
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot watch SIGHUP")?;
+        // The bundle's supervisor forwards SIGHUP to every role (the proxy reloads on it); the
+        // gate has nothing to reload, but it must not die of it either.
+        let cancel = CancellationToken::new();
+        let mut hangup = crate::role::watch_signals(cancel.clone())?;
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 tracing::info!("SIGHUP: the gate has nothing to reload");
             }
         });
-        let listeners = bind(&config.gate.listen).await?;
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            on_signal.cancel();
-        });
+        let bound = crate::role::bind(&config.gate.listen, "gate", "gate").await?;
+        let listeners = bound
+            .tcp
+            .map(GateListener::Tcp)
+            .into_iter()
+            .chain(bound.unix.map(GateListener::Unix))
+            .collect();
         run(settings, config_path, &program, listeners, cancel).await
     });
     // Connection drains may still be running on blocking threads: do not wait for them long.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-async fn bind(
-    listen: &bottle_contract::bundle_config::Listen,
-) -> anyhow::Result<Vec<GateListener>> {
-    let mut listeners = Vec::new();
-    if let Some(addr) = &listen.tcp {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("gate.listen.tcp: cannot listen on {addr}"))?;
-        tracing::info!(addr = %l.local_addr()?, "git gate listening");
-        listeners.push(GateListener::Tcp(l));
-    }
-    if let Some(path) = &listen.unix {
-        let l = crate::sockets::bind_unix(std::path::Path::new(path))
-            .with_context(|| format!("gate.listen.unix: cannot listen on {path}"))?;
-        tracing::info!(path = %path, "git gate listening");
-        listeners.push(GateListener::Unix(l));
-    }
-    if listeners.is_empty() {
-        anyhow::bail!("gate.listen: neither tcp nor unix is set; nothing to serve on");
-    }
-    Ok(listeners)
 }
 
 /// Prepares the mirrors and serves `listeners` until `cancel` fires. `program` is the bundle

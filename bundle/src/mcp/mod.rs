@@ -22,7 +22,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use self::queue::Queue;
@@ -50,22 +49,12 @@ pub fn run_mcp(args: McpArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();
-        // Watch the signals before announcing readiness: an early SIGHUP must not kill us.
-        let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        let stop = cancel.clone();
+        // Watched before the listeners are announced: an early SIGHUP must not kill us.
+        let mut hangup = crate::role::watch_signals(cancel.clone())?;
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = hangup.recv() => {
-                        tracing::info!("SIGHUP: nothing to reload (routes are read on each call)");
-                    }
-                    _ = term.recv() => break,
-                    _ = tokio::signal::ctrl_c() => break,
-                }
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload (routes are read on each call)");
             }
-            tracing::info!("shutting down");
-            stop.cancel();
         });
         serve(&args.config, cancel).await
     })
@@ -90,12 +79,11 @@ pub async fn serve(config_path: &Path, cancel: CancellationToken) -> anyhow::Res
     ));
     let router = router(state, cancel.child_token());
 
+    let listeners = crate::role::bind(&supervise.listen, "supervise", "mcp")
+        .await
+        .with_context(|| config_path.display().to_string())?;
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = &supervise.listen.tcp {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (supervise.listen.tcp)"))?;
-        announce(&format!("mcp listening on tcp {}", listener.local_addr()?));
+    if let Some(listener) = listeners.tcp {
         let (router, cancel) = (router.clone(), cancel.clone());
         tasks.spawn(async move {
             axum::serve(listener, router)
@@ -103,22 +91,13 @@ pub async fn serve(config_path: &Path, cancel: CancellationToken) -> anyhow::Res
                 .await
         });
     }
-    if let Some(path) = &supervise.listen.unix {
-        let listener = crate::sockets::bind_unix(Path::new(path))
-            .with_context(|| format!("cannot listen on {path} (supervise.listen.unix)"))?;
-        announce(&format!("mcp listening on unix {path}"));
+    if let Some(listener) = listeners.unix {
         let (router, cancel) = (router.clone(), cancel.clone());
         tasks.spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(cancel.cancelled_owned())
                 .await
         });
-    }
-    if tasks.is_empty() {
-        anyhow::bail!(
-            "{}: supervise.listen has neither tcp nor unix",
-            config_path.display()
-        );
     }
     tracing::info!(
         identity = %config.identity,
@@ -159,11 +138,4 @@ pub fn router(state: Arc<State>, cancel: CancellationToken) -> axum::Router {
         config,
     );
     axum::Router::new().nest_service(MCP_PATH, service)
-}
-
-/// Tells the caller a listener is ready. A closed stdout must not stop the server.
-fn announce(line: &str) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }

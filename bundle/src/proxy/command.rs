@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{PoolSettings, Proxy, SHUTDOWN_GRACE, ca};
@@ -80,27 +79,19 @@ pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();
-        let terminate = cancel.clone();
-        let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("shutting down");
-            terminate.cancel();
-        });
-        serve_from_files(&args.config, &args.secrets, args.pool(), cancel).await
+        let hangup = crate::role::watch_signals(cancel.clone())?;
+        serve_from_files(&args.config, &args.secrets, args.pool(), hangup, cancel).await
     })
 }
 
 /// Loads the files, binds the configured listeners, serves until `cancel`, reloads the routes
 /// on SIGHUP, then drains. Prints `proxy listening on tcp <addr>` (and `unix <path>`) on stdout
 /// once ready.
-pub async fn serve_from_files(
+async fn serve_from_files(
     config_path: &Path,
     secrets_path: &Path,
     pool: PoolSettings,
+    mut hangup: tokio::signal::unix::Signal,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = crate::config::load_config(config_path)?;
@@ -110,32 +101,18 @@ pub async fn serve_from_files(
         .with_context(|| format!("{}: proxy config", config_path.display()))?;
     drop(secrets);
 
-    // Watch SIGHUP before announcing readiness: an early SIGHUP must reload, not kill.
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    // SIGHUP is watched since the caller's `watch_signals`: an early one reloads, not kills.
+    let listeners = crate::role::bind(&config.proxy.listen, "proxy", "proxy")
+        .await
+        .with_context(|| config_path.display().to_string())?;
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = &config.proxy.listen.tcp {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (proxy.listen.tcp)"))?;
-        announce(&format!(
-            "proxy listening on tcp {}",
-            listener.local_addr()?
-        ));
+    if let Some(listener) = listeners.tcp {
         let (proxy, cancel) = (proxy.clone(), cancel.clone());
         tasks.spawn(async move { proxy.serve_tcp(listener, cancel).await });
     }
-    if let Some(path) = &config.proxy.listen.unix {
-        let listener = crate::sockets::bind_unix(std::path::Path::new(path))
-            .with_context(|| format!("cannot listen on {path} (proxy.listen.unix)"))?;
-        announce(&format!("proxy listening on unix {path}"));
+    if let Some(listener) = listeners.unix {
         let (proxy, cancel) = (proxy.clone(), cancel.clone());
         tasks.spawn(async move { proxy.serve_unix(listener, cancel).await });
-    }
-    if tasks.is_empty() {
-        anyhow::bail!(
-            "{}: proxy.listen has neither tcp nor unix",
-            config_path.display()
-        );
     }
 
     loop {
@@ -149,13 +126,6 @@ pub async fn serve_from_files(
         tracing::warn!("some connections were still open after the shutdown grace period");
     }
     Ok(())
-}
-
-/// Tells the caller a listener is ready. A closed stdout must not stop the proxy.
-fn announce(line: &str) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Re-reads the routes and secrets; on any error keeps the current table and says why.

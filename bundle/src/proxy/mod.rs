@@ -206,7 +206,7 @@ fn pooled_client(connector: Connector, pool: PoolSettings) -> Client<Connector, 
 }
 
 mod command;
-pub use command::{CaArgs, ProxyArgs, run_ca, run_proxy, serve_from_files};
+pub use command::{CaArgs, ProxyArgs, run_ca, run_proxy};
 
 #[cfg(test)]
 mod tests {
