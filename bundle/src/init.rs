@@ -1,4 +1,5 @@
-//! `bottle-bundle run` as PID 1 of the bundle container: a small process supervisor.
+//! `bottle-bundle run` as PID 1 of the bundle container: it keeps the role processes running
+//! (called "init" here, not "supervise", which names the approval feature).
 //!
 //! Each role runs as its own child process (`bottle-bundle proxy|gate|mcp --config …`, and
 //! pipelock when configured), so a crash in one role cannot corrupt another. The supervisor:
@@ -104,7 +105,7 @@ struct Slot {
 
 /// Runs `children` until a stop signal (exit 0 once they are all gone) or until one keeps
 /// crashing (an error naming it).
-pub fn supervise(children: Vec<ChildSpec>) -> anyhow::Result<()> {
+pub fn run_children(children: Vec<ChildSpec>) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
@@ -117,13 +118,13 @@ pub fn supervise(children: Vec<ChildSpec>) -> anyhow::Result<()> {
         }
     });
 
-    let result = supervise_loop(children, &rx);
+    let result = child_loop(children, &rx);
     handle.close();
     let _ = watcher.join();
     result
 }
 
-fn supervise_loop(children: Vec<ChildSpec>, signals: &mpsc::Receiver<i32>) -> anyhow::Result<()> {
+fn child_loop(children: Vec<ChildSpec>, signals: &mpsc::Receiver<i32>) -> anyhow::Result<()> {
     let mut slots: Vec<Slot> = children
         .into_iter()
         .map(|spec| Slot {

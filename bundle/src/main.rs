@@ -22,9 +22,9 @@ enum Command {
         #[arg(long, default_value = bottle_contract::wire::BUNDLE_SECRETS_PATH)]
         secrets: PathBuf,
     },
-    /// Supervise shell commands as `run` supervises roles (reap, forward signals, restart).
+    /// Run shell commands as `run` runs the roles (reap, forward signals, restart).
     #[command(hide = true)]
-    Supervise {
+    Init {
         /// A command run with `sh -c`; repeat for several.
         #[arg(long = "child", required = true)]
         children: Vec<String>,
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, secrets } => bottle_bundle::run::run(&config, &secrets),
-        Command::Supervise { children } => bottle_bundle::run::supervise_commands(&children),
+        Command::Init { children } => bottle_bundle::run::run_commands(&children),
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Relay(args) => bottle_bundle::relay::main(args),

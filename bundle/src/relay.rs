@@ -122,17 +122,17 @@ pub fn main(args: RelayArgs) -> anyhow::Result<()> {
     if args.inherited {
         return serve_inherited(maps);
     }
-    supervise(maps)
+    keep_relaying(maps)
 }
 
 /// Binds every mapping, then keeps a relaying child running on those listeners until a stop
 /// signal, which it passes on.
 ///
-/// Not `init::supervise`: that one owns PID 1 of the bundle (reaping every orphan, `waitpid(-1)`)
+/// Not `init::run_children`: that one owns PID 1 of the bundle (reaping every orphan, `waitpid(-1)`)
 /// and gives up after repeated crashes so a broken bundle stops its container; the relay is not
 /// PID 1, must hand its child the listeners, and never gives up (without it the agent has no
 /// way to its bundle at all).
-fn supervise(maps: Vec<Mapping>) -> anyhow::Result<()> {
+fn keep_relaying(maps: Vec<Mapping>) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for map in &maps {

@@ -1,4 +1,4 @@
-//! `bottle-bundle run`: load the config and supervise one child process per role.
+//! `bottle-bundle run`: load the config and keep one child process per role running.
 
 use std::path::Path;
 
@@ -19,12 +19,12 @@ pub fn run(config_path: &Path, secrets_path: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the bottle-bundle binary")?;
     let children = init::children_for(&config, &exe, config_path, secrets_path);
     tracing::info!(identity = %config.identity, roles = ?config.roles, "bundle starting");
-    init::supervise(children)
+    init::run_children(children)
 }
 
-/// `bottle-bundle supervise --child CMD…`: the same supervisor over shell commands, for
-/// running helpers by hand and for testing the supervisor itself.
-pub fn supervise_commands(commands: &[String]) -> anyhow::Result<()> {
+/// `bottle-bundle init --child CMD…`: the same PID-1 loop over shell commands, for running
+/// helpers by hand and for testing the loop itself.
+pub fn run_commands(commands: &[String]) -> anyhow::Result<()> {
     if commands.is_empty() {
         anyhow::bail!("give at least one --child COMMAND");
     }
@@ -37,5 +37,5 @@ pub fn supervise_commands(commands: &[String]) -> anyhow::Result<()> {
             args: vec!["-c".into(), cmd.clone()],
         })
         .collect();
-    init::supervise(children)
+    init::run_children(children)
 }

@@ -1,4 +1,4 @@
-//! The PID-1 supervisor (`bottle-bundle run` / `supervise`) as a real process: signals are
+//! The PID-1 loop (`bottle-bundle run` / `init`) as a real process: signals are
 //! forwarded, crashing roles are restarted and then given up on, orphans are reaped.
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn supervise(children: &[String]) -> Child {
+fn init(children: &[String]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"));
-    cmd.arg("supervise");
+    cmd.arg("init");
     for c in children {
         cmd.arg("--child").arg(c);
     }
@@ -58,7 +58,7 @@ fn sigterm_and_sighup_reach_every_child_and_the_stop_is_clean() {
             log(i).display()
         )
     };
-    let sup = supervise(&[script(0), script(1)]);
+    let sup = init(&[script(0), script(1)]);
     wait_for_file(&log(0), "up");
     wait_for_file(&log(1), "up");
 
@@ -92,7 +92,7 @@ fn sigterm_and_sighup_reach_every_child_and_the_stop_is_clean() {
 fn a_crashing_child_is_restarted_then_the_supervisor_gives_up() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("starts.log");
-    let sup = supervise(&[format!("echo start >> {}; exit 3", log.display())]);
+    let sup = init(&[format!("echo start >> {}; exit 3", log.display())]);
     let out = finish(sup);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -105,7 +105,7 @@ fn a_crashing_child_is_restarted_then_the_supervisor_gives_up() {
 fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stubborn.log");
-    let sup = supervise(&[format!(
+    let sup = init(&[format!(
         "trap '' TERM; echo up >> {}; while :; do sleep 0.05; done",
         log.display()
     )]);
@@ -138,7 +138,7 @@ fn orphans_are_reaped_as_pid_1() {
     let sup = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(env!("CARGO_BIN_EXE_bottle-bundle"))
-        .args(["supervise", "--child", &child])
+        .args(["init", "--child", &child])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
