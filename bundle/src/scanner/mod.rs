@@ -38,6 +38,7 @@ mod objects;
 mod packs;
 pub mod report;
 pub mod rules;
+mod tree_diff;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
