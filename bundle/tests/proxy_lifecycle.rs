@@ -184,20 +184,24 @@ print(data.decode())
 #[test]
 fn bad_config_fails_with_a_message_naming_file_route_and_slot() {
     let env = Env::start(Mode::Direct);
+    let path = env.dir.path().join("bad.json");
+    // The proxy's stderr for `config_text`; it must fail.
+    let refused = |config_text: String| {
+        std::fs::write(&path, config_text).unwrap();
+        let out = std::process::Command::new(support::BIN)
+            .arg("proxy")
+            .arg("--config")
+            .arg(&path)
+            .arg("--secrets")
+            .arg(&env.secrets_path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     let mut config = env.config.clone();
     config.proxy.routes[1].auth.as_mut().unwrap().token_ref = "MISSING".parse().unwrap();
-    let path = env.dir.path().join("bad.json");
-    std::fs::write(&path, config.to_json()).unwrap();
-    let out = std::process::Command::new(support::BIN)
-        .arg("proxy")
-        .arg("--config")
-        .arg(&path)
-        .arg("--secrets")
-        .arg(&env.secrets_path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(config.to_json());
     assert!(err.contains("bad.json: proxy config"), "{err}");
     assert!(
         err.contains(&format!("route 1 (key.test:{})", env.port())),
@@ -215,17 +219,7 @@ fn bad_config_fails_with_a_message_naming_file_route_and_slot() {
             .to_json()
             .replacen("\"host\": \"open.test\"", "\"host\": \"10.0.0.1\"", 1);
     assert!(text.contains("10.0.0.1"), "{text}");
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(support::BIN)
-        .arg("proxy")
-        .arg("--config")
-        .arg(&path)
-        .arg("--secrets")
-        .arg(&env.secrets_path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(text);
     assert!(err.contains("bad.json"), "{err}");
     assert!(err.contains("`10.0.0.1` is an IP address"), "{err}");
 }

@@ -614,37 +614,23 @@ pub mod samples {
 mod tests {
     use super::*;
 
+    /// Which of the shared samples each type accepts: the samples are the one table (the
+    /// conformance tests of the manifest, the MCP tool and the proxy judge the same ones).
+    fn accepted(samples: &[&'static str], parse: impl Fn(&str) -> bool) -> Vec<&'static str> {
+        samples.iter().copied().filter(|s| parse(s)).collect()
+    }
+
     #[test]
     fn hosts() {
-        for ok in [
-            "api.github.com",
-            "*.linear.app",
-            "a-1.b.example",
-            "xn--bcher-kva.example",
-        ] {
-            assert!(RouteHost::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "localhost",
-            "*.com",
-            "API.github.com",
-            "api.github.com:443",
-            "https://api.github.com",
-            "api.github.com/x",
-            "10.0.0.1",
-            "127.1",
-            "[::1]",
-            "2130706433",
-            "bücher.example",
-            "-a.example",
-            "a-.example",
-            "a..example",
-            "a b.example",
-            "*.*.example.com",
-        ] {
-            assert!(RouteHost::parse(bad).is_err(), "{bad:?} was accepted");
-        }
+        assert_eq!(
+            accepted(samples::HOSTS, |h| RouteHost::parse(h).is_ok()),
+            [
+                "api.github.com",
+                "*.linear.app",
+                "a-1.b.example",
+                "xn--bcher-kva.example"
+            ]
+        );
         let wild = RouteHost::parse("*.example.com").unwrap();
         assert!(wild.is_wildcard());
         assert!(wild.matches("api.example.com"));
@@ -657,32 +643,10 @@ mod tests {
 
     #[test]
     fn path_prefixes() {
-        for ok in [
-            "/",
-            "/repos/alice/",
-            "/v1/messages",
-            "/r\u{e9}sum\u{e9}/",
-            "/a;b/",
-        ] {
-            assert!(PathPrefix::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "repos/",
-            "/a/../b",
-            "/a/./b",
-            "/a/..;/b",
-            "/a%2fb",
-            "/a%20b",
-            "/a?b",
-            "/a#b",
-            "/a\\b",
-            "/a b",
-            "/a\u{202e}b",
-            "/a\u{0}b",
-        ] {
-            assert!(PathPrefix::parse(bad).is_err(), "{bad:?} was accepted");
-        }
+        assert_eq!(
+            accepted(samples::PATHS, |p| PathPrefix::parse(p).is_ok()),
+            ["/", "/repos/alice/", "/v1/messages", "/résumé/", "/a;b/"]
+        );
         let prefix = PathPrefix::parse("/r\u{e9}/").unwrap();
         assert!(prefix.covers(&normalize_path("/r%C3%A9/x").unwrap()));
         assert!(!prefix.covers(&normalize_path("/other").unwrap()));
@@ -694,23 +658,10 @@ mod tests {
             HeaderName::parse("X-Api-Key").unwrap().as_str(),
             "x-api-key"
         );
-        for bad in [
-            "",
-            "te",
-            "TE",
-            "keep-alive",
-            "upgrade",
-            "trailer",
-            "cookie",
-            "host",
-            "proxy-authorization",
-            "content-length",
-            "x api",
-            "x:y",
-            "é",
-        ] {
-            assert!(HeaderName::parse(bad).is_err(), "{bad:?} was accepted");
-        }
+        assert_eq!(
+            accepted(samples::HEADERS, |h| HeaderName::parse(h).is_ok()),
+            ["x-api-key", "X-Api-Key", "authorization", "x_key"]
+        );
     }
 
     #[test]
