@@ -46,6 +46,12 @@ fn config_json(dir: &Path, routes: Value) -> Value {
     ))
     .unwrap();
     config["proxy"]["routes"] = routes;
+    // A bottle with pipelock: every tool is offered (`Server::without_pipelock` has none).
+    config["pipelock"] = json!({
+        "binary": "/usr/local/bin/pipelock",
+        "config": "/etc/bottle/pipelock.yaml",
+        "listen": "127.0.0.1:8888"
+    });
     config
 }
 
@@ -78,9 +84,20 @@ fn read_announce(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(|_| {})
+    }
+
+    /// A server for a bottle that runs no pipelock.
+    fn without_pipelock() -> Server {
+        Server::start_with(|config| config["pipelock"] = Value::Null)
+    }
+
+    fn start_with(edit: impl FnOnce(&mut Value)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.json");
-        std::fs::write(&config, config_json(dir.path(), base_routes()).to_string()).unwrap();
+        let mut text = config_json(dir.path(), base_routes());
+        edit(&mut text);
+        std::fs::write(&config, text.to_string()).unwrap();
         let stderr = dir.path().join("mcp.stderr");
         let mut child = Command::new(BIN)
             .args(["mcp", "--config"])
@@ -242,6 +259,36 @@ fn raw_stateless(method: &str, name: Option<&str>, params: Value, host: Option<&
         "headers": headers,
         "body": {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
     })
+}
+
+/// Without pipelock in the bottle, `pipelock-block` is not offered: not listed and not
+/// callable (the instructions leave it out too: `mcp::tools::tests`); the other tools are.
+#[test]
+fn without_pipelock_the_pipelock_tool_is_not_offered() {
+    let server = Server::without_pipelock();
+    for mode in ["legacy", STATELESS] {
+        let answers = server.client(
+            mode,
+            json!([{"op": "session"}, {"op": "list"},
+                   call("pipelock-block", json!({"change": "a: 1", "justification": "x"}))]),
+        );
+        let mut names: Vec<&str> = answers[1]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        let without: Vec<&str> = TOOLS
+            .iter()
+            .copied()
+            .filter(|t| *t != "pipelock-block")
+            .collect();
+        assert_eq!(names, without, "{mode}");
+        assert_eq!(answers[2]["error"], "tool not found", "{}", answers[2]);
+    }
+    let files = std::fs::read_dir(server.queue().join("proposals")).map_or(0, |d| d.count());
+    assert_eq!(files, 0, "a proposal was filed");
 }
 
 #[test]

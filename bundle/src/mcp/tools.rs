@@ -98,6 +98,9 @@ impl State {
 pub struct Supervise {
     state: Arc<State>,
     tool_router: ToolRouter<Self>,
+    /// Whether this bottle runs pipelock: without it `pipelock-block` is not offered at all
+    /// (a tool whose every proposal could only be refused would be a lie).
+    pipelock: bool,
 }
 
 /// `egress-block` input.
@@ -231,12 +234,22 @@ pub struct RouteView {
     pub header: Option<String>,
 }
 
+/// The tool offered only when the bottle runs pipelock.
+const PIPELOCK_TOOL: &str = "pipelock-block";
+
 #[tool_router(router = tool_router)]
 impl Supervise {
     pub fn new(state: Arc<State>) -> Supervise {
+        // Read when a client connects: an unreadable config offers no pipelock tool either.
+        let pipelock = state.config().is_ok_and(|c| c.pipelock.is_some());
+        let mut tool_router = Self::tool_router();
+        if !pipelock {
+            tool_router.remove_route(PIPELOCK_TOOL);
+        }
         Supervise {
             state,
-            tool_router: Self::tool_router(),
+            tool_router,
+            pipelock,
         }
     }
 
@@ -308,7 +321,7 @@ impl Supervise {
     }
 
     #[tool(
-        name = "pipelock-block",
+        name = "pipelock-block", // PIPELOCK_TOOL
         description = "Ask the operator to change the configuration of pipelock, the \
             allowlist/DLP proxy behind the egress proxy. Call this only when a request was \
             blocked by pipelock (a 403 naming pipelock or carrying X-Pipelock-Block-Reason), \
@@ -438,9 +451,14 @@ impl ServerHandler for Supervise {
                 "Tools for an agent stuck in a claude-bottle sandbox. When the egress proxy \
                  refuses a host (403 'no route'), call egress-block; when you need a package or \
                  tool in your image, call capability-block with the whole modified \
-                 {AGENT_DOCKERFILE_PATH}; when pipelock blocks a request, call pipelock-block. \
+                 {AGENT_DOCKERFILE_PATH}{pipelock}. \
                  Each returns a proposal id at once: wait for the operator with proposal-status. \
-                 Only the operator can approve."
+                 Only the operator can approve.",
+                pipelock = if self.pipelock {
+                    "; when pipelock blocks a request, call pipelock-block"
+                } else {
+                    ""
+                }
             ))
     }
 }
@@ -448,6 +466,42 @@ impl ServerHandler for Supervise {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The instructions mention pipelock-block only when the bottle runs pipelock, and the
+    /// name removed from the router is the tool's.
+    #[test]
+    fn the_pipelock_tool_and_its_instructions_follow_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        let mut json: serde_json::Value = serde_json::from_str(&config_json(dir.path())).unwrap();
+        let server = |json: &serde_json::Value| {
+            std::fs::write(&config, json.to_string()).unwrap();
+            Supervise::new(Arc::new(State::new(
+                config.clone(),
+                "dev-abcde".into(),
+                Queue::new(dir.path().join("q").to_str().unwrap()),
+            )))
+        };
+        let without = server(&json);
+        assert!(!without.tool_router.has_route(PIPELOCK_TOOL));
+        assert!(
+            !without
+                .get_info()
+                .instructions
+                .unwrap_or_default()
+                .contains(PIPELOCK_TOOL)
+        );
+        json["pipelock"] =
+            serde_json::json!({"binary": "/p", "config": "/c", "listen": "127.0.0.1:8888"});
+        let with = server(&json);
+        assert!(with.tool_router.has_route(PIPELOCK_TOOL));
+        assert!(
+            with.get_info()
+                .instructions
+                .unwrap_or_default()
+                .contains(PIPELOCK_TOOL)
+        );
+    }
 
     fn config_json(queue: &std::path::Path) -> String {
         serde_json::json!({
