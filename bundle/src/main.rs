@@ -38,6 +38,9 @@ enum Command {
     Scan(bottle_bundle::scanner::cli::ScanArgs),
     /// Serve the git gate (`gate hook pre-receive` is git's hook).
     Gate(bottle_bundle::gate::GateArgs),
+    /// The git gate's SSH transport to upstreams (git runs this; not for people).
+    #[command(hide = true)]
+    Ssh(bottle_bundle::gate::SshArgs),
     /// Serve the supervise MCP server (stuck-agent proposals to the operator).
     Mcp(bottle_bundle::mcp::McpArgs),
     /// Run the egress proxy alone.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Init { children } => bottle_bundle::run::run_commands(&children),
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Gate(args) => return bottle_bundle::gate::main(args),
+        Command::Ssh(args) => return bottle_bundle::gate::ssh_main(args),
         Command::Relay(args) => bottle_bundle::relay::main(args),
         Command::Probe(args) => bottle_bundle::probe::main(args),
         Command::Mcp(args) => bottle_bundle::mcp::run_mcp(args),

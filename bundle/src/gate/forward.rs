@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::gate::settings::{GateSettings, Remote};
-use crate::gate::ssh::{self, UpstreamFailure};
+use crate::gate::upstream::{self, Transport, UpstreamFailure};
 use crate::scanner::RefUpdate;
 
 /// Why a forward did not land, or may not have.
@@ -132,14 +132,15 @@ pub(crate) fn push_args(upstream: &str, updates: &[RefUpdate]) -> Vec<String> {
 /// stays visible through the inherited object-directory variables), within `timeout`.
 pub(crate) async fn forward(
     settings: &GateSettings,
+    transport: &Transport,
     remote: &Remote,
     git_dir: &Path,
     updates: &[RefUpdate],
     timeout: Duration,
 ) -> Result<(), ForwardFailure> {
-    ssh::write_known_hosts(settings, remote)
-        .map_err(|f| failed(ForwardError::Upstream(f), "known_hosts not written"))?;
-    let mut cmd = ssh::upstream_git(settings, remote);
+    upstream::require_pin(remote)
+        .map_err(|f| failed(ForwardError::Upstream(f), "no pinned host key"))?;
+    let mut cmd = upstream::upstream_git(settings, transport, remote);
     cmd.env("GIT_DIR", git_dir);
     // The new objects are only in the quarantine: keep git's pointers to it, but not the
     // quarantine marker, which makes git refuse to update refs (and so to push).
@@ -150,14 +151,14 @@ pub(crate) async fn forward(
     }
     cmd.args(push_args(&remote.upstream, updates))
         .stdin(std::process::Stdio::null());
-    let out = match ssh::run_bounded(cmd, timeout).await {
-        Err(ssh::RunError::TimedOut) => {
+    let out = match upstream::run_bounded(cmd, timeout).await {
+        Err(upstream::RunError::TimedOut) => {
             return Err(failed(
                 ForwardError::Upstream(UpstreamFailure::TimedOut),
                 format!("git push killed after {timeout:?}"),
             ));
         }
-        Err(ssh::RunError::Io(e)) => {
+        Err(upstream::RunError::Io(e)) => {
             return Err(failed(
                 ForwardError::Upstream(UpstreamFailure::Other),
                 format!("cannot run git push: {e}"),
@@ -172,7 +173,7 @@ pub(crate) async fn forward(
             "git push {}; stdout: {}; stderr: {}",
             out.status,
             stdout.trim(),
-            ssh::redact(stderr.trim(), remote)
+            upstream::redact(stderr.trim(), remote)
         );
         failed(error, detail)
     })
@@ -205,7 +206,7 @@ pub(crate) fn push_outcome(
     let remote_lines = stderr
         .lines()
         .filter_map(|l| l.strip_prefix("remote: "))
-        .map(|l| ssh::redact(l.trim_end(), remote))
+        .map(|l| upstream::redact(l.trim_end(), remote))
         .collect();
     Err(ForwardError::Rejected {
         refs: rejected,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::gate::forward::{self, ForwardError, ForwardFailure};
 use crate::gate::settings::{GateSettings, Remote};
-use crate::gate::ssh::UpstreamFailure;
+use crate::gate::upstream::{Transport, UpstreamFailure};
 use crate::gate::{mirror, policy, verify};
 use crate::scanner::{Budget, Finding, RefUpdate, Scanner};
 
@@ -134,7 +134,20 @@ fn decide() -> Decision {
         Ok(u) => u,
         Err(e) => return deny(format!("bottle gate: push rejected: {e}")),
     };
-    decide_updates(&settings, remote, &updates)
+    let transport = match std::env::current_exe() {
+        Ok(program) => Transport {
+            program,
+            config_path,
+        },
+        Err(e) => {
+            return Decision::Deny {
+                message: "bottle gate: push rejected: internal error; nothing was sent upstream"
+                    .into(),
+                detail: format!("cannot find the bundle binary: {e}"),
+            };
+        }
+    };
+    decide_updates(&settings, &transport, remote, &updates)
 }
 
 fn read_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, String> {
@@ -163,7 +176,12 @@ pub(crate) fn refname_allowed(refname: &str) -> bool {
     !rest.is_empty() && git2::Reference::is_valid_name(refname)
 }
 
-fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate]) -> Decision {
+fn decide_updates(
+    settings: &GateSettings,
+    transport: &Transport,
+    remote: &Remote,
+    updates: &[RefUpdate],
+) -> Decision {
     let refused: Vec<&str> = updates
         .iter()
         .filter(|u| !refname_allowed(&u.refname))
@@ -257,16 +275,16 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
     };
     let git_dir = settings.mirror_path(remote);
     match runtime.block_on(forward::forward(
-        settings, remote, &git_dir, updates, remaining,
+        settings, transport, remote, &git_dir, updates, remaining,
     )) {
         Ok(()) => Decision::Allow {
             message: accepted_message(updates),
             detail: String::new(),
         },
         Err(ForwardFailure { error, detail }) => match error.unclear() {
-            Some(failure) => {
-                settle_unclear_forward(&runtime, settings, remote, updates, failure, detail)
-            }
+            Some(failure) => settle_unclear_forward(
+                &runtime, settings, transport, remote, updates, failure, detail,
+            ),
             None => Decision::Deny {
                 message: forward_message(&error),
                 detail,
@@ -282,6 +300,7 @@ fn decide_updates(settings: &GateSettings, remote: &Remote, updates: &[RefUpdate
 fn settle_unclear_forward(
     runtime: &tokio::runtime::Runtime,
     settings: &GateSettings,
+    transport: &Transport,
     remote: &Remote,
     updates: &[RefUpdate],
     failure: UpstreamFailure,
@@ -289,6 +308,7 @@ fn settle_unclear_forward(
 ) -> Decision {
     let found = runtime.block_on(verify::upstream_refs(
         settings,
+        transport,
         remote,
         verify::CHECK_TIMEOUT,
     ));
@@ -304,7 +324,7 @@ fn settle_unclear_forward(
         };
     }
     // Not on an `Allow`: receive-pack would then move the refs from their old values itself.
-    let resynced = runtime.block_on(mirror::refresh(settings, remote, RESYNC_TIMEOUT));
+    let resynced = runtime.block_on(mirror::refresh(settings, transport, remote, RESYNC_TIMEOUT));
     Decision::Deny {
         message: verify::message(failure, updates, &outcomes, resynced.is_ok()),
         detail: format!("{forward_detail}; {check}; resync: {resynced:?}"),

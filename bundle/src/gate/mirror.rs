@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use crate::gate::gitenv;
 use crate::gate::settings::{GateSettings, Remote};
-use crate::gate::ssh::{self, UpstreamFailure};
+use crate::gate::upstream::{self, Transport, UpstreamFailure};
 
 /// Longest a refresh (`git fetch` from the upstream) may take before the fetch is refused.
 pub(crate) const REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -108,19 +108,20 @@ fn install_hook(hooks: &Path, program: &Path) -> std::io::Result<()> {
 /// Any failure is returned: the caller refuses the fetch rather than serve stale refs.
 pub(crate) async fn refresh(
     settings: &GateSettings,
+    transport: &Transport,
     remote: &Remote,
     timeout: Duration,
 ) -> Result<(), UpstreamFailure> {
-    ssh::write_known_hosts(settings, remote)?;
-    let mut cmd = ssh::upstream_git(settings, remote);
+    upstream::require_pin(remote)?;
+    let mut cmd = upstream::upstream_git(settings, transport, remote);
     cmd.env("GIT_DIR", settings.mirror_path(remote))
         .args(["fetch", "--quiet", "--prune", "--no-write-fetch-head", "--"])
         .arg(&remote.upstream)
         .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
         .stdin(std::process::Stdio::null());
-    let out = match ssh::run_bounded(cmd, timeout).await {
-        Err(ssh::RunError::TimedOut) => return Err(UpstreamFailure::TimedOut),
-        Err(ssh::RunError::Io(e)) => {
+    let out = match upstream::run_bounded(cmd, timeout).await {
+        Err(upstream::RunError::TimedOut) => return Err(UpstreamFailure::TimedOut),
+        Err(upstream::RunError::Io(e)) => {
             tracing::error!(remote = %remote.name, error = %e, "cannot run git fetch");
             return Err(UpstreamFailure::Other);
         }
@@ -135,7 +136,7 @@ pub(crate) async fn refresh(
     tracing::warn!(
         remote = %remote.name,
         reason = ?failure,
-        stderr = %ssh::redact(stderr.trim(), remote),
+        stderr = %upstream::redact(stderr.trim(), remote),
         "refresh from upstream failed"
     );
     Err(failure)

@@ -10,8 +10,9 @@
 //! listener; `mirror` creates and refreshes the mirrors; `hook` decides a push, with `policy`
 //! (deletes and force pushes, per remote); `oversize` adds the limit and its manifest key to
 //! git's message for a push over the size limit; `forward` pushes upstream; `verify` asks the
-//! upstream where the refs are after a forward that may have landed; `ssh` locks ssh to the
-//! key and the pin; `gitenv` is the environment of every git the gate runs.
+//! upstream where the refs are after a forward that may have landed; `upstream` builds those
+//! gits and reads their failures; `ssh` is their SSH transport (`bottle-bundle ssh`, russh with
+//! the gate key and the pinned host key); `gitenv` is the environment of every git the gate runs.
 
 mod forward;
 mod gitenv;
@@ -22,6 +23,7 @@ mod policy;
 mod server;
 mod settings;
 mod ssh;
+mod upstream;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,21 @@ enum GateCommand {
 enum HookName {
     /// The pre-receive hook: scan, then forward upstream; any failure rejects the push.
     PreReceive,
+}
+
+/// `bottle-bundle ssh`: git's SSH transport for the gate's upstream leg (git runs this; not
+/// for people).
+#[derive(clap::Args)]
+#[command(disable_help_flag = true)]
+pub struct SshArgs {
+    /// What git passes: `[-o SendEnv=GIT_PROTOCOL] [-4|-6] [-p PORT] [user@]host command`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<String>,
+}
+
+/// Entry point of `bottle-bundle ssh`.
+pub fn ssh_main(args: SshArgs) -> ExitCode {
+    ssh::main(&args.args)
 }
 
 /// Entry point of `bottle-bundle gate`.
@@ -133,7 +150,10 @@ async fn run(
     let gate = Arc::new(Gate {
         locks: mirror::RepoLocks::new(&settings),
         settings,
-        config_path,
+        transport: upstream::Transport {
+            program: program.to_owned(),
+            config_path,
+        },
     });
     server::serve(gate, listeners, cancel).await;
     Ok(())

@@ -5,7 +5,7 @@
 //! Refusals go back as a git `ERR` packet, which the client prints as `remote error: …`.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gate::mirror::{self, RepoLocks};
 use crate::gate::settings::{GateSettings, Remote};
+use crate::gate::upstream::Transport;
 use crate::gate::{gitenv, hook};
 
 /// Longest a client may take to send its request line.
@@ -48,8 +49,9 @@ enum Conn {
 /// Shared state of a running gate.
 pub(crate) struct Gate {
     pub settings: GateSettings,
-    /// The absolute bundle config path, handed to the hook.
-    pub config_path: PathBuf,
+    /// This binary and the absolute bundle config path: handed to the hook, and git's SSH
+    /// transport for the refresh.
+    pub transport: Transport,
     pub locks: RepoLocks,
 }
 
@@ -280,7 +282,13 @@ async fn handle(gate: Arc<Gate>, mut conn: Conn, cancel: CancellationToken) {
         Service::UploadPack => {
             let refreshed = {
                 let _guard = lock.lock().await;
-                mirror::refresh(&gate.settings, remote, mirror::REFRESH_TIMEOUT).await
+                mirror::refresh(
+                    &gate.settings,
+                    &gate.transport,
+                    remote,
+                    mirror::REFRESH_TIMEOUT,
+                )
+                .await
             };
             if let Err(failure) = refreshed {
                 let message = format!(
@@ -336,7 +344,7 @@ async fn run_service(
                 .arg(format!("--timeout={UPLOAD_INACTIVITY_SECS}"));
         }
         Service::ReceivePack => {
-            cmd.env(hook::CONFIG_ENV, &gate.config_path)
+            cmd.env(hook::CONFIG_ENV, &gate.transport.config_path)
                 .env(hook::REMOTE_ENV, &remote.name)
                 // The hook's stderr is the agent's channel: its own logging stays off.
                 .env("BOTTLE_LOG", "off")

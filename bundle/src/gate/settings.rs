@@ -35,7 +35,7 @@ pub(crate) enum SettingsError {
 /// Everything the gate server and its hook need.
 #[derive(Debug, Clone)]
 pub(crate) struct GateSettings {
-    /// The gate-owned directory holding the bare mirrors, their hooks and pinned host keys.
+    /// The gate-owned directory holding the bare mirrors, their hooks and their log.
     pub mirrors_dir: PathBuf,
     /// The served repositories, in config order.
     pub remotes: Vec<Remote>,
@@ -125,7 +125,7 @@ impl GateSettings {
         self.mirrors_dir.join(format!("{}.git", remote.name))
     }
 
-    /// The gate's own files (hooks, pins, global git config, hook log); the `HOME` of its gits.
+    /// The gate's own files (hooks, global git config, hook log); the `HOME` of its gits.
     pub(crate) fn gate_dir(&self) -> PathBuf {
         self.mirrors_dir.join(".gate")
     }
@@ -138,11 +138,6 @@ impl GateSettings {
     /// Largest pack a push to `remote` may send, and most bytes its scan reads.
     pub(crate) fn push_limit(&self, remote: &Remote) -> u64 {
         remote.max_push_bytes.unwrap_or(self.max_push_bytes)
-    }
-
-    /// The generated known_hosts file holding `remote`'s pin.
-    pub(crate) fn known_hosts_path(&self, remote: &Remote) -> PathBuf {
-        self.gate_dir().join(format!("{}.known_hosts", remote.name))
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use git2::Oid;
 
 use crate::gate::settings::{GateSettings, Remote};
-use crate::gate::ssh::{self, UpstreamFailure};
+use crate::gate::upstream::{self, Transport, UpstreamFailure};
 use crate::scanner::RefUpdate;
 
 /// Longest the check (`git ls-remote`) may take: the pusher is already waiting.
@@ -35,18 +35,19 @@ pub(crate) enum RefOutcome {
 /// Asks the upstream for its branches and tags: ref name → object id (tags unpeeled).
 pub(crate) async fn upstream_refs(
     settings: &GateSettings,
+    transport: &Transport,
     remote: &Remote,
     timeout: Duration,
 ) -> Result<HashMap<String, Oid>, UpstreamFailure> {
-    ssh::write_known_hosts(settings, remote)?;
-    let mut cmd = ssh::upstream_git(settings, remote);
+    upstream::require_pin(remote)?;
+    let mut cmd = upstream::upstream_git(settings, transport, remote);
     cmd.args(["ls-remote", "--refs", "--"])
         .arg(&remote.upstream)
         .args(["refs/heads/*", "refs/tags/*"])
         .stdin(std::process::Stdio::null());
-    let out = match ssh::run_bounded(cmd, timeout).await {
-        Err(ssh::RunError::TimedOut) => return Err(UpstreamFailure::TimedOut),
-        Err(ssh::RunError::Io(e)) => {
+    let out = match upstream::run_bounded(cmd, timeout).await {
+        Err(upstream::RunError::TimedOut) => return Err(UpstreamFailure::TimedOut),
+        Err(upstream::RunError::Io(e)) => {
             tracing::error!(remote = %remote.name, error = %e, "cannot run git ls-remote");
             return Err(UpstreamFailure::Other);
         }
@@ -56,7 +57,7 @@ pub(crate) async fn upstream_refs(
         let stderr = String::from_utf8_lossy(&out.stderr);
         tracing::warn!(
             remote = %remote.name,
-            stderr = %ssh::redact(stderr.trim(), remote),
+            stderr = %upstream::redact(stderr.trim(), remote),
             "checking the upstream's refs failed"
         );
         return Err(UpstreamFailure::classify(&stderr));

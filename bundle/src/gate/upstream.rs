@@ -1,22 +1,23 @@
-//! How the gate's own git processes reach an upstream: OpenSSH with only the gate-held key and
-//! the pinned host key, nothing from the environment.
-//!
-//! The pin is written to a generated known_hosts file under a fixed alias
-//! ([`PIN_ALIAS`]), and ssh looks it up with `HostKeyAlias`, so the pin holds whatever name,
-//! port or `extra_hosts` address the upstream is dialed at.
+//! How the gate's own git processes reach an upstream: git runs this binary's `ssh`
+//! subcommand ([`crate::gate::ssh`]) as its SSH transport, which connects with russh, accepts
+//! only the pinned host key and authenticates with the gate-held key. Nothing from the
+//! environment or an ssh config takes part.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use tokio::process::Command;
 
-use crate::gate::gitenv;
 use crate::gate::settings::{GateSettings, HostKeyPin, Remote};
+use crate::gate::{gitenv, hook, ssh};
 
-/// The known_hosts name every pin is stored and looked up under.
-pub(crate) const PIN_ALIAS: &str = "bottle-upstream";
-
-/// Longest ssh waits for the TCP connection to the upstream.
-const CONNECT_TIMEOUT_SECS: u32 = 10;
+/// What a gate git needs to reach an upstream through `bottle-bundle ssh`.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    /// The bundle binary, run by git as `<program> ssh …`.
+    pub program: PathBuf,
+    /// The absolute bundle config path: `bottle-bundle ssh` reads the remote's settings there.
+    pub config_path: PathBuf,
+}
 
 /// Why an upstream contact failed, as far as ssh's and git's stderr tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,23 +39,15 @@ pub(crate) enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    /// Reads git's/ssh's stderr.
+    /// Reads git's stderr, which carries `bottle-bundle ssh`'s one-line error.
     pub(crate) fn classify(stderr: &str) -> UpstreamFailure {
-        if stderr.contains("Host key verification failed")
-            || stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-            || stderr.contains("No ED25519 host key is known")
-            || stderr.contains("host key is known for")
-        {
+        if stderr.contains(ssh::HOST_KEY_MISMATCH) {
             UpstreamFailure::HostKeyMismatch
-        } else if stderr.contains("Permission denied") {
+        } else if stderr.contains(ssh::AUTH_REFUSED) {
             UpstreamFailure::AuthRefused
-        } else if stderr.contains("Connection refused")
-            || stderr.contains("Could not resolve")
-            || stderr.contains("timed out")
-            || stderr.contains("Connection closed")
-            || stderr.contains("Connection reset")
-            || stderr.contains("No route to host")
-            || stderr.contains("Network is unreachable")
+        } else if ssh::UNREACHABLE
+            .iter()
+            .any(|marker| stderr.contains(marker))
         {
             UpstreamFailure::Unreachable
         } else {
@@ -80,44 +73,32 @@ impl UpstreamFailure {
     }
 }
 
-/// Writes `remote`'s pin to its known_hosts file (atomically); `NoPin` when there is none.
-pub(crate) fn write_known_hosts(
+/// `remote`'s pin; `NoPin` when there is none (the gate then contacts nothing).
+pub(crate) fn require_pin(remote: &Remote) -> Result<&HostKeyPin, UpstreamFailure> {
+    remote.pin.as_ref().ok_or(UpstreamFailure::NoPin)
+}
+
+/// A `git` command for talking to `remote`'s upstream: the gate's clean environment, and
+/// `bottle-bundle ssh` as the only SSH transport, told which remote it serves.
+pub(crate) fn upstream_git(
     settings: &GateSettings,
+    transport: &Transport,
     remote: &Remote,
-) -> Result<(), UpstreamFailure> {
-    let Some(pin) = &remote.pin else {
-        return Err(UpstreamFailure::NoPin);
-    };
-    let path = settings.known_hosts_path(remote);
-    let write = || -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        std::fs::write(&tmp, known_hosts_line(pin))?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| {
-        tracing::error!(remote = %remote.name, error = %e, "cannot write the pinned known_hosts file");
-        UpstreamFailure::Other
-    })
-}
-
-fn known_hosts_line(pin: &HostKeyPin) -> String {
-    format!("{PIN_ALIAS} {} {}\n", pin.key_type, pin.key)
-}
-
-/// A `git` command for talking to `remote`'s upstream: a clean environment, no user or
-/// system config, and `GIT_SSH_COMMAND` locked to the gate key and the pin.
-pub(crate) fn upstream_git(settings: &GateSettings, remote: &Remote) -> Command {
+) -> Command {
     let mut cmd = Command::from(gitenv::git(settings));
     cmd.env("GIT_TERMINAL_PROMPT", "0")
+        // `ssh` makes git pass the port as `-p PORT` (`simple` refuses a port).
         .env("GIT_SSH_VARIANT", "ssh")
-        .env(
-            "GIT_SSH_COMMAND",
-            ssh_command(remote, &settings.known_hosts_path(remote)),
-        )
+        .env("GIT_SSH_COMMAND", ssh_command(transport))
+        .env(hook::CONFIG_ENV, &transport.config_path)
+        .env(hook::REMOTE_ENV, &remote.name)
         .kill_on_drop(true);
     cmd
+}
+
+/// The transport command line (a shell string, as git runs it).
+fn ssh_command(transport: &Transport) -> String {
+    format!("{} ssh", shell_quote(&transport.program.to_string_lossy()))
 }
 
 /// Why [`run_bounded`] produced no output.
@@ -155,45 +136,6 @@ pub(crate) async fn run_bounded(
     }
 }
 
-/// The ssh command line (a shell string, as git runs it). No config file is read (`-F none`)
-/// and the only known_hosts, user and global, is the gate's pin file: no path outside the
-/// gate's directory (not even /dev/null) is handed to ssh as a file.
-fn ssh_command(remote: &Remote, known_hosts: &Path) -> String {
-    let known_hosts = known_hosts.display();
-    let mut parts = vec![
-        "ssh".to_owned(),
-        "-F".into(),
-        "none".into(),
-        "-i".into(),
-        shell_quote(&remote.identity_file.to_string_lossy()),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        "IdentityAgent=none".into(),
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        shell_quote(&format!("UserKnownHostsFile={known_hosts}")),
-        "-o".into(),
-        shell_quote(&format!("GlobalKnownHostsFile={known_hosts}")),
-        "-o".into(),
-        "UpdateHostKeys=no".into(),
-        "-o".into(),
-        "CheckHostIP=no".into(),
-        "-o".into(),
-        format!("HostKeyAlias={PIN_ALIAS}"),
-        "-o".into(),
-        format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"),
-    ];
-    if let Some(address) = &remote.dial_address {
-        parts.push("-o".into());
-        parts.push(shell_quote(&format!("Hostname={address}")));
-    }
-    parts.join(" ")
-}
-
 /// Single-quotes `s` for `sh -c`.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -217,15 +159,23 @@ mod tests {
         use UpstreamFailure::*;
         let cases = [
             (
-                "Host key verification failed.\r\nfatal: Could not read",
+                "bottle-bundle ssh: remote \"app\": Host key verification failed: the upstream at 127.0.0.1 port 22 presented ssh-ed25519 SHA256:a, but the pinned KnownHostKey is ssh-ed25519 SHA256:b\nfatal: Could not read from remote repository.",
                 HostKeyMismatch,
             ),
             (
-                "ssh: connect to host 127.0.0.1 port 2: Connection refused",
+                "bottle-bundle ssh: remote \"app\": cannot connect to 127.0.0.1 port 2: Connection refused (os error 111)",
                 Unreachable,
             ),
             (
-                "root@127.0.0.1: Permission denied (publickey).",
+                "bottle-bundle ssh: remote \"app\": cannot connect to upstream.test port 22: timed out after 10 s",
+                Unreachable,
+            ),
+            (
+                "bottle-bundle ssh: remote \"app\": Connection lost: the upstream stopped answering",
+                Unreachable,
+            ),
+            (
+                "bottle-bundle ssh: remote \"app\": Permission denied (publickey): the upstream did not accept the gate's key for user root",
                 AuthRefused,
             ),
             ("fatal: something else", Other),
