@@ -82,24 +82,27 @@ fn upload_pack_runs_and_its_output_and_exit_status_pass_through() {
 fn ecdsa_and_rsa_identities_authenticate() {
     let env = GateEnv::start(Options::default());
     let (port, dest, command) = upload_pack_args(&env);
-    for (key_type, bits) in [("ecdsa", "256"), ("rsa", "3072")] {
-        let key = env.tmp.path().join(format!("id_{key_type}"));
-        sshd::run(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                key_type,
-                "-b",
-                bits,
-                "-N",
-                "",
-                "-C",
-                key_type,
-                "-f",
-                &s(&key),
-            ],
-        );
+    // Every format the launcher accepts: OpenSSH's own, PEM (PKCS#1, SEC1) and PKCS#8.
+    let keys = [
+        ("ecdsa", "256", "RFC4716"),
+        ("ecdsa", "384", "PEM"),
+        ("ecdsa", "256", "PKCS8"),
+        ("rsa", "3072", "RFC4716"),
+        ("rsa", "2048", "PEM"),
+        ("rsa", "2048", "PKCS8"),
+    ];
+    for (key_type, bits, format) in keys {
+        let key = env
+            .tmp
+            .path()
+            .join(format!("id_{key_type}_{bits}_{format}"));
+        let args = [
+            "-q", "-t", key_type, "-b", bits, "-m", format, "-N", "", "-f",
+        ];
+        let mut args: Vec<&str> = args.to_vec();
+        let path = s(&key);
+        args.push(&path);
+        sshd::run("ssh-keygen", &args);
         let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let mut authorized = std::fs::OpenOptions::new()
             .append(true)
@@ -108,7 +111,11 @@ fn ecdsa_and_rsa_identities_authenticate() {
         authorized.write_all(public.as_bytes()).unwrap();
         std::fs::copy(&key, &env.identity).unwrap();
         let out = bundle_ssh(&env, &["-p", &port, &dest, &command], b"0000");
-        assert!(out.status.success(), "{key_type}: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "{key_type} {bits} {format}: {}",
+            stderr(&out)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("refs/heads/main"));
     }
     let log = env.sshd.log();
