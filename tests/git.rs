@@ -1,6 +1,7 @@
 //! Real git clients in a real bottle, through the gate to a real sshd container: a partial
 //! clone stays partial and fetches its blobs on demand, and a push over the remote's
-//! `MaxPushMB` is refused with the limit and the key that raises it.
+//! `MaxPushMB` is refused with the limit and the key that raises it. The bundle image holds no
+//! SSH client: the gate reaches the upstream with its own (russh).
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
@@ -34,6 +35,14 @@ async fn partial_clone_and_an_over_the_limit_push_through_the_gate() {
 
     let bottle = home.start_detached("coder");
     let docker = docker().await;
+    // The bundle image has no SSH client: the gate's upstream leg is `bottle-bundle ssh`.
+    let bundle = format!("claude-bottle-{}-bundle", bottle.id);
+    let ssh = container_sh(&docker, &bundle, "command -v ssh scp sftp || echo none").await;
+    assert_eq!(
+        ssh.trim(),
+        "none",
+        "the bundle image has an SSH client: {ssh}"
+    );
     let upstream =
         start_git_upstream(&docker, &bottle.id, &bottle.network(), "gitup.test", &keys).await;
     let logins = || async {
