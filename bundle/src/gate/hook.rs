@@ -17,9 +17,10 @@ use crate::gate::upstream::{Transport, UpstreamFailure};
 use crate::gate::{mirror, policy, verify};
 use crate::scanner::{Budget, Finding, RefUpdate, Scanner};
 
-/// Names the bundle config file (set by the gate on `receive-pack`, inherited by the hook).
+/// Names the bundle config file (set by the gate on `receive-pack`, inherited by the hook; and
+/// on every upstream git, for its transport `bottle-bundle ssh`).
 pub(crate) const CONFIG_ENV: &str = "BOTTLE_GATE_CONFIG";
-/// Names the remote being pushed to.
+/// Names the remote being pushed to (or fetched from, for `bottle-bundle ssh`).
 pub(crate) const REMOTE_ENV: &str = "BOTTLE_GATE_REMOTE";
 
 /// Longest the resync of the mirror after an unclear forward may take.

@@ -104,15 +104,15 @@ fn ssh_command(transport: &Transport) -> String {
 /// Why [`run_bounded`] produced no output.
 #[derive(Debug)]
 pub(crate) enum RunError {
-    /// Still running at the time limit: killed, with its ssh.
+    /// Still running at the time limit: killed, with its `bottle-bundle ssh`.
     TimedOut,
     /// Could not be started or waited for.
     Io(std::io::Error),
 }
 
 /// Runs `cmd` (from [`upstream_git`]) to completion within `timeout`, capturing its output.
-/// git runs in its own process group so that a timeout kills its ssh too: a surviving ssh
-/// would hold the upstream connection (and the upstream's half-done work) open.
+/// git runs in its own process group so that a timeout kills its SSH transport too: a
+/// surviving one would hold the upstream connection (and the upstream's half-done work) open.
 pub(crate) async fn run_bounded(
     mut cmd: Command,
     timeout: std::time::Duration,

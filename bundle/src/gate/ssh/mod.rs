@@ -195,6 +195,64 @@ fn valid_git_protocol(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::upstream::UpstreamFailure;
+
+    /// Every message this program prints is read back by `UpstreamFailure::classify` as the
+    /// failure the pusher is told about.
+    #[test]
+    fn every_error_classifies_as_its_failure() {
+        let print = |e: SshError| {
+            format!(
+                "bottle-bundle ssh: remote \"app\": {e}\nfatal: Could not read from remote repository."
+            )
+        };
+        let cases = [
+            (
+                SshError::HostKeyMismatch {
+                    peer: "h port 22".into(),
+                    presented: "ssh-ed25519 SHA256:a".into(),
+                    pinned: "ssh-ed25519 SHA256:b".into(),
+                },
+                UpstreamFailure::HostKeyMismatch,
+            ),
+            (
+                SshError::AuthRefused { user: "git".into() },
+                UpstreamFailure::AuthRefused,
+            ),
+            (
+                SshError::Unreachable {
+                    peer: "h port 22".into(),
+                    cause: "Connection refused (os error 111)".into(),
+                },
+                UpstreamFailure::Unreachable,
+            ),
+            (
+                SshError::Lost("Keepalive timeout".into()),
+                UpstreamFailure::Unreachable,
+            ),
+            (
+                SshError::from(russh::Error::HUP),
+                UpstreamFailure::Unreachable,
+            ),
+            (
+                SshError::Usage("refusing to run \"ls\"".into()),
+                UpstreamFailure::Other,
+            ),
+            (SshError::NoPin, UpstreamFailure::Other),
+            (
+                SshError::from(russh::Error::NoCommonAlgo {
+                    kind: russh::AlgorithmKind::Kex,
+                    ours: vec![],
+                    theirs: vec![],
+                }),
+                UpstreamFailure::Other,
+            ),
+        ];
+        for (error, want) in cases {
+            let text = print(error);
+            assert_eq!(UpstreamFailure::classify(&text), want, "{text}");
+        }
+    }
 
     #[test]
     fn git_protocol_values() {
