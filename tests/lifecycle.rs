@@ -170,22 +170,7 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     );
     let keeper = home.start_detached("keeper");
 
-    // `list` marks the left-behind bottle and says what removes it; the live one runs.
-    let list = home.run(&["list"]);
-    let listed = String::from_utf8_lossy(&list.stdout);
-    let line = |id: &str| {
-        listed
-            .lines()
-            .find(|l| l.starts_with(id))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(line(&id).contains("orphaned"), "{listed}");
-    assert!(
-        line(&id).contains("`claude-bottle cleanup` removes it"),
-        "{listed}"
-    );
-    assert!(line(&keeper.id).contains("running"), "{listed}");
+    assert_listed_orphaned(&home, &id, &keeper.id);
 
     let out = home.run(&["cleanup", "-y"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -298,22 +283,7 @@ async fn cleanup_removes_a_detached_bottle_whose_start_was_sigkilled_during_prov
     );
     let keeper = home.start_detached("keeper");
 
-    // `list` marks the left-behind bottle and says what removes it; the live one runs.
-    let list = home.run(&["list"]);
-    let listed = String::from_utf8_lossy(&list.stdout);
-    let line = |id: &str| {
-        listed
-            .lines()
-            .find(|l| l.starts_with(id))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(line(&id).contains("orphaned"), "{listed}");
-    assert!(
-        line(&id).contains("`claude-bottle cleanup` removes it"),
-        "{listed}"
-    );
-    assert!(line(&keeper.id).contains("running"), "{listed}");
+    assert_listed_orphaned(&home, &id, &keeper.id);
 
     let out = home.run(&["cleanup", "-y"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -640,4 +610,23 @@ async fn exec_i_without_a_terminal_streams_stdin_and_keeps_stderr_apart() {
     assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
     assert_eq!(stdout.trim(), "PIPED-IN", "{stderr}");
     assert!(stderr.contains("to-stderr"), "{stderr}");
+}
+
+/// `list` marks the left-behind bottle `orphan` and says what removes it; `live` runs.
+fn assert_listed_orphaned(home: &Home, orphan: &str, live: &str) {
+    let list = home.run(&["list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    let line = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line(orphan).contains("orphaned"), "{listed}");
+    assert!(
+        line(orphan).contains("`claude-bottle cleanup` removes it"),
+        "{listed}"
+    );
+    assert!(line(live).contains("running"), "{listed}");
 }
