@@ -52,6 +52,9 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(2);
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// How long the child gets between SIGTERM and SIGKILL when the relay stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The supervising relay's pid, for the child to check it was not orphaned before it could
+/// ask for the parent-death signal.
+const PARENT_ENV: &str = "BOTTLE_RELAY_PARENT";
 /// The first inherited descriptor (`LISTEN_FDS` protocol).
 const FIRST_FD: i32 = 3;
 
@@ -229,7 +232,8 @@ fn spawn_child(
         .map_err(|_| anyhow::anyhow!("two listeners for one descriptor"))?;
     cmd.env("LISTEN_FDS", listeners.len().to_string())
         .env_remove("LISTEN_PID")
-        .env("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD);
+        .env("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
+        .env(PARENT_ENV, std::process::id().to_string());
     cmd.spawn().context("cannot start the relaying child")
 }
 
@@ -238,6 +242,12 @@ fn spawn_child(
 fn serve_inherited(maps: Vec<Mapping>) -> anyhow::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
         .context("cannot set the parent-death signal")?;
+    // A parent killed before the line above never sends the signal: it is already gone when
+    // the process that started us is no longer our parent.
+    let parent = std::env::var(PARENT_ENV).ok();
+    if parent.is_some_and(|p| p != nix::unistd::getppid().to_string()) {
+        anyhow::bail!("the supervising relay exited before this child started; exiting too");
+    }
     let mut fds = listenfd::ListenFd::from_env();
     anyhow::ensure!(
         fds.len() == maps.len(),
