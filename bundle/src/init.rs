@@ -4,7 +4,7 @@
 //! Each role runs as its own child process (`bottle-bundle proxy|gate|mcp --config …`, and
 //! pipelock when configured), so a crash in one role cannot corrupt another. The supervisor:
 //! - reaps every child, including orphans re-parented to PID 1 (git leaves some behind);
-//! - forwards SIGTERM/SIGINT to every child, waits [`STOP_GRACE`], then SIGKILLs the rest;
+//! - forwards SIGTERM/SIGINT to every child, waits [`Timings::stop_grace`], then SIGKILLs the rest;
 //! - forwards SIGHUP (the proxy reloads its routes on it);
 //! - restarts a role that exits on its own, after a growing delay, and gives up (exiting
 //!   non-zero, which stops the container) when a role keeps failing: a bundle missing a role
@@ -27,14 +27,32 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use bottle_contract::bundle_config::{BundleConfig, Role};
 
-/// How long children get between SIGTERM and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
-/// A role that exits this many times within [`CRASH_WINDOW`] stops the bundle.
+/// A role that exits this many times within [`Timings::crash_window`] stops the bundle.
 pub const MAX_CRASHES: usize = 5;
-pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// First restart delay; doubles per crash up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// The loop's waits. The bundle runs with [`Timings::default`]; `init` takes others so tests of
+/// the loop need not wait in real time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How long children get between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// The window in which [`MAX_CRASHES`] exits stop the bundle.
+    pub crash_window: Duration,
+    /// First restart delay; doubles per crash up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            stop_grace: Duration::from_secs(10),
+            crash_window: Duration::from_secs(60),
+            first_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+        }
+    }
+}
 /// How often the loop wakes to start pending restarts and check the stop deadline.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -105,7 +123,7 @@ struct Slot {
 
 /// Runs `children` until a stop signal (exit 0 once they are all gone) or until one keeps
 /// crashing (an error naming it).
-pub fn run_children(children: Vec<ChildSpec>) -> anyhow::Result<()> {
+pub fn run_children(children: Vec<ChildSpec>, timings: Timings) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
@@ -118,13 +136,17 @@ pub fn run_children(children: Vec<ChildSpec>) -> anyhow::Result<()> {
         }
     });
 
-    let result = child_loop(children, &rx);
+    let result = child_loop(children, timings, &rx);
     handle.close();
     let _ = watcher.join();
     result
 }
 
-fn child_loop(children: Vec<ChildSpec>, signals: &mpsc::Receiver<i32>) -> anyhow::Result<()> {
+fn child_loop(
+    children: Vec<ChildSpec>,
+    timings: Timings,
+    signals: &mpsc::Receiver<i32>,
+) -> anyhow::Result<()> {
     let mut slots: Vec<Slot> = children
         .into_iter()
         .map(|spec| Slot {
@@ -148,7 +170,7 @@ fn child_loop(children: Vec<ChildSpec>, signals: &mpsc::Receiver<i32>) -> anyhow
                         Ok(pid) => slot.pid = Some(pid),
                         Err(e) => {
                             tracing::error!(child = %slot.spec.name, error = %e, "cannot start");
-                            record_crash(slot, &mut failure);
+                            record_crash(slot, &timings, &mut failure);
                         }
                     }
                 }
@@ -178,7 +200,7 @@ fn child_loop(children: Vec<ChildSpec>, signals: &mpsc::Receiver<i32>) -> anyhow
             }
         }
 
-        reap(&mut slots, stopping.is_some(), &mut failure);
+        reap(&mut slots, stopping.is_some(), &timings, &mut failure);
 
         if let Some(since) = stopping {
             if slots.iter().all(|s| s.pid.is_none()) {
@@ -187,7 +209,7 @@ fn child_loop(children: Vec<ChildSpec>, signals: &mpsc::Receiver<i32>) -> anyhow
                     None => Ok(()),
                 };
             }
-            if since.elapsed() > STOP_GRACE {
+            if since.elapsed() > timings.stop_grace {
                 signal_all(&slots, Signal::SIGKILL);
             }
         }
@@ -210,7 +232,7 @@ fn signal_all(slots: &[Slot], signal: Signal) {
 }
 
 /// Collects every exited process: our children (restarted or marked gone) and orphans.
-fn reap(slots: &mut [Slot], stopping: bool, failure: &mut Option<String>) {
+fn reap(slots: &mut [Slot], stopping: bool, timings: &Timings, failure: &mut Option<String>) {
     let by_pid: HashMap<Pid, usize> = slots
         .iter()
         .enumerate()
@@ -232,16 +254,16 @@ fn reap(slots: &mut [Slot], stopping: bool, failure: &mut Option<String>) {
             tracing::info!(child = %slot.spec.name, %how, "stopped");
         } else {
             tracing::warn!(child = %slot.spec.name, %how, "exited unexpectedly");
-            record_crash(slot, failure);
+            record_crash(slot, timings, failure);
         }
     }
 }
 
 /// Counts a crash and schedules the restart, or records why the bundle must stop.
-fn record_crash(slot: &mut Slot, failure: &mut Option<String>) {
+fn record_crash(slot: &mut Slot, timings: &Timings, failure: &mut Option<String>) {
     let now = Instant::now();
     slot.crashes
-        .retain(|t| now.duration_since(*t) < CRASH_WINDOW);
+        .retain(|t| now.duration_since(*t) < timings.crash_window);
     slot.crashes.push(now);
     if slot.crashes.len() >= MAX_CRASHES {
         failure.get_or_insert_with(|| {
@@ -249,13 +271,16 @@ fn record_crash(slot: &mut Slot, failure: &mut Option<String>) {
                 "{} failed {} times within {}s; giving up",
                 slot.spec.name,
                 slot.crashes.len(),
-                CRASH_WINDOW.as_secs()
+                timings.crash_window.as_secs()
             )
         });
         return;
     }
     let doubling = 1u32 << (slot.crashes.len() - 1).min(16);
-    let delay = FIRST_BACKOFF.saturating_mul(doubling).min(MAX_BACKOFF);
+    let delay = timings
+        .first_backoff
+        .saturating_mul(doubling)
+        .min(timings.max_backoff);
     slot.restart_at = Some(now + delay);
 }
 
@@ -348,12 +373,12 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..MAX_CRASHES - 1 {
             let before = Instant::now();
-            record_crash(&mut slot, &mut failure);
+            record_crash(&mut slot, &Timings::default(), &mut failure);
             delays.push(slot.restart_at.unwrap().duration_since(before));
         }
         assert!(failure.is_none());
         assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
-        record_crash(&mut slot, &mut failure);
+        record_crash(&mut slot, &Timings::default(), &mut failure);
         let reason = failure.unwrap();
         assert!(reason.contains("proxy failed 5 times"), "{reason}");
     }

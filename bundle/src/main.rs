@@ -28,6 +28,12 @@ enum Command {
         /// A command run with `sh -c`; repeat for several.
         #[arg(long = "child", required = true)]
         children: Vec<String>,
+        /// Milliseconds between SIGTERM and SIGKILL (default: the bundle's 10 s).
+        #[arg(long)]
+        stop_grace_ms: Option<u64>,
+        /// Milliseconds before the first restart of a crashed child (default: 250).
+        #[arg(long)]
+        first_backoff_ms: Option<u64>,
     },
     /// Inside the bundle container: check that every role answers on its socket.
     #[command(hide = true)]
@@ -54,7 +60,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, secrets } => bottle_bundle::run::run(&config, &secrets),
-        Command::Init { children } => bottle_bundle::run::run_commands(&children),
+        Command::Init {
+            children,
+            stop_grace_ms,
+            first_backoff_ms,
+        } => {
+            let mut timings = bottle_bundle::run::Timings::default();
+            if let Some(ms) = stop_grace_ms {
+                timings.stop_grace = std::time::Duration::from_millis(ms);
+            }
+            if let Some(ms) = first_backoff_ms {
+                timings.first_backoff = std::time::Duration::from_millis(ms);
+            }
+            bottle_bundle::run::run_commands(&children, timings)
+        }
         Command::Scan(args) => return bottle_bundle::scanner::cli::run(&args),
         Command::Gate(args) => return bottle_bundle::gate::main(args),
         Command::Ssh(args) => return bottle_bundle::gate::ssh_main(args),

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+pub use crate::init::Timings;
 use crate::init::{self, ChildSpec};
 
 /// Loads and checks the config, then runs every configured role under the supervisor until a
@@ -19,12 +20,12 @@ pub fn run(config_path: &Path, secrets_path: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the bottle-bundle binary")?;
     let children = init::children_for(&config, &exe, config_path, secrets_path);
     tracing::info!(identity = %config.identity, roles = ?config.roles, "bundle starting");
-    init::run_children(children)
+    init::run_children(children, init::Timings::default())
 }
 
 /// `bottle-bundle init --child CMD…`: the same PID-1 loop over shell commands, for running
 /// helpers by hand and for testing the loop itself.
-pub fn run_commands(commands: &[String]) -> anyhow::Result<()> {
+pub fn run_commands(commands: &[String], timings: init::Timings) -> anyhow::Result<()> {
     if commands.is_empty() {
         anyhow::bail!("give at least one --child COMMAND");
     }
@@ -37,5 +38,5 @@ pub fn run_commands(commands: &[String]) -> anyhow::Result<()> {
             args: vec!["-c".into(), cmd.clone()],
         })
         .collect();
-    init::run_children(children)
+    init::run_children(children, timings)
 }

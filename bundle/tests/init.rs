@@ -8,8 +8,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn init(children: &[String]) -> Child {
+    init_with(children, &[])
+}
+
+fn init_with(children: &[String], flags: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"));
-    cmd.arg("init");
+    cmd.arg("init").args(flags);
     for c in children {
         cmd.arg("--child").arg(c);
     }
@@ -92,23 +96,35 @@ fn sigterm_and_sighup_reach_every_child_and_the_stop_is_clean() {
 fn a_crashing_child_is_restarted_then_the_supervisor_gives_up() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("starts.log");
-    let sup = init(&[format!("echo start >> {}; exit 3", log.display())]);
+    let sup = init_with(
+        &[format!("echo start >> {}; exit 3", log.display())],
+        &["--first-backoff-ms", "10"],
+    );
+    let started = Instant::now();
     let out = finish(sup);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("child0 failed 5 times"), "{stderr}");
     let starts = std::fs::read_to_string(&log).unwrap().lines().count();
     assert_eq!(starts, 5);
+    // Four restarts after 10, 20, 40 and 80 ms: the backoff is honoured, and doubles.
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "no backoff"
+    );
 }
 
 #[test]
 fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stubborn.log");
-    let sup = init(&[format!(
-        "trap '' TERM; echo up >> {}; while :; do sleep 0.05; done",
-        log.display()
-    )]);
+    let sup = init_with(
+        &[format!(
+            "trap '' TERM; echo up >> {}; while :; do sleep 0.05; done",
+            log.display()
+        )],
+        &["--stop-grace-ms", "1500"],
+    );
     wait_for_file(&log, "up");
     let start = Instant::now();
     signal(&sup, "TERM");
@@ -118,9 +134,14 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let took = start.elapsed();
     assert!(
-        start.elapsed() >= Duration::from_secs(9),
-        "killed before the grace period"
+        took >= Duration::from_millis(1500),
+        "killed before the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(9),
+        "the grace period was not the one set: {took:?}"
     );
 }
 

@@ -654,15 +654,15 @@ fn list_egress_routes_reads_the_config_fresh_and_shows_no_secret() {
         .find(|r| r["host"] == "api.github.com")
         .unwrap();
     assert_eq!(github["path_allowlist"], json!(["/repos/alice/", "/user"]));
-    assert_eq!(github["credential"], "token");
+    assert_eq!(github["auth"], "token");
     let key = routes.iter().find(|r| r["host"] == "key.test").unwrap();
-    assert_eq!(key["credential"], "header");
+    assert_eq!(key["auth"], "header");
     assert_eq!(key["header"], "x-api-key");
     let open = routes
         .iter()
         .find(|r| r["host"] == "*.example.org")
         .unwrap();
-    assert!(open.get("credential").is_none(), "{open}");
+    assert!(open["auth"].is_null(), "{open}");
     let text = before[0].to_string();
     for slot in [
         "GH_PAT_SLOT",

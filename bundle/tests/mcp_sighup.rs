@@ -64,6 +64,26 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// Sends SIGHUP `times` times, each after the previous one was handled: `log` (a role's stderr
+/// file) shows `line` once per signal, in every role that writes it (`per_signal` lines each).
+fn hangup_and_wait(child: &Child, log: &Path, line: &str, per_signal: usize, times: usize) {
+    for sent in 1..=times {
+        kill(child, "HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.matches(line).count() >= sent * per_signal {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SIGHUP {sent} was not handled:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// A stateless MCP `tools/list` over the Unix socket, as raw HTTP/1.1; the status line.
 fn mcp_status_line(socket: &Path) -> String {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
@@ -95,16 +115,13 @@ fn the_gate_survives_sighup() {
         .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("gate.stderr")).unwrap())
         .spawn()
         .unwrap();
     let socket = dir.path().join("gate.sock");
     wait_for_socket(&socket, &mut gate);
-    for _ in 0..3 {
-        kill(&gate, "HUP");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let log = dir.path().join("gate.stderr");
+    hangup_and_wait(&gate, &log, "SIGHUP: the gate has nothing to reload", 1, 3);
     assert!(gate.try_wait().unwrap().is_none(), "SIGHUP killed the gate");
     UnixStream::connect(&socket).unwrap();
     kill(&gate, "TERM");
@@ -140,11 +157,8 @@ fn run_forwards_sighup_and_no_role_dies() {
     wait_for_socket(&gate_socket, &mut run);
     assert!(mcp_status_line(&mcp_socket).contains("200"));
 
-    for _ in 0..3 {
-        kill(&run, "HUP");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    // Each role logs "SIGHUP: ... nothing to reload" when the forwarded signal reaches it.
+    hangup_and_wait(&run, &stderr_path, "nothing to reload", 2, 3);
     let log = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(!log.contains("exited unexpectedly"), "{log}");
     for role in ["mcp", "gate"] {

@@ -94,7 +94,7 @@ fn connect_to_an_ip_or_an_unrouted_port_is_refused_before_the_tunnel() {
     let (code, _, err) = env.curl(&["-w", "\n%{http_connect}", &format!("https://[::1]:{port}/")]);
     assert_eq!(code, 403, "{err}");
     assert!(env.upstream.seen().is_empty(), "{:?}", env.upstream.seen());
-    let audit = env.audit_lines();
+    let audit = env.audit_until(|lines| lines.len() >= 7);
     let reasons: Vec<String> = audit
         .iter()
         .map(|l| format!("{} {} {}", l["method"], l["reason"], l["status"]))
@@ -399,9 +399,7 @@ fn audit_log_and_stderr_record_decisions_and_never_a_token(mode: Mode) {
         "POST",
         &env.url("git.test", "/r.git/git-receive-pack"),
     ]);
-    // The body event is written when the response body ends; give it a moment.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let lines = env.audit_lines();
+    let lines = env.audit_until(|lines| lines.len() >= 4);
     let summary: Vec<String> = lines
         .iter()
         .map(|l| {

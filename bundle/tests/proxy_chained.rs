@@ -40,7 +40,7 @@ fn upstream_connections_go_only_through_the_upstream_proxy() {
         !body.contains("127.0.0.1"),
         "internals leaked to the agent: {body}"
     );
-    let audit = env.audit_lines();
+    let audit = env.audit_until(|lines| lines.last().is_some_and(|l| l["reason"].is_string()));
     let reason = audit.last().unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("upstream proxy 127.0.0.1"), "{reason}");
     assert!(env.upstream.seen().is_empty());

@@ -151,7 +151,16 @@ fn each_upstream_failure_tells_the_agent_its_cause_and_what_to_do() {
     assert!(body.contains("`egress.extra_ca`"), "{body}");
     // The audit log keeps the detail the agent was not shown.
     let reasons: Vec<String> = env
-        .audit_lines()
+        .audit_until(|lines| {
+            let refused = |l: &&serde_json::Value| {
+                l["event"] == "outcome"
+                    && l["status"] == 502
+                    && l["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("Connection refused"))
+            };
+            lines.iter().any(|l| refused(&l))
+        })
         .iter()
         .filter(|l| l["event"] == "outcome" && l["status"] == 502)
         .map(|l| l["reason"].as_str().unwrap_or_default().to_owned())

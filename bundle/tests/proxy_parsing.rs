@@ -110,7 +110,7 @@ except (ssl.SSLError, ConnectionError, OSError) as e:
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "handshake refused\n");
     assert!(env.upstream.seen().is_empty());
-    let audit = env.audit_lines();
+    let audit = env.audit_until(|lines| !lines.is_empty());
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["method"], "CONNECT");
     assert_eq!(audit[0]["decision"], "deny");

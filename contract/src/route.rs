@@ -487,25 +487,58 @@ pub struct RouteAuth {
     pub token_ref: TokenRef,
 }
 
-/// The proxy's live route table as `http://egress.local/routes` serves it (the agent reads it;
-/// the host's approval reads it to confirm a new route is live). Names only, never a value.
+/// The live route table: what `http://egress.local/routes` serves and `list-egress-routes`
+/// returns (the agent reads both), and what the host's approval reads to confirm a new route is
+/// live. Names only, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RouteTable {
     pub routes: Vec<RouteSummary>,
 }
 
 /// One route of a [`RouteTable`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RouteSummary {
+    /// Host name (`*.` for a one-label wildcard).
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub host: RouteHost,
+    /// A port other than the scheme's default, if the route names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<std::num::NonZeroU16>,
+    /// Allowed path prefixes; empty means every path.
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<String>"))]
     pub path_allowlist: Vec<PathPrefix>,
-    /// The credential's scheme name (`Bearer`, `token`, `Basic`, `header`), if one is injected.
+    /// The injected credential's scheme (`Bearer`, `token`, `Basic`, `header`), if any; never
+    /// the token or its name.
     pub auth: Option<String>,
+    /// The header the credential goes in, for scheme `header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub header: Option<HeaderName>,
+}
+
+impl From<&crate::bundle_config::RouteConfig> for RouteSummary {
+    fn from(route: &crate::bundle_config::RouteConfig) -> RouteSummary {
+        let scheme = route.auth.as_ref().map(|a| &a.scheme);
+        RouteSummary {
+            host: route.host.clone(),
+            port: route.port,
+            path_allowlist: route.path_allowlist.clone(),
+            auth: scheme.map(|s| s.name().to_owned()),
+            header: scheme.and_then(|s| s.header()).cloned(),
+        }
+    }
 }
 
 impl RouteTable {
+    /// The table of a config's routes.
+    pub fn of(routes: &[crate::bundle_config::RouteConfig]) -> RouteTable {
+        RouteTable {
+            routes: routes.iter().map(RouteSummary::from).collect(),
+        }
+    }
+
     /// Whether the table holds `host` (default port) with exactly these path prefixes.
     pub fn lists(&self, host: &RouteHost, paths: &[PathPrefix]) -> bool {
         let mut want: Vec<&PathPrefix> = paths.iter().collect();

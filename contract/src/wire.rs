@@ -43,3 +43,15 @@ pub const LABEL_HOME: &str = "claude-bottle.home";
 /// The host environment variable holding the Claude credential, which is also its key in the
 /// secrets file (every token's key is its variable's name: [`crate::route::TokenRef`]).
 pub const CLAUDE_TOKEN_ENV: &str = "CLAUDE_BOTTLE_OAUTH_TOKEN";
+
+/// The SSH host key types a remote's `KnownHostKey` may pin: the ones the gate's SSH client
+/// (russh) verifies. The launcher refuses any other type at the manifest line; the bundle offers
+/// exactly the pinned type. (`sk-ssh-ed25519@openssh.com`, a security-key host key, is not
+/// among them: russh cannot verify it.)
+pub const SSH_HOST_KEY_TYPES: [&str; 5] = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+];

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bottle_contract::bundle_config::BundleConfig;
+use bottle_contract::route::RouteTable;
 use bottle_contract::supervise::{EgressRequest, MAX_WAIT_SECONDS, Request, Verdict};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -213,27 +214,6 @@ pub struct ProposalStatus {
     pub applied: Option<serde_json::Value>,
 }
 
-/// What `list-egress-routes` returns.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Routes {
-    pub routes: Vec<RouteView>,
-}
-
-/// One allowed host, without any secret.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct RouteView {
-    /// Host name (`*.` for a one-label wildcard), with `:port` if the route names one.
-    pub host: String,
-    /// Allowed path prefixes; empty means every path.
-    pub path_allowlist: Vec<String>,
-    /// The scheme of the injected credential (`Bearer`, `token`, `Basic`, `header`), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-    /// The header the credential goes in, for scheme `header`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
-}
-
 /// The tool offered only when the bottle runs pipelock.
 const PIPELOCK_TOOL: &str = "pipelock-block";
 
@@ -352,26 +332,9 @@ impl Supervise {
     pub async fn list_egress_routes(
         &self,
         Parameters(_input): Parameters<ListRoutesInput>,
-    ) -> Result<Json<Routes>, String> {
+    ) -> Result<Json<RouteTable>, String> {
         let config = self.state.config()?;
-        let routes = config
-            .proxy
-            .routes
-            .iter()
-            .map(|r| {
-                let scheme = r.auth.as_ref().map(|a| &a.scheme);
-                RouteView {
-                    host: match r.port {
-                        Some(port) => format!("{}:{port}", r.host),
-                        None => r.host.to_string(),
-                    },
-                    path_allowlist: r.path_allowlist.iter().map(ToString::to_string).collect(),
-                    credential: scheme.map(|s| s.name().to_owned()),
-                    header: scheme.and_then(|s| s.header()).map(ToString::to_string),
-                }
-            })
-            .collect();
-        Ok(Json(Routes { routes }))
+        Ok(Json(RouteTable::of(&config.proxy.routes)))
     }
 
     #[tool(
@@ -635,7 +598,7 @@ mod tests {
             .await
             .unwrap()
             .0;
-        assert_eq!(routes.routes[0].credential.as_deref(), Some("Bearer"));
+        assert_eq!(routes.routes[0].auth.as_deref(), Some("Bearer"));
         let text = serde_json::to_string(&routes).unwrap();
         assert!(!text.contains("GH"), "the slot name leaked: {text}");
     }

@@ -24,15 +24,12 @@ pub enum InjectionError {
 pub(crate) struct Injection {
     header: HeaderName,
     value: HeaderValue,
-    /// The scheme name for `/routes` and the audit log.
-    scheme: &'static str,
 }
 
 impl std::fmt::Debug for Injection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Injection")
             .field("header", &self.header)
-            .field("scheme", &self.scheme)
             .finish_non_exhaustive()
     }
 }
@@ -48,40 +45,27 @@ impl Injection {
             .tokens
             .get(slot)
             .ok_or_else(|| InjectionError::MissingSlot(slot.to_owned()))?;
-        let (header, text, scheme) = match &auth.scheme {
-            AuthScheme::Bearer => (
-                AUTHORIZATION,
-                format!("Bearer {}", secret.expose()),
-                "Bearer",
-            ),
-            AuthScheme::Token => (AUTHORIZATION, format!("token {}", secret.expose()), "token"),
+        let (header, text) = match &auth.scheme {
+            AuthScheme::Bearer => (AUTHORIZATION, format!("Bearer {}", secret.expose())),
+            AuthScheme::Token => (AUTHORIZATION, format!("token {}", secret.expose())),
             AuthScheme::Basic => {
                 if !secret.expose().contains(':') {
                     return Err(InjectionError::BasicNeedsColon(slot.to_owned()));
                 }
                 let encoded = base64::engine::general_purpose::STANDARD.encode(secret.expose());
-                (AUTHORIZATION, format!("Basic {encoded}"), "Basic")
+                (AUTHORIZATION, format!("Basic {encoded}"))
             }
             // The contract's `HeaderName` is an HTTP token and never a reserved header.
             AuthScheme::Header { name } => {
                 let header = HeaderName::from_bytes(name.as_str().as_bytes())
                     .map_err(|_| InjectionError::BadHeaderName(name.to_string()))?;
-                (header, secret.expose().to_owned(), "header")
+                (header, secret.expose().to_owned())
             }
         };
         let mut value =
             HeaderValue::from_str(&text).map_err(|_| InjectionError::BadValue(slot.to_owned()))?;
         value.set_sensitive(true);
-        Ok(Injection {
-            header,
-            value,
-            scheme,
-        })
-    }
-
-    /// The scheme name (`Bearer`, `token`, `Basic`, `header`), never the value.
-    pub(crate) fn scheme(&self) -> &'static str {
-        self.scheme
+        Ok(Injection { header, value })
     }
 
     /// Removes every credential the agent sent and sets the route's own.

@@ -206,19 +206,7 @@ fn introspect(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         );
     }
     let policy = shared.policy.load();
-    let table = bottle_contract::route::RouteTable {
-        routes: policy
-            .routes
-            .iter()
-            .map(|r| bottle_contract::route::RouteSummary {
-                host: r.host.clone(),
-                port: r.port.and_then(std::num::NonZeroU16::new),
-                path_allowlist: r.paths.clone(),
-                auth: r.auth.as_ref().map(|a| a.scheme().to_owned()),
-            })
-            .collect(),
-    };
-    let body = serde_json::to_string(&table).unwrap_or_default();
+    let body = serde_json::to_string(&policy.table).unwrap_or_default();
     let mut response = Response::new(full(body + "\n"));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -5,7 +5,7 @@
 //! tested by plain unit tests.
 
 use bottle_contract::bundle_config::RouteConfig;
-use bottle_contract::route::{PathPrefix, RouteHost};
+use bottle_contract::route::{PathPrefix, RouteHost, RouteTable};
 use bottle_contract::secrets::SecretsFile;
 
 use crate::proxy::inject::{Injection, InjectionError};
@@ -52,6 +52,8 @@ impl Route {
 #[derive(Debug)]
 pub struct Policy {
     pub(crate) routes: Vec<Route>,
+    /// What `/routes` serves: the same routes, names only.
+    pub(crate) table: RouteTable,
 }
 
 /// What the proxy knows about a request when it decides.
@@ -146,7 +148,10 @@ impl Policy {
             }
             out.push(route);
         }
-        Ok(Policy { routes: out })
+        Ok(Policy {
+            routes: out,
+            table: RouteTable::of(routes),
+        })
     }
 
     /// Finds the route for a host and port; exact names win over wildcards.

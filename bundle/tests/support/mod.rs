@@ -302,15 +302,29 @@ impl Env {
             .expect("git is required")
     }
 
-    /// The audit log so far. Lines are written by the proxy's writer thread (and a response's
-    /// line when its body ends), so give it a moment first.
-    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::thread::sleep(std::time::Duration::from_millis(150));
-        std::fs::read_to_string(&self.audit_path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// The audit log once `done` holds for it (lines are written by the proxy's writer thread,
+    /// and a response's line when its body ends, so they may trail the answer the client got).
+    /// Panics with the lines seen if that takes over 10 s.
+    pub fn audit_until(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let lines: Vec<serde_json::Value> = std::fs::read_to_string(&self.audit_path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if done(&lines) {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the audit log never got there: {lines:#?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Rewrites the config file (for reload tests).

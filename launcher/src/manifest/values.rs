@@ -94,14 +94,7 @@ pub(crate) fn keyscan_command(u: &str) -> String {
 }
 
 pub(super) fn check_host_key(k: &str) -> Result<(), String> {
-    const TYPES: &[&str] = &[
-        "ssh-ed25519",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "ssh-rsa",
-        "sk-ssh-ed25519@openssh.com",
-    ];
+    const TYPES: [&str; 5] = bottle_contract::wire::SSH_HOST_KEY_TYPES;
     let mut parts = k.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
         return Err("expected `<type> <base64 key>`, e.g. the second and third field of a known_hosts line (`ssh-keyscan HOST`)".into());

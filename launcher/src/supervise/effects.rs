@@ -454,6 +454,7 @@ mod tests {
                     port: None,
                     path_allowlist: vec!["/crate/".parse().unwrap()],
                     auth: Some("Bearer".into()),
+                    header: None,
                 }],
             })
             .await;

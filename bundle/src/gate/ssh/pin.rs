@@ -59,8 +59,9 @@ impl PinnedKey {
     pub(crate) fn host_key_algorithms(&self) -> Result<Vec<Algorithm>, String> {
         let unsupported = || {
             format!(
-                "the pinned KnownHostKey type {} is not supported (ssh-ed25519, ecdsa-sha2-nistp256/384/521 and ssh-rsa are)",
-                self.key_type
+                "the pinned KnownHostKey type {} is not supported ({} are)",
+                self.key_type,
+                bottle_contract::wire::SSH_HOST_KEY_TYPES.join(", ")
             )
         };
         match Algorithm::new(&self.key_type).map_err(|_| unsupported())? {
@@ -179,5 +180,10 @@ mod tests {
         assert_eq!(check("ecdsa-sha2-nistp384"), "ecdsa-sha2-nistp384");
         assert_eq!(check("ssh-rsa"), "rsa-sha2-512,rsa-sha2-256");
         assert!(check("ssh-dss").contains("not supported"));
+        assert!(check("sk-ssh-ed25519@openssh.com").contains("not supported"));
+        // Every type the launcher lets a manifest pin is one this client can verify.
+        for key_type in bottle_contract::wire::SSH_HOST_KEY_TYPES {
+            assert!(!check(key_type).contains("not supported"), "{key_type}");
+        }
     }
 }

@@ -557,7 +557,14 @@ fn bad_git_host_key_type() {
     check_bottle(
         "git:\n  - Name: app\n    KnownHostKey: ssh-dss AAAAC3NzaC1lZDI1NTE5AAAA\n",
         expect![[
-            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].KnownHostKey`: unknown host key type `ssh-dss`; expected one of ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa, sk-ssh-ed25519@openssh.com"#
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].KnownHostKey`: unknown host key type `ssh-dss`; expected one of ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa"#
+        ]],
+    );
+    // A security-key host key: OpenSSH knows it, the gate's client cannot verify it.
+    check_bottle(
+        "git:\n  - Name: app\n    KnownHostKey: sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5\n",
+        expect![[
+            r#"/h/.claude-bottle/bottles/b.md:4: `git[0].KnownHostKey`: unknown host key type `sk-ssh-ed25519@openssh.com`; expected one of ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa"#
         ]],
     );
 }
