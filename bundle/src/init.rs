@@ -307,6 +307,7 @@ mod tests {
                     allow_private: vec![],
                     extra_ca: None,
                 },
+                dlp: DlpMode::default(),
             },
             gate: GateConfig {
                 listen,

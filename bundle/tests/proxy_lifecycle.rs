@@ -174,9 +174,16 @@ print(data.decode())
         second.stderr_text()
     );
     assert!(body.contains("/v1/unix"), "{body}");
+    // The upstream got the injected token; its echo reaches the agent masked.
+    let seen = env.upstream.seen();
     assert!(
-        body.contains(support::BEARER_TOKEN),
-        "the upstream echo shows the injected token"
+        format!("{seen:?}").contains(support::BEARER_TOKEN),
+        "the upstream did not get the injected token: {seen:?}"
+    );
+    assert!(!body.contains(support::BEARER_TOKEN), "{body}");
+    assert!(
+        body.contains(&"*".repeat(support::BEARER_TOKEN.len())),
+        "{body}"
     );
     drop(second);
 }

@@ -61,6 +61,49 @@ pub struct ProxyConfig {
     pub routes: Vec<RouteConfig>,
     /// How the proxy reaches the internet.
     pub outbound: Outbound,
+    /// What the proxy does with a request that carries one of the bottle's secrets.
+    #[serde(default)]
+    pub dlp: DlpMode,
+}
+
+/// `egress.dlp`: what happens to a request carrying a known secret (a bottle secret's value or
+/// a route token, in any encoding the proxy looks for), and whether secrets in answers are
+/// masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DlpMode {
+    /// Refuse it (403 naming the variable; nothing complete reaches the upstream), and mask
+    /// secrets in answers.
+    #[default]
+    Block,
+    /// Forward it and write an audit line naming the variable; answers are still masked.
+    Log,
+    /// Look for nothing.
+    Off,
+}
+
+impl DlpMode {
+    /// The manifest's and the plan's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlpMode::Block => "block",
+            DlpMode::Log => "log",
+            DlpMode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for DlpMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DlpMode, String> {
+        match text {
+            "block" => Ok(DlpMode::Block),
+            "log" => Ok(DlpMode::Log),
+            "off" => Ok(DlpMode::Off),
+            other => Err(format!("`{other}` is not one of block, log, off")),
+        }
+    }
 }
 
 /// One allowed host, in the route vocabulary of [`crate::route`].

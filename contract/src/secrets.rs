@@ -9,11 +9,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
-/// Token values by name: the route's `token_ref` (the host variable it was read from).
+/// Values shorter than this are not looked for in the bottle's traffic (`egress.dlp`): a short
+/// value (a port, `true`, a user name) would match unrelated data. The launcher warns at start.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Secret values by name. The proxy injects `tokens` and refuses to let any value here leave
+/// the bottle (see `egress.dlp`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsFile {
+    /// Route tokens by the route's `token_ref` (the host variable each was read from). The
+    /// agent never holds these.
     pub tokens: BTreeMap<String, Secret>,
+    /// The agent's secret env values (`${VAR}` and `?prompt` entries; a literal written in the
+    /// manifest is not a secret) by the agent-side variable name. The agent holds these; the
+    /// proxy keeps them from leaving.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, Secret>,
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ fn full_config() -> BundleConfig {
                 proxy_url: "http://127.0.0.1:8888".into(),
                 extra_ca: Some("/etc/bottle/pipelock-ca.pem".into()),
             },
+            dlp: DlpMode::Log,
         },
         gate: GateConfig {
             listen: Listen {

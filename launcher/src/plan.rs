@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bottle::claude_bin::ClaudeSource;
-use bottle_contract::bundle_config::RouteConfig;
+use bottle_contract::bundle_config::{DlpMode, RouteConfig};
 use bottle_contract::route::{AuthScheme, PathPrefix, RouteAuth, RouteHost, TokenRef};
 
 use crate::manifest::{AgentCommand, EnvSource, GitRemote, Limits, Loaded, Route};
@@ -130,6 +130,8 @@ pub(crate) struct Plan {
     pub(crate) allow_private: Vec<String>,
     /// Host path of an extra CA the bundle trusts for upstream TLS (`egress.extra_ca`).
     pub(crate) extra_ca: Option<String>,
+    /// `egress.dlp`.
+    pub(crate) dlp: DlpMode,
     pub(crate) supervise: bool,
     /// Memory, process and CPU caps of both containers.
     pub(crate) limits: LimitsPlan,
@@ -511,6 +513,7 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
             .extra_ca
             .as_deref()
             .map(|p| expand_home(p, &facts.home)),
+        dlp: bottle.dlp,
         supervise: bottle.supervise,
         limits: limits_plan(&bottle.limits, facts.engine_cpus, &mut warnings),
         warnings,

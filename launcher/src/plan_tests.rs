@@ -357,11 +357,20 @@ fn no_secret_value_in_plan_json_config_or_errors() {
     );
     let env = resolve_env(&l.bottle, &host).unwrap();
     let tokens = resolve_tokens(&token_routes(&plan), &host).unwrap();
-    let secrets = secrets_file(&tokens);
+    let secrets = secrets_file(&tokens, &env.secret_values());
 
     // The values did resolve (so the checks below are not vacuous).
     assert_eq!(tokens["GH_PAT"].expose(), "ghp_SECRET_github_0001");
     assert_eq!(secrets.tokens.len(), 3);
+    // The prompted and host-read env values reach the secrets file (for the proxy to keep
+    // them in); the manifest's literal does not.
+    let env_values: Vec<&str> = secrets.env.values().map(|v| v.expose()).collect();
+    assert!(
+        env_values.contains(&PROMPT_ANSWER),
+        "{:?}",
+        secrets.env.keys()
+    );
+    assert!(!env_values.contains(&LITERAL_SECRET));
     assert!(env.vars.iter().any(|(_, v)| v.expose() == PROMPT_ANSWER));
     assert!(env.vars.iter().any(|(_, v)| v.expose() == LITERAL_SECRET));
 

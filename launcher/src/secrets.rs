@@ -111,6 +111,21 @@ pub(crate) enum SecretError {
 #[derive(Debug)]
 pub(crate) struct ResolvedEnv {
     pub(crate) vars: Vec<(String, Secret)>,
+    /// The names of the values that are secrets: read from the host (`${VAR}`) or asked at
+    /// start (`?prompt`). A literal written in the manifest is not one.
+    pub(crate) secret_names: Vec<String>,
+}
+
+impl ResolvedEnv {
+    /// The secret values by name, for the bundle's secrets file (the proxy keeps them from
+    /// leaving the bottle).
+    pub(crate) fn secret_values(&self) -> BTreeMap<String, Secret> {
+        self.vars
+            .iter()
+            .filter(|(name, _)| self.secret_names.contains(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
 }
 
 /// Resolves every `env` entry of `bottle`, prompting on the tty for `?prompt` values.
@@ -160,7 +175,13 @@ pub(crate) fn resolve_env(bottle: &Bottle, host: &dyn HostEnv) -> Result<Resolve
         };
         vars.push((entry.name.clone(), value));
     }
-    Ok(ResolvedEnv { vars })
+    let secret_names = bottle
+        .env
+        .iter()
+        .filter(|e| !matches!(e.source, EnvSource::Literal(_)))
+        .map(|e| e.name.clone())
+        .collect();
+    Ok(ResolvedEnv { vars, secret_names })
 }
 
 /// Reads the token of every credentialed route from the host. `routes` pairs a route host with

@@ -79,6 +79,11 @@ pub(crate) struct AuditEvent {
     pub(crate) started: Instant,
     /// `None` on a decision line, how the exchange ended on an outcome line.
     pub(crate) outcome: Option<Outcome>,
+    /// A bottle secret found in the request: the variable's name, its form and where (never
+    /// the value).
+    pub(crate) secret: Option<String>,
+    /// How many secret forms were masked in the answer so far.
+    pub(crate) masked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AuditEvent {
@@ -96,6 +101,8 @@ impl AuditEvent {
             bytes: 0,
             started: Instant::now(),
             outcome: None,
+            secret: None,
+            masked: Arc::default(),
         }
     }
 }
@@ -145,6 +152,8 @@ impl Audit {
             "bytes": event.bytes,
             "duration_ms": event.started.elapsed().as_secs_f64() * 1000.0,
             "outcome": event.outcome.map(Outcome::code),
+            "secret": event.secret,
+            "masked": event.masked.load(std::sync::atomic::Ordering::Relaxed),
         })
         .to_string();
         tracing::debug!(target: "audit", "{line}");

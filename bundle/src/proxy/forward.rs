@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
+use bottle_contract::bundle_config::DlpMode;
+use http::header::{ACCEPT_ENCODING, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::proxy::Shared;
 use crate::proxy::audit::{AuditEvent, AuditedBody, Outcome, Pending, ProxyBody, full};
 use crate::proxy::policy::{AMBIGUOUS_FORMS, Decision, DenyReason, RequestFacts};
 use crate::proxy::upstream::{FailureClass, UpstreamError};
+use crate::proxy::{Shared, dlp};
 
 /// Where a request goes: the CONNECT target inside a tunnel, or the absolute-form authority.
 #[derive(Debug, Clone)]
@@ -53,6 +54,31 @@ pub(crate) async fn handle(
         query: req.uri().query(),
         content_type,
     };
+    // Known secrets, first (a request carrying one is refused whatever else is wrong with
+    // it, and the refusal names the variable): the request head now, the body as it streams.
+    let secrets =
+        (shared.dlp != DlpMode::Off && !policy.secrets.is_empty()).then(|| policy.secrets.clone());
+    if let Some(set) = &secrets {
+        let own = policy
+            .route_for(&target.host, target.port, target.tls)
+            .and_then(|i| policy.routes[i].token_ref.as_deref());
+        // The audit log names variables, never values: a path or host carrying one is masked.
+        let mut masked_path = event.path.clone().into_bytes();
+        if set.mask(&mut masked_path) > 0 {
+            event.path = String::from_utf8_lossy(&masked_path).into_owned();
+        }
+        if set.find_in_host(&event.host).is_some() {
+            event.host = "*".repeat(event.host.len());
+        }
+        if let Some((hit, place)) = head_secret(set, &req, &target, own) {
+            event.secret = Some(format!("{} ({}, in the {place})", hit.name, hit.encoding));
+            if shared.dlp == DlpMode::Block {
+                discard_body(req).await;
+                return Ok(secret_denial(&shared, event, &hit, place, &target));
+            }
+            tracing::warn!(host = %target.host, secret = %hit.name, %place, "a request carries a bottle secret (dlp: log)");
+        }
+    }
     let allowed = match policy.decide(&facts) {
         Decision::Allow(allowed) => allowed,
         Decision::Deny(reason) => {
@@ -66,6 +92,35 @@ pub(crate) async fn handle(
     event.route = Some(route.label());
     event.decision = "allow";
     event.path = allowed.path.clone();
+
+    if let Some(set) = &secrets {
+        let mut masked_path = event.path.clone().into_bytes();
+        if set.mask(&mut masked_path) > 0 {
+            event.path = String::from_utf8_lossy(&masked_path).into_owned();
+        }
+        if let Some(encoding) = compressed_body(&req) {
+            if shared.dlp == DlpMode::Block {
+                event.reason = Some("compressed-body".into());
+                event.decision = "deny";
+                event.status = StatusCode::FORBIDDEN.as_u16();
+                shared.audit.record(&event);
+                discard_body(req).await;
+                return Ok(text_response(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "claude-bottle egress proxy: the request body to {host} is compressed \
+                         (Content-Encoding: {encoding}), and this bottle's proxy looks through \
+                         every request body for the bottle's secrets, so it refuses bodies it \
+                         cannot read.\nSend the body uncompressed.\n",
+                        host = target.host
+                    ),
+                ));
+            }
+            event
+                .secret
+                .get_or_insert_with(|| format!("not inspected: body is {encoding}"));
+        }
+    }
 
     let mut req = req;
     let agent_h2 = req.version() == Version::HTTP_2;
@@ -91,7 +146,18 @@ pub(crate) async fn handle(
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
     }
-    let mut upstream_req = Request::new(body);
+    let finding = Arc::new(dlp::Finding::default());
+    let guard = secrets.as_ref().map(|set| dlp::Guard {
+        set: set.clone(),
+        own_token: route.token_ref.clone(),
+        block: shared.dlp == DlpMode::Block,
+        finding: finding.clone(),
+    });
+    if secrets.is_some() {
+        // Answers are masked as they stream; a compressed one could not be.
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    let mut upstream_req = Request::new(dlp::GuardedBody::new(body, guard));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.version_mut() = Version::HTTP_11;
@@ -109,8 +175,16 @@ pub(crate) async fn handle(
     let mut pending = Pending::forward(shared.audit.clone(), event);
     let mut response = match client.request(upstream_req).await {
         Ok(response) => response,
-        Err(e) => return Ok(upstream_failure(pending, &e, &target)),
+        Err(e) => match finding.get() {
+            Some(hit) if shared.dlp == DlpMode::Block => {
+                return Ok(secret_in_body(pending, &hit, &target));
+            }
+            _ => return Ok(upstream_failure(pending, &e, &target)),
+        },
     };
+    if let (Some(hit), Some(event)) = (finding.get(), pending.event_mut()) {
+        event.secret = Some(format!("{} ({}, in the body)", hit.name, hit.encoding));
+    }
     if let Some(event) = pending.event_mut() {
         event.status = response.status().as_u16();
     }
@@ -141,9 +215,160 @@ pub(crate) async fn handle(
     }
 
     strip_hop_by_hop(response.headers_mut());
+    let Some(set) = secrets else {
+        let (parts, body) = response.into_parts();
+        let body = AuditedBody::new(body, pending).boxed_unsync();
+        return Ok(Response::from_parts(parts, body));
+    };
+    // Reflected secrets: masked in the headers, the reason phrase and the body.
+    let masked = pending
+        .event_mut()
+        .map(|e| e.masked.clone())
+        .unwrap_or_default();
+    let in_head = dlp::mask_headers(&set, response.headers_mut());
+    masked.fetch_add(in_head as u64, std::sync::atomic::Ordering::Relaxed);
+    if let Some(reason) = response.extensions().get::<hyper::ext::ReasonPhrase>()
+        && set.find(reason.as_bytes(), None).is_some()
+    {
+        response
+            .extensions_mut()
+            .remove::<hyper::ext::ReasonPhrase>();
+        masked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(encoding) = response
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        && let Some(event) = pending.event_mut()
+    {
+        // Asked for identity and answered compressed anyway: passed on unmasked, and said.
+        let note = format!("answer not inspected: Content-Encoding {encoding:?}");
+        tracing::warn!(host = %target.host, "{note}");
+        event.secret.get_or_insert(note);
+    }
     let (parts, body) = response.into_parts();
+    let body = dlp::MaskedBody::new(body, set, masked);
     let body = AuditedBody::new(body, pending).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// The first bottle secret in the request's head (host name, path, query, a header), and
+/// where it was.
+fn head_secret(
+    set: &dlp::SecretSet,
+    req: &Request<Incoming>,
+    target: &Target,
+    own: Option<&str>,
+) -> Option<(dlp::Hit, &'static str)> {
+    if let Some(hit) = set.find_in_host(&target.host) {
+        return Some((hit, "host name"));
+    }
+    if let Some(hit) = set.find_in_url_part(req.uri().path(), own) {
+        return Some((hit, "path"));
+    }
+    if let Some(hit) = req.uri().query().and_then(|q| set.find_in_url_part(q, own)) {
+        return Some((hit, "query"));
+    }
+    req.headers().iter().find_map(|(name, value)| {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        set.find_in_url_part(&text, own)
+            .map(|hit| (hit, header_place(name)))
+    })
+}
+
+/// Reads and drops (a bounded part of) a refused request's body before the refusal is sent: a
+/// connection closed with the agent's bytes unread is reset, and the agent would see the reset
+/// instead of the answer.
+async fn discard_body(req: Request<Incoming>) {
+    const MOST: usize = 1 << 20;
+    let mut body = req.into_body();
+    let mut read = 0;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > MOST {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
+/// Names a header for the refusal text without its value.
+fn header_place(name: &HeaderName) -> &'static str {
+    match *name {
+        http::header::AUTHORIZATION => "Authorization header",
+        http::header::COOKIE => "Cookie header",
+        http::header::USER_AGENT => "User-Agent header",
+        _ => "headers",
+    }
+}
+
+/// A request body's `Content-Encoding` other than identity, if it has a body.
+fn compressed_body(req: &Request<Incoming>) -> Option<String> {
+    use hyper::body::Body as _;
+    if req.body().is_end_stream() {
+        return None;
+    }
+    let value = req.headers().get(http::header::CONTENT_ENCODING)?;
+    let text = String::from_utf8_lossy(value.as_bytes()).trim().to_owned();
+    (!text.eq_ignore_ascii_case("identity") && !text.is_empty()).then_some(text)
+}
+
+/// What the agent reads when a request would have carried a secret.
+fn secret_text(hit: &dlp::Hit, place: &str, host: &str) -> String {
+    format!(
+        "claude-bottle egress proxy: the request to {host} carries the value of {name} \
+         ({encoding}, in the {place}), and this bottle's secrets do not leave it; nothing \
+         complete was sent.\nRemove {name}'s value from the request. If {host} must receive \
+         it as a credential, ask the operator for a route that injects it (the supervise MCP \
+         tool `egress-block`, naming {name}); the proxy then adds it itself.\n",
+        name = hit.name,
+        encoding = hit.encoding,
+    )
+}
+
+pub(crate) fn secret_denial(
+    shared: &Shared,
+    mut event: AuditEvent,
+    hit: &dlp::Hit,
+    place: &str,
+    target: &Target,
+) -> Response<ProxyBody> {
+    event.decision = "deny";
+    event.reason = Some("secret-in-request".into());
+    event.status = StatusCode::FORBIDDEN.as_u16();
+    // The audit log names the variable, never the value: a host carrying it is masked.
+    let mut host = event.host.clone().into_bytes();
+    let policy = shared.policy.load();
+    if policy.secrets.mask(&mut host) > 0 || place == "host name" {
+        event.host = "*".repeat(host.len());
+    }
+    shared.audit.record(&event);
+    // The agent knows the host it asked for; the text names the route's host only by
+    // "this request" when the host itself carries the secret.
+    let shown = match place {
+        "host name" => "a host whose name carries a secret".to_owned(),
+        _ => target.host.clone(),
+    };
+    text_response(StatusCode::FORBIDDEN, secret_text(hit, place, &shown))
+}
+
+/// A secret found while the body streamed: the upstream request was ended before it was
+/// complete (the outcome line records it).
+fn secret_in_body(mut pending: Pending, hit: &dlp::Hit, target: &Target) -> Response<ProxyBody> {
+    if let Some(event) = pending.event_mut() {
+        event.decision = "deny";
+        event.reason = Some("secret-in-request".into());
+        event.status = StatusCode::FORBIDDEN.as_u16();
+        event.secret = Some(format!("{} ({}, in the body)", hit.name, hit.encoding));
+    }
+    tracing::warn!(host = %target.host, secret = %hit.name, "ended a request whose body carries a bottle secret");
+    pending.finish(Outcome::Refused);
+    text_response(
+        StatusCode::FORBIDDEN,
+        secret_text(hit, "body", &target.host),
+    )
 }
 
 /// The URI the upstream request is sent with. Its authority becomes h2's `:authority` (and the

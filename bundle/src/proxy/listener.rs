@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bottle_contract::bundle_config::DlpMode;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -153,6 +154,22 @@ fn connect(
     };
     if let Some(reason) = connect_refusal(&shared, &target) {
         return refuse_connect(&shared, reason, &target);
+    }
+    // A host name carrying a bottle secret is refused before any lookup or connection.
+    if shared.dlp != DlpMode::Off {
+        let policy = shared.policy.load();
+        if let Some(hit) = policy.secrets.find_in_host(&target.host) {
+            let mut event = AuditEvent::new(
+                Method::CONNECT.to_string(),
+                target.host.clone(),
+                target.port,
+                String::new(),
+            );
+            event.secret = Some(format!("{} ({}, in the host name)", hit.name, hit.encoding));
+            if shared.dlp == DlpMode::Block {
+                return forward::secret_denial(&shared, event, &hit, "host name", &target);
+            }
+        }
     }
     let tracker = shared.tracker.clone();
     tracker.spawn(async move {

@@ -10,6 +10,7 @@
 
 mod audit;
 pub mod ca;
+pub(crate) mod dlp;
 mod forward;
 pub(crate) mod inject;
 mod listener;
@@ -24,9 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bottle_contract::bundle_config::{ProxyConfig, RouteConfig};
+use bottle_contract::bundle_config::{DlpMode, ProxyConfig, RouteConfig};
 use bottle_contract::secrets::SecretsFile;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
@@ -92,14 +92,16 @@ pub(crate) struct Shared {
     pub(crate) policy: ArcSwap<Policy>,
     pub(crate) ca: CertAuthority,
     /// Pooled upstream client offering h2 and HTTP/1.1 (ALPN), for agents speaking h2.
-    pub(crate) client: Client<Connector, Incoming>,
+    pub(crate) client: Client<Connector, dlp::GuardedBody>,
     /// Pooled HTTP/1.1-only client, for HTTP/1.1 agents and upgrades (WebSocket).
-    pub(crate) client_h1: Client<Connector, Incoming>,
+    pub(crate) client_h1: Client<Connector, dlp::GuardedBody>,
     /// The TCP addresses this proxy listens on (the connector refuses to dial them).
     pub(crate) own_addrs: upstream::OwnAddrs,
     pub(crate) audit: Arc<Audit>,
     /// Every connection and tunnel task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+    /// `egress.dlp`, fixed for the proxy's life.
+    pub(crate) dlp: DlpMode,
 }
 
 /// A ready-to-serve proxy. Cheap to clone; clones share state.
@@ -155,6 +157,7 @@ impl Proxy {
                 own_addrs,
                 audit: Arc::new(audit),
                 tracker: TaskTracker::new(),
+                dlp: config.dlp,
             }),
         })
     }
@@ -197,7 +200,7 @@ impl Proxy {
 /// A pooled upstream client. The timer is what makes the idle timeout work: without one,
 /// hyper-util's pool only drops an expired connection when that host is asked for again, so
 /// after a burst the idle connections stay open for good.
-fn pooled_client(connector: Connector, pool: PoolSettings) -> Client<Connector, Incoming> {
+fn pooled_client(connector: Connector, pool: PoolSettings) -> Client<Connector, dlp::GuardedBody> {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(pool.idle_timeout)

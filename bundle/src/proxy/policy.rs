@@ -4,9 +4,13 @@
 //! conversion) and then only answers [`Policy::decide`]. It does no IO, so every rule here is
 //! tested by plain unit tests.
 
+use std::sync::Arc;
+
 use bottle_contract::bundle_config::RouteConfig;
 use bottle_contract::route::{PathPrefix, RouteHost, RouteTable};
 use bottle_contract::secrets::SecretsFile;
+
+use crate::proxy::dlp::SecretSet;
 
 use crate::proxy::inject::{Injection, InjectionError};
 use crate::proxy::push_block;
@@ -36,6 +40,8 @@ pub(crate) struct Route {
     /// Empty means every path.
     pub(crate) paths: Vec<PathPrefix>,
     pub(crate) auth: Option<Injection>,
+    /// The name of the token the route injects (it may carry that token, no other).
+    pub(crate) token_ref: Option<String>,
 }
 
 impl Route {
@@ -52,6 +58,8 @@ impl Route {
 #[derive(Debug)]
 pub struct Policy {
     pub(crate) routes: Vec<Route>,
+    /// Every secret of the bottle, in every form the proxy looks for.
+    pub(crate) secrets: Arc<SecretSet>,
     /// What `/routes` serves: the same routes, names only.
     pub(crate) table: RouteTable,
 }
@@ -136,6 +144,7 @@ impl Policy {
                 port: route.port.map(u16::from),
                 paths: route.path_allowlist.clone(),
                 auth: None,
+                token_ref: route.auth.as_ref().map(|a| a.token_ref.to_string()),
             };
             if let Some(auth) = &routes[index].auth {
                 let injection =
@@ -150,6 +159,7 @@ impl Policy {
         }
         Ok(Policy {
             routes: out,
+            secrets: Arc::new(SecretSet::from_secrets(secrets)),
             table: RouteTable::of(routes),
         })
     }

@@ -28,6 +28,7 @@ pub fn supervise_config(dir: &Path, identity: &str, roles: Vec<Role>) -> BundleC
                 allow_private: vec![],
                 extra_ca: None,
             },
+            dlp: Default::default(),
         },
         gate: GateConfig {
             listen: none(),

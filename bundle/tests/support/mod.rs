@@ -21,6 +21,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bottle-bundle");
 pub const BEARER_TOKEN: &str = "bottle-test-bearer-0a1b2c3d4e5f";
 pub const KEY_TOKEN: &str = "bottle-test-apikey-9z8y7x6w5v";
 pub const BASIC_TOKEN: &str = "alice:bottle-test-basic-pw";
+/// A secret env value the agent holds (`AGENT_SECRET` in the secrets file's `env`): the proxy
+/// must keep it from leaving.
+pub const AGENT_SECRET: &str = "agent-held-S3cret/value+9f8e7d6c";
 
 /// Names the upstream serves; all map to 127.0.0.1 inside the proxy's namespace.
 pub const NAMES: [&str; 6] = [
@@ -94,6 +97,15 @@ impl Env {
 
     /// [`Env::start`] with extra `bottle-bundle proxy` arguments (hidden tuning flags).
     pub fn start_with(mode: Mode, proxy_args: &[&str]) -> Env {
+        Env::start_dlp(mode, proxy_args, Default::default())
+    }
+
+    /// [`Env::start_with`] with `proxy.dlp` set.
+    pub fn start_dlp(
+        mode: Mode,
+        proxy_args: &[&str],
+        dlp: bottle_contract::bundle_config::DlpMode,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let git_root = dir.path().join("git");
         make_repo(&git_root);
@@ -139,6 +151,7 @@ impl Env {
             route("six.test", &[], None),
             route("mapped.test", &[], None),
             route("loop.test", &[], None),
+            route("*.wild.test", &[], None),
         ];
         let upstream_ca = upstream.ca_path.display().to_string();
         let hosts = dir.path().join("hosts");
@@ -184,6 +197,7 @@ impl Env {
                 ca_key: ca_key.display().to_string(),
                 routes,
                 outbound,
+                dlp,
             },
             gate: GateConfig {
                 listen: Listen {
@@ -214,6 +228,10 @@ impl Env {
         secrets.tokens.insert(
             "BASIC".into(),
             bottle_contract::secret::Secret::new(BASIC_TOKEN.into()),
+        );
+        secrets.env.insert(
+            "AGENT_SECRET".into(),
+            bottle_contract::secret::Secret::new(AGENT_SECRET.into()),
         );
         let secrets_path = dir.path().join("secrets.json");
         std::fs::write(&secrets_path, serde_json::to_string(&secrets).unwrap()).unwrap();

@@ -51,6 +51,9 @@ pub struct Upstream {
     pub ca_path: PathBuf,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub sse_sent: SentLog,
+    /// Every request body byte `/upload` received, as it arrived (a request ended midway
+    /// leaves what came before its end).
+    pub received: Arc<Mutex<Vec<u8>>>,
     /// TLS connections accepted (keep-alive shows as fewer connections than requests).
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
     /// TCP connections open right now, and the most ever open at once.
@@ -103,6 +106,7 @@ impl Upstream {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let received: Arc<Mutex<Vec<u8>>> = Arc::default();
         let sse_sent: SentLog = Arc::default();
         let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let counter = connections.clone();
@@ -111,6 +115,7 @@ impl Upstream {
         let (open_count, peak) = (open.clone(), peak_open.clone());
         let state = Arc::new(State {
             seen: seen.clone(),
+            received: received.clone(),
             sse_sent: sse_sent.clone(),
             git_root,
         });
@@ -141,6 +146,7 @@ impl Upstream {
             addr,
             ca_path,
             seen,
+            received,
             sse_sent,
             connections,
             open,
@@ -170,6 +176,7 @@ impl Drop for OpenGuard {
 
 struct State {
     seen: Arc<Mutex<Vec<Seen>>>,
+    received: Arc<Mutex<Vec<u8>>>,
     sse_sent: SentLog,
     git_root: PathBuf,
 }
@@ -212,7 +219,28 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         return Ok(websocket_echo(req));
     }
     if path == "/v1/messages" {
-        return Ok(sse(state.sse_sent.clone()));
+        // `?reflect`: every text delta also carries the request's x-api-key (an upstream
+        // that echoes the injected credential).
+        let reflect = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("reflect"))
+            .then(|| seen.header("x-api-key").unwrap_or_default().to_owned());
+        return Ok(sse(state.sse_sent.clone(), reflect));
+    }
+    if path.ends_with("/upload") {
+        let mut body = req.into_body();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Some(data) = frame.data_ref() {
+                total += data.len();
+                state.received.lock().unwrap().extend_from_slice(data);
+            }
+        }
+        return Ok(Response::new(
+            Full::new(Bytes::from(format!("received {total}\n"))).boxed(),
+        ));
     }
     if let Some(ms) = path.strip_prefix("/sleep/") {
         // Holds the request (and its connection) before answering.
@@ -235,6 +263,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     response
         .headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
+    // The credential it got, echoed in a header too.
+    if let Some(auth) = seen.header("authorization") {
+        response
+            .headers_mut()
+            .insert("x-echo-authorization", auth.parse().unwrap());
+    }
     Ok(response)
 }
 
@@ -297,7 +331,7 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
 }
 
 /// An Anthropic Messages streaming reply: SSE events with [`SSE_GAP`] between them.
-fn sse(sent: SentLog) -> Response<Body> {
+fn sse(sent: SentLog, reflect: Option<String>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
     tokio::spawn(async move {
         let mut events = vec![
@@ -319,7 +353,10 @@ fn sse(sent: SentLog) -> Response<Body> {
                 "content_block_delta",
                 serde_json::json!({
                 "type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": format!("chunk{i} ")}}),
+                "delta": {"type": "text_delta", "text": match &reflect {
+                    Some(key) => format!("chunk{i} {key} "),
+                    None => format!("chunk{i} "),
+                }}}),
             ));
         }
         events.push(event(

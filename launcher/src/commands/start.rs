@@ -6,6 +6,8 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::Context;
+use bottle_contract::bundle_config::DlpMode;
+use bottle_contract::secrets::MIN_SECRET_LEN;
 
 use crate::backend::docker::DockerBackend;
 use crate::backend::{Attached, Backend};
@@ -128,7 +130,15 @@ impl Prepared {
             super::count(tokens.len(), "route token")
         );
         let bundle_bin = images::find_bundle_bin()?;
-        let files = bottle_files(plan, Egress::Direct, &tokens)?;
+        let secret_env = env.secret_values();
+        for (name, value) in secret_env.iter().chain(&tokens) {
+            if plan.dlp != DlpMode::Off && value.expose().len() < MIN_SECRET_LEN {
+                eprintln!(
+                    "warning: {name} is shorter than {MIN_SECRET_LEN} characters: the egress proxy does not look for it in requests (too short to tell from other data)"
+                );
+            }
+        }
+        let files = bottle_files(plan, Egress::Direct, &tokens, &secret_env)?;
         let runtime = match facts.runtime {
             Runtime::Gvisor => Some("runsc".to_owned()),
             Runtime::Runc | Runtime::Unknown(_) => None,

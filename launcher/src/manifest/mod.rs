@@ -14,6 +14,7 @@ pub(crate) use values::{DEFAULT_MAX_PUSH_MB, keyscan_command};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use bottle_contract::bundle_config::DlpMode;
 use bottle_contract::route::{PathPrefix, RouteAuth, RouteHost};
 
 use crate::hostfile;
@@ -44,6 +45,8 @@ pub(crate) struct Bottle {
     pub(crate) extra_ca: Option<String>,
     /// The line of `extra_ca`, for errors about the file it names (0 when absent).
     pub(crate) extra_ca_line: u32,
+    /// `egress.dlp`: what the proxy does with a request carrying a bottle secret.
+    pub(crate) dlp: DlpMode,
     /// Whether the supervise MCP server runs.
     pub(crate) supervise: bool,
     /// `limits`: caps on the agent container (the plan fills in defaults for absent keys).

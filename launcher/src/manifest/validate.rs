@@ -17,11 +17,12 @@ use super::{
     Agent, AgentCommand, Bottle, EnvSource, EnvVar, GitRemote, Limits, ManifestError, Route,
 };
 use crate::secrets::Secret;
+use bottle_contract::bundle_config::DlpMode;
 use bottle_contract::route::{AuthScheme, PathPrefix, RouteAuth, RouteHost, SchemeError, TokenRef};
 
 const BOTTLE_KEYS: &[&str] = &["env", "git", "egress", "supervise", "limits"];
 const LIMITS_KEYS: &[&str] = &["memory", "pids", "cpus"];
-const EGRESS_KEYS: &[&str] = &["routes", "allow_private", "extra_ca"];
+const EGRESS_KEYS: &[&str] = &["routes", "allow_private", "extra_ca", "dlp"];
 const ROUTE_KEYS: &[&str] = &["host", "path_allowlist", "auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref", "header"];
 const GIT_KEYS: &[&str] = &[
@@ -96,6 +97,7 @@ struct EgressSection {
     allow_private: Vec<String>,
     /// The path and the line of its value.
     extra_ca: Option<(String, u32)>,
+    dlp: DlpMode,
 }
 
 /// Parses and validates a bottle file.
@@ -113,6 +115,7 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
         allow_private: Vec::new(),
         extra_ca: None,
         extra_ca_line: 0,
+        dlp: DlpMode::default(),
         supervise: false,
         limits: Limits::default(),
     };
@@ -124,6 +127,7 @@ pub(crate) fn parse_bottle(file: &Path, name: &str, text: &str) -> Result<Bottle
                 let egress = cx.egress(value)?;
                 bottle.routes = egress.routes;
                 bottle.allow_private = egress.allow_private;
+                bottle.dlp = egress.dlp;
                 if let Some((path, line)) = egress.extra_ca {
                     bottle.extra_ca = Some(path);
                     bottle.extra_ca_line = line;
@@ -343,6 +347,7 @@ impl Cx<'_> {
         let mut routes: Vec<Route> = Vec::new();
         let mut allow_private = Vec::new();
         let mut extra_ca = None;
+        let mut dlp = DlpMode::default();
         for (key, value) in entries {
             match key.name.as_str() {
                 "allow_private" => {
@@ -356,6 +361,13 @@ impl Cx<'_> {
                 }
                 "extra_ca" => {
                     extra_ca = Some((self.string(value, "egress.extra_ca")?, value.line));
+                    continue;
+                }
+                "dlp" => {
+                    let text = self.string(value, "egress.dlp")?;
+                    dlp = text
+                        .parse()
+                        .map_err(|m: String| self.err(value.line, "egress.dlp", m))?;
                     continue;
                 }
                 _ => {}
@@ -380,6 +392,7 @@ impl Cx<'_> {
             routes,
             allow_private,
             extra_ca,
+            dlp,
         })
     }
 

@@ -105,6 +105,7 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
             ca_key: wire::BUNDLE_CA_KEY_PATH.into(),
             routes,
             outbound,
+            dlp: plan.dlp,
         },
         gate: GateConfig {
             listen: listen(wire::GATE_SOCKET),
@@ -133,14 +134,16 @@ fn listen(socket: &str) -> Listen {
     }
 }
 
-/// The secrets file: every token the config names, by slot. `tokens` comes from
-/// [`crate::secrets::resolve_tokens`], keyed by variable name (= slot name).
-pub(crate) fn secrets_file(tokens: &BTreeMap<String, Secret>) -> SecretsFile {
+/// The secrets file: every token the config names, by variable name (`tokens` comes from
+/// [`crate::secrets::resolve_tokens`]), and the bottle's secret env values (`env`, from
+/// [`crate::secrets::ResolvedEnv::secret_values`]) for the proxy to keep from leaving.
+pub(crate) fn secrets_file(
+    tokens: &BTreeMap<String, Secret>,
+    env: &BTreeMap<String, Secret>,
+) -> SecretsFile {
     SecretsFile {
-        tokens: tokens
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect(),
+        tokens: tokens.clone(),
+        env: env.clone(),
     }
 }
 

@@ -28,18 +28,20 @@ impl std::fmt::Debug for BottleFiles {
     }
 }
 
-/// Renders every bundle file for `plan` with the resolved `tokens` (keyed by slot).
+/// Renders every bundle file for `plan` with the resolved `tokens` (keyed by variable name)
+/// and the bottle's secret env values.
 pub(crate) fn bottle_files(
     plan: &Plan,
     egress: bundle_config::Egress,
     tokens: &BTreeMap<String, Secret>,
+    secret_env: &BTreeMap<String, Secret>,
 ) -> Result<BottleFiles, pipelock::RenderError> {
     let config = bundle_config::bundle_config(plan, egress);
     let pipelock_yaml = match egress {
         bundle_config::Egress::Direct => None,
         bundle_config::Egress::Pipelock => Some(pipelock::pipelock_yaml(plan)?),
     };
-    let secrets = bundle_config::secrets_file(tokens);
+    let secrets = bundle_config::secrets_file(tokens, secret_env);
     Ok(BottleFiles {
         config_json: config.to_json(),
         // Serializing a map of strings cannot fail.

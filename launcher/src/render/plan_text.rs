@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use bottle_contract::bundle_config::DlpMode;
+
 use crate::manifest::values::{Layout, escape_controls};
 use crate::plan::{ContainerLimits, Plan, RouteOrigin, cpus_text};
 
@@ -112,6 +114,16 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
     if let Some(ca) = &plan.extra_ca {
         let _ = writeln!(w, "  extra CA   {ca} trusted for upstream TLS");
     }
+    let dlp = match plan.dlp {
+        DlpMode::Block => {
+            "a request carrying a bottle secret is refused; secrets in answers are masked"
+        }
+        DlpMode::Log => {
+            "a request carrying a bottle secret is forwarded and audited; secrets in answers are masked"
+        }
+        DlpMode::Off => "requests and answers are not looked through for secrets",
+    };
+    let _ = writeln!(w, "  dlp        {} (egress.dlp): {dlp}", plan.dlp.as_str());
     let _ = writeln!(w, "  env ({}; values never shown)", plan.env.len());
     let width = plan.env.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in &plan.env {

@@ -221,6 +221,16 @@ fn bad_supervise_not_bool() {
 }
 
 #[test]
+fn bad_egress_dlp_value() {
+    check_bottle(
+        "egress:\n  dlp: warn\n",
+        expect![
+            "/h/.claude-bottle/bottles/b.md:3: `egress.dlp`: `warn` is not one of block, log, off"
+        ],
+    );
+}
+
+#[test]
 fn bad_egress_not_a_mapping() {
     check_bottle(
         "egress: [api.github.com]\n",

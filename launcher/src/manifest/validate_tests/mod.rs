@@ -82,6 +82,7 @@ egress:
       auth: {scheme: header, header: X-Api-Key, token_ref: EX_KEY}
   allow_private: [\"10.20.0.0/16\", \"fd12:3456:789a::/48\"]
   extra_ca: ~/certs/internal-ca.pem
+  dlp: log
 supervise: true
 limits: {memory: 4g, pids: 2048, cpus: 1.5}
 ---
@@ -197,6 +198,7 @@ Docs.
                 "~/certs/internal-ca.pem",
             ),
             extra_ca_line: 24,
+            dlp: Log,
             supervise: true,
             limits: Limits {
                 memory_bytes: Some(
