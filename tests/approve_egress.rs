@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
-use e2e::{Home, TestCa, docker, start_upstream};
+use e2e::{Home, TestCa, container_sh, docker, start_upstream};
 
 const IDLE: &str = "command: \"sleep 100000\"";
 
@@ -35,7 +35,7 @@ async fn approved_route_goes_live_without_a_restart() {
     let bottle = home.start_detached("asks");
     let id = bottle.id.clone();
     let docker = docker().await;
-    start_upstream(&docker, &id, &bottle.network(), "new.test", &ca).await;
+    let upstream = start_upstream(&docker, &id, &bottle.network(), "new.test", &ca).await;
     let bundle = format!("claude-bottle-{id}-bundle");
     let started = |inspect: bollard::models::ContainerInspectResponse| {
         inspect.state.and_then(|s| s.started_at).unwrap()
@@ -84,7 +84,12 @@ async fn approved_route_goes_live_without_a_restart() {
     let seen: serde_json::Value =
         serde_json::from_str(&bottle.sh_ok("curl -sS --fail https://new.test/allowed/x")).unwrap();
     assert_eq!(seen["path"], "/allowed/x");
-    assert_eq!(seen["headers"]["authorization"], format!("Bearer {token}"));
+    // The upstream got the approved token; its echo reaches the agent masked (the token
+    // joined the bottle's secrets with the route).
+    let masked = format!("Bearer {}", "*".repeat(token.len()));
+    assert_eq!(seen["headers"]["authorization"], masked);
+    let log = container_sh(&docker, &upstream, "cat /tmp/requests.jsonl").await;
+    assert!(log.contains(&format!("Bearer {token}")), "{log}");
     assert_eq!(code("/elsewhere"), "403");
     assert_eq!(
         started(docker.inspect_container(&bundle, None).await.unwrap()),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use e2e::tmux::Tmux;
 use e2e::{
-    Home, TestCa, command_line, docker, hunt_script, leftovers, start_upstream, wait_attached,
+    Home, TestCa, command_line, container_sh, docker, hunt_script, leftovers, start_upstream,
+    wait_attached,
 };
 
 /// The agent command for tests: stay up until stopped.
@@ -102,7 +103,8 @@ async fn routed_upstream_sees_the_injected_credential_never_the_agents() {
 
     let bottle = home.start_detached("routed");
     let docker = docker().await;
-    start_upstream(&docker, &bottle.id, &bottle.network(), "api.test", &ca).await;
+    let upstream = start_upstream(&docker, &bottle.id, &bottle.network(), "api.test", &ca).await;
+    let masked = format!("Bearer {}", "*".repeat(token.len()));
 
     // curl, with an Authorization of its own that must not reach the upstream.
     let script = "for i in $(seq 50); do \
@@ -110,14 +112,18 @@ async fn routed_upstream_sees_the_injected_credential_never_the_agents() {
         sleep 0.2; done; exit 1";
     let seen: serde_json::Value = serde_json::from_str(&bottle.sh_ok(script)).unwrap();
     assert_eq!(seen["path"], "/hello");
-    assert_eq!(seen["headers"]["authorization"], format!("Bearer {token}"));
+    // The upstream got the injected token (its log); its echo reaches the agent masked.
+    assert_eq!(seen["headers"]["authorization"], masked);
     assert!(!seen.to_string().contains("agent-own"), "{seen}");
+    let log = container_sh(&docker, &upstream, "cat /tmp/requests.jsonl").await;
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["headers"]["authorization"], format!("Bearer {token}"));
 
     // Python requests, trusting the bottle's CA through REQUESTS_CA_BUNDLE.
     let py = bottle.sh_ok(
         "python3 -c 'import requests; print(requests.post(\"https://api.test/py\", data=\"x\").json()[\"headers\"][\"authorization\"])'",
     );
-    assert_eq!(py.trim(), format!("Bearer {token}"));
+    assert_eq!(py.trim(), masked);
 
     // The token is nowhere the agent can look: env, any process's environment or command
     // line, any readable file.

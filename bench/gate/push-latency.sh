@@ -12,8 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS="${1:-10}"
 
-cargo build --release -q -p bottle-bundle
-BIN="$PWD/target/release/bottle-bundle"
+# BOTTLE_BUNDLE_BIN measures another build (e.g. an older commit's) with this same script.
+if [ -z "${BOTTLE_BUNDLE_BIN:-}" ]; then
+  cargo build --release -q -p bottle-bundle
+fi
+BIN="${BOTTLE_BUNDLE_BIN:-$PWD/target/release/bottle-bundle}"
 
 T="$(mktemp -d)"
 cleanup() {
@@ -61,7 +64,7 @@ done
 GATE_PORT="$(free_port)"
 cat > "$T/bundle.json" <<JSON
 {
-  "schema_version": 2, "identity": "bench-gate1", "roles": ["gate"],
+  "schema_version": 3, "identity": "bench-gate1", "roles": ["gate"],
   "proxy": {"listen": {"tcp": null, "unix": null}, "ca_cert": "-", "ca_key": "-", "routes": [],
             "outbound": {"mode": "direct"}},
   "gate": {
@@ -95,7 +98,7 @@ commits() { # dir n
 }
 stats() { sort -n | awk '{a[NR]=$1; s+=$1} END {printf "min %5d  median %5d  mean %7.1f  (n=%d)\n", a[1], a[int((NR+1)/2)], s/NR, NR}'; }
 
-echo "git $(git --version | cut -d' ' -f3), $(ssh -V 2>&1 | cut -d, -f1), $ROUNDS rounds, $(nproc) cores"
+echo "git $(git --version | cut -d' ' -f3), gate binary $BIN, $ROUNDS rounds, $(nproc) cores"
 # Direct and gated pushes alternate round by round, so load from other processes falls on both.
 for n in 1 100; do
   : > "$T/times-direct"
