@@ -237,13 +237,14 @@ async fn escape_suite() {
         );
     }
 
-    // --- Attack 4: the secret as a subdomain of an allowed host; no route, no lookup. ---
+    // --- Attack 4: the secret as a subdomain of an allowed host; no route, no lookup. The
+    // bottle's own secret in a label is refused on the CONNECT itself (egress.dlp). ---
     let sub = bottle.sh(&format!(
-        "curl -s -w '\\n%{{http_code}}' https://{}.api.anthropic.com/",
+        "curl -s -w '\\n%{{http_code}} %{{http_connect}}' https://{}.api.anthropic.com/",
         SECRET.to_lowercase()
     ));
     let text = String::from_utf8_lossy(&sub.stdout);
-    assert!(text.trim_end().ends_with("403"), "{text}");
+    assert!(text.trim_end().ends_with("000 403"), "{text}");
 
     // --- Invariant 5: HTTPS git push is refused on every route. ---
     let push = bottle.sh("curl -s -o /dev/null -w '%{http_code}' 'https://api.test/app.git/info/refs?service=git-receive-pack'");
@@ -318,12 +319,12 @@ async fn escape_suite() {
     let mut tried = 0;
     for (key, result) in results.as_object().unwrap() {
         let (status, names) = (result[0].as_u64().unwrap(), result[1].as_bool().unwrap());
-        assert!(
-            !result[2].as_bool().unwrap(),
-            "{key}: the answer showed the value"
-        );
         if key.starts_with(SECRET) {
             tried += 1;
+            assert!(
+                !result[2].as_bool().unwrap(),
+                "{key}: the answer showed the value"
+            );
             assert_eq!(status, 403, "{key} was not refused");
             // A refused CONNECT (a host label) has no body to read.
             assert!(
