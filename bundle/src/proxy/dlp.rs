@@ -456,15 +456,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Nothing is added or removed, only delayed: the length is the agent's.
-        let inner = self.inner.size_hint();
-        let held = self.held.len() as u64;
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower() + held);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + held);
-        }
-        hint
+        held_size_hint(self.inner.size_hint(), &self.held)
     }
 }
 
@@ -565,15 +557,20 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let inner = self.inner.size_hint();
-        let held = self.held.len() as u64;
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower() + held);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + held);
-        }
-        hint
+        held_size_hint(self.inner.size_hint(), &self.held)
     }
+}
+
+/// A held-back body's length: the inner body's plus what it holds. Nothing is added or
+/// removed, only delayed (masking keeps lengths), so a `Content-Length` stays right.
+fn held_size_hint(inner: SizeHint, held: &BytesMut) -> SizeHint {
+    let held = held.len() as u64;
+    let mut hint = SizeHint::new();
+    hint.set_lower(inner.lower() + held);
+    if let Some(upper) = inner.upper() {
+        hint.set_upper(upper + held);
+    }
+    hint
 }
 
 /// Masks secrets in header values (an answer's headers, or its trailers).
