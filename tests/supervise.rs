@@ -55,7 +55,8 @@ fn agent_py(home: &Home, id: &str, args: &[&str]) -> Value {
     let out = home.run(&argv);
     assert!(
         out.status.success(),
-        "mcp_agent.py {args:?}:\n{}",
+        "mcp_agent.py {args:?} ({}):\n{}",
+        out.status,
         text(&out)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

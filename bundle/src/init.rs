@@ -8,15 +8,20 @@
 //! - forwards SIGHUP (the proxy reloads its routes on it);
 //! - restarts a role that exits on its own, after a growing delay, and gives up (exiting
 //!   non-zero, which stops the container) when a role keeps failing: a bundle missing a role
-//!   is a bottle with less network, never more.
+//!   is a bottle with less network, never more;
+//! - starts pipelock first, with an empty environment, and the roles only once it listens
+//!   ([`ChildSpec::ready_at`]); a pipelock that ends before it ever listened fails the bundle
+//!   at once with pipelock's own stderr (never a start with direct egress).
 //!
 //! It is synchronous on purpose: signals and `waitpid(-1)` do not mix with an async runtime's
 //! own child reaping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::BufRead as _;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -55,6 +60,14 @@ impl Default for Timings {
 }
 /// How often the loop wakes to start pending restarts and check the stop deadline.
 const TICK: Duration = Duration::from_millis(100);
+/// Longest a child with [`ChildSpec::ready_at`] may take to listen at its first start.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one readiness probe (a TCP connect to loopback) may take.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+/// How many of its last stderr lines a failing child's error shows.
+const STDERR_TAIL: usize = 20;
+/// The `PATH` of a child started with a cleared environment.
+const CLEAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One supervised child.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +76,49 @@ pub struct ChildSpec {
     pub name: String,
     pub program: String,
     pub args: Vec<String>,
+    /// `Some`: the child gets only these variables (and a plain `PATH`), not the bundle's.
+    pub env: Option<Vec<(String, String)>>,
+    /// Where the child listens once it is up. The children after it start only then, and a
+    /// first start that ends (or does not listen within [`STARTUP_TIMEOUT`]) stops the bundle
+    /// with the child's last stderr lines, which are also passed on to the bundle's stderr.
+    pub ready_at: Option<SocketAddr>,
 }
 
-/// The children `bottle-bundle run` starts for `config`: one per role, plus pipelock.
+impl ChildSpec {
+    /// A child that inherits the environment and gates nothing.
+    pub fn plain(name: &str, program: &str, args: Vec<String>) -> ChildSpec {
+        ChildSpec {
+            name: name.to_owned(),
+            program: program.to_owned(),
+            args,
+            env: None,
+            ready_at: None,
+        }
+    }
+}
+
+/// The children `bottle-bundle run` starts for `config`: pipelock first (the roles wait
+/// until it listens), then one per role.
 pub fn children_for(
     config: &BundleConfig,
     exe: &Path,
     config_path: &Path,
     secrets_path: &Path,
-) -> Vec<ChildSpec> {
+) -> anyhow::Result<Vec<ChildSpec>> {
     let exe = exe.display().to_string();
     let cfg = config_path.display().to_string();
     let mut children = Vec::new();
     if let Some(p) = &config.pipelock {
+        let listen: SocketAddr = p
+            .listen
+            .parse()
+            .with_context(|| format!("pipelock.listen {:?} is not an address:port", p.listen))?;
+        // Nothing of the bundle's environment: pipelock's DLP reads its own (`dlp.scan_env`),
+        // and no token belongs there. HOME for its defaults, the extra roots Go reads.
+        let mut env = vec![("HOME".to_owned(), "/var/lib/bottle".to_owned())];
+        if let Some(dir) = &p.ca_dir {
+            env.push(("SSL_CERT_DIR".to_owned(), dir.clone()));
+        }
         children.push(ChildSpec {
             name: "pipelock".into(),
             program: p.binary.clone(),
@@ -86,6 +129,8 @@ pub fn children_for(
                 "--listen".into(),
                 p.listen.clone(),
             ],
+            env: Some(env),
+            ready_at: Some(listen),
         });
     }
     for role in &config.roles {
@@ -102,13 +147,9 @@ pub fn children_for(
             Role::Mcp => ("mcp", vec!["mcp".to_owned()]),
         };
         args.extend(["--config".to_owned(), cfg.clone()]);
-        children.push(ChildSpec {
-            name: name.into(),
-            program: exe.clone(),
-            args,
-        });
+        children.push(ChildSpec::plain(name, &exe, args));
     }
-    children
+    Ok(children)
 }
 
 /// Per-child bookkeeping.
@@ -119,6 +160,48 @@ struct Slot {
     crashes: Vec<Instant>,
     /// When a crashed child should be started again.
     restart_at: Option<Instant>,
+    /// With `ready_at`: whether it has listened since the bundle started, and when its first
+    /// start began.
+    ready: bool,
+    started: Option<Instant>,
+    /// With `ready_at`: the child's last stderr lines, and a receiver that ends when the
+    /// thread copying them does.
+    stderr: Option<StderrTail>,
+}
+
+impl Slot {
+    fn new(spec: ChildSpec) -> Slot {
+        Slot {
+            spec,
+            pid: None,
+            crashes: Vec::new(),
+            restart_at: Some(Instant::now()),
+            ready: false,
+            started: None,
+            stderr: None,
+        }
+    }
+
+    /// Whether the children after this one may start.
+    fn lets_others_start(&self) -> bool {
+        self.spec.ready_at.is_none() || self.ready
+    }
+
+    /// The child's last stderr lines, once its copying thread has seen the end (bounded).
+    fn stderr_tail(&mut self) -> String {
+        let Some((lines, done)) = self.stderr.take() else {
+            return String::new();
+        };
+        let _ = done.recv_timeout(Duration::from_secs(1));
+        let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        match lines.is_empty() {
+            true => " (it printed nothing on stderr)".to_owned(),
+            false => {
+                let shown: Vec<String> = lines.iter().map(|l| format!("  | {l}")).collect();
+                format!("; its stderr:\n{}", shown.join("\n"))
+            }
+        }
+    }
 }
 
 /// Runs `children` until a stop signal (exit 0 once they are all gone) or until one keeps
@@ -147,32 +230,38 @@ fn child_loop(
     timings: Timings,
     signals: &mpsc::Receiver<i32>,
 ) -> anyhow::Result<()> {
-    let mut slots: Vec<Slot> = children
-        .into_iter()
-        .map(|spec| Slot {
-            spec,
-            pid: None,
-            crashes: Vec::new(),
-            restart_at: Some(Instant::now()),
-        })
-        .collect();
+    let mut slots: Vec<Slot> = children.into_iter().map(Slot::new).collect();
     let mut stopping: Option<Instant> = None;
     let mut failure: Option<String> = None;
 
     loop {
-        // Start what is due (never while stopping).
+        // Start what is due (never while stopping), in order: a child that must listen
+        // first holds back the ones after it.
         if stopping.is_none() {
             let now = Instant::now();
-            for slot in slots.iter_mut().filter(|s| s.pid.is_none()) {
-                if slot.restart_at.is_some_and(|at| at <= now) {
+            for slot in slots.iter_mut() {
+                if slot.pid.is_none() && slot.restart_at.is_some_and(|at| at <= now) {
                     slot.restart_at = None;
                     match spawn(&slot.spec) {
-                        Ok(pid) => slot.pid = Some(pid),
+                        Ok((pid, stderr)) => {
+                            slot.pid = Some(pid);
+                            slot.stderr = stderr;
+                            slot.started.get_or_insert(now);
+                        }
+                        Err(e) if !slot.lets_others_start() => {
+                            failure.get_or_insert_with(|| {
+                                format!("{} could not start: {e}", slot.spec.name)
+                            });
+                        }
                         Err(e) => {
                             tracing::error!(child = %slot.spec.name, error = %e, "cannot start");
                             record_crash(slot, &timings, &mut failure);
                         }
                     }
+                }
+                check_ready(slot, &mut failure);
+                if !slot.lets_others_start() {
+                    break;
                 }
             }
         }
@@ -216,13 +305,72 @@ fn child_loop(
     }
 }
 
-fn spawn(spec: &ChildSpec) -> std::io::Result<Pid> {
-    let child = Command::new(&spec.program).args(&spec.args).spawn()?;
+/// The last stderr lines of a child, and a receiver that ends with the copying thread.
+type StderrTail = (Arc<Mutex<VecDeque<String>>>, mpsc::Receiver<()>);
+
+fn spawn(spec: &ChildSpec) -> std::io::Result<(Pid, Option<StderrTail>)> {
+    let mut command = Command::new(&spec.program);
+    command.args(&spec.args);
+    if let Some(env) = &spec.env {
+        command
+            .env_clear()
+            .env("PATH", CLEAN_PATH)
+            .envs(env.iter().cloned());
+    }
+    if spec.ready_at.is_some() {
+        command.stderr(Stdio::piped());
+    }
+    let mut child = command.spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
     tracing::info!(child = %spec.name, pid = child.id(), "started");
+    let tail = child.stderr.take().map(|stderr| {
+        let lines = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (name, kept) = (spec.name.clone(), lines.clone());
+        std::thread::spawn(move || {
+            // Passed on line by line, so the child's output is in the bundle's log too.
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("{name}: {line}");
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == STDERR_TAIL {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+            drop(done_tx);
+        });
+        (lines, done_rx)
+    });
     // The std handle is dropped without waiting: `reap` collects every exit with waitpid(-1).
     drop(child);
-    Ok(pid)
+    Ok((pid, tail))
+}
+
+/// Marks a running child with `ready_at` ready once it accepts a connection there; past
+/// [`STARTUP_TIMEOUT`] without, the bundle fails.
+fn check_ready(slot: &mut Slot, failure: &mut Option<String>) {
+    let (Some(addr), false, Some(_)) = (slot.spec.ready_at, slot.ready, slot.pid) else {
+        return;
+    };
+    if TcpStream::connect_timeout(&addr, READY_PROBE_TIMEOUT).is_ok() {
+        slot.ready = true;
+        tracing::info!(child = %slot.spec.name, %addr, "listening");
+    } else if slot.started.is_some_and(|t| t.elapsed() > STARTUP_TIMEOUT) {
+        let name = slot.spec.name.clone();
+        if let Some(pid) = slot.pid {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let tail = slot.stderr_tail();
+        failure.get_or_insert_with(|| {
+            format!(
+                "{name} did not listen on {addr} within {}s{tail}",
+                STARTUP_TIMEOUT.as_secs()
+            )
+        });
+    }
 }
 
 fn signal_all(slots: &[Slot], signal: Signal) {
@@ -252,6 +400,12 @@ fn reap(slots: &mut [Slot], stopping: bool, timings: &Timings, failure: &mut Opt
         slot.pid = None;
         if stopping {
             tracing::info!(child = %slot.spec.name, %how, "stopped");
+        } else if !slot.lets_others_start() {
+            // It never came up: its own words say why, and restarting will not help.
+            let tail = slot.stderr_tail();
+            tracing::error!(child = %slot.spec.name, %how, "could not start");
+            failure
+                .get_or_insert_with(|| format!("{} could not start ({how}){tail}", slot.spec.name));
         } else {
             tracing::warn!(child = %slot.spec.name, %how, "exited unexpectedly");
             record_crash(slot, timings, failure);
@@ -322,6 +476,7 @@ mod tests {
                 binary: "/usr/local/bin/pipelock".into(),
                 config: "/etc/bottle/pipelock.yaml".into(),
                 listen: "127.0.0.1:8888".into(),
+                ca_dir: Some("/etc/bottle/pipelock-roots".into()),
             }),
             audit_log: "a".into(),
         }
@@ -335,7 +490,8 @@ mod tests {
             Path::new("/bin/bb"),
             Path::new("/etc/c.json"),
             Path::new("/etc/s.json"),
-        );
+        )
+        .unwrap();
         let shown: Vec<String> = children
             .iter()
             .map(|c| format!("{} {} {}", c.name, c.program, c.args.join(" ")))
@@ -349,27 +505,38 @@ mod tests {
                 "mcp /bin/bb mcp --config /etc/c.json",
             ]
         );
+        // Pipelock gets none of the bundle's environment, gates the roles on its listener,
+        // and trusts the extra roots through SSL_CERT_DIR.
+        let pipelock = &children[0];
+        assert_eq!(
+            pipelock.env,
+            Some(vec![
+                ("HOME".to_owned(), "/var/lib/bottle".to_owned()),
+                (
+                    "SSL_CERT_DIR".to_owned(),
+                    "/etc/bottle/pipelock-roots".to_owned()
+                ),
+            ])
+        );
+        assert_eq!(pipelock.ready_at, Some("127.0.0.1:8888".parse().unwrap()));
+        assert!(
+            children[1..]
+                .iter()
+                .all(|c| c.env.is_none() && c.ready_at.is_none())
+        );
     }
 
     #[test]
     fn secrets_path_goes_only_to_the_proxy() {
         let c = config(vec![Role::Gate, Role::Mcp], false);
-        let children = children_for(&c, Path::new("/bin/bb"), Path::new("/c"), Path::new("/s"));
+        let children =
+            children_for(&c, Path::new("/bin/bb"), Path::new("/c"), Path::new("/s")).unwrap();
         assert!(children.iter().all(|c| !c.args.contains(&"/s".to_owned())));
     }
 
     #[test]
     fn backoff_grows_then_gives_up() {
-        let mut slot = Slot {
-            spec: ChildSpec {
-                name: "proxy".into(),
-                program: "x".into(),
-                args: vec![],
-            },
-            pid: None,
-            crashes: vec![],
-            restart_at: None,
-        };
+        let mut slot = Slot::new(ChildSpec::plain("proxy", "x", vec![]));
         let mut failure = None;
         let mut delays = Vec::new();
         for _ in 0..MAX_CRASHES - 1 {

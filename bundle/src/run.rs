@@ -18,7 +18,7 @@ pub fn run(config_path: &Path, secrets_path: &Path) -> anyhow::Result<()> {
         );
     }
     let exe = std::env::current_exe().context("cannot find the bottle-bundle binary")?;
-    let children = init::children_for(&config, &exe, config_path, secrets_path);
+    let children = init::children_for(&config, &exe, config_path, secrets_path)?;
     tracing::info!(identity = %config.identity, roles = ?config.roles, "bundle starting");
     init::run_children(children, init::Timings::default())
 }
@@ -32,10 +32,8 @@ pub fn run_commands(commands: &[String], timings: init::Timings) -> anyhow::Resu
     let children = commands
         .iter()
         .enumerate()
-        .map(|(i, cmd)| ChildSpec {
-            name: format!("child{i}"),
-            program: "sh".into(),
-            args: vec!["-c".into(), cmd.clone()],
+        .map(|(i, cmd)| {
+            ChildSpec::plain(&format!("child{i}"), "sh", vec!["-c".into(), cmd.clone()])
         })
         .collect();
     init::run_children(children, timings)

@@ -404,3 +404,42 @@ fn a_failed_gate_ref_update_after_the_upstream_took_the_push_is_reported() {
         head
     );
 }
+
+/// `git fetch` writes each new ref as a file of its own, and every push scan lists all refs
+/// (`git rev-list --not --glob=refs/*`): the gate packs its mirror's refs after each refresh,
+/// so a repository with many tags does not slow every push.
+#[test]
+fn the_mirror_keeps_its_refs_packed_after_a_refresh() {
+    let env = GateEnv::start(Options::default());
+    let refs: String = (0..300)
+        .map(|i| format!("create refs/tags/t{i} refs/heads/main\n"))
+        .collect();
+    let mut update = std::process::Command::new("git")
+        .args(["-C", &gate_env::s(&env.upstream), "update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    update
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(refs.as_bytes())
+        .unwrap();
+    assert!(update.wait().unwrap().success());
+
+    let work = env.clone_work("work");
+    let tags = git_ok(&work, &["tag", "--list"]);
+    assert_eq!(tags.lines().count(), 300, "the clone has every tag");
+    let loose: Vec<_> = std::fs::read_dir(env.mirror().join("refs/tags"))
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        loose.is_empty(),
+        "{} loose refs left in the mirror, e.g. {:?}",
+        loose.len(),
+        loose.first()
+    );
+    let packed = std::fs::read_to_string(env.mirror().join("packed-refs")).unwrap();
+    assert_eq!(packed.matches(" refs/tags/t").count(), 300);
+}

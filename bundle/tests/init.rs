@@ -210,3 +210,105 @@ fn run_refuses_a_config_without_roles() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`roles` is empty"), "{err}");
 }
+
+/// `bottle-bundle run` with the fixture config, pipelock being `script` (a shell script) on a
+/// free loopback port and the given roles.
+fn run_with_pipelock(dir: &Path, script: &str, roles: serde_json::Value) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = dir.join("pipelock");
+    std::fs::write(&bin, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../contract/tests/fixtures/bundle_config_full.json"),
+    )
+    .unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&fixture).unwrap();
+    value["roles"] = roles;
+    value["pipelock"]["binary"] = bin.display().to_string().into();
+    value["pipelock"]["listen"] = format!("127.0.0.1:{port}").into();
+    value["pipelock"]["ca_dir"] = "/nonexistent/roots".into();
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, value.to_string()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("BOTTLE_TEST_TOKEN_IN_ENV", "must-not-reach-pipelock")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+/// A pipelock that exits before it listens stops the bundle at once, no role having started,
+/// with pipelock's own stderr in the error (and no restart loop first).
+#[test]
+fn a_pipelock_that_cannot_start_fails_the_bundle_with_its_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _) = run_with_pipelock(
+        dir.path(),
+        "echo 'config: unknown field `bogus`' >&2; exit 2",
+        serde_json::json!(["gate", "mcp"]),
+    );
+    let started = Instant::now();
+    let out = finish(child);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pipelock could not start (exit code 2)"),
+        "{err}"
+    );
+    assert!(err.contains("| config: unknown field `bogus`"), "{err}");
+    assert!(
+        !err.contains("child=gate") && !err.contains("child=mcp"),
+        "a role started:\n{err}"
+    );
+}
+
+/// Pipelock runs with none of the bundle's environment (only PATH, HOME and SSL_CERT_DIR, the
+/// extra roots), and the bundle serves once it listens; SIGTERM stops it.
+#[test]
+fn pipelock_gets_an_empty_environment_and_is_stopped_with_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env.txt");
+    let (child, port) = run_with_pipelock(
+        dir.path(),
+        &format!(
+            "env > {}; exec python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", int(\"'$5'\".split(\":\")[1]))); s.listen(); time.sleep(600)'",
+            env_file.display()
+        ),
+        serde_json::json!([]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "pipelock never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    let mut names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !["PWD", "SHLVL", "_"].contains(k))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["HOME", "PATH", "SSL_CERT_DIR"], "{env}");
+    assert!(env.contains("SSL_CERT_DIR=/nonexistent/roots"), "{env}");
+    assert!(!env.contains("must-not-reach-pipelock"));
+    signal(&child, "TERM");
+    let out = finish(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

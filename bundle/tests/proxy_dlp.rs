@@ -11,7 +11,9 @@ mod support;
 
 use bottle_contract::bundle_config::DlpMode;
 use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD, HEXLOWER, HEXUPPER};
-use support::{AGENT_SECRET, BEARER_TOKEN, Env, KEY_TOKEN, Mode};
+use support::{
+    AGENT_SECRET, BEARER_TOKEN, CREDENTIAL_LABEL_HOSTS, Env, KEY_TOKEN, Mode, PLAIN_LABEL_HOST,
+};
 
 /// `value`'s wire forms a URL can carry as they are, by name.
 fn url_forms(value: &str) -> Vec<(&'static str, String)> {
@@ -112,8 +114,13 @@ fn a_held_secret_leaves_by_no_channel_in_no_encoding() {
             );
         }
         // A subdomain of a wildcard route: refused at the CONNECT, before any lookup or leaf
-        // certificate (the name does not resolve, so a lookup would have answered 502).
-        let label = BASE32_NOPAD.encode(secret.as_bytes()).to_ascii_lowercase();
+        // certificate (the name does not resolve, so a lookup would have answered 502). Any
+        // base32 blob is refused by its shape too (below), so the control is a plain word.
+        let label = if held {
+            BASE32_NOPAD.encode(secret.as_bytes()).to_ascii_lowercase()
+        } else {
+            "control-label".to_owned()
+        };
         let (code, body, err) = env.curl(&[&env.url(&format!("{label}.wild.test"), "/")]);
         if held {
             assert!(
@@ -150,6 +157,51 @@ fn a_held_secret_leaves_by_no_channel_in_no_encoding() {
             && l["secret"].as_str().unwrap().starts_with("AGENT_SECRET")),
         "{audit:?}"
     );
+}
+
+/// Labels under a wildcard route shaped like credentials the bundle was never told about are
+/// refused on the CONNECT and on a cleartext request, before any connection: the names resolve
+/// to the upstream and its certificate covers them, yet it never sees them; the plain name
+/// beside them goes through.
+#[test]
+fn a_credential_shaped_label_under_a_wildcard_is_refused_before_any_connection() {
+    let env = Env::start(Mode::Direct);
+    let (code, body, err) = env.curl(&[&env.url(PLAIN_LABEL_HOST, "/")]);
+    assert_eq!(code, 200, "control: {body}{err}");
+    for host in CREDENTIAL_LABEL_HOSTS {
+        let (code, body, err) = env.curl(&["-v", &env.url(host, "/")]);
+        assert!(
+            err.contains("CONNECT tunnel failed, response 403"),
+            "{host}: {code} {body}{err}"
+        );
+        let label = host.split('.').next().unwrap();
+        let cleartext = format!("http://{host}:{}/", env.upstream.port());
+        let (code, body, _) = env.curl(&[&cleartext]);
+        assert_eq!(code, 403, "{host}: {body}");
+        assert!(body.contains("looks like a credential"), "{body}");
+        assert!(!body.contains(label), "the refusal shows the label: {body}");
+    }
+    let seen = env.upstream.seen();
+    assert!(seen.iter().any(|s| s.host.starts_with(PLAIN_LABEL_HOST)));
+    for host in CREDENTIAL_LABEL_HOSTS {
+        assert!(
+            !seen.iter().any(|s| s.host.starts_with(host)),
+            "{host} reached the upstream"
+        );
+    }
+    // Audited with why, the label starred out.
+    let audit = env.audit_until(|lines| {
+        lines
+            .iter()
+            .filter(|l| l["reason"] == "credential-shaped-host")
+            .count()
+            >= 2 * CREDENTIAL_LABEL_HOSTS.len()
+    });
+    let text = format!("{audit:?}");
+    for host in CREDENTIAL_LABEL_HOSTS {
+        assert!(!text.contains(host.split('.').next().unwrap()), "{text}");
+    }
+    assert!(text.contains("aws-access-key-id"), "{text}");
 }
 
 #[test]
@@ -346,4 +398,133 @@ fn a_compressed_request_body_is_refused_with_what_to_do() {
     assert_eq!(code, 403, "{body}{err}");
     assert!(body.contains("uncompressed"), "{body}");
     assert!(env.upstream.received.lock().unwrap().is_empty());
+}
+
+/// A WebSocket client through the proxy (`websocket-client`): for each `(name, payload)` it
+/// opens `url`, sends a harmless message, then the payload (split over two frames when
+/// `name` ends in `split`), and prints what came back: an echo, or the close code and reason.
+const WS_CLIENT: &str = r#"
+import os, ssl, sys, websocket
+from websocket import ABNF
+port = os.environ["PORT"]
+proxy_host, proxy_port = os.environ["PROXY"].removeprefix("http://").split(":")
+url = sys.argv[1].replace("PORT", port)
+for line in sys.stdin.read().splitlines():
+    name, payload = line.split(" ", 1)
+    ws = websocket.create_connection(
+        url, http_proxy_host=proxy_host, http_proxy_port=int(proxy_port), proxy_type="http",
+        sslopt={"ca_certs": os.environ["CA"]},
+    )
+    ws.send("hello")
+    print(name, ws.recv())
+    if name.endswith("split"):
+        half = len(payload) // 2
+        ws.send_frame(ABNF.create_frame(payload[:half], ABNF.OPCODE_TEXT, fin=0))
+        ws.send_frame(ABNF.create_frame(payload[half:], ABNF.OPCODE_CONT, fin=1))
+    else:
+        ws.send(payload)
+    try:
+        opcode, data = ws.recv_data(control_frame=True)
+    except Exception as e:
+        print(name, "error", type(e).__name__)
+        continue
+    if opcode == ABNF.OPCODE_CLOSE:
+        print(name, "closed", int.from_bytes(data[:2], "big"), data[2:].decode())
+    else:
+        print(name, data.decode())
+    ws.close()
+"#;
+
+/// WebSocket frames are looked through too: a message carrying the secret, in any form and
+/// split over two frames, closes the connection with 1008 naming the variable, and the upstream
+/// never receives it complete; the control message goes through.
+#[test]
+fn a_secret_in_a_websocket_message_closes_it_before_the_upstream_has_it() {
+    let env = Env::start(Mode::Direct);
+    let mut input = String::new();
+    for secret in [AGENT_SECRET, CONTROL] {
+        let tag = if secret == AGENT_SECRET {
+            "held"
+        } else {
+            "control"
+        };
+        for (encoding, form) in [
+            ("raw", secret.to_owned()),
+            ("base64", BASE64.encode(secret.as_bytes())),
+            ("hex", HEXLOWER.encode(secret.as_bytes())),
+        ] {
+            input.push_str(&format!("{tag}-{encoding} {{\"data\":\"{form}\"}}\n"));
+            input.push_str(&format!("{tag}-{encoding}-split {{\"data\":\"{form}\"}}\n"));
+        }
+    }
+    let out = env.python_with_stdin(WS_CLIENT, &["wss://open.test:PORT/ws"], &input);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 24, "{stdout}");
+    for pair in lines.chunks(2) {
+        let name = pair[0].split(' ').next().unwrap();
+        assert!(pair[0].ends_with("echo: hello"), "{stdout}");
+        if name.starts_with("held") {
+            assert!(
+                pair[1].starts_with(&format!("{name} closed 1008 claude-bottle: "))
+                    && pair[1].contains("AGENT_SECRET"),
+                "{stdout}"
+            );
+            assert!(!pair[1].contains(AGENT_SECRET), "{stdout}");
+        } else {
+            assert!(
+                pair[1].starts_with(&format!("{name} echo: {{\"data\":")),
+                "{stdout}"
+            );
+        }
+    }
+    let received = String::from_utf8_lossy(&env.upstream.received.lock().unwrap()).into_owned();
+    for (encoding, form) in all_forms(AGENT_SECRET) {
+        assert!(!received.contains(&form), "{encoding} reached the upstream");
+    }
+    assert!(received.contains(CONTROL));
+    let audit = env.audit_until(|lines| {
+        lines
+            .iter()
+            .filter(|l| {
+                l["secret"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("websocket message"))
+            })
+            .count()
+            >= 6
+    });
+    assert!(!format!("{audit:?}").contains(AGENT_SECRET));
+}
+
+/// An upstream that sends the injected key back in a WebSocket message: the agent gets it
+/// masked.
+#[test]
+fn a_reflected_key_in_a_websocket_message_is_masked() {
+    let env = Env::start(Mode::Direct);
+    let out = env.python_with_stdin(WS_CLIENT, &["wss://key.test:PORT/ws?reflect"], "plain hi\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains(KEY_TOKEN), "{stdout}");
+    let stars = "*".repeat(KEY_TOKEN.len());
+    assert!(
+        stdout.contains(&format!("plain echo: hi key={stars}")),
+        "{stdout}"
+    );
+    // The upstream did get the key: it was injected, then masked on the way back.
+    assert!(
+        env.upstream
+            .seen()
+            .iter()
+            .any(|s| s.header("x-api-key") == Some(KEY_TOKEN))
+    );
 }

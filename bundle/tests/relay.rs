@@ -23,8 +23,14 @@ impl Drop for Relay {
 }
 
 fn start_relay(sockets: &[&Path]) -> Relay {
+    start_relay_with(sockets, &[])
+}
+
+fn start_relay_with(sockets: &[&Path], env: &[(&str, &str)]) -> Relay {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"));
-    cmd.arg("relay");
+    cmd.arg("relay")
+        .env_remove("BOTTLE_RELAY_COPY")
+        .envs(env.iter().copied());
     for s in sockets {
         cmd.arg("--map").arg(format!("127.0.0.1:0={}", s.display()));
     }
@@ -348,4 +354,124 @@ fn a_burst_of_connections_leaves_the_relay_small_again() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Pipe descriptors held by `pid`: the relay's splice path holds one pipe (two descriptors)
+/// per direction of each connection it relays.
+fn pipes_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|to| to.to_string_lossy().starts_with("pipe:"))
+        })
+        .count()
+}
+
+const EACH_WAY: usize = 8 * 1024 * 1024;
+
+fn random(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// Streams [`EACH_WAY`] random bytes to the agent while reading the agent's to EOF, then
+/// answers with the SHA-256 of what it sent and of what it read: the answer needs the
+/// agent's half-close, and comes back after it.
+fn stream_then_digest(mut conn: UnixStream) {
+    let out = random(EACH_WAY);
+    let sent = sha256(&out);
+    let writer = {
+        let mut conn = conn.try_clone().unwrap();
+        std::thread::spawn(move || conn.write_all(&out).unwrap())
+    };
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    conn.write_all(&sent).unwrap();
+    conn.write_all(&sha256(&got)).unwrap();
+}
+
+/// Pipe counts of the relaying child around one exchange.
+struct Pipes {
+    idle: usize,
+    relaying: usize,
+}
+
+/// [`EACH_WAY`] random bytes each way at once through `relay`, the agent shutting its write
+/// half first and still reading the bundle's answer; checks every byte both ways.
+fn exchange_checked(relay: &Relay) -> Pipes {
+    let child = wait_for_child(relay, None);
+    let idle = pipes_of(child);
+    let mut tcp = TcpStream::connect(relay.addrs[0]).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let sent = random(EACH_WAY);
+    let sent_digest = sha256(&sent);
+    let writer = {
+        let mut tcp = tcp.try_clone().unwrap();
+        std::thread::spawn(move || {
+            tcp.write_all(&sent).unwrap();
+            tcp.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    // The bundle's first byte is through: the relay is moving both directions now.
+    let mut got = vec![0u8; 1];
+    tcp.read_exact(&mut got).unwrap();
+    let relaying = pipes_of(child);
+    tcp.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert_eq!(got.len(), EACH_WAY + 64, "the answer is cut or padded");
+    let (stream, digests) = got.split_at(EACH_WAY);
+    assert!(
+        sha256(stream) == digests[..32],
+        "the bundle's bytes arrived changed"
+    );
+    assert!(
+        digests[32..] == sent_digest,
+        "the bundle got other bytes than the agent sent"
+    );
+    // The connection's pipes are closed with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pipes_of(child) != idle {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay still holds {} pipes after the connection ended ({idle} before)",
+            pipes_of(child)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Pipes { idle, relaying }
+}
+
+#[test]
+fn spliced_connections_are_intact_both_ways_through_a_half_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "digest.sock");
+    unix_server(&path, stream_then_digest);
+    let relay = start_relay(&[&path]);
+    let pipes = exchange_checked(&relay);
+    assert_eq!(
+        pipes.relaying,
+        pipes.idle + 4,
+        "expected a pipe each way while relaying (the splice path)"
+    );
+}
+
+#[test]
+fn the_copy_loop_fallback_is_intact_both_ways_through_a_half_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "digest.sock");
+    unix_server(&path, stream_then_digest);
+    let relay = start_relay_with(&[&path], &[("BOTTLE_RELAY_COPY", "1")]);
+    let pipes = exchange_checked(&relay);
+    assert_eq!(
+        pipes.relaying, pipes.idle,
+        "BOTTLE_RELAY_COPY=1 still spliced through pipes"
+    );
 }

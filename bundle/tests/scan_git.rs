@@ -122,6 +122,44 @@ fn removed_lines_are_not_findings_and_roots_diff_against_the_empty_tree() {
     );
 }
 
+/// A merge whose file matches no parent (a conflict resolution, an "evil merge") is scanned
+/// as what it adds to its first parent; a file taken as it is from a parent is not.
+#[test]
+fn a_merge_is_scanned_for_what_no_parent_has() {
+    let repo = Repo::new();
+    repo.write("a.txt", "base\n");
+    let base = repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("a.txt", "side\n");
+    repo.commit("side");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("a.txt", "main\n");
+    repo.commit("main");
+    let secret = github_token(7);
+    let (_, merge) = unpushed(&repo, |r| {
+        // Conflicts: both sides changed a.txt.
+        let conflicted = scan_support::git_in(r.path(), &["merge", "-q", "side"]);
+        assert!(!conflicted.status.success());
+        // The resolution keeps neither side and slips a token in.
+        r.write("a.txt", &format!("resolved\n{secret}\n"));
+        r.git(&["add", "a.txt"]);
+        r.git(&["commit", "-q", "--no-edit"]);
+    });
+    let git = Repository::open(repo.path()).unwrap();
+    let scanner = Scanner::builtin().unwrap();
+    let budget = Budget::unlimited();
+    let found = scanner
+        .scan_push(&git, &[update(&base, &merge, "refs/heads/main")], &budget)
+        .unwrap();
+    assert_eq!(
+        summary(&found),
+        vec![format!("github-pat a.txt:2 @{}", &merge[..7])]
+    );
+    repo.git(&["update-ref", "refs/heads/main", &merge]);
+    let all = scanner.scan_history(&git, &budget).unwrap();
+    assert_eq!(summary(&all), summary(&found));
+}
+
 #[test]
 fn new_branch_force_push_and_merge_use_new_not_all() {
     let repo = Repo::new();
@@ -143,18 +181,14 @@ fn new_branch_force_push_and_merge_use_new_not_all() {
     let scanner = Scanner::builtin().unwrap();
     let budget = Budget::unlimited();
     // `side`'s own commit is reachable from an existing ref, so it is not walked; the merge
-    // is, and its diff against the first parent (main) adds side.txt. That is deliberate: a
-    // merge can add content of its own ("evil merge"), and first-parent diffs catch it.
+    // is, but it takes side.txt as `side` has it, so it adds nothing of its own (the secret
+    // is on the server already, in `side`).
     let found = scanner
         .scan_push(&git, &[update(&base, &new, "refs/heads/main")], &budget)
         .unwrap();
-    let merge = repo.rev(&format!("{new}~1"));
     assert_eq!(
         summary(&found),
-        vec![
-            format!("github-pat side.txt:1 @{}", &merge[..7]),
-            format!("stripe-secret-key b.txt:1 @{}", &new[..7]),
-        ]
+        vec![format!("stripe-secret-key b.txt:1 @{}", &new[..7])]
     );
     assert!(!found.iter().any(|f| f.commit == side));
     // Force push of a rewritten main: only the rewritten commit is new.

@@ -145,6 +145,13 @@ pub enum Outbound {
         proxy_url: String,
         /// Extra CA (PEM path) to trust for upstream TLS, e.g. pipelock's interception CA.
         extra_ca: Option<String>,
+        /// The upstream proxy terminates the TLS of every tunnel and re-signs it with
+        /// `extra_ca` (pipelock with TLS interception). Then only `extra_ca` is trusted, not
+        /// the public roots: a tunnel it passed through uninspected fails as untrusted instead
+        /// of reaching the upstream unseen; and answers are asked for uncompressed, which
+        /// pipelock requires to scan them (it refuses compressed ones).
+        #[serde(default)]
+        intercepts: bool,
     },
 }
 
@@ -219,6 +226,11 @@ pub struct PipelockConfig {
     pub config: String,
     /// Where it listens; the proxy's `Outbound::Upstream` points here.
     pub listen: String,
+    /// A directory of CA certificates pipelock trusts for upstream TLS besides the image's
+    /// roots (`egress.extra_ca`): given to it as `SSL_CERT_DIR`, which Go's `crypto/x509`
+    /// reads in addition to the system bundle.
+    #[serde(default)]
+    pub ca_dir: Option<String>,
 }
 
 impl BundleConfig {

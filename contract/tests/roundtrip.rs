@@ -48,6 +48,7 @@ fn full_config() -> BundleConfig {
             outbound: Outbound::Upstream {
                 proxy_url: "http://127.0.0.1:8888".into(),
                 extra_ca: Some("/etc/bottle/pipelock-ca.pem".into()),
+                intercepts: true,
             },
             dlp: DlpMode::Log,
         },
@@ -85,6 +86,7 @@ fn full_config() -> BundleConfig {
             binary: "/usr/local/bin/pipelock".into(),
             config: "/etc/bottle/pipelock.yaml".into(),
             listen: "127.0.0.1:8888".into(),
+            ca_dir: Some("/etc/bottle/pipelock-roots".into()),
         }),
         audit_log: "/var/log/bottle/audit.jsonl".into(),
     }

@@ -20,6 +20,7 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
         .map_err(|e| anyhow::anyhow!("no randomness for the bottle identity: {e}"))?;
     let claude =
         claude_bin::locate(claude_bin::needed(&loaded.agent.command)).map_err(|e| format!("{e:#}"));
+    let pipelock = crate::bottle::pipelock_bin::locate().map_err(|e| e.to_string());
     let (runtime, engine_cpus, bridge_gateways) = engine();
     let mut facts = facts_from(
         loaded,
@@ -30,6 +31,7 @@ pub(crate) fn gather(loaded: &Loaded, host: &dyn HostEnv) -> anyhow::Result<Host
         &|f: &NamedFile| f.read().err().map(|e| e.to_string()),
         claude,
     );
+    facts.pipelock = pipelock;
     facts.engine_cpus = engine_cpus;
     facts.bridge_gateways = bridge_gateways;
     Ok(facts)
@@ -70,6 +72,7 @@ fn facts_from(
         missing_paths,
         unusable_files,
         claude,
+        pipelock: Ok(None),
         engine_cpus: None,
         bridge_gateways: Vec::new(),
     }

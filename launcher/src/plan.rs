@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bottle::claude_bin::ClaudeSource;
+use crate::bottle::pipelock_bin::PipelockBin;
 use bottle_contract::bundle_config::{DlpMode, RouteConfig};
 use bottle_contract::route::{AuthScheme, PathPrefix, RouteAuth, RouteHost, TokenRef};
 
@@ -91,6 +92,9 @@ pub(crate) struct HostFacts {
     pub(crate) unusable_files: Vec<String>,
     /// Where the agent image's Claude Code comes from, or why the one named cannot be used.
     pub(crate) claude: Result<ClaudeSource, String>,
+    /// The pipelock `CLAUDE_BOTTLE_PIPELOCK_BIN` names (`None`: unset), or why it cannot be
+    /// used.
+    pub(crate) pipelock: Result<Option<PipelockBin>, String>,
     /// How many CPUs the engine has (`None`: it could not be asked). Docker refuses a CPU
     /// limit above it.
     pub(crate) engine_cpus: Option<u32>,
@@ -121,6 +125,12 @@ pub(crate) struct Plan {
     /// Where the agent image's Claude Code comes from (`native <version> from <path>`, npm,
     /// or not installed).
     pub(crate) claude: String,
+    /// How the bundle reaches upstream hosts: directly, or through pipelock.
+    pub(crate) egress: EgressPlan,
+    /// Pipelock changes approved while the bottle ran (YAML mappings, oldest first), merged
+    /// into its config again on resume.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pipelock_changes: Vec<String>,
     /// Every host the bottle may reach, manifest routes first, then built-in defaults.
     pub(crate) routes: Vec<RoutePlan>,
     /// Env names and their sources; never values.
@@ -137,6 +147,20 @@ pub(crate) struct Plan {
     pub(crate) limits: LimitsPlan,
     /// Things that will fail at start or that the operator should know.
     pub(crate) warnings: Vec<String>,
+}
+
+/// How the bundle's egress proxy reaches upstream hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub(crate) enum EgressPlan {
+    /// The bundle dials route hosts itself (no pipelock).
+    Direct,
+    /// Through pipelock, run by the bundle as a child: `binary` (the host file
+    /// `CLAUDE_BOTTLE_PIPELOCK_BIN` names) is copied into the bundle image.
+    Pipelock { version: String, binary: String },
+    /// `CLAUDE_BOTTLE_PIPELOCK_BIN` names something that is not a usable pipelock: start
+    /// refuses (never falls back to direct egress).
+    Unusable { why: String },
 }
 
 /// The caps the bottle's containers get.
@@ -502,6 +526,18 @@ pub(crate) fn build(loaded: &Loaded, facts: &HostFacts) -> Plan {
                 format!("UNUSABLE ({why})")
             }
         },
+        egress: match &facts.pipelock {
+            Ok(None) => EgressPlan::Direct,
+            Ok(Some(bin)) => EgressPlan::Pipelock {
+                version: bin.version.clone(),
+                binary: bin.path.display().to_string(),
+            },
+            Err(why) => {
+                warnings.push(format!("pipelock cannot be used: {why}"));
+                EgressPlan::Unusable { why: why.clone() }
+            }
+        },
+        pipelock_changes: Vec::new(),
         routes,
         env,
         git,
@@ -699,4 +735,4 @@ pub(crate) fn identity_suffix(random: [u8; IDENTITY_SUFFIX_LEN]) -> String {
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
-mod tests;
+pub(crate) mod tests;

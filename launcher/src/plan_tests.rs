@@ -7,7 +7,7 @@ use expect_test::{expect, expect_file};
 
 use super::*;
 use crate::manifest::validate::{parse_agent, parse_bottle};
-use crate::render::bundle_config::{Egress, bundle_config, secrets_file, token_routes};
+use crate::render::bundle_config::{bundle_config, secrets_file, token_routes};
 use crate::render::pipelock::pipelock_yaml;
 use crate::render::plan_text::plan_text;
 use crate::secrets::fake::FakeHost;
@@ -99,12 +99,13 @@ fn facts(vars: &[&str]) -> HostFacts {
             path: PathBuf::from("/home/u/.cache/claude-bottle/claude/2.1.332/claude"),
             version: "2.1.332".into(),
         }),
+        pipelock: Ok(None),
         engine_cpus: Some(8),
         bridge_gateways: Vec::new(),
     }
 }
 
-fn full_plan() -> Plan {
+pub(crate) fn full_plan() -> Plan {
     build(
         &loaded(FULL_AGENT),
         &facts(&["GH_PAT", "LINEAR_KEY", "CLAUDE_BOTTLE_OAUTH_TOKEN"]),
@@ -124,7 +125,7 @@ fn plan_json_golden() {
 
 #[test]
 fn bundle_config_golden_direct() {
-    let config = bundle_config(&full_plan(), Egress::Direct);
+    let config = bundle_config(&full_plan());
     expect_file!["../tests/golden/bundle_config_direct.json"].assert_eq(&config.to_json());
     // What the launcher writes, the bundle reads: the contract's own parser accepts it.
     let back = bottle_contract::bundle_config::BundleConfig::from_json(&config.to_json()).unwrap();
@@ -133,8 +134,10 @@ fn bundle_config_golden_direct() {
 
 #[test]
 fn bundle_config_golden_pipelock() {
-    let config = bundle_config(&full_plan(), Egress::Pipelock);
+    let config = bundle_config(&pipelock_plan());
     expect_file!["../tests/golden/bundle_config_pipelock.json"].assert_eq(&config.to_json());
+    let back = bottle_contract::bundle_config::BundleConfig::from_json(&config.to_json()).unwrap();
+    assert_eq!(back, config);
 }
 
 #[test]
@@ -160,17 +163,61 @@ fn pipelock_yaml_is_valid_yaml_with_the_required_settings() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(allow, hosts);
-    // Every credentialed host is passed through (no DLP on injected headers), no other.
-    let pass: BTreeSet<&str> = doc["tls_interception"]["passthrough_domains"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    // Every host is intercepted (no passthrough); `egress.allow_private` is pipelock's SSRF
+    // allowance.
     assert_eq!(
-        pass,
-        BTreeSet::from(["api.github.com", "api.linear.app", "api.anthropic.com"])
+        doc["tls_interception"]["passthrough_domains"],
+        serde_json::json!([])
     );
+    assert_eq!(
+        doc["ssrf"]["ip_allowlist"],
+        serde_json::json!(plan.allow_private)
+    );
+}
+
+/// The full plan with pipelock found (`CLAUDE_BOTTLE_PIPELOCK_BIN`).
+pub(crate) fn pipelock_plan() -> Plan {
+    let mut plan = full_plan();
+    plan.egress = EgressPlan::Pipelock {
+        version: "2.4.1".into(),
+        binary: "/home/u/bin/pipelock".into(),
+    };
+    plan
+}
+
+/// Without pipelock the plan says how to add it; with it, which one runs; an unusable one is
+/// a warning and renders nothing (start refuses).
+#[test]
+fn the_plan_says_how_egress_leaves() {
+    let line = |plan: &Plan| {
+        plan_text(plan)
+            .lines()
+            .find(|l| l.starts_with("  egress "))
+            .unwrap()
+            .to_owned()
+    };
+    expect![[r#"  egress     direct (no pipelock; to add its allowlist and DLP behind the bundle, set CLAUDE_BOTTLE_PIPELOCK_BIN to a Linux pipelock executable: README "Pipelock")"#]]
+        .assert_eq(&line(&full_plan()));
+    expect!["  egress     via pipelock 2.4.1 (/home/u/bin/pipelock; its allowlist and DLP run behind the bundle)"]
+        .assert_eq(&line(&pipelock_plan()));
+    let l = loaded(FULL_AGENT);
+    let mut f = facts(&[]);
+    f.pipelock = Err("CLAUDE_BOTTLE_PIPELOCK_BIN: /x does not exist".into());
+    let plan = build(&l, &f);
+    assert!(line(&plan).contains("UNUSABLE (CLAUDE_BOTTLE_PIPELOCK_BIN: /x does not exist)"));
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.starts_with("pipelock cannot be used"))
+    );
+    let err = crate::render::bottle_files(&plan, &Default::default(), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unset CLAUDE_BOTTLE_PIPELOCK_BIN to run without pipelock"),
+        "{err}"
+    );
+    assert!(bundle_config(&full_plan()).pipelock.is_none());
 }
 
 #[test]
@@ -326,7 +373,7 @@ fn git_without_host_key_refuses_push_and_keys_are_expanded() {
         "{}",
         plan.git[1].push
     );
-    let config = bundle_config(&plan, Egress::Direct);
+    let config = bundle_config(&plan);
     assert_eq!(config.gate.remotes[1].known_host_key, None);
     assert_eq!(config.gate.remotes[0].identity_file, "/etc/bottle/keys/app");
 }
@@ -336,7 +383,7 @@ fn roles_follow_the_bottle() {
     let mut l = loaded(FULL_AGENT);
     l.bottle.git.clear();
     l.bottle.supervise = false;
-    let config = bundle_config(&build(&l, &facts(&[])), Egress::Direct);
+    let config = bundle_config(&build(&l, &facts(&[])));
     assert_eq!(
         config.roles,
         vec![bottle_contract::bundle_config::Role::Proxy]
@@ -378,8 +425,13 @@ fn no_secret_value_in_plan_json_config_or_errors() {
         plan_text(&plan),
         serde_json::to_string(&plan).unwrap(),
         format!("{plan:?}"),
-        bundle_config(&plan, Egress::Direct).to_json(),
-        bundle_config(&plan, Egress::Pipelock).to_json(),
+        bundle_config(&plan).to_json(),
+        bundle_config(&{
+            let mut p = plan.clone();
+            p.egress = pipelock_plan().egress;
+            p
+        })
+        .to_json(),
         pipelock_yaml(&plan).unwrap(),
         format!("{l:?}"),
         format!("{env:?}"),
@@ -513,7 +565,7 @@ fn approved_routes_are_added_replace_the_same_host_and_render_with_their_slot() 
     ];
     let before = full_plan().routes.len();
     // The live routes hold every route: those the plan already has change nothing.
-    let unchanged = bundle_config(&full_plan(), Egress::Direct).proxy.routes;
+    let unchanged = bundle_config(&full_plan()).proxy.routes;
     let same = with_approved_routes(full_plan(), &unchanged, &BTreeSet::new());
     assert_eq!(plan_text(&same), plan_text(&full_plan()));
     let plan = with_approved_routes(full_plan(), &approved, &BTreeSet::from(["DOCS_KEY".into()]));
@@ -533,7 +585,7 @@ fn approved_routes_are_added_replace_the_same_host_and_render_with_their_slot() 
     assert_eq!((auth.token.as_str(), auth.token_set), ("DOCS_KEY", true));
     assert!(plan_text(&plan).contains("docs.rs"));
     assert!(plan_text(&plan).contains("[approved through supervise]"));
-    let config = bundle_config(&plan, Egress::Direct);
+    let config = bundle_config(&plan);
     let docs = config
         .proxy
         .routes

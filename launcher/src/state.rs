@@ -59,6 +59,8 @@ pub(crate) const WORK_TAR: &str = "work.tar";
 /// Approved egress routes (a JSON list of `bottle_contract::bundle_config::RouteConfig`,
 /// token slot names only), written by the approvals and re-applied by `resume`.
 pub(crate) const ROUTES: &str = "routes.json";
+/// The pipelock changes approved while the bottle ran (`supervise::decide`), for `resume`.
+pub(crate) const PIPELOCK_CHANGES: &str = "pipelock-changes.json";
 
 /// `<root>/state/<identity>`.
 pub(crate) fn dir(root: &Path, identity: &str) -> PathBuf {
@@ -89,6 +91,29 @@ pub(crate) fn create_queue(root: &Path, identity: &str) -> anyhow::Result<PathBu
             .with_context(|| format!("cannot create the supervise queue {}", dir.display()))?;
     }
     Ok(queue)
+}
+
+/// The pipelock changes approved for bottle `identity`, oldest first (none without a file).
+pub(crate) fn pipelock_changes(root: &Path, identity: &str) -> anyhow::Result<Vec<String>> {
+    let path = dir(root, identity).join(PIPELOCK_CHANGES);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} does not hold a list of pipelock changes; fix or remove it to resume without them",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Records an approved pipelock change, for `resume`.
+pub(crate) fn add_pipelock_change(root: &Path, identity: &str, change: &str) -> anyhow::Result<()> {
+    let mut changes = pipelock_changes(root, identity)?;
+    changes.push(change.to_owned());
+    let text = serde_json::to_string_pretty(&changes)?;
+    write_file(root, identity, PIPELOCK_CHANGES, text.as_bytes()).map(|_| ())
 }
 
 /// Writes the metadata (creating the directory, mode 0700).
@@ -211,6 +236,18 @@ pub(crate) fn sample() -> Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approved_pipelock_changes_are_kept_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(pipelock_changes(dir.path(), "a-00000").unwrap().is_empty());
+        add_pipelock_change(dir.path(), "a-00000", "api_allowlist: [one.test]\n").unwrap();
+        add_pipelock_change(dir.path(), "a-00000", "api_allowlist: [two.test]\n").unwrap();
+        assert_eq!(
+            pipelock_changes(dir.path(), "a-00000").unwrap(),
+            ["api_allowlist: [one.test]\n", "api_allowlist: [two.test]\n"]
+        );
+    }
 
     #[test]
     fn save_load_remove_round_trip() {

@@ -115,11 +115,6 @@ async fn isolated_container_lifecycle_leaves_nothing_behind() {
     let _sweep = Sweep(id.clone());
     let mut ledger = Ledger::default();
 
-    let net = backend
-        .create_network(&format!("{id}-egress"), &Labels::for_bottle(&id, "egress"))
-        .await
-        .unwrap();
-    ledger.record(ObjectKind::Network, &net);
     let vol = backend
         .create_volume(&format!("{id}-sock"), &Labels::for_bottle(&id, "sockets"))
         .await
@@ -217,17 +212,10 @@ async fn isolated_container_lifecycle_leaves_nothing_behind() {
     }
     assert!(ran, "the detached command never ran");
 
-    // Labels find all three objects, and only this bottle's.
+    // Labels find both objects, and only this bottle's.
     let objects = backend.list_objects(Some(&id)).await.unwrap();
     let kinds: Vec<_> = objects.iter().map(|o| o.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            ObjectKind::Container,
-            ObjectKind::Network,
-            ObjectKind::Volume
-        ]
-    );
+    assert_eq!(kinds, [ObjectKind::Container, ObjectKind::Volume]);
     assert!(objects.iter().all(|o| o.identity == id));
     assert!(objects[0].running);
 
@@ -238,17 +226,98 @@ async fn isolated_container_lifecycle_leaves_nothing_behind() {
     assert!(ledger.roll_back(&backend).await.is_empty());
 }
 
+/// The shared egress network: made once and found again, isolating its containers, kept
+/// while a started container is on it, removed after; a network of that name that lets
+/// containers reach each other is refused, naming the fix. (Docker does not keep network
+/// names unique: launchers serialize `ensure_network` with the home's lock file.)
+#[tokio::test]
+async fn the_shared_network_is_made_once_isolated_and_removed_when_unused() {
+    let backend = backend().await;
+    let id = identity("shared");
+    let _sweep = Sweep(id.clone());
+    let name = format!("{id}-egress");
+    // The shared network carries no bottle label, so `Sweep` would not find it.
+    struct RemoveNetwork(String);
+    impl Drop for RemoveNetwork {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _remove = RemoveNetwork(name.clone());
+    let labels = Labels::shared("/h");
+    let made = backend.ensure_network(&name, &labels).await.unwrap();
+    assert_eq!(backend.ensure_network(&name, &labels).await.unwrap(), made);
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let inspect = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        inspect
+            .options
+            .unwrap_or_default()
+            .get("com.docker.network.bridge.enable_icc")
+            .map(String::as_str),
+        Some("false")
+    );
+
+    let spec = container(
+        &format!("{id}-bundle"),
+        BASE_IMAGE,
+        &id,
+        Network::Attached {
+            network: name.clone(),
+            aliases: vec![],
+        },
+    );
+    let user = backend.create_container(&spec).await.unwrap();
+    backend.start_container(&user).await.unwrap();
+    assert!(!backend.remove_network_if_unused(&name).await.unwrap());
+    backend.remove(ObjectKind::Container, &user).await.unwrap();
+    assert!(backend.remove_network_if_unused(&name).await.unwrap());
+    assert!(
+        docker
+            .inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>
+            )
+            .await
+            .is_err()
+    );
+    // Gone already: still fine.
+    assert!(backend.remove_network_if_unused(&name).await.unwrap());
+
+    // Someone else's network under that name, without isolation.
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = backend
+        .ensure_network(&name, &labels)
+        .await
+        .unwrap_err()
+        .to_string();
+    docker.remove_network(&name).await.unwrap();
+    assert!(
+        err.contains("reach each other") && err.contains(&format!("docker network rm {name}")),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn ledger_rolls_back_a_half_made_bottle() {
     let backend = backend().await;
     let id = identity("rollback");
     let _sweep = Sweep(id.clone());
     let mut ledger = Ledger::default();
-    let net = backend
-        .create_network(&format!("{id}-egress"), &Labels::for_bottle(&id, "egress"))
-        .await
-        .unwrap();
-    ledger.record(ObjectKind::Network, &net);
     let vol = backend
         .create_volume(&format!("{id}-sock"), &Labels::for_bottle(&id, "sockets"))
         .await
@@ -269,7 +338,7 @@ async fn ledger_rolls_back_a_half_made_bottle() {
         .to_string();
     assert!(err.contains(&format!("{id}-agent")), "{err}");
 
-    assert_eq!(backend.list_objects(Some(&id)).await.unwrap().len(), 2);
+    assert_eq!(backend.list_objects(Some(&id)).await.unwrap().len(), 1);
     let errors = ledger.roll_back(&backend).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(backend.list_objects(Some(&id)).await.unwrap().is_empty());

@@ -24,6 +24,7 @@ pub const BASE_IMAGE: &str = "claude-bottle-base:bookworm";
 pub const LABEL_MANAGED: &str = "claude-bottle.managed";
 pub const LABEL_IDENTITY: &str = "claude-bottle.identity";
 pub const LABEL_ROLE: &str = "claude-bottle.role";
+pub const LABEL_HOME: &str = "claude-bottle.home";
 
 /// The workspace's target directory (where the binaries and cached test files live).
 pub fn target_dir() -> PathBuf {
@@ -37,9 +38,11 @@ pub fn target_dir() -> PathBuf {
 pub struct Bins {
     pub claude_bottle: PathBuf,
     pub bottle_bundle: PathBuf,
+    /// Pipelock's stand-in (`standin/pipelock.rs`), for `CLAUDE_BOTTLE_PIPELOCK_BIN`.
+    pub pipelock_standin: PathBuf,
 }
 
-/// Builds both binaries once per test process (cheap when up to date) and returns them.
+/// Builds the binaries once per test process (cheap when up to date) and returns them.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
@@ -56,6 +59,8 @@ pub fn bins() -> &'static Bins {
                 "claude-bottle",
                 "-p",
                 "bottle-bundle",
+                "-p",
+                "e2e",
                 "--bins",
             ])
             .current_dir(&workspace)
@@ -69,6 +74,7 @@ pub fn bins() -> &'static Bins {
         Bins {
             claude_bottle: dir.join("claude-bottle"),
             bottle_bundle: dir.join("bottle-bundle"),
+            pipelock_standin: dir.join("pipelock-standin"),
         }
     })
 }
@@ -144,6 +150,12 @@ impl Home {
 
     /// `start AGENT -y -d EXTRA…` (e.g. `--cwd DIR`).
     pub fn start_detached_with(&self, agent: &str, extra: &[&str]) -> Bottle<'_> {
+        self.start_detached_showing(agent, extra).0
+    }
+
+    /// `start AGENT -y -d EXTRA…`: the running bottle and what the launcher printed on stdout
+    /// (the plan, then the bottle's identity).
+    pub fn start_detached_showing(&self, agent: &str, extra: &[&str]) -> (Bottle<'_>, String) {
         let mut args = vec!["start", agent, "-y", "-d"];
         args.extend_from_slice(extra);
         let out = self.run(&args);
@@ -158,7 +170,7 @@ impl Home {
             .find_map(|l| l.strip_prefix("bottle ")?.strip_suffix(" is running"))
             .unwrap_or_else(|| panic!("no identity in:\n{stdout}"))
             .to_owned();
-        Bottle { home: self, id }
+        (Bottle { home: self, id }, stdout.into_owned())
     }
 }
 
@@ -222,8 +234,9 @@ impl Bottle<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// See [`upstream_network`].
     pub fn network(&self) -> String {
-        format!("claude-bottle-{}-egress", self.id)
+        upstream_network(&self.id)
     }
 }
 
@@ -652,6 +665,78 @@ pub async fn container_sh(docker: &Docker, container: &str, script: &str) -> Str
     out
 }
 
+/// A network for bottle `identity`'s test upstreams, with its bundle on it. The bottle's egress
+/// network is shared by every bundle of the home and drops traffic between containers,
+/// so an upstream there could not be reached; this one carries the bottle's labels, so
+/// `stop` removes it with the bottle. Made on first use.
+pub fn upstream_network(identity: &str) -> String {
+    let name = format!("claude-bottle-{identity}-upstreams");
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .expect("the docker CLI runs")
+    };
+    if !docker(&["network", "inspect", &name]).status.success() {
+        let made = docker(&[
+            "network",
+            "create",
+            "--label",
+            &format!("{LABEL_MANAGED}=true"),
+            "--label",
+            &format!("{LABEL_IDENTITY}={identity}"),
+            "--label",
+            &format!("{LABEL_ROLE}=test-upstreams"),
+            &name,
+        ]);
+        assert!(
+            made.status.success(),
+            "docker network create {name}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let bundle = format!("claude-bottle-{identity}-bundle");
+        let joined = docker(&["network", "connect", &name, &bundle]);
+        assert!(
+            joined.status.success(),
+            "docker network connect {name} {bundle}: {}",
+            String::from_utf8_lossy(&joined.stderr)
+        );
+    }
+    name
+}
+
+/// The shared egress networks that exist for `home` (labelled with its root).
+pub async fn egress_networks(docker: &Docker, home: &Home) -> Vec<String> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{LABEL_HOME}={}", home.root().display())],
+    )]);
+    docker
+        .list_networks(Some(
+            bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect()
+}
+
+/// The shared egress network container `bundle` is on (`claude-bottle-egress-…`).
+pub async fn egress_network_of(docker: &Docker, bundle: &str) -> String {
+    let inspect = docker.inspect_container(bundle, None).await.unwrap();
+    let networks = inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    networks
+        .into_keys()
+        .find(|n| n.starts_with("claude-bottle-egress-"))
+        .unwrap_or_else(|| panic!("{bundle} is on no shared egress network"))
+}
+
 /// The container's address on `network`.
 pub async fn container_ip(docker: &Docker, container: &str, network: &str) -> String {
     let inspect = docker.inspect_container(container, None).await.unwrap();
@@ -778,7 +863,7 @@ pub async fn wait_attached(home: &Home, launcher: &mut std::process::Child) -> S
             })
             .unwrap_or_default();
         if let Some(id) = ids.first()
-            && leftovers(&docker, id).await.len() == 4
+            && leftovers(&docker, id).await.len() == 3
         {
             let probe = home.run(&["exec", id, "--", "test", "-e", "/run/claude-bottle.ready"]);
             if probe.status.success() {

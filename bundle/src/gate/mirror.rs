@@ -129,6 +129,7 @@ pub(crate) async fn refresh(
     };
     if out.status.success() {
         fix_head(&settings.mirror_path(remote));
+        pack_refs(settings, remote, timeout).await;
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -140,6 +141,29 @@ pub(crate) async fn refresh(
         "refresh from upstream failed"
     );
     Err(failure)
+}
+
+/// Packs the mirror's refs into `packed-refs`. `git fetch` writes each new ref as a file of
+/// its own, and the push hook's `git rev-list --not --glob=refs/*` opens every one of them:
+/// with a thousand tags that is most of a one-commit push scan's time (`bench/scanner/run`
+/// times both). A failure only costs that time, so it is logged, not returned.
+async fn pack_refs(settings: &GateSettings, remote: &Remote, timeout: Duration) {
+    let mut cmd = tokio::process::Command::from(gitenv::git(settings));
+    cmd.env("GIT_DIR", settings.mirror_path(remote))
+        .args(["pack-refs", "--all", "--prune"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match upstream::run_bounded(cmd, timeout).await {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => tracing::warn!(
+            remote = %remote.name,
+            stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            "git pack-refs failed in the mirror"
+        ),
+        Err(e) => {
+            tracing::warn!(remote = %remote.name, error = ?e, "cannot pack the mirror's refs")
+        }
+    }
 }
 
 /// Points a dangling mirror `HEAD` at `main`, `master` or the first branch, so clones through

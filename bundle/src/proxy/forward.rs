@@ -11,8 +11,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::proxy::audit::{AuditEvent, AuditedBody, Outcome, Pending, ProxyBody, full};
 use crate::proxy::policy::{AMBIGUOUS_FORMS, Decision, DenyReason, RequestFacts};
-use crate::proxy::upstream::{FailureClass, UpstreamError};
-use crate::proxy::{Shared, dlp};
+use crate::proxy::upstream::{self, FailureClass, UpstreamError};
+use crate::proxy::{Shared, dlp, labels, ws};
 
 /// Where a request goes: the CONNECT target inside a tunnel, or the absolute-form authority.
 #[derive(Debug, Clone)]
@@ -79,6 +79,20 @@ pub(crate) async fn handle(
             tracing::warn!(host = %target.host, secret = %hit.name, %place, "a request carries a bottle secret (dlp: log)");
         }
     }
+    // A wildcard-chosen label shaped like a credential, before anything is looked up
+    // (after the known secrets, whose refusal names the variable).
+    if shared.dlp != DlpMode::Off
+        && let Some(suspicion) =
+            labels::suspicious_host(&policy, &target.host, target.port, target.tls)
+    {
+        event.host = labels::masked(&event.host);
+        event.secret = Some(format!("credential-shaped host label: {}", suspicion.why));
+        if shared.dlp == DlpMode::Block {
+            discard_body(req).await;
+            return Ok(label_denial(&shared, event, &suspicion));
+        }
+        tracing::warn!(why = %suspicion.why, "a host label looks like a credential (dlp: log)");
+    }
     let allowed = match policy.decide(&facts) {
         Decision::Allow(allowed) => allowed,
         Decision::Deny(reason) => {
@@ -142,19 +156,45 @@ pub(crate) async fn handle(
     if let Some(auth) = &route.auth {
         auth.apply(&mut headers);
     }
+    let mut websocket = false;
     if let (true, Some(protocol)) = (client_upgrade, upgrade_header) {
+        websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+        if secrets.is_some() && !websocket && shared.dlp == DlpMode::Block {
+            // After the switch the bytes are another protocol's, which the proxy cannot look
+            // through for the bottle's secrets.
+            event.decision = "deny";
+            event.reason = Some("uninspectable-upgrade".into());
+            event.status = StatusCode::FORBIDDEN.as_u16();
+            shared.audit.record(&event);
+            return Ok(text_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "claude-bottle egress proxy: the request to {host} asks to switch to {proto}, \
+                     which this bottle's proxy cannot look through for the bottle's secrets \
+                     (egress.dlp: block); only WebSocket upgrades are relayed.\n",
+                    host = target.host,
+                    proto = String::from_utf8_lossy(protocol.as_bytes()),
+                ),
+            ));
+        }
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
+        if secrets.is_some() {
+            // No extension, so every frame can be read (permessage-deflate could not).
+            headers.remove("sec-websocket-extensions");
+        }
     }
     let finding = Arc::new(dlp::Finding::default());
+    let own_token = route.token_ref.clone();
     let guard = secrets.as_ref().map(|set| dlp::Guard {
         set: set.clone(),
         own_token: route.token_ref.clone(),
         block: shared.dlp == DlpMode::Block,
         finding: finding.clone(),
     });
-    if secrets.is_some() {
-        // Answers are masked as they stream; a compressed one could not be.
+    if secrets.is_some() || shared.intercepted {
+        // Answers are masked as they stream; a compressed one could not be. Pipelock refuses
+        // compressed answers outright (it could not scan them).
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
     let mut upstream_req = Request::new(dlp::GuardedBody::new(body, guard));
@@ -188,6 +228,20 @@ pub(crate) async fn handle(
     if let Some(event) = pending.event_mut() {
         event.status = response.status().as_u16();
     }
+    if shared.intercepted
+        && (response.status().is_client_error() || response.status().is_server_error())
+        && let Some(reason) = response.headers().get(upstream::BLOCK_REASON_HEADER)
+    {
+        // Pipelock refused the request inside the tunnel (its DLP, its rate limit): the
+        // proxy's own refusal, with pipelock's reason and what to do.
+        let reason = upstream::block_reason(reason.as_bytes());
+        let status = match response.status() {
+            StatusCode::TOO_MANY_REQUESTS => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::FORBIDDEN,
+        };
+        tracing::info!(host = %target.host, %reason, "pipelock refused a request");
+        return Ok(pipelock_refusal(pending, &reason, status, &target));
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_fut) = upgrade_fut else {
@@ -199,12 +253,31 @@ pub(crate) async fn handle(
             ));
         };
         let upstream_fut = hyper::upgrade::on(&mut response);
+        let inspect = secrets
+            .as_ref()
+            .filter(|_| websocket)
+            .map(|set| ws::Inspect {
+                set: set.clone(),
+                own_token: own_token.clone(),
+                block: shared.dlp == DlpMode::Block,
+                audit: shared.audit.clone(),
+                event: pending.event_mut().map(|e| e.clone()),
+                masked: pending
+                    .event_mut()
+                    .map(|e| e.masked.clone())
+                    .unwrap_or_default(),
+            });
         tokio::spawn(async move {
             match tokio::try_join!(client_fut, upstream_fut) {
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    match inspect {
+                        Some(inspect) => ws::relay(client, upstream, inspect).await,
+                        None => {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
@@ -325,6 +398,29 @@ fn secret_text(hit: &dlp::Hit, place: &str, host: &str) -> String {
          tool `egress-block`, naming {name}); the proxy then adds it itself.\n",
         name = hit.name,
         encoding = hit.encoding,
+    )
+}
+
+/// A request (or CONNECT) whose wildcard-chosen host label looks like a credential.
+pub(crate) fn label_denial(
+    shared: &Shared,
+    mut event: AuditEvent,
+    suspicion: &labels::Suspicion,
+) -> Response<ProxyBody> {
+    event.decision = "deny";
+    event.reason = Some("credential-shaped-host".into());
+    event.status = StatusCode::FORBIDDEN.as_u16();
+    shared.audit.record(&event);
+    text_response(
+        StatusCode::FORBIDDEN,
+        format!(
+            "claude-bottle egress proxy: the first label of the host name {why}, so it looks \
+             like a credential; it was refused before any DNS lookup and nothing was sent.\n\
+             A wildcard route lets the agent choose that label, and a host name is a way out. \
+             If this is a real host, ask the operator for it as an exact route (the supervise \
+             MCP tool `egress-block`).\n",
+            why = suspicion.why
+        ),
     )
 }
 
@@ -491,6 +587,7 @@ pub(crate) fn denial_text(reason: DenyReason, target: &Target) -> String {
             port = target.port
         ),
         DenyReason::PrivateAddress => private_address_text(host, None),
+        DenyReason::Pipelock => pipelock_text("no reason given", target),
     }
 }
 
@@ -545,6 +642,18 @@ fn upstream_failure(
                 let text = denial_text(DenyReason::Loop, target);
                 return refused_after_forward(pending, DenyReason::Loop, text);
             }
+            Some(UpstreamError::Blocked {
+                reason,
+                rate_limited,
+                ..
+            }) => {
+                tracing::info!(host = %target.host, %reason, "pipelock refused a tunnel");
+                let status = match rate_limited {
+                    true => StatusCode::TOO_MANY_REQUESTS,
+                    false => StatusCode::FORBIDDEN,
+                };
+                return pipelock_refusal(pending, reason, status, target);
+            }
             Some(other) => class = other.class(),
             None => {}
         }
@@ -553,6 +662,33 @@ fn upstream_failure(
     let detail = error_chain(error);
     tracing::warn!(host = %target.host, error = %detail, "upstream request failed");
     bad_gateway(pending, &detail, class, target)
+}
+
+/// Pipelock's refusal as the proxy's own: `status` (403, or 429 for its rate limit), its
+/// reason, and what to do. The outcome line records the reason.
+fn pipelock_refusal(
+    mut pending: Pending,
+    reason: &str,
+    status: StatusCode,
+    target: &Target,
+) -> Response<ProxyBody> {
+    if let Some(event) = pending.event_mut() {
+        event.decision = "deny";
+        event.reason = Some(format!("{}: {reason}", DenyReason::Pipelock.code()));
+        event.status = status.as_u16();
+    }
+    pending.finish(Outcome::Refused);
+    text_response(status, pipelock_text(reason, target))
+}
+
+/// What the agent reads when pipelock refused: its reason and the supervise tool to ask with.
+fn pipelock_text(reason: &str, target: &Target) -> String {
+    let host = &target.host;
+    format!(
+        "claude-bottle egress proxy: pipelock, the bottle's second allowlist and DLP check          behind this proxy, refused the request to {host}: {reason}
+         If the request is needed, ask the operator with the supervise MCP tool          `pipelock-block`: `change` is a YAML mapping of the pipelock settings to change          (e.g. `api_allowlist: [{host}]` for a domain it does not allow), with a justification.          `egress-block` changes this proxy's routes, not pipelock's.
+"
+    )
 }
 
 /// A denial found only while connecting: the outcome line records it.

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::Shared;
 use crate::proxy::audit::{AuditEvent, ProxyBody, full};
 use crate::proxy::forward::{self, Target, text_response};
-use crate::proxy::mitm;
 use crate::proxy::policy::{DenyReason, is_ip_literal};
+use crate::proxy::strict_lines::StrictLines;
+use crate::proxy::{labels, mitm};
 
 /// Longest an agent may take to send a request's headers (also how long an idle keep-alive
 /// connection is kept). Bodies and established streams have no timeout.
@@ -82,7 +83,7 @@ where
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(StrictLines::new(stream)), service)
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
@@ -155,7 +156,8 @@ fn connect(
     if let Some(reason) = connect_refusal(&shared, &target) {
         return refuse_connect(&shared, reason, &target);
     }
-    // A host name carrying a bottle secret is refused before any lookup or connection.
+    // A host name carrying a bottle secret, or a wildcard-chosen label shaped like a
+    // credential, is refused before any lookup or connection.
     if shared.dlp != DlpMode::Off {
         let policy = shared.policy.load();
         if let Some(hit) = policy.secrets.find_in_host(&target.host) {
@@ -169,6 +171,21 @@ fn connect(
             if shared.dlp == DlpMode::Block {
                 return forward::secret_denial(&shared, event, &hit, "host name", &target);
             }
+        }
+        if let Some(suspicion) =
+            labels::suspicious_host(&policy, &target.host, target.port, target.tls)
+        {
+            let mut event = AuditEvent::new(
+                Method::CONNECT.to_string(),
+                labels::masked(&target.host),
+                target.port,
+                String::new(),
+            );
+            event.secret = Some(format!("credential-shaped host label: {}", suspicion.why));
+            if shared.dlp == DlpMode::Block {
+                return forward::label_denial(&shared, event, &suspicion);
+            }
+            tracing::warn!(why = %suspicion.why, "a host label looks like a credential (dlp: log)");
         }
     }
     let tracker = shared.tracker.clone();

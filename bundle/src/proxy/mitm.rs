@@ -15,6 +15,7 @@ use crate::proxy::Shared;
 use crate::proxy::audit::AuditEvent;
 use crate::proxy::forward::{self, Target};
 use crate::proxy::listener::HEADER_READ_TIMEOUT;
+use crate::proxy::strict_lines::StrictLines;
 
 /// Longest the agent may take to send its TLS ClientHello and finish the handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +70,7 @@ pub(crate) async fn intercept(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(StrictLines::new(tls)), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -12,13 +12,17 @@ mod audit;
 pub mod ca;
 pub(crate) mod dlp;
 mod forward;
+mod gram_filter;
 pub(crate) mod inject;
+mod labels;
 mod listener;
 mod mitm;
 pub mod policy;
 mod push_block;
 mod ssrf;
+mod strict_lines;
 mod upstream;
+mod ws;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,6 +106,9 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// `egress.dlp`, fixed for the proxy's life.
     pub(crate) dlp: DlpMode,
+    /// Chained through an intercepting proxy (pipelock): answers are asked for uncompressed
+    /// (it refuses compressed ones), and its refusals become the proxy's own.
+    pub(crate) intercepted: bool,
 }
 
 /// A ready-to-serve proxy. Cheap to clone; clones share state.
@@ -128,10 +135,14 @@ impl Proxy {
         pool: PoolSettings,
     ) -> Result<Proxy, ProxyError> {
         let policy = Policy::from_config(&config.routes, secrets)?;
+        if config.dlp != DlpMode::Off {
+            labels::prepare();
+        }
         let ca = CertAuthority::load(Path::new(&config.ca_cert), Path::new(&config.ca_key))?;
         let (outbound, extra_ca) =
             Outbound::from_config(&config.outbound).map_err(ProxyError::Outbound)?;
-        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new))
+        let intercepted = outbound.intercepted();
+        let tls = upstream::client_tls(extra_ca.as_deref().map(Path::new), !intercepted)
             .map_err(ProxyError::Outbound)?;
         let own_addrs = upstream::OwnAddrs::default();
         let mut tls_h1 = (*tls).clone();
@@ -158,6 +169,7 @@ impl Proxy {
                 audit: Arc::new(audit),
                 tracker: TaskTracker::new(),
                 dlp: config.dlp,
+                intercepted,
             }),
         })
     }

@@ -111,6 +111,8 @@ pub(crate) enum DenyReason {
     IpLiteral,
     /// A CONNECT to a port that no route allows.
     PortNotRouted,
+    /// Pipelock, behind the proxy, refused the request (its own allowlist or DLP).
+    Pipelock,
 }
 
 impl DenyReason {
@@ -127,6 +129,7 @@ impl DenyReason {
             DenyReason::Loop => "loop",
             DenyReason::IpLiteral => "ip-literal",
             DenyReason::PortNotRouted => "port-not-routed",
+            DenyReason::Pipelock => "pipelock",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The outbound leg: dialing upstream hosts directly (with address checks and pinned dialing)
-//! or through an upstream CONNECT proxy, then TLS with the public roots plus an extra CA.
+//! or through an upstream CONNECT proxy, then TLS with the public roots plus an extra CA, or
+//! behind an intercepting proxy (pipelock) with that proxy's CA alone.
 //!
 //! [`Connector`] plugs into hyper-util's pooled client, so keep-alive connections are reused
 //! and a tunnel the upstream proxy closed is simply dropped from the pool.
@@ -30,6 +31,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PROXY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest CONNECT reply header accepted from the upstream proxy.
 const MAX_PROXY_REPLY: usize = 16 * 1024;
+/// The header pipelock (v2.4+) names its reason for a refusal in.
+pub(crate) const BLOCK_REASON_HEADER: &str = "x-pipelock-block-reason";
+/// Most of a block reason passed on to the agent.
+const MAX_BLOCK_REASON: usize = 300;
 /// ALPN protocols offered to upstream servers.
 const UPSTREAM_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -51,6 +56,15 @@ pub enum UpstreamError {
     },
     #[error("upstream proxy refused CONNECT {target}: {status}")]
     ProxyStatus { target: String, status: String },
+    /// The upstream proxy refused by policy and said why (pipelock's
+    /// `X-Pipelock-Block-Reason`): the agent is told the reason, as a refusal, not a fault.
+    #[error("upstream proxy blocked CONNECT {target}: {reason}")]
+    Blocked {
+        target: String,
+        reason: String,
+        /// It answered 429 (pipelock's rate limit) rather than a refusal.
+        rate_limited: bool,
+    },
     #[error("TLS to {host} failed: {reason}")]
     Tls {
         host: String,
@@ -164,6 +178,8 @@ pub(crate) enum Outbound {
     Chained {
         proxy_host: String,
         proxy_port: u16,
+        /// The proxy re-signs every tunnel's TLS (pipelock): only its CA is trusted.
+        intercepts: bool,
     },
 }
 
@@ -196,6 +212,7 @@ impl Outbound {
             C::Upstream {
                 proxy_url,
                 extra_ca,
+                intercepts,
             } => {
                 let bad = |reason| UpstreamError::ProxyUrl {
                     url: proxy_url.clone(),
@@ -211,10 +228,14 @@ impl Outbound {
                     .trim_end_matches(']')
                     .to_owned();
                 let proxy_port = uri.port_u16().unwrap_or(80);
+                if *intercepts && extra_ca.is_none() {
+                    return Err(bad("an intercepting proxy needs its CA in `extra_ca`"));
+                }
                 Ok((
                     Outbound::Chained {
                         proxy_host: host,
                         proxy_port,
+                        intercepts: *intercepts,
                     },
                     extra_ca.clone(),
                 ))
@@ -223,10 +244,29 @@ impl Outbound {
     }
 }
 
-/// Builds the client TLS config: the public roots plus the extra CA.
-pub(crate) fn client_tls(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, UpstreamError> {
+impl Outbound {
+    /// Whether every upstream TLS session is the upstream proxy's interception (pipelock).
+    pub(crate) fn intercepted(&self) -> bool {
+        matches!(
+            self,
+            Outbound::Chained {
+                intercepts: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Builds the client TLS config: the public roots (unless `public_roots` is false: behind an
+/// intercepting proxy) plus the extra CA.
+pub(crate) fn client_tls(
+    extra_ca: Option<&Path>,
+    public_roots: bool,
+) -> Result<Arc<ClientConfig>, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if public_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
     if let Some(path) = extra_ca {
         let ca_err = |reason: String| UpstreamError::Ca {
             path: path.display().to_string(),
@@ -293,6 +333,7 @@ impl Connector {
             Outbound::Chained {
                 proxy_host,
                 proxy_port,
+                ..
             } => tunnel(proxy_host, *proxy_port, &host, port).await?,
         };
         let _ = tcp.set_nodelay(true);
@@ -453,22 +494,53 @@ async fn tunnel(
         .await
         .map_err(|_| connect_err("CONNECT reply timed out".into(), FailureClass::TimedOut))?
         .map_err(|e| connect_err(e.to_string(), FailureClass::ProxyUnreachable))?;
-    let status_line = String::from_utf8_lossy(&reply)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let text = String::from_utf8_lossy(&reply);
+    let mut lines = text.lines();
+    let status_line = lines.next().unwrap_or_default().to_owned();
     let ok = status_line
         .split_whitespace()
         .nth(1)
         .is_some_and(|code| code == "200");
     if !ok {
-        return Err(UpstreamError::ProxyStatus {
-            target,
-            status: status_line,
+        let reason = lines.find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case(BLOCK_REASON_HEADER)
+                .then(|| block_reason(value.as_bytes()))
+        });
+        let rate_limited = status_line.split_whitespace().nth(1) == Some("429");
+        return Err(match reason {
+            Some(reason) => UpstreamError::Blocked {
+                target,
+                reason,
+                rate_limited,
+            },
+            None => UpstreamError::ProxyStatus {
+                target,
+                status: status_line,
+            },
         });
     }
     Ok(tcp)
+}
+
+/// A block reason as the agent may read it: printable ASCII only, bounded.
+pub(crate) fn block_reason(raw: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_BLOCK_REASON)
+        .collect();
+    match text.trim() {
+        "" => "no reason given".to_owned(),
+        reason => reason.to_owned(),
+    }
 }
 
 /// One upstream connection, cleartext or TLS.
@@ -529,5 +601,61 @@ impl hyper::rt::Write for UpstreamConn {
             UpstreamConn::Plain(io) => Pin::new(io).poll_shutdown(cx),
             UpstreamConn::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CONNECT proxy on loopback that answers every CONNECT with `reply`.
+    async fn proxy_replying(reply: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    /// Pipelock's refusals carry their reason (printable, bounded) into `Blocked`, its rate
+    /// limit stays one; a proxy's refusal without the header stays a plain proxy failure.
+    #[tokio::test]
+    async fn pipelock_refusals_keep_their_reason() {
+        for (reply, want) in [
+            (
+                "HTTP/1.1 403 Forbidden\r\nX-Pipelock-Block-Reason: domain not in allowlist: a.test\r\nContent-Length: 0\r\n\r\n",
+                "blocked domain not in allowlist: a.test false",
+            ),
+            (
+                "HTTP/1.1 429 Too Many Requests\r\nx-pipelock-block-reason: rate limit\x1b[31m\r\n\r\n",
+                "blocked rate limit?[31m true",
+            ),
+            (
+                "HTTP/1.1 403 Forbidden\r\n\r\n",
+                "status HTTP/1.1 403 Forbidden",
+            ),
+        ] {
+            let port = proxy_replying(reply).await;
+            let got = match tunnel("127.0.0.1", port, "a.test", 443).await {
+                Err(UpstreamError::Blocked {
+                    reason,
+                    rate_limited,
+                    ..
+                }) => format!("blocked {reason} {rate_limited}"),
+                Err(UpstreamError::ProxyStatus { status, .. }) => format!("status {status}"),
+                other => panic!("{reply}: {:?}", other.err()),
+            };
+            assert_eq!(got, want);
+        }
+        assert_eq!(block_reason(b"   "), "no reason given");
+        assert_eq!(
+            block_reason("x".repeat(400).as_bytes()).len(),
+            MAX_BLOCK_REASON
+        );
     }
 }

@@ -35,6 +35,126 @@ pub(crate) fn added_runs<'a>(old: &[u8], new: &'a [u8]) -> Result<Vec<Run<'a>>, 
             text: new_mid.into(),
         }]);
     }
+    if old_mid.len() + new_mid.len() > ANCHOR_FROM_BYTES
+        && let Some(runs) = anchored_runs(old_mid, new_mid, lines_before)?
+    {
+        return Ok(runs);
+    }
+    xdiff_runs(old_mid, new_mid, lines_before)
+}
+
+/// Above this many bytes of middles (both sides), the middles are first split at anchors:
+/// libgit2 hashes both buffers it diffs with collision-detecting SHA-1 (a quarter of a
+/// history scan's instructions on the benchmark's multi-MB files) before xdiff hashes
+/// every line again.
+const ANCHOR_FROM_BYTES: usize = 256 << 10;
+
+/// The added runs of two large middles, diffed piecewise: lines that occur exactly once in
+/// each side, in the same order in both (the longest such sequence, as patience diff picks
+/// them), are taken as unchanged, and only the stretches between them are diffed (xdiff
+/// again, on small buffers). `None` when there is no such line. Where xdiff would align a
+/// unique line differently (a moved block), the added lines can differ from xdiff's on the
+/// whole middles; below [`ANCHOR_FROM_BYTES`] xdiff always sees the whole middles.
+fn anchored_runs<'a>(
+    old: &[u8],
+    new: &'a [u8],
+    lines_before: u32,
+) -> Result<Option<Vec<Run<'a>>>, git2::Error> {
+    let old_lines = line_starts(old);
+    let new_lines = line_starts(new);
+    fn line<'t>(text: &'t [u8], starts: &[usize], i: usize) -> &'t [u8] {
+        let end = starts.get(i + 1).copied().unwrap_or(text.len());
+        &text[starts[i]..end]
+    }
+    // line -> (times in old, times in new, index in old). foldhash: SipHash was a tenth of
+    // a history scan here; it is still keyed per process, so crafted lines cannot collide.
+    let mut seen: std::collections::HashMap<&[u8], (u32, u32, usize), foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(old_lines.len(), Default::default());
+    for i in 0..old_lines.len() {
+        let e = seen.entry(line(old, &old_lines, i)).or_insert((0, 0, i));
+        e.0 += 1;
+    }
+    for i in 0..new_lines.len() {
+        if let Some(e) = seen.get_mut(line(new, &new_lines, i)) {
+            e.1 += 1;
+        }
+    }
+    // (old index, new index) of the lines unique on both sides, in new order.
+    let pairs: Vec<(usize, usize)> = (0..new_lines.len())
+        .filter_map(|j| match seen.get(line(new, &new_lines, j)) {
+            Some(&(1, 1, i)) => Some((i, j)),
+            _ => None,
+        })
+        .collect();
+    let anchors = longest_increasing(&pairs);
+    if anchors.is_empty() {
+        return Ok(None);
+    }
+    let byte = |starts: &[usize], len: usize, i: usize| starts.get(i).copied().unwrap_or(len);
+    let mut runs = Vec::new();
+    let (mut o, mut n) = (0usize, 0usize);
+    for &(ao, an) in anchors
+        .iter()
+        .chain(std::iter::once(&(old_lines.len(), new_lines.len())))
+    {
+        let old_seg = &old[byte(&old_lines, old.len(), o)..byte(&old_lines, old.len(), ao)];
+        let new_seg = &new[byte(&new_lines, new.len(), n)..byte(&new_lines, new.len(), an)];
+        let before = lines_before.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        if !new_seg.is_empty() {
+            runs.extend(added_runs(old_seg, new_seg)?.into_iter().map(|r| Run {
+                start_line: r.start_line.saturating_add(before),
+                text: r.text,
+            }));
+        }
+        (o, n) = (ao + 1, an + 1);
+    }
+    Ok(Some(runs))
+}
+
+/// Where each line of `text` starts.
+fn line_starts(text: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(text.len() / 32 + 1);
+    if !text.is_empty() {
+        starts.push(0);
+    }
+    starts.extend(
+        memchr::memchr_iter(b'\n', text)
+            .map(|i| i + 1)
+            .filter(|&i| i < text.len()),
+    );
+    starts
+}
+
+/// The longest subsequence of `pairs` (increasing in their second field) whose first fields
+/// increase too (patience sorting, O(n log n)).
+fn longest_increasing(pairs: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    // tails[k]: index in `pairs` of the smallest tail of an increasing run of length k + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev: Vec<Option<usize>> = vec![None; pairs.len()];
+    for (i, &(o, _)) in pairs.iter().enumerate() {
+        let k = tails.partition_point(|&t| pairs[t].0 < o);
+        prev[i] = k.checked_sub(1).map(|k| tails[k]);
+        match tails.get_mut(k) {
+            Some(t) => *t = i,
+            None => tails.push(i),
+        }
+    }
+    let mut out = Vec::with_capacity(tails.len());
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        out.push(pairs[i]);
+        at = prev[i];
+    }
+    out.reverse();
+    out
+}
+
+/// xdiff (libgit2's) on two middles; line numbers offset by `lines_before`.
+fn xdiff_runs<'a>(
+    old_mid: &[u8],
+    new_mid: &'a [u8],
+    lines_before: u32,
+) -> Result<Vec<Run<'a>>, git2::Error> {
     let mut opts = DiffOptions::new();
     opts.context_lines(0);
     // No paths: a path makes libgit2 look up .gitattributes diff drivers for every file.
@@ -106,7 +226,7 @@ mod tests {
     }
 
     /// What `git diff -U0` reports as added, for the same pair, through libgit2 on whole files.
-    fn xdiff_runs(old: &str, new: &str) -> Vec<(u32, String)> {
+    fn whole_xdiff_runs(old: &str, new: &str) -> Vec<(u32, String)> {
         let mut opts = DiffOptions::new();
         opts.context_lines(0);
         let patch =
@@ -147,6 +267,49 @@ mod tests {
         assert_eq!(runs("xb\n", "yb\n"), vec![(1, "yb\n".into())]);
     }
 
+    /// Large middles are diffed between anchor lines; on edits of a large file of distinct
+    /// lines (data, generated files) that gives exactly xdiff's runs on the whole files.
+    #[test]
+    fn large_edits_split_at_anchors_match_xdiff() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..20 {
+            let mut lines: Vec<String> = (0..20_000)
+                .map(|i| format!("{i},row,{}\n", i * 7))
+                .collect();
+            let old = lines.concat();
+            for _ in 0..1 + next(6) {
+                let at = next(lines.len());
+                match next(3) {
+                    0 => lines[at] = format!("changed {round} {at}\n"),
+                    1 => lines.insert(at, format!("inserted {round} {at}\n")),
+                    _ => {
+                        lines.remove(at);
+                    }
+                }
+            }
+            // Repeated lines too, which are never anchors.
+            lines.insert(next(lines.len()), "}\n".into());
+            lines.insert(next(lines.len()), "}\n".into());
+            let new = lines.concat();
+            assert!(old.len() + new.len() > ANCHOR_FROM_BYTES);
+            assert_eq!(
+                runs(&old, &new),
+                whole_xdiff_runs(&old, &new),
+                "round {round}"
+            );
+        }
+        assert_eq!(
+            longest_increasing(&[(3, 0), (0, 1), (1, 2), (5, 3), (2, 4)]),
+            vec![(0, 1), (1, 2), (2, 4)]
+        );
+    }
+
     #[test]
     fn edits_in_the_middle_match_xdiff_on_whole_files() {
         let cases = [
@@ -161,7 +324,11 @@ mod tests {
             ("x", "y"),
         ];
         for (old, new) in cases {
-            assert_eq!(runs(old, new), xdiff_runs(old, new), "{old:?} -> {new:?}");
+            assert_eq!(
+                runs(old, new),
+                whole_xdiff_runs(old, new),
+                "{old:?} -> {new:?}"
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ use aho_corasick::{Anchored, MatchKind, dfa};
 use crate::scanner::decode::{Layer, decode_pass};
 use crate::scanner::finding::Finding;
 use crate::scanner::rules::{Allowlist, Condition, RegexTarget, Rule, Rules};
+use crate::scanner::windows::{self, Hits, WINDOWED_FRAGMENT_BYTES, Window};
 
 /// A line containing this is never reported (gitleaks' inline opt-out).
 const ALLOW_SIGNATURE: &str = "gitleaks:allow";
@@ -36,7 +37,11 @@ pub(crate) struct Engine {
     pattern_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they always run.
     always: Vec<usize>,
+    /// For each rule, its keyword patterns and their lengths.
+    rule_patterns: Vec<Vec<(usize, usize)>>,
     max_decode_depth: usize,
+    /// Layers larger than this run windowed rules in windows (`scanner::windows`).
+    windowed_above: usize,
 }
 
 impl Engine {
@@ -44,19 +49,27 @@ impl Engine {
         let mut patterns: Vec<String> = Vec::new();
         let mut pattern_rules: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
+        let mut rule_patterns = Vec::with_capacity(rules.rules.len());
         for (i, rule) in rules.rules.iter().enumerate() {
             if rule.keywords.is_empty() {
                 always.push(i);
             }
+            let mut own = Vec::with_capacity(rule.keywords.len());
             for kw in &rule.keywords {
-                match patterns.iter().position(|p| p == kw) {
-                    Some(at) => pattern_rules[at].push(i),
+                let at = match patterns.iter().position(|p| p == kw) {
+                    Some(at) => {
+                        pattern_rules[at].push(i);
+                        at
+                    }
                     None => {
                         patterns.push(kw.clone());
                         pattern_rules.push(vec![i]);
+                        patterns.len() - 1
                     }
-                }
+                };
+                own.push((at, kw.len()));
             }
+            rule_patterns.push(own);
         }
         let keywords = Keywords::new(&patterns);
         Engine {
@@ -64,8 +77,20 @@ impl Engine {
             keywords,
             pattern_rules,
             always,
+            rule_patterns,
             max_decode_depth,
+            windowed_above: WINDOWED_FRAGMENT_BYTES,
         }
+    }
+
+    /// Sets the size above which windowed rules run in windows (tests compare both ways).
+    #[cfg(test)]
+    pub(crate) fn set_windowed_above(&mut self, bytes: usize) {
+        self.windowed_above = bytes;
+    }
+
+    pub(crate) fn set_decode_depth(&mut self, depth: usize) {
+        self.max_decode_depth = depth;
     }
 
     pub(crate) fn rules(&self) -> &Rules {
@@ -107,19 +132,36 @@ impl Engine {
         for &i in &self.always {
             selected[i] = true;
         }
-        self.keywords.each_present(&layer.text, |pattern| {
+        let large = layer.text.len() > self.windowed_above && self.keywords.positions();
+        // Positions only where windows may be used: a small fragment needs only which keywords.
+        let mut hits = large.then(|| Hits::new(self.pattern_rules.len(), layer.text.len()));
+        self.keywords.each_present(&layer.text, |pattern, end| {
             for &i in &self.pattern_rules[pattern] {
                 selected[i] = true;
+            }
+            if let Some(hits) = &mut hits {
+                hits.push(pattern, end);
             }
         });
         for (i, rule) in self.rules.rules.iter().enumerate() {
             if !selected[i] {
                 continue;
             }
+            let windows = match rule.window {
+                Some(max_len) => hits
+                    .as_ref()
+                    .and_then(|hits| hits.spans(&self.rule_patterns[i]))
+                    .map(|spans| windows::windows(&spans, max_len, layer.text.len())),
+                _ => None,
+            };
+            let scope = match &windows {
+                Some(w) => Scope::Windows(w),
+                None => Scope::Whole,
+            };
             if rule.required.is_empty() {
-                self.detect_rule(frag, layer, depth, rule, false, out);
+                self.detect_rule(frag, layer, depth, rule, scope, false, out);
             } else {
-                self.detect_composite(frag, layer, depth, rule, out);
+                self.detect_composite(frag, layer, depth, rule, scope, out);
             }
         }
     }
@@ -133,10 +175,11 @@ impl Engine {
         layer: &Layer<'_>,
         depth: usize,
         rule: &Rule,
+        scope: Scope<'_>,
         out: &mut Vec<Finding>,
     ) {
         let mut primary = Vec::new();
-        self.detect_rule(frag, layer, depth, rule, false, &mut primary);
+        self.detect_rule(frag, layer, depth, rule, scope, false, &mut primary);
         if primary.is_empty() {
             return;
         }
@@ -146,7 +189,7 @@ impl Engine {
             .map(|req| {
                 let mut found = Vec::new();
                 let required = &self.rules.rules[req.rule];
-                self.detect_rule(frag, layer, depth, required, true, &mut found);
+                self.detect_rule(frag, layer, depth, required, Scope::Whole, true, &mut found);
                 found
             })
             .collect();
@@ -158,14 +201,16 @@ impl Engine {
         }));
     }
 
-    /// Every finding of `rule` in `layer`. `include_skipped`: also a `skipReport` rule's (as a
-    /// composite rule's required part).
+    /// Every finding of `rule` in `layer` (or in the windows of `scope`). `include_skipped`:
+    /// also a `skipReport` rule's (as a composite rule's required part).
+    #[allow(clippy::too_many_arguments)]
     fn detect_rule(
         &self,
         frag: &Fragment<'_>,
         layer: &Layer<'_>,
         depth: usize,
         rule: &Rule,
+        scope: Scope<'_>,
         include_skipped: bool,
         out: &mut Vec<Finding>,
     ) {
@@ -200,8 +245,17 @@ impl Engine {
             }
         };
         let text = &layer.text;
-        for m in regex.find_iter(text) {
-            let (mut start, mut end) = (m.start(), m.end());
+        let found: Vec<(usize, usize)> = match scope {
+            Scope::Whole => regex
+                .find_iter(text)
+                .map(|m| (m.start(), m.end()))
+                .collect(),
+            Scope::Windows(windows) => windows
+                .iter()
+                .flat_map(|w| windows::matches_in(regex, text, w))
+                .collect(),
+        };
+        for (mut start, mut end) in found {
             while start < end && text[start] == b'\n' {
                 start += 1;
             }
@@ -279,6 +333,14 @@ impl Engine {
     }
 }
 
+/// Where a rule's regex runs in a layer.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'w> {
+    Whole,
+    /// Only in these windows around its keywords.
+    Windows(&'w [Window]),
+}
+
 /// Whether `required` is near enough to `primary` for `req` (gitleaks' `withinProximity`):
 /// start lines at most `within_lines` apart, and for `within_columns` the same line with
 /// start columns at most that far apart; neither set: anywhere in the fragment.
@@ -315,6 +377,11 @@ enum Keywords {
 }
 
 impl Keywords {
+    /// Whether [`Keywords::each_present`] reports where keywords occur.
+    fn positions(&self) -> bool {
+        !matches!(self, Keywords::All(_))
+    }
+
     fn new(patterns: &[String]) -> Keywords {
         if patterns.is_empty() {
             return Keywords::None;
@@ -343,12 +410,13 @@ impl Keywords {
         }
     }
 
-    /// Calls `found` with the index of every keyword that occurs in `text` (possibly more
-    /// than once per keyword).
-    fn each_present(&self, text: &[u8], found: impl FnMut(usize)) {
+    /// Calls `found` with the index of every keyword that occurs in `text` and the end offset
+    /// of the occurrence (for every occurrence). When the automaton could not be built, every
+    /// keyword is reported once, at offset 0 (and [`Keywords::positions`] is false).
+    fn each_present(&self, text: &[u8], mut found: impl FnMut(usize, usize)) {
         match self {
             Keywords::None => {}
-            Keywords::All(n) => (0..*n).for_each(found),
+            Keywords::All(n) => (0..*n).for_each(|p| found(p, 0)),
             Keywords::Dfa(a) => walk(a, text, found),
             Keywords::Nfa(a) => walk(a, text, found),
         }
@@ -357,15 +425,15 @@ impl Keywords {
 
 /// Feeds `text` through an unanchored automaton and reports the patterns of every match
 /// state it enters.
-fn walk<A: Automaton>(a: &A, text: &[u8], mut found: impl FnMut(usize)) {
+fn walk<A: Automaton>(a: &A, text: &[u8], mut found: impl FnMut(usize, usize)) {
     let Ok(mut sid) = a.start_state(Anchored::No) else {
         return;
     };
-    for &b in text {
+    for (at, &b) in text.iter().enumerate() {
         sid = a.next_state(Anchored::No, sid, b);
         if a.is_special(sid) && a.is_match(sid) {
             for i in 0..a.match_len(sid) {
-                found(a.match_pattern(sid, i).as_usize());
+                found(a.match_pattern(sid, i).as_usize(), at + 1);
             }
         }
     }

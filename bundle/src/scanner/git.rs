@@ -243,12 +243,12 @@ pub(crate) fn scan_history(
             Err(_) => return Ok(Vec::new()),
         }
     }
-    // A whole history reads nearly every object: the packs are worth loading up front, and
-    // the walk itself reads commits through them.
+    // A whole history reads nearly every object: the packs' indexes are worth loading up
+    // front, and the walk itself reads commits through them.
     let packs = Some(Packs::load(&repo.commondir().join("objects")));
     let threads = scanner.threads();
-    let mut walker =
-        Objects::new(repo, packs.clone()).map_err(git_err(|| "open object database".to_owned()))?;
+    let mut walker = Objects::for_walk(repo, packs.clone())
+        .map_err(git_err(|| "open object database".to_owned()))?;
     if threads < 2 {
         let mut commits = Vec::new();
         walk_history(repo, &mut walker, &tips, |(_, chunk)| {
@@ -336,8 +336,8 @@ pub(crate) fn scan_history(
     })
 }
 
-/// Below this many commits a scan reads through libgit2 alone: loading packs into memory
-/// would cost more than it saves.
+/// Below this many commits a scan reads through libgit2 alone: loading the pack indexes
+/// (and sorting their offsets) would cost more than it saves.
 const PACKS_FROM_COMMITS: usize = 2000;
 
 /// The repository's packs for a scan of `commits` commits, when worth loading.
@@ -546,6 +546,51 @@ fn first_occurrences(repo: &Repository, tagged: Vec<Tagged>) -> Result<Vec<Findi
         .collect())
 }
 
+/// What a merge contributes: of the files that differ from its first parent (`changed`), only
+/// those whose content differs from every other parent too. A file taken as it is from one
+/// parent was scanned in the commits that made it there (gitleaks, like `git log -p`, shows a
+/// merge no diff at all); what is left is what the merge itself wrote, such as a conflict
+/// resolution or an "evil merge", scanned as its lines added to the first parent. A commit
+/// with one parent keeps `changed` as it is.
+fn keep_what_no_parent_has(
+    objects: &mut Objects<'_>,
+    raw: &[u8],
+    tree: Oid,
+    changed: &mut Vec<Change>,
+) -> Result<(), ScanError> {
+    let others: Vec<Oid> = parents(raw)
+        .skip(1)
+        .collect::<Result<_, _>>()
+        .map_err(git_err(|| "parse the parents of a merge".to_owned()))?;
+    let mut differs = Vec::new();
+    for parent in others {
+        if changed.is_empty() {
+            break;
+        }
+        let parent_tree = match objects.commit(parent) {
+            Ok(raw) => {
+                parse_commit(&raw)
+                    .map_err(git_err(|| format!("parse commit {parent}")))?
+                    .tree
+            }
+            // A shallow boundary: that parent's content is not here to compare with.
+            Err(e) if e.code() == git2::ErrorCode::NotFound => continue,
+            Err(e) => {
+                return Err(ScanError::Git {
+                    what: format!("read parent {parent}"),
+                    error: e,
+                });
+            }
+        };
+        differs.clear();
+        changed_blobs(objects, Some(parent_tree), tree, "", &mut differs)?;
+        let differs: std::collections::HashSet<(&str, Oid)> =
+            differs.iter().map(|c| (c.path.as_str(), c.new)).collect();
+        changed.retain(|c| differs.contains(&(c.path.as_str(), c.new)));
+    }
+    Ok(())
+}
+
 /// One thread's scan state, kept across the stretches of history it is given.
 struct Worker<'r, 's> {
     ctx: Ctx<'s>,
@@ -719,6 +764,9 @@ impl Ctx<'_> {
         };
         changed.clear();
         changed_blobs(objects, parent_tree, info.tree, "", changed)?;
+        if parent_tree.is_some() {
+            keep_what_no_parent_has(objects, &raw, info.tree, changed)?;
+        }
         for (index, change) in changed.drain(..).enumerate() {
             // A new path (added or renamed to) carries its name upstream, whatever its
             // content; checked before the content, which may have been seen under another name.

@@ -22,7 +22,10 @@ use std::sync::Arc;
 
 use git2::{Odb, Oid};
 
-use crate::scanner::packs::{ObjKind, PackReader, Packs};
+use crate::scanner::packs::{CACHE_BYTES, ObjKind, PackReader, Packs};
+
+/// The history walk's pack cache (see [`Objects::for_walk`]).
+const WALK_CACHE_BYTES: usize = 1 << 20;
 
 /// Raw object bytes, shared between the cache and the caller.
 pub(crate) type Bytes = Rc<Vec<u8>>;
@@ -76,7 +79,7 @@ impl Cache {
     }
 
     fn put(&mut self, oid: Oid, data: Bytes) {
-        if data.len() > self.limit / 4 {
+        if data.len() > self.limit / 2 {
             return;
         }
         self.young_bytes += data.len() + 64;
@@ -109,12 +112,27 @@ impl<'r> Objects<'r> {
     ) -> Result<Objects<'r>, git2::Error> {
         Ok(Objects {
             odb: repo.odb()?,
-            packs: packs.map(PackReader::new),
-            trees: Cache::new(8 << 20),
-            blobs: Cache::new(32 << 20),
+            packs: packs.map(|p| PackReader::new(p, CACHE_BYTES)),
+            // Each cache holds up to twice its limit (two generations). Trees and blobs read
+            // from packs are also in the pack reader's cache (the same bytes, shared): these
+            // spare the index lookup, keep objects read through libgit2, and keep blobs too
+            // large for the pack reader's cache.
+            trees: Cache::new(4 << 20),
+            blobs: Cache::new(8 << 20),
             last_commit: None,
             handed: OidMap::default(),
         })
+    }
+
+    /// For the history walk, which reads only commits: they are seldom delta bases, so its
+    /// pack reader keeps little (every worker's cache had held the walk's 32 MiB too).
+    pub(crate) fn for_walk(
+        repo: &'r git2::Repository,
+        packs: Option<Arc<Packs>>,
+    ) -> Result<Objects<'r>, git2::Error> {
+        let mut objects = Objects::new(repo, packs.clone())?;
+        objects.packs = packs.map(|p| PackReader::new(p, WALK_CACHE_BYTES));
+        Ok(objects)
     }
 
     /// The raw bytes of an object, checked to be of `kind`.

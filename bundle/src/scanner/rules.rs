@@ -90,6 +90,10 @@ pub(crate) struct Rule {
     /// gitleaks' composite rules (`[[rules.required]]`): a finding of this rule is reported
     /// only when every rule listed here also matches in the same fragment, near it.
     pub(crate) required: Vec<Required>,
+    /// For a rule every match of which holds one of its keywords (the built-in rules, as
+    /// written there), the longest match its regex can make: on a large fragment its regex
+    /// then runs only around its keywords (`scanner::windows`). `None`: over the whole fragment.
+    pub(crate) window: Option<usize>,
 }
 
 /// One `[[rules.required]]` entry, resolved.
@@ -157,6 +161,10 @@ struct RawRule {
     skip_report: bool,
     #[serde(default)]
     required: Vec<RawRequired>,
+    /// Read from the built-in rule set and its regex not replaced: every match holds one of
+    /// the rule's keywords (`tests::rule_examples` checks it on every example).
+    #[serde(skip)]
+    keyword_anchored: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -219,8 +227,10 @@ fn load_raw(
     }
     let mut globals: Vec<RawAllowlist> = raw.allowlist.into_iter().collect();
     globals.extend(raw.allowlists);
+    let builtin = std::ptr::eq(text, default_text) || text == default_text;
     let mut rules = Vec::with_capacity(raw.rules.len());
-    for (i, rule) in raw.rules.into_iter().enumerate() {
+    for (i, mut rule) in raw.rules.into_iter().enumerate() {
+        rule.keyword_anchored = builtin;
         let Some(id) = rule.id.clone().filter(|id| !id.trim().is_empty()) else {
             return Err(RuleError::Rule {
                 origin: origin.to_owned(),
@@ -307,6 +317,8 @@ fn load_raw(
 /// allowlists are appended.
 fn merge_rule(base: RawRule, over: RawRule) -> RawRule {
     let mut out = base;
+    // More keywords keep every match holding one; another regex may not.
+    out.keyword_anchored &= over.regex.is_none();
     out.description = over.description.or(out.description);
     out.regex = over.regex.or(out.regex);
     out.secret_group = over.secret_group.or(out.secret_group);
@@ -500,6 +512,10 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
             "contains an empty keyword",
         ));
     }
+    let window = match &regex {
+        Some(re) if raw.keyword_anchored && !raw.keywords.is_empty() => re.max_len,
+        _ => None,
+    };
     let mut allowlists = Vec::new();
     for (i, al) in raw.allowlist.into_iter().chain(raw.allowlists).enumerate() {
         if !al.target_rules.is_empty() {
@@ -525,6 +541,7 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
         allowlists,
         skip_report: raw.skip_report,
         required: Vec::new(),
+        window,
     })
 }
 
@@ -634,6 +651,8 @@ pub(crate) struct LazyRegex {
     source: String,
     /// Number of explicit capture groups.
     pub(crate) groups: usize,
+    /// The longest match it can make, in bytes (`None`: unbounded).
+    pub(crate) max_len: Option<usize>,
     compiled: OnceLock<Result<Regex, String>>,
 }
 
@@ -654,6 +673,7 @@ impl LazyRegex {
         Ok(LazyRegex {
             source,
             groups: hir.properties().explicit_captures_len(),
+            max_len: hir.properties().maximum_len(),
             compiled: OnceLock::new(),
         })
     }

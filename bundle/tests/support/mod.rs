@@ -35,6 +35,18 @@ pub const NAMES: [&str; 6] = [
     "other.test",
 ];
 
+/// Names under the `*.wild.test` route whose label looks like a credential the bundle was never
+/// told about (an AWS key id, 40 hex digits, a base32 chunk). They resolve to the upstream and
+/// its certificate covers them, so only the proxy's label check stands between them and it.
+pub const CREDENTIAL_LABEL_HOSTS: [&str; 3] = [
+    "akiaqwertyuiopasdfgh.wild.test",
+    "0123456789abcdef0123456789abcdef01234567.wild.test",
+    "mzxw6ytboi4dgnrzgq2tmnzy.wild.test",
+];
+
+/// An ordinary name under `*.wild.test` that resolves to the upstream: the control.
+pub const PLAIN_LABEL_HOST: &str = "plain.wild.test";
+
 /// How the proxy reaches the upstream.
 pub enum Mode {
     /// Direct, with loopback allowed (as a user's internal-host CIDR would be).
@@ -109,7 +121,9 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let git_root = dir.path().join("git");
         make_repo(&git_root);
-        let upstream = Upstream::start(dir.path(), &NAMES, git_root);
+        let mut served: Vec<&str> = NAMES.to_vec();
+        served.push("*.wild.test");
+        let upstream = Upstream::start(dir.path(), &served, git_root);
         let ca = dir.path().join("ca.pem");
         let ca_key = dir.path().join("ca-key.pem");
         let out = Command::new(BIN)
@@ -158,6 +172,10 @@ impl Env {
         let mut text = format!("127.0.0.1 localhost {}\n", NAMES.join(" "));
         text.push_str("10.255.255.1 ten.test\n169.254.169.254 meta.test\n::1 six.test\n");
         text.push_str("::ffff:127.0.0.1 mapped.test\n127.0.0.1 loop.test\n");
+        text.push_str(&format!(
+            "127.0.0.1 {PLAIN_LABEL_HOST} {}\n",
+            CREDENTIAL_LABEL_HOSTS.join(" ")
+        ));
         std::fs::write(&hosts, text).unwrap();
         let squid = match mode {
             Mode::Chained => {
@@ -181,6 +199,7 @@ impl Env {
             Mode::Chained => Outbound::Upstream {
                 proxy_url: format!("http://{}", squid.as_ref().unwrap().addr),
                 extra_ca: Some(upstream_ca),
+                intercepts: false,
             },
         };
         let audit_path = dir.path().join("audit.jsonl");
@@ -289,9 +308,24 @@ impl Env {
 
     /// Runs a Python script with `PROXY`, `CA` and `PORT` in its environment.
     pub fn python(&self, script: &str) -> std::process::Output {
-        Command::new("python3")
+        self.python_with_stdin(script, &[], "")
+    }
+
+    /// [`Env::python`] with arguments (`sys.argv[1..]`) and `stdin` fed to the script.
+    pub fn python_with_stdin(
+        &self,
+        script: &str,
+        args: &[&str],
+        stdin: &str,
+    ) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = Command::new("python3")
             .arg("-c")
             .arg(script)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .env("PROXY", self.proxy.url())
             .env("CA", &self.ca)
             .env("PORT", self.port().to_string())
@@ -299,8 +333,15 @@ impl Env {
             .env_remove("https_proxy")
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY")
-            .output()
-            .expect("python3 is required")
+            .spawn()
+            .expect("python3 is required");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     }
 
     /// A `git` command that uses the proxy and trusts the bundle CA.

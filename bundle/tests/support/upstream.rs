@@ -216,7 +216,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let path = req.uri().path().to_owned();
     if path == "/ws" {
-        return Ok(websocket_echo(req));
+        return Ok(websocket_echo(state.clone(), req));
     }
     if path == "/v1/messages" {
         // `?reflect`: every text delta also carries the request's x-api-key (an upstream
@@ -272,8 +272,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(response)
 }
 
-/// Accepts a WebSocket upgrade and echoes text frames back, prefixed with `echo: `.
-fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
+/// Accepts a WebSocket upgrade and echoes each text message back, prefixed with `echo: `
+/// (with `?reflect`, suffixed with ` key=` and the request's `x-api-key`: an upstream that
+/// reflects the injected credential). Fragmented messages are reassembled; every payload byte
+/// is recorded in `received` as it arrives.
+fn websocket_echo(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     use base64::Engine as _;
     use sha1::Digest as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -283,6 +286,16 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let reflect = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("reflect"))
+        .then(|| {
+            req.headers()
+                .get("x-api-key")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
+        });
     let mut sha = sha1::Sha1::new();
     sha.update(key.as_bytes());
     sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
@@ -291,30 +304,55 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let mut io = TokioIo::new(upgraded);
+        let mut message = Vec::new();
         loop {
             let mut head = [0u8; 2];
             if io.read_exact(&mut head).await.is_err() {
                 return;
             }
+            let fin = head[0] & 0x80 != 0;
             let opcode = head[0] & 0x0f;
-            let len = usize::from(head[1] & 0x7f);
-            assert!(len < 126, "test frames are small");
+            let len = match head[1] & 0x7f {
+                126 => usize::from(io.read_u16().await.unwrap_or(0)),
+                127 => usize::try_from(io.read_u64().await.unwrap_or(0)).unwrap(),
+                n => usize::from(n),
+            };
             let mut mask = [0u8; 4];
+            if head[1] & 0x80 != 0 && io.read_exact(&mut mask).await.is_err() {
+                return;
+            }
             let mut payload = vec![0u8; len];
-            if io.read_exact(&mut mask).await.is_err() || io.read_exact(&mut payload).await.is_err()
-            {
+            if io.read_exact(&mut payload).await.is_err() {
                 return;
             }
             for (i, b) in payload.iter_mut().enumerate() {
                 *b ^= mask[i % 4];
             }
+            state.received.lock().unwrap().extend_from_slice(&payload);
             if opcode == 0x8 {
                 let _ = io.write_all(&[0x88, 0]).await;
                 return;
             }
+            if opcode >= 0x8 {
+                continue;
+            }
+            message.extend_from_slice(&payload);
+            if !fin {
+                continue;
+            }
             let mut reply = b"echo: ".to_vec();
-            reply.extend_from_slice(&payload);
-            let mut frame = vec![0x81, u8::try_from(reply.len()).unwrap()];
+            reply.append(&mut message);
+            if let Some(key) = &reflect {
+                reply.extend_from_slice(format!(" key={key}").as_bytes());
+            }
+            let mut frame = vec![0x81];
+            match reply.len() {
+                n if n < 126 => frame.push(u8::try_from(n).unwrap()),
+                n => {
+                    frame.push(127);
+                    frame.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
             frame.extend_from_slice(&reply);
             if io.write_all(&frame).await.is_err() {
                 return;

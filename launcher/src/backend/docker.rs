@@ -118,6 +118,10 @@ fn engine_error(action: &'static str, object: impl Into<String>, e: DockerError)
     }
 }
 
+/// The bridge driver's option that, set to `false`, drops traffic between a network's
+/// containers.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 fn is_not_found(e: &DockerError) -> bool {
     matches!(
         e,
@@ -225,19 +229,86 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
-    async fn create_network(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {
+    async fn ensure_network(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {
+        let docker = &self.docker;
+        let inspect = || {
+            docker.inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+        };
+        // A network of that name made by anyone else must isolate its containers too.
+        let checked = |network: bollard::models::NetworkInspect| {
+            let isolated = network
+                .options
+                .as_ref()
+                .and_then(|o| o.get(ICC_OPTION))
+                .is_some_and(|v| v == "false");
+            if isolated {
+                Ok(network.id.unwrap_or_else(|| name.to_owned()))
+            } else {
+                Err(BackendError::Engine {
+                    action: "use network",
+                    object: name.to_owned(),
+                    message: format!(
+                        "it exists but lets its containers reach each other ({ICC_OPTION} is not \
+                         false); remove it with `docker network rm {name}` and start again"
+                    ),
+                })
+            }
+        };
+        match inspect().await {
+            Ok(network) => return checked(network),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(engine_error("inspect network", name, e)),
+        }
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
             labels: Some(label_map(labels)),
+            options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
             ..Default::default()
         };
-        let created = self
+        match self.docker.create_network(request).await {
+            Ok(created) => Ok(created.id),
+            // Another launcher made it between the look and the create.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => checked(
+                inspect()
+                    .await
+                    .map_err(|e| engine_error("inspect network", name, e))?,
+            ),
+            Err(e) => Err(engine_error("create network", name, e)),
+        }
+    }
+
+    async fn remove_network_if_unused(&self, name: &str) -> Result<bool, BackendError> {
+        let network = match self
             .docker
-            .create_network(request)
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
             .await
-            .map_err(|e| engine_error("create network", name, e))?;
-        Ok(created.id)
+        {
+            Ok(network) => network,
+            Err(e) if is_not_found(&e) => return Ok(true),
+            Err(e) => return Err(engine_error("inspect network", name, e)),
+        };
+        if network.containers.is_some_and(|c| !c.is_empty()) {
+            return Ok(false);
+        }
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(true),
+            // A container was attached since the look ("has active endpoints").
+            Err(DockerError::DockerResponseServerError {
+                status_code: 403 | 409,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(engine_error("remove network", name, e)),
+        }
     }
 
     async fn create_volume(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {

@@ -36,6 +36,10 @@ struct State {
     files: BTreeMap<String, BTreeMap<String, ContextFile>>,
     signals: Vec<(String, String)>,
     calls: Vec<String>,
+    /// Shared networks (`ensure_network`), by name.
+    networks: std::collections::BTreeSet<String>,
+    /// Files every created container has, as if from its image.
+    image_files: Vec<ContextFile>,
 }
 
 /// See the module comment.
@@ -52,11 +56,26 @@ impl MemoryBackend {
     }
 
     pub(crate) fn with_exec(exec: ExecHandler) -> MemoryBackend {
+        let state = State {
+            // What every agent image built from Dockerfile.agent holds.
+            image_files: vec![ContextFile::new(
+                "/etc/ssl/certs/ca-certificates.crt",
+                "(the image's roots)\n",
+                0o644,
+            )],
+            ..State::default()
+        };
         MemoryBackend {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             exec,
             fail: Mutex::new(None),
         }
+    }
+
+    /// Containers created from now on start with no files from their image.
+    pub(crate) fn without_image_files(self) -> MemoryBackend {
+        self.state.lock().unwrap().image_files.clear();
+        self
     }
 
     /// Makes the next call of `method` on `object` (a name or id; empty: any) fail.
@@ -68,6 +87,17 @@ impl MemoryBackend {
     }
 
     /// Every object that exists now.
+    /// The shared networks that exist.
+    pub(crate) fn networks(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .networks
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn objects(&self) -> Vec<Object> {
         self.state
             .lock()
@@ -209,9 +239,23 @@ impl Backend for MemoryBackend {
         self.call("build_image", &build.tag)
     }
 
-    async fn create_network(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {
-        self.call("create_network", name)?;
-        Ok(self.create(ObjectKind::Network, name, labels))
+    async fn ensure_network(&self, name: &str, _labels: &Labels) -> Result<String, BackendError> {
+        self.call("ensure_network", name)?;
+        self.state.lock().unwrap().networks.insert(name.to_owned());
+        Ok(format!("network-{name}"))
+    }
+
+    async fn remove_network_if_unused(&self, name: &str) -> Result<bool, BackendError> {
+        self.call("remove_network_if_unused", name)?;
+        let mut state = self.state.lock().unwrap();
+        let used = state
+            .objects
+            .values()
+            .any(|o| o.kind == ObjectKind::Container);
+        if !used {
+            state.networks.remove(name);
+        }
+        Ok(!used)
     }
 
     async fn create_volume(&self, name: &str, labels: &Labels) -> Result<String, BackendError> {
@@ -221,7 +265,15 @@ impl Backend for MemoryBackend {
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, BackendError> {
         self.call("create_container", &spec.name)?;
-        Ok(self.create(ObjectKind::Container, &spec.name, &spec.labels))
+        let id = self.create(ObjectKind::Container, &spec.name, &spec.labels);
+        let mut state = self.state.lock().unwrap();
+        let files: BTreeMap<String, ContextFile> = state
+            .image_files
+            .iter()
+            .map(|f| (f.path.clone(), f.clone()))
+            .collect();
+        state.files.insert(id.clone(), files);
+        Ok(id)
     }
 
     async fn copy_into(

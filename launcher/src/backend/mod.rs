@@ -47,6 +47,16 @@ impl Labels {
         Labels(map)
     }
 
+    /// The labels of a network every bottle of manifest home `home` shares. Not the managed
+    /// label: it belongs to no bottle, so `list` and `cleanup` never take it for one (it is
+    /// removed by name when its last bottle goes).
+    pub fn shared(home: &str) -> Labels {
+        let mut map = BTreeMap::new();
+        map.insert(wire::LABEL_HOME.to_owned(), home.to_owned());
+        map.insert(wire::LABEL_ROLE.to_owned(), "egress".to_owned());
+        Labels(map)
+    }
+
     /// The same labels plus the manifest home they belong to.
     pub fn in_home(mut self, home: &str) -> Labels {
         self.0.insert(wire::LABEL_HOME.to_owned(), home.to_owned());
@@ -296,7 +306,14 @@ pub trait Backend {
         build: &ImageBuild,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), BackendError>;
-    async fn create_network(&self, name: &str, labels: &Labels) -> Result<String, BackendError>;
+    /// The bridge network `name`, created if it does not exist yet, with traffic between its
+    /// containers dropped (`com.docker.network.bridge.enable_icc=false`): each container on
+    /// it reaches the outside, never another. Docker does not keep network names unique, so
+    /// callers serialize this (launchers of one home take its lock file first).
+    async fn ensure_network(&self, name: &str, labels: &Labels) -> Result<String, BackendError>;
+    /// Removes network `name` if no container is attached to it (and it still exists).
+    /// Returns whether it is gone.
+    async fn remove_network_if_unused(&self, name: &str) -> Result<bool, BackendError>;
     async fn create_volume(&self, name: &str, labels: &Labels) -> Result<String, BackendError>;
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, BackendError>;
     /// Copies files into a (created or running) container under `dest_dir`, which must exist.
@@ -375,6 +392,11 @@ pub struct Ledger {
 impl Ledger {
     pub fn record(&mut self, kind: ObjectKind, id: impl Into<String>) {
         self.created.push((kind, id.into()));
+    }
+
+    /// Takes over what `other` recorded, after what this one holds.
+    pub fn absorb(&mut self, other: Ledger) {
+        self.created.extend(other.created);
     }
 
     /// What was recorded, in creation order.

@@ -3,17 +3,21 @@
 //! input changes. Docker's layer cache serves whatever the tag does not.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, ContextFile, ImageBuild};
 use crate::bottle::claude_bin::{self, ClaudeSource};
+use crate::bottle::pipelock_bin::{self, PipelockBin};
+use crate::bottle::provision;
 
 /// The build-context directory `Dockerfile.agent` copies into `/usr/local/bin/`: holds the
 /// native `claude` executable, or nothing.
 const CLAUDE_CONTEXT_DIR: &str = "claude-bin";
+/// The bundle binary in the agent's build context, for the relay ([`with_relay`]).
+const RELAY_CONTEXT: &str = "bottle-relay";
 
 pub(crate) const AGENT_DOCKERFILE: &str = include_str!("../../../Dockerfile.agent");
 pub(crate) const BUNDLE_DOCKERFILE: &str = include_str!("../../../Dockerfile.bundle");
@@ -31,6 +35,9 @@ pub(crate) const BUNDLE_BIN_ENV: &str = "CLAUDE_BOTTLE_BUNDLE_BIN";
 pub(crate) struct ImageInputs {
     pub(crate) base_image: String,
     pub(crate) bundle_bin: PathBuf,
+    /// The pipelock copied into the bundle image (`CLAUDE_BOTTLE_PIPELOCK_BIN`); its bytes
+    /// are part of the bundle image's tag.
+    pub(crate) pipelock: Option<PipelockBin>,
     /// Where the agent image's Claude Code comes from.
     pub(crate) claude: ClaudeSource,
     /// The agent Dockerfile: the shipped one, or a bottle's approved replacement.
@@ -46,8 +53,6 @@ const BUILD_LOG_TAIL: usize = 25;
 pub(crate) struct Images {
     pub(crate) agent: String,
     pub(crate) bundle: String,
-    /// The bundle binary's bytes, copied into the agent for the relay.
-    pub(crate) bundle_bin: Vec<u8>,
 }
 
 /// Finds the `bottle-bundle` binary: `$CLAUDE_BOTTLE_BUNDLE_BIN`, else next to this executable.
@@ -111,11 +116,13 @@ pub(crate) async fn ensure<B: Backend>(
     };
     // `CLAUDE_BOTTLE_BUNDLE_BIN` may name anything: the one bounded reader.
     let bundle_bin = crate::hostfile::read_bounded(&inputs.bundle_bin, MAX_BINARY_BYTES)?;
-    let pipelock = pipelock_next_to(&inputs.bundle_bin);
-
     let mut bundle_context = vec![ContextFile::new("bottle-bundle", bundle_bin.clone(), 0o755)];
-    if let Some(bytes) = &pipelock {
-        bundle_context.push(ContextFile::new("pipelock", bytes.clone(), 0o755));
+    if let Some(bin) = &inputs.pipelock {
+        bundle_context.push(ContextFile::new(
+            "pipelock",
+            pipelock_bin::read(bin)?,
+            0o755,
+        ));
     }
     let bundle = build_if_missing(
         backend,
@@ -135,7 +142,10 @@ pub(crate) async fn ensure<B: Backend>(
     } else {
         "0"
     };
-    let mut agent_context = vec![ContextFile::dir(CLAUDE_CONTEXT_DIR, 0o755)];
+    let mut agent_context = vec![
+        ContextFile::dir(CLAUDE_CONTEXT_DIR, 0o755),
+        ContextFile::new(RELAY_CONTEXT, bundle_bin, 0o755),
+    ];
     if let ClaudeSource::Native { path, .. } = &inputs.claude {
         agent_context.push(ContextFile::new(
             format!("{CLAUDE_CONTEXT_DIR}/claude"),
@@ -146,7 +156,7 @@ pub(crate) async fn ensure<B: Backend>(
     let agent = build_if_missing(
         backend,
         "claude-bottle-agent",
-        &inputs.agent_dockerfile,
+        &with_relay(&inputs.agent_dockerfile),
         agent_context,
         BTreeMap::from([
             ("BASE_IMAGE".to_owned(), inputs.base_image.clone()),
@@ -164,20 +174,25 @@ pub(crate) async fn ensure<B: Backend>(
         )
     })
     .map_err(base_missing)?;
-    Ok(Images {
-        agent,
-        bundle,
-        bundle_bin,
-    })
+    Ok(Images { agent, bundle })
 }
 
-/// Largest bundle or pipelock binary copied into the image: a debug build of the bundle is a
-/// few hundred MB, so 1 GiB only stops a runaway or a device.
+/// The agent's Dockerfile (shipped or approved) with the relay binary added as its last layer:
+/// in the image, it is not copied into every agent at start (a debug build of the bundle is a
+/// few hundred MB, a release build about 25 MB: a third of a start's time under load). Added
+/// here, not in `Dockerfile.agent`, so an approved replacement Dockerfile cannot lose it; the
+/// agent reads the Dockerfile without this line.
+pub(crate) fn with_relay(dockerfile: &str) -> String {
+    format!(
+        "{}\n# Added by claude-bottle: the relay (runs as uid 999; root-owned, the agent cannot replace it).\nCOPY {RELAY_CONTEXT} {}\n",
+        dockerfile.trim_end(),
+        provision::RELAY_BIN
+    )
+}
+
+/// Largest bundle binary copied into the image: a debug build of the bundle is a few hundred
+/// MB, so 1 GiB only stops a runaway or a device.
 const MAX_BINARY_BYTES: u64 = 1 << 30;
-
-fn pipelock_next_to(bundle_bin: &Path) -> Option<Vec<u8>> {
-    crate::hostfile::read_bounded(&bundle_bin.with_file_name("pipelock"), MAX_BINARY_BYTES).ok()
-}
 
 /// The tag for these inputs: `<repo>:<first 16 hex of sha256>`.
 fn tag_for(
@@ -273,6 +288,22 @@ mod tests {
             tag_for("r", "FROM x", &ctx, &args, "", "sha256:2"),
         ] {
             assert_ne!(base, changed);
+        }
+    }
+
+    #[test]
+    fn the_relay_is_the_agent_images_last_layer_whatever_the_dockerfile() {
+        for dockerfile in [
+            AGENT_DOCKERFILE,
+            "FROM x\nUSER nobody",
+            "FROM a AS b\nFROM b\n\n",
+        ] {
+            let built = with_relay(dockerfile);
+            assert!(built.starts_with(dockerfile.trim_end()));
+            assert_eq!(
+                built.lines().last(),
+                Some(format!("COPY {RELAY_CONTEXT} {}", provision::RELAY_BIN).as_str())
+            );
         }
     }
 

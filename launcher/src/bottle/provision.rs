@@ -12,6 +12,7 @@ use bottle_contract::{supervise, wire};
 
 use crate::backend::{BindMount, ContextFile};
 use crate::manifest::AgentCommand;
+use crate::render::pipelock;
 use crate::secrets::Secret;
 
 /// The agent's user (from `Dockerfile.agent`).
@@ -21,7 +22,8 @@ pub(crate) const AGENT_HOME: &str = "/home/agent";
 pub(crate) const AGENT_WORKDIR: &str = "/home/agent/work";
 /// The relay's user: not the agent's, so the agent cannot signal or replace it.
 pub(crate) const RELAY_USER: &str = "999:999";
-/// The relay binary inside the agent container (the bundle binary, copied in).
+/// The relay binary inside the agent container: the bundle binary, the agent image's last
+/// layer (`images::with_relay`).
 pub(crate) const RELAY_BIN: &str = "/usr/local/bin/bottle-bundle";
 /// Created by the launcher (as root) once the relay and provisioning are done; the agent's
 /// command waits for it. The agent cannot create it: `/run` belongs to root.
@@ -38,8 +40,11 @@ pub(crate) const AGENT_DOCKERFILE_PATH: &str = "/etc/claude-bottle/agent.Dockerf
 /// Where a resumed bottle's saved work tree (a tar of [`AGENT_WORKDIR`]) is copied before the
 /// agent unpacks it as itself; removed after.
 pub(crate) const WORK_TAR_IN_AGENT: &str = "/tmp/claude-bottle-work.tar";
-/// The system CA bundle after `update-ca-certificates` (holds the bottle's CA).
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The system CA bundle: the image's roots, to which the launcher appends the bottle's CA
+/// before the agent starts (what `update-ca-certificates` would write, without running it).
+pub(crate) const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The largest system CA bundle read out of an agent image (Debian's is about 220 KB).
+pub(crate) const MOST_CA_BUNDLE_BYTES: u64 = 8 << 20;
 
 /// Waits for the ready file, loads the env file, then runs the agent's command.
 const WRAPPER: &str = "while [ ! -e /run/claude-bottle.ready ]; do sleep 0.1; done; \
@@ -52,6 +57,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) config_json: &'a str,
     pub(crate) secrets_json: &'a str,
     pub(crate) pipelock_yaml: Option<&'a str>,
+    /// Pipelock's interception CA (its key SEC1 PEM), with pipelock.
+    pub(crate) pipelock_ca: Option<&'a crate::bottle::ca::BottleCa>,
     /// `egress.extra_ca`'s contents.
     pub(crate) extra_ca_pem: Option<&'a [u8]>,
     /// Git remote name -> private key bytes (bundle only).
@@ -66,8 +73,6 @@ pub(crate) struct Inputs<'a> {
     pub(crate) permission_mode: &'a str,
     /// The Dockerfile the agent image was built from (shipped or approved).
     pub(crate) agent_dockerfile: &'a str,
-    /// The bottle-bundle binary, copied in for the relay.
-    pub(crate) relay_bin: &'a [u8],
     /// Skill name -> its files (paths relative to the skill directory).
     pub(crate) skills: Vec<(String, Vec<ContextFile>)>,
     /// The `--cwd` work tree (paths relative to it), copied to [`AGENT_WORKDIR`].
@@ -86,7 +91,29 @@ pub(crate) fn bundle_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
         files.push(ContextFile::new(wire::BUNDLE_EXTRA_CA_PATH, ca, 0o644));
     }
     if let Some(yaml) = inputs.pipelock_yaml {
-        files.push(ContextFile::new("/etc/bottle/pipelock.yaml", yaml, 0o600));
+        files.push(ContextFile::new(pipelock::CONFIG_PATH, yaml, 0o600));
+        // Pipelock makes the upstream TLS connections: `egress.extra_ca` is its to trust.
+        if let Some(ca) = inputs.extra_ca_pem {
+            files.push(ContextFile::dir(pipelock::EXTRA_CA_DIR, 0o755));
+            files.push(ContextFile::new(
+                format!("{}/extra-ca.pem", pipelock::EXTRA_CA_DIR),
+                ca,
+                0o644,
+            ));
+        }
+    }
+    if let Some(ca) = inputs.pipelock_ca {
+        files.push(ContextFile::new(
+            pipelock::CA_CERT_PATH,
+            ca.cert_pem.as_str(),
+            0o644,
+        ));
+        // Pipelock refuses a CA key readable by others (0600 or 0640 only).
+        files.push(ContextFile::new(
+            pipelock::CA_KEY_PATH,
+            ca.key_pem.expose(),
+            0o600,
+        ));
     }
     for (name, key) in &inputs.git_keys {
         files.push(ContextFile::new(
@@ -108,7 +135,6 @@ pub(crate) fn agent_files(inputs: &Inputs<'_>) -> Vec<ContextFile> {
         dir(&format!("{AGENT_HOME}/.claude")),
         dir(AGENT_WORKDIR),
         ContextFile::new(wire::AGENT_CA_PATH, inputs.ca_cert_pem, 0o644),
-        ContextFile::new(RELAY_BIN, inputs.relay_bin, 0o755),
         ContextFile::new(AGENT_DOCKERFILE_PATH, inputs.agent_dockerfile, 0o644),
         own(ENV_FILE.into(), env_file(&inputs.env).into_bytes(), 0o600),
         own(
@@ -302,6 +328,7 @@ mod tests {
             config_json: "{}",
             secrets_json: r#"{"tokens":{"GH":"ghp_tokenvalue"}}"#,
             pipelock_yaml: None,
+            pipelock_ca: None,
             extra_ca_pem: None,
             git_keys: vec![("app".into(), Secret::new("PRIVATE-KEY-BYTES".into()))],
             git_remotes: vec![("app".into(), "ssh://git@h:22/a/app.git".into())],
@@ -310,7 +337,6 @@ mod tests {
             supervise: true,
             permission_mode: "bypassPermissions",
             agent_dockerfile: "FROM base\nRUN true\n",
-            relay_bin: b"ELF",
             skills: vec![],
             work_tree: vec![],
         }

@@ -54,6 +54,7 @@ pub(crate) fn run(root: &Path, yes: bool, host: &dyn HostEnv) -> anyhow::Result<
             return Ok(0);
         }
         let errors = remove_all(&backend, &doomed).await;
+        crate::bottle::remove_egress_network_if_unused(&backend, &root.display().to_string()).await;
         for (identity, _) in &doomed_ids {
             if !state::is_suspended(root, identity) {
                 state::remove(root, identity)?;

@@ -67,7 +67,8 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
         .filter_map(|r| r.auth.as_ref().map(|a| a.token_ref.to_string()))
         .filter(|v| host.var(v).is_some_and(|value| !value.is_empty()))
         .collect();
-    let plan = plan::with_approved_routes(plan, &live_routes, &approved_vars);
+    let mut plan = plan::with_approved_routes(plan, &live_routes, &approved_vars);
+    plan.pipelock_changes = crate::state::pipelock_changes(root, &meta.identity)?;
     let approved = plan
         .routes
         .iter()
@@ -82,6 +83,16 @@ pub(crate) fn run(args: &ResumeArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow:
         work_path.display(),
         approved
     );
+    match (plan.pipelock_changes.len(), &plan.egress) {
+        (0, _) => {}
+        (n, plan::EgressPlan::Pipelock { .. }) => {
+            println!("             {n} approved pipelock changes are applied again")
+        }
+        (n, _) => eprintln!(
+            "warning: {n} approved pipelock changes are not applied: the bottle resumes without pipelock ({} is not set)",
+            crate::bottle::pipelock_bin::PIPELOCK_BIN_ENV
+        ),
+    }
     start::refusals(&plan, &facts)?;
     if !args.yes && !start::confirm_with(host, "Resume this bottle?")? {
         println!("not resumed; the saved state is kept");

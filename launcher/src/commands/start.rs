@@ -11,7 +11,8 @@ use bottle_contract::secrets::MIN_SECRET_LEN;
 
 use crate::backend::docker::DockerBackend;
 use crate::backend::{Attached, Backend};
-use crate::bottle::{self, Launch, ca, claude_bin, images, provision, worktree};
+use crate::bottle::timing::StepClock;
+use crate::bottle::{self, Launch, ca, claude_bin, images, pipelock_bin, provision, worktree};
 use crate::cli::StartArgs;
 use crate::facts;
 use crate::hostfile::{self, Contents};
@@ -19,13 +20,15 @@ use crate::manifest::values::{Layout, escape_controls};
 use crate::manifest::{self, Dirs, Loaded};
 use crate::plan::{self, Plan, Runtime};
 use crate::render::bottle_files;
-use crate::render::bundle_config::{Egress, token_routes};
+use crate::render::bundle_config::token_routes;
 use crate::render::plan_text::plan_text;
 use crate::secrets::{self, HostEnv, Secret};
 use crate::state;
 
 pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::Result<u8> {
+    let mut clock = StepClock::new("read the manifest");
     let loaded = manifest::load(dirs, &args.agent)?;
+    clock.next("gather host facts, plan");
     let facts = facts::gather(&loaded, host)?;
     let plan = plan::build(&loaded, &facts);
     if args.json {
@@ -42,9 +45,12 @@ pub(crate) fn run(args: &StartArgs, dirs: &Dirs, host: &dyn HostEnv) -> anyhow::
         println!("not started");
         return Ok(0);
     }
+    clock.next("resolve secrets, read host files");
     let prepared = Prepared::new(&loaded, &plan, &facts, host, args.cwd.as_deref())?;
+    clock.next("connect to Docker");
     super::block_on(async {
         let backend = DockerBackend::connect().await?;
+        clock.finish();
         let ctx = Ctx {
             backend: &backend,
             dirs,
@@ -85,6 +91,12 @@ pub(crate) fn refusals(plan: &Plan, facts: &plan::HostFacts) -> anyhow::Result<(
         anyhow::bail!(
             "the bottle needs host files that do not exist: {} (skills are copied from ~/.claude/skills/<name>; git IdentityFile keys and egress.extra_ca are copied into the bundle)",
             list.join(", ")
+        );
+    }
+    if let plan::EgressPlan::Unusable { why } = &plan.egress {
+        anyhow::bail!(
+            "{why}; fix it, or unset {} to run the bottle without pipelock",
+            crate::bottle::pipelock_bin::PIPELOCK_BIN_ENV
         );
     }
     for route in &plan.routes {
@@ -138,7 +150,7 @@ impl Prepared {
                 );
             }
         }
-        let files = bottle_files(plan, Egress::Direct, &tokens, &secret_env)?;
+        let files = bottle_files(plan, &tokens, &secret_env)?;
         let runtime = match facts.runtime {
             Runtime::Gvisor => Some("runsc".to_owned()),
             Runtime::Runc | Runtime::Unknown(_) => None,
@@ -217,6 +229,7 @@ pub(crate) async fn start_bottle<B: Backend>(
     let backend = ctx.backend;
     let root = &ctx.dirs.root;
     let identity = ctx.plan.identity.clone();
+    let mut clock = StepClock::new("choose Claude Code and the base image");
     let resuming = matches!(origin, Origin::Resume { .. });
     // Build output runs the agent's Dockerfile on a resume: escaped, so a `RUN printf` of an
     // escape sequence cannot drive the operator's terminal.
@@ -240,18 +253,33 @@ pub(crate) async fn start_bottle<B: Backend>(
             Some(work_tar),
         ),
     };
+    // Checked again: the file may have changed since the plan was made.
+    let pipelock = match &ctx.plan.egress {
+        plan::EgressPlan::Pipelock { binary, .. } => Some(pipelock_bin::check(Path::new(binary))?),
+        plan::EgressPlan::Direct | plan::EgressPlan::Unusable { .. } => None,
+    };
     let image_inputs = images::ImageInputs {
         base_image: images::choose_base_image(backend).await?,
         bundle_bin: prepared.bundle_bin.clone(),
+        pipelock: pipelock.clone(),
         claude,
         agent_dockerfile: agent_dockerfile.clone(),
         agent_dockerfile_source,
     };
     eprintln!("images (base {}):", image_inputs.base_image);
     eprintln!("  {}", image_inputs.claude.describe());
+    if let Some(bin) = &pipelock {
+        eprintln!("  pipelock: {} from {}", bin.version, bin.path.display());
+    }
+    clock.next("image tags (building what is missing)");
     let built = images::ensure(backend, &image_inputs, &mut progress).await?;
 
+    clock.next("mint the CA, save the state");
     let ca = ca::mint(&identity).context("cannot mint the bottle's CA")?;
+    let pipelock_ca = match pipelock {
+        Some(_) => Some(ca::mint_pipelock(&identity).context("cannot mint pipelock's CA")?),
+        None => None,
+    };
     let files = &prepared.files;
     let inputs = &prepared.inputs;
     let provision_inputs = provision::Inputs {
@@ -260,6 +288,7 @@ pub(crate) async fn start_bottle<B: Backend>(
         config_json: &files.config_json,
         secrets_json: &files.secrets_json,
         pipelock_yaml: files.pipelock_yaml.as_deref(),
+        pipelock_ca: pipelock_ca.as_ref(),
         extra_ca_pem: inputs.extra_ca.as_deref(),
         git_keys: inputs.git_keys.clone(),
         git_remotes: ctx
@@ -274,7 +303,6 @@ pub(crate) async fn start_bottle<B: Backend>(
         supervise: ctx.plan.supervise,
         permission_mode: &ctx.loaded.agent.permission_mode,
         agent_dockerfile: &agent_dockerfile,
-        relay_bin: &built.bundle_bin,
         skills: inputs.skills.clone(),
         work_tree: inputs.work_tree.clone(),
     };
@@ -321,6 +349,7 @@ pub(crate) async fn start_bottle<B: Backend>(
         bundle_limits: ctx.plan.limits.bundle.to_backend(),
     };
 
+    clock.finish();
     eprintln!(
         "{} bottle {identity}:",
         if resuming { "resuming" } else { "starting" }

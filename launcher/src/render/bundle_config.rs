@@ -15,7 +15,7 @@ use bottle_contract::bundle_config::{
 use bottle_contract::secrets::SecretsFile;
 use bottle_contract::wire;
 
-use crate::plan::Plan;
+use crate::plan::{EgressPlan, Plan};
 use crate::render::pipelock;
 use crate::secrets::Secret;
 
@@ -24,20 +24,11 @@ pub(crate) const MAX_PUSH_BYTES: u64 = crate::manifest::DEFAULT_MAX_PUSH_MB << 2
 /// Longest a pre-receive scan plus forward may take.
 pub(crate) const PUSH_TIMEOUT_SECS: u64 = 120;
 
-/// How the bundle's egress proxy reaches the internet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Egress {
-    /// Dial upstream hosts directly (no pipelock in the bundle image).
-    Direct,
-    /// Chain through pipelock, run by the bundle as a child on 127.0.0.1:8888.
-    // FIXME(docker backend): chosen when the bundle image holds /usr/local/bin/pipelock; until
-    // then only the tests render it.
-    #[allow(dead_code)]
-    Pipelock,
-}
-
-/// The bundle's config for `plan`. Contains no secret value.
-pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
+/// The bundle's config for `plan`. Contains no secret value. With pipelock
+/// ([`EgressPlan::Pipelock`]) the proxy chains through it on 127.0.0.1:8888 and trusts only
+/// its interception CA; `egress.extra_ca` then goes to pipelock, which makes the upstream TLS
+/// connections (`PipelockConfig::ca_dir`).
+pub(crate) fn bundle_config(plan: &Plan) -> BundleConfig {
     let mut roles = vec![Role::Proxy];
     if !plan.git.is_empty() {
         roles.push(Role::Gate);
@@ -50,8 +41,9 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
         .iter()
         .map(crate::plan::RoutePlan::route)
         .collect();
-    let (outbound, pipelock) = match egress {
-        Egress::Direct => (
+    let (outbound, pipelock) = match plan.egress {
+        // `Unusable` never gets here: `render::bottle_files` refuses it.
+        EgressPlan::Direct | EgressPlan::Unusable { .. } => (
             Outbound::Direct {
                 allow_private: plan.allow_private.clone(),
                 extra_ca: plan
@@ -61,15 +53,20 @@ pub(crate) fn bundle_config(plan: &Plan, egress: Egress) -> BundleConfig {
             },
             None,
         ),
-        Egress::Pipelock => (
+        EgressPlan::Pipelock { .. } => (
             Outbound::Upstream {
                 proxy_url: format!("http://{}", pipelock::LISTEN),
                 extra_ca: Some(pipelock::CA_CERT_PATH.into()),
+                intercepts: true,
             },
             Some(PipelockConfig {
                 binary: pipelock::BINARY.into(),
                 config: pipelock::CONFIG_PATH.into(),
                 listen: pipelock::LISTEN.into(),
+                ca_dir: plan
+                    .extra_ca
+                    .as_ref()
+                    .map(|_| pipelock::EXTRA_CA_DIR.to_owned()),
             }),
         ),
     };

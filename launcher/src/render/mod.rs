@@ -7,7 +7,7 @@ pub(crate) mod plan_text;
 
 use std::collections::BTreeMap;
 
-use crate::plan::Plan;
+use crate::plan::{EgressPlan, Plan};
 use crate::secrets::Secret;
 
 /// The files the bundle container receives, rendered in memory. Only `secrets_json` holds
@@ -32,15 +32,16 @@ impl std::fmt::Debug for BottleFiles {
 /// and the bottle's secret env values.
 pub(crate) fn bottle_files(
     plan: &Plan,
-    egress: bundle_config::Egress,
     tokens: &BTreeMap<String, Secret>,
     secret_env: &BTreeMap<String, Secret>,
 ) -> Result<BottleFiles, pipelock::RenderError> {
-    let config = bundle_config::bundle_config(plan, egress);
-    let pipelock_yaml = match egress {
-        bundle_config::Egress::Direct => None,
-        bundle_config::Egress::Pipelock => Some(pipelock::pipelock_yaml(plan)?),
+    let pipelock_yaml = match &plan.egress {
+        EgressPlan::Direct => None,
+        EgressPlan::Pipelock { .. } => Some(pipelock::pipelock_yaml(plan)?),
+        // Never rendered as direct egress: the operator asked for pipelock.
+        EgressPlan::Unusable { why } => return Err(pipelock::RenderError::unusable(why)),
     };
+    let config = bundle_config::bundle_config(plan);
     let secrets = bundle_config::secrets_file(tokens, secret_env);
     Ok(BottleFiles {
         config_json: config.to_json(),

@@ -5,7 +5,23 @@ use std::fmt::Write;
 use bottle_contract::bundle_config::DlpMode;
 
 use crate::manifest::values::{Layout, escape_controls};
-use crate::plan::{ContainerLimits, Plan, RouteOrigin, cpus_text};
+use crate::plan::{ContainerLimits, EgressPlan, Plan, RouteOrigin, cpus_text};
+
+/// The `egress` line: through pipelock, or direct and how to add pipelock.
+pub(crate) fn egress_text(egress: &EgressPlan) -> String {
+    match egress {
+        EgressPlan::Direct => format!(
+            "direct (no pipelock; to add its allowlist and DLP behind the bundle, set {} to a Linux pipelock executable: README \"Pipelock\")",
+            crate::bottle::pipelock_bin::PIPELOCK_BIN_ENV
+        ),
+        EgressPlan::Pipelock { version, binary } => {
+            format!(
+                "via pipelock {version} ({binary}; its allowlist and DLP run behind the bundle)"
+            )
+        }
+        EgressPlan::Unusable { why } => format!("UNUSABLE ({why})"),
+    }
+}
 
 /// The plan as aligned text. Like the plan itself, it holds names, never values.
 pub(crate) fn plan_text(plan: &Plan) -> String {
@@ -44,6 +60,7 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
     );
     let _ = writeln!(w, "  runtime    {}", plan.runtime);
     let _ = writeln!(w, "  claude     {}", plan.claude);
+    let _ = writeln!(w, "  egress     {}", egress_text(&plan.egress));
     let _ = writeln!(
         w,
         "  supervise  {}",

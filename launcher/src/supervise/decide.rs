@@ -149,6 +149,7 @@ pub(crate) async fn apply<B: Backend>(
                 "approved: pipelock's configuration was changed and reloaded; retry the request"
                     .to_owned();
             decide(root, pending, applied, message, diff)?;
+            crate::state::add_pipelock_change(root, identity, change)?;
             Ok(format!(
                 "proposal {id} approved: pipelock of bottle {identity} reloaded"
             ))

@@ -170,14 +170,10 @@ pub(crate) async fn apply_egress<B: Backend>(
     let mut pipelock_diff = String::new();
     if let Some(pipelock) = &config.pipelock {
         // Pipelock is a second allowlist behind the proxy: the host goes into it too, and a
-        // credentialed host passes through its interception (see render/pipelock.rs).
-        let mut change = serde_json::json!({ "api_allowlist": [request.host] });
-        if request.auth.is_some() {
-            change["tls_interception"] =
-                serde_json::json!({ "passthrough_domains": [request.host] });
-        }
+        // custom header the route injects leaves its sensitive headers (render/pipelock.rs).
+        let change = serde_json::json!({ "api_allowlist": [request.host] });
         let file = fetch(backend, &bottle.bundle, &pipelock.config).await?;
-        let (text, diff) = merged_pipelock(file.text()?, &change)?;
+        let (text, diff) = merged_pipelock(file.text()?, &change, &injected_headers(&after))?;
         pipelock_diff = diff;
         originals.push(file.with(file.contents.clone()));
         updated.push(file.with(text));
@@ -258,49 +254,40 @@ pub(crate) async fn apply_pipelock<B: Backend>(
     };
     let change = super::request::pipelock_mapping(change).map_err(|m| anyhow::anyhow!(m))?;
     let file = fetch(backend, &bottle.bundle, &pipelock.config).await?;
-    let (text, diff) = merged_pipelock(file.text()?, &change)?;
+    let injected = injected_headers(&config.proxy.routes);
+    let (text, diff) = merged_pipelock(file.text()?, &change, &injected)?;
     put_and_reload(backend, bottle, &[file.with(text)]).await?;
     Ok(diff)
 }
 
-/// Pipelock's YAML with `change` merged in, and the diff.
-fn merged_pipelock(yaml: &str, change: &serde_json::Value) -> anyhow::Result<(String, String)> {
+/// Every header the bundle injects on `routes` (render/pipelock.rs).
+fn injected_headers(routes: &[RouteConfig]) -> Vec<String> {
+    crate::render::pipelock::injected_headers(
+        routes
+            .iter()
+            .filter_map(|r| Some(r.auth.as_ref()?.scheme.header()?.as_str())),
+    )
+}
+
+/// Pipelock's YAML with `change` merged in (without any `injected` header among its
+/// sensitive headers), and the diff.
+fn merged_pipelock(
+    yaml: &str,
+    change: &serde_json::Value,
+    injected: &[String],
+) -> anyhow::Result<(String, String)> {
     let mut config: serde_json::Value =
         serde_saphyr::from_str(yaml).context("the bottle's pipelock config is not valid YAML")?;
-    deep_merge(&mut config, change);
+    crate::render::pipelock::merge_change(&mut config, change, injected);
     let text = serde_saphyr::to_string(&config).context("cannot write pipelock's config")?;
     let diff = super::audit::diff("pipelock.yaml", yaml, &text);
     Ok((text, diff))
 }
 
-/// Mappings merge key by key, lists gain the items they lack, anything else is replaced.
-pub(crate) fn deep_merge(base: &mut serde_json::Value, change: &serde_json::Value) {
-    use serde_json::Value;
-    match (base, change) {
-        (Value::Object(base), Value::Object(change)) => {
-            for (key, value) in change {
-                match base.get_mut(key) {
-                    Some(existing) => deep_merge(existing, value),
-                    None => {
-                        base.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-        }
-        (Value::Array(base), Value::Array(change)) => {
-            for item in change {
-                if !base.contains(item) {
-                    base.push(item.clone());
-                }
-            }
-        }
-        (base, change) => *base = change.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::pipelock::deep_merge;
 
     #[test]
     fn deep_merge_adds_keys_unions_lists_replaces_scalars() {
@@ -329,15 +316,21 @@ mod tests {
 
     #[test]
     fn pipelock_yaml_merge_round_trips_and_diffs() {
-        let yaml = "version: 1\nmode: strict\napi_allowlist:\n- a.example\n";
+        let yaml = "version: 1\nmode: strict\napi_allowlist:\n- a.example\nrequest_body_scanning:\n  sensitive_headers:\n  - Cookie\n  - X-Token\n";
         let change = serde_json::json!({"api_allowlist": ["b.example"]});
-        let (text, diff) = merged_pipelock(yaml, &change).unwrap();
+        let injected = crate::render::pipelock::injected_headers(["x-token"]);
+        let (text, diff) = merged_pipelock(yaml, &change, &injected).unwrap();
         let back: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(
             back["api_allowlist"],
             serde_json::json!(["a.example", "b.example"])
         );
         assert_eq!(back["mode"], "strict");
+        // A route's custom header leaves the sensitive headers.
+        assert_eq!(
+            back["request_body_scanning"]["sensitive_headers"],
+            serde_json::json!(["Cookie"])
+        );
         assert!(diff.contains("+") && diff.contains("b.example"), "{diff}");
     }
 

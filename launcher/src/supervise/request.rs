@@ -52,11 +52,13 @@ fn validate_egress(egress: &EgressRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// A pipelock change must be a YAML mapping (it is merged into pipelock's config).
+/// A pipelock change must be a YAML mapping (it is merged into pipelock's config) of settings
+/// a change may set (`render::pipelock::check_change`).
 pub(crate) fn pipelock_mapping(change: &str) -> Result<serde_json::Value, String> {
     let value: serde_json::Value =
         serde_saphyr::from_str(change).map_err(|_| "`change` is not valid YAML".to_owned())?;
     if value.is_object() {
+        crate::render::pipelock::check_change(&value).map_err(|e| format!("`change`: {e}"))?;
         Ok(value)
     } else {
         Err(
