@@ -111,6 +111,9 @@ fn unix_server(path: &std::path::Path, serve: fn(std::os::unix::net::UnixStream)
     let listener = UnixListener::bind(path).expect("bind unix");
     std::thread::spawn(move || {
         for c in listener.incoming().flatten() {
+            if std::env::var_os("XSNDBUF").is_some() {
+                rustix::net::sockopt::set_socket_send_buffer_size(&c, 2 << 20).expect("sndbuf");
+            }
             std::thread::spawn(move || serve(c));
         }
     });

@@ -487,6 +487,26 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
+                        // Nothing held back (the usual case: a chunk rarely ends like the
+                        // start of a secret form): the chunk is looked at where it is and
+                        // forwarded without a copy.
+                        Ok(data) if this.held.is_empty() => {
+                            if let Some(hit) = guard.set.find(&data, guard.own_token.as_deref()) {
+                                guard.finding.set(hit);
+                                if guard.block {
+                                    this.stopped = true;
+                                    return Poll::Ready(Some(Err(RequestBodyError::Secret)));
+                                }
+                                this.guard = None;
+                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            }
+                            let ready = data.len() - guard.set.hold_back(&data);
+                            this.held.extend_from_slice(&data[ready..]);
+                            if ready == 0 {
+                                continue;
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data.slice(..ready)))));
+                        }
                         Ok(data) => {
                             this.held.extend_from_slice(&data);
                             if let Some(hit) =
@@ -598,6 +618,18 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
+                        // Nothing held back and nothing to mask (the usual case): the chunk
+                        // is forwarded as it is, without a copy.
+                        Ok(data)
+                            if this.held.is_empty() && this.set.find(&data, None).is_none() =>
+                        {
+                            let ready = data.len() - this.set.hold_back(&data);
+                            this.held.extend_from_slice(&data[ready..]);
+                            if ready == 0 {
+                                continue;
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data.slice(..ready)))));
+                        }
                         Ok(data) => {
                             this.held.extend_from_slice(&data);
                             let n = this.set.mask(&mut this.held);

@@ -2,6 +2,9 @@
 //! out. Keyword prefilter (Aho-Corasick), then each selected rule's regex, secret group,
 //! entropy, `gitleaks:allow`, global and per-rule allowlists; then decoding passes. Pure: no IO.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous;
 use aho_corasick::{Anchored, MatchKind, dfa};
@@ -85,6 +88,14 @@ impl Engine {
 
     /// Sets the size above which windowed rules run in windows (tests compare both ways).
     #[cfg(test)]
+    fn keywords_patterns(&self) -> &[String] {
+        match &self.keywords {
+            Keywords::Automata { patterns, .. } => patterns,
+            _ => &[],
+        }
+    }
+
+    #[cfg(test)]
     pub(crate) fn set_windowed_above(&mut self, bytes: usize) {
         self.windowed_above = bytes;
     }
@@ -147,7 +158,7 @@ impl Engine {
             if !selected[i] {
                 continue;
             }
-            let windows = match rule.window {
+            let windows = match rule.window() {
                 Some(max_len) => hits
                     .as_ref()
                     .and_then(|hits| hits.spans(&self.rule_patterns[i]))
@@ -283,8 +294,8 @@ impl Engine {
                 continue;
             }
             // Without capture groups the secret is the match: skip re-running the regex.
-            let secret = match lazy.groups {
-                0 => matched,
+            let secret = match regex.captures_len() {
+                1 => matched,
                 _ => secret_of(regex, matched, rule.secret_group),
             };
             let entropy = shannon_entropy(secret);
@@ -365,16 +376,28 @@ fn near(primary: &Finding, required: &Finding, req: &crate::scanner::rules::Requ
 /// The automaton is walked by hand instead of through `find_overlapping_iter`: only *which*
 /// keywords occur matters, not where or how often, and short keywords (`sk`, `pat`, `key`)
 /// occur in most hunks many times over; the iterator's per-match bookkeeping was a tenth of
-/// a history scan. A DFA when it can be built (one table lookup per byte), else the
-/// contiguous NFA, so a very large keyword set still filters rather than failing.
+/// a history scan. The contiguous NFA first, which is cheap to build; a DFA (one table
+/// lookup per byte, but 12 M instructions to build for the built-in keywords, a tenth of a
+/// one-commit push) once the scanner has walked [`DFA_AFTER`] bytes, if it can be built.
+/// The NFA also serves a keyword set too large for a DFA, so it still filters.
 #[derive(Debug)]
 enum Keywords {
     None,
     /// The automaton could not be built: every one of this many keywords counts as present.
     All(usize),
-    Dfa(dfa::DFA),
-    Nfa(contiguous::NFA),
+    Automata {
+        nfa: contiguous::NFA,
+        /// Built on first need; `None`: the keyword set is too large for one.
+        dfa: OnceLock<Option<dfa::DFA>>,
+        patterns: Vec<String>,
+        /// Bytes walked so far, up to [`DFA_AFTER`].
+        walked: AtomicUsize,
+    },
 }
+
+/// Bytes walked with the NFA before the DFA is built: more than a typical push, less than a
+/// fraction of a second of a history scan.
+const DFA_AFTER: usize = 4 << 20;
 
 impl Keywords {
     /// Whether [`Keywords::each_present`] reports where keywords occur.
@@ -386,21 +409,18 @@ impl Keywords {
         if patterns.is_empty() {
             return Keywords::None;
         }
-        let dfa = dfa::DFA::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .prefilter(false)
-            .build(patterns);
-        if let Ok(dfa) = dfa {
-            return Keywords::Dfa(dfa);
-        }
         match contiguous::NFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .prefilter(false)
             .build(patterns)
         {
-            Ok(nfa) => Keywords::Nfa(nfa),
+            Ok(nfa) => Keywords::Automata {
+                nfa,
+                dfa: OnceLock::new(),
+                patterns: patterns.to_vec(),
+                walked: AtomicUsize::new(0),
+            },
             Err(e) => {
                 // Only an absurd number of keywords gets here. Fail closed: every keyword
                 // counts as present, so every rule runs.
@@ -417,8 +437,30 @@ impl Keywords {
         match self {
             Keywords::None => {}
             Keywords::All(n) => (0..*n).for_each(|p| found(p, 0)),
-            Keywords::Dfa(a) => walk(a, text, found),
-            Keywords::Nfa(a) => walk(a, text, found),
+            Keywords::Automata {
+                nfa,
+                dfa,
+                patterns,
+                walked,
+            } => {
+                let before = walked.load(Ordering::Relaxed);
+                if before < DFA_AFTER {
+                    walked.store(before.saturating_add(text.len()), Ordering::Relaxed);
+                    return walk(nfa, text, found);
+                }
+                let dfa = dfa.get_or_init(|| {
+                    dfa::DFA::builder()
+                        .ascii_case_insensitive(true)
+                        .match_kind(MatchKind::Standard)
+                        .prefilter(false)
+                        .build(patterns)
+                        .ok()
+                });
+                match dfa {
+                    Some(dfa) => walk(dfa, text, found),
+                    None => walk(nfa, text, found),
+                }
+            }
         }
     }
 }
@@ -632,4 +674,55 @@ pub(crate) fn shannon_entropy(data: &[u8]) -> f64 {
             -p * p.log2()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keyword prefilter starts on its NFA and moves to a DFA after [`DFA_AFTER`] bytes:
+    /// both must report the same keywords at the same places, so a finding never depends on
+    /// how much the scanner read before.
+    #[test]
+    fn the_keyword_dfa_reports_what_the_nfa_reports() {
+        let rules = crate::scanner::Scanner::builtin().unwrap();
+        let patterns: Vec<String> = rules.engine.keywords_patterns().to_vec();
+        let Keywords::Automata { nfa, .. } = Keywords::new(&patterns) else {
+            panic!("no automaton for the built-in keywords");
+        };
+        let dfa = dfa::DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(&patterns)
+            .unwrap();
+        let mut text = crate::scanner::DEFAULT_RULES.as_bytes().to_vec();
+        text.extend_from_slice(b"AKIA ghp_ GHP_ xoxb- sk-ant- SK_LIVE_ password= Bearer ");
+        let (mut by_nfa, mut by_dfa) = (Vec::new(), Vec::new());
+        walk(&nfa, &text, |p, end| by_nfa.push((p, end)));
+        walk(&dfa, &text, |p, end| by_dfa.push((p, end)));
+        by_nfa.sort_unstable();
+        by_dfa.sort_unstable();
+        assert!(by_nfa.len() > 1000, "{} keyword hits", by_nfa.len());
+        assert_eq!(by_nfa, by_dfa);
+
+        // Past the threshold the engine switches, and still finds the same keywords.
+        let keywords = Keywords::new(&patterns);
+        let mut first = Vec::new();
+        keywords.each_present(&text, |p, end| first.push((p, end)));
+        let filler = vec![b'x'; DFA_AFTER];
+        keywords.each_present(&filler, |_, _| {});
+        let mut later = Vec::new();
+        keywords.each_present(&text, |p, end| later.push((p, end)));
+        let Keywords::Automata { dfa, .. } = &keywords else {
+            unreachable!()
+        };
+        assert!(
+            dfa.get().is_some_and(Option::is_some),
+            "the DFA was not built"
+        );
+        first.sort_unstable();
+        later.sort_unstable();
+        assert_eq!(first, later);
+    }
 }

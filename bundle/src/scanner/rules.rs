@@ -62,8 +62,10 @@ pub(crate) struct Allowlist {
     pub(crate) condition: Condition,
     /// Lower-cased commit ids.
     pub(crate) commits: HashSet<String>,
-    pub(crate) paths: Vec<Regex>,
-    pub(crate) regexes: Vec<Regex>,
+    /// Checked at load, compiled when first asked (most never are: a rule's allowlist
+    /// only when the rule has a candidate).
+    pub(crate) paths: Vec<LazyRegex>,
+    pub(crate) regexes: Vec<LazyRegex>,
     pub(crate) regex_target: RegexTarget,
     /// Lower-cased stopwords, matched as substrings of the lower-cased secret.
     pub(crate) stopwords: Vec<String>,
@@ -90,10 +92,21 @@ pub(crate) struct Rule {
     /// gitleaks' composite rules (`[[rules.required]]`): a finding of this rule is reported
     /// only when every rule listed here also matches in the same fragment, near it.
     pub(crate) required: Vec<Required>,
-    /// For a rule every match of which holds one of its keywords (the built-in rules, as
-    /// written there), the longest match its regex can make: on a large fragment its regex
-    /// then runs only around its keywords (`scanner::windows`). `None`: over the whole fragment.
-    pub(crate) window: Option<usize>,
+    /// A rule every match of which holds one of its keywords (the built-in rules, as written
+    /// there): on a large fragment its regex runs only around its keywords
+    /// (`scanner::windows`), as far as [`Rule::window`] says.
+    pub(crate) keyword_anchored: bool,
+}
+
+impl Rule {
+    /// For a keyword-anchored rule, the longest match its regex can make (worked out on first
+    /// use). `None`: the regex runs over the whole fragment.
+    pub(crate) fn window(&self) -> Option<usize> {
+        match &self.regex {
+            Some(re) if self.keyword_anchored => re.max_len(),
+            _ => None,
+        }
+    }
 }
 
 /// One `[[rules.required]]` entry, resolved.
@@ -165,6 +178,11 @@ struct RawRule {
     /// the rule's keywords (`tests::rule_examples` checks it on every example).
     #[serde(skip)]
     keyword_anchored: bool,
+    /// Read from the built-in rule set with its regex and secretGroup as written there: the
+    /// load checks those passed in the tests (`builtin_rules_pass_the_load_checks`), so a load
+    /// does not parse them again (a tenth of a one-commit push's time).
+    #[serde(skip)]
+    trusted: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -191,6 +209,9 @@ struct RawAllowlist {
     stopwords: Vec<String>,
     #[serde(default)]
     target_rules: Vec<String>,
+    /// Read from the built-in rule set (see [`RawRule::trusted`]).
+    #[serde(skip)]
+    trusted: bool,
 }
 
 /// Where `[extend] path` files come from: given the path as written, returns (origin, text).
@@ -204,7 +225,25 @@ pub(crate) fn compile(
     default_text: &str,
     resolve: &mut Resolver<'_>,
 ) -> Result<Rules, RuleError> {
-    let (title, rules, globals) = load_raw(origin, text, default_text, resolve, 0)?;
+    compile_with(origin, text, default_text, resolve, true)
+}
+
+/// [`compile`], optionally checking the built-in rules as a user's are checked (the tests).
+fn compile_with(
+    origin: &str,
+    text: &str,
+    default_text: &str,
+    resolve: &mut Resolver<'_>,
+    trust_builtin: bool,
+) -> Result<Rules, RuleError> {
+    let (title, mut rules, mut globals) = load_raw(origin, text, default_text, resolve, 0)?;
+    if !trust_builtin {
+        for rule in &mut rules {
+            rule.trusted = false;
+            rule.allowlists.iter_mut().for_each(|a| a.trusted = false);
+        }
+        globals.iter_mut().for_each(|a| a.trusted = false);
+    }
     finish(origin, title, rules, globals)
 }
 
@@ -228,9 +267,13 @@ fn load_raw(
     let mut globals: Vec<RawAllowlist> = raw.allowlist.into_iter().collect();
     globals.extend(raw.allowlists);
     let builtin = std::ptr::eq(text, default_text) || text == default_text;
+    globals.iter_mut().for_each(|a| a.trusted = builtin);
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, mut rule) in raw.rules.into_iter().enumerate() {
         rule.keyword_anchored = builtin;
+        rule.trusted = builtin;
+        let rule_allowlists = rule.allowlist.iter_mut().chain(rule.allowlists.iter_mut());
+        rule_allowlists.for_each(|a| a.trusted = builtin);
         let Some(id) = rule.id.clone().filter(|id| !id.trim().is_empty()) else {
             return Err(RuleError::Rule {
                 origin: origin.to_owned(),
@@ -319,6 +362,7 @@ fn merge_rule(base: RawRule, over: RawRule) -> RawRule {
     let mut out = base;
     // More keywords keep every match holding one; another regex may not.
     out.keyword_anchored &= over.regex.is_none();
+    out.trusted &= over.regex.is_none() && over.secret_group.is_none();
     out.description = over.description.or(out.description);
     out.regex = over.regex.or(out.regex);
     out.secret_group = over.secret_group.or(out.secret_group);
@@ -466,11 +510,14 @@ fn finish(
 
 fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
     let id = raw.id.unwrap_or_default();
-    let regex = match raw.regex.as_deref() {
+    let (regex, groups) = match raw.regex.as_deref() {
+        Some(src) if !src.is_empty() && raw.trusted => (Some(LazyRegex::trusted(src)), None),
         Some(src) if !src.is_empty() => {
-            Some(LazyRegex::new(src).map_err(|problem| rule_err(origin, &id, "regex", &problem))?)
+            let (re, groups) = LazyRegex::checked(src)
+                .map_err(|problem| rule_err(origin, &id, "regex", &problem))?;
+            (Some(re), Some(groups))
         }
-        _ => None,
+        _ => (None, None),
     };
     let path = match raw.path.as_deref() {
         Some(src) if !src.is_empty() => {
@@ -491,13 +538,10 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
         Some(g) if g < 0 => return Err(rule_err(origin, &id, "secretGroup", "must be ≥ 0")),
         Some(g) => usize::try_from(g).unwrap_or(usize::MAX),
     };
-    if let Some(re) = &regex
-        && secret_group > re.groups
+    if let Some(groups) = groups
+        && secret_group > groups
     {
-        let problem = format!(
-            "is {secret_group} but the regex has only {} group(s)",
-            re.groups
-        );
+        let problem = format!("is {secret_group} but the regex has only {groups} group(s)");
         return Err(rule_err(origin, &id, "secretGroup", &problem));
     }
     let entropy = raw.entropy.unwrap_or(0.0);
@@ -512,10 +556,7 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
             "contains an empty keyword",
         ));
     }
-    let window = match &regex {
-        Some(re) if raw.keyword_anchored && !raw.keywords.is_empty() => re.max_len,
-        _ => None,
-    };
+    let keyword_anchored = raw.keyword_anchored && !raw.keywords.is_empty();
     let mut allowlists = Vec::new();
     for (i, al) in raw.allowlist.into_iter().chain(raw.allowlists).enumerate() {
         if !al.target_rules.is_empty() {
@@ -541,7 +582,7 @@ fn compile_rule(origin: &str, raw: RawRule) -> Result<Rule, RuleError> {
         allowlists,
         skip_report: raw.skip_report,
         required: Vec::new(),
-        window,
+        keyword_anchored,
     })
 }
 
@@ -618,9 +659,14 @@ fn compile_allowlist(origin: &str, which: &str, raw: RawAllowlist) -> Result<All
             ));
         }
     };
-    let compile_all = |field: &'static str, srcs: &[String]| -> Result<Vec<Regex>, RuleError> {
+    let compile_all = |field: &'static str, srcs: &[String]| -> Result<Vec<LazyRegex>, RuleError> {
         srcs.iter()
-            .map(|s| build_regex(s).map_err(|p| err(field, p)))
+            .map(|s| match raw.trusted {
+                true => Ok(LazyRegex::trusted(s)),
+                false => LazyRegex::checked(s)
+                    .map(|(re, _)| re)
+                    .map_err(|p| err(field, p)),
+            })
             .collect()
     };
     let paths = compile_all("paths", &raw.paths)?;
@@ -642,49 +688,80 @@ fn compile_allowlist(origin: &str, which: &str, raw: RawAllowlist) -> Result<All
     })
 }
 
-/// A rule's regex, checked when the rules load and compiled on first use. Building all of a
-/// rule set's automata takes tens of milliseconds, most of a one-commit push scan; a push
-/// usually wakes only the few rules whose keywords it contains.
+/// A rule's or allowlist's regex, compiled on first use. Building all of a rule set's
+/// automata takes tens of milliseconds, most of a one-commit push scan; a push usually wakes
+/// only the few rules whose keywords it contains. A user's regex is parsed when the rules load
+/// ([`LazyRegex::checked`]), so its syntax errors surface then; a built-in one is not
+/// ([`LazyRegex::trusted`]: the tests check them all).
 #[derive(Debug, Clone)]
 pub(crate) struct LazyRegex {
     /// The source with Go-isms fixed.
     source: String,
-    /// Number of explicit capture groups.
-    pub(crate) groups: usize,
     /// The longest match it can make, in bytes (`None`: unbounded).
-    pub(crate) max_len: Option<usize>,
+    max_len: OnceLock<Option<usize>>,
     compiled: OnceLock<Result<Regex, String>>,
 }
 
 impl LazyRegex {
-    /// Parses (but does not compile) `src`, so syntax errors surface at load time.
-    pub(crate) fn new(src: &str) -> Result<LazyRegex, String> {
+    /// Parses (but does not compile) `src`, so syntax errors surface at load time. Returns
+    /// the regex and its number of explicit capture groups.
+    pub(crate) fn checked(src: &str) -> Result<(LazyRegex, usize), String> {
         let source = escape_bare_braces(src);
-        let hir = regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(&source)
-            .map_err(|e| {
-                let text = e.to_string();
-                let last = text.lines().last().unwrap_or("invalid").trim().to_owned();
-                format!("invalid regex: {last}")
-            })?;
-        Ok(LazyRegex {
+        let hir = parse_hir(&source).map_err(|e| {
+            let text = e.to_string();
+            let last = text.lines().last().unwrap_or("invalid").trim().to_owned();
+            format!("invalid regex: {last}")
+        })?;
+        let groups = hir.properties().explicit_captures_len();
+        let lazy = LazyRegex {
             source,
-            groups: hir.properties().explicit_captures_len(),
-            max_len: hir.properties().maximum_len(),
+            max_len: OnceLock::from(hir.properties().maximum_len()),
             compiled: OnceLock::new(),
+        };
+        Ok((lazy, groups))
+    }
+
+    /// A regex known to pass [`LazyRegex::checked`] (a built-in rule's), not parsed now.
+    pub(crate) fn trusted(src: &str) -> LazyRegex {
+        LazyRegex {
+            source: escape_bare_braces(src),
+            max_len: OnceLock::new(),
+            compiled: OnceLock::new(),
+        }
+    }
+
+    /// The longest match it can make, in bytes (`None`: unbounded, or unparsable, which
+    /// [`LazyRegex::get`] then reports).
+    pub(crate) fn max_len(&self) -> Option<usize> {
+        *self.max_len.get_or_init(|| {
+            parse_hir(&self.source)
+                .ok()
+                .and_then(|hir| hir.properties().maximum_len())
         })
     }
 
-    /// The compiled regex; an error only if it exceeds the size limit.
+    /// The compiled regex; for a checked one, an error only if it exceeds the size limit.
     pub(crate) fn get(&self) -> Result<&Regex, &str> {
         self.compiled
             .get_or_init(|| build_regex(&self.source))
             .as_ref()
             .map_err(String::as_str)
     }
+
+    /// Whether it matches `haystack`. A regex that cannot compile (over the size limit)
+    /// matches nothing: an allowlist that cannot compile allows nothing.
+    pub(crate) fn is_match(&self, haystack: &[u8]) -> bool {
+        self.get().is_ok_and(|re| re.is_match(haystack))
+    }
+}
+
+/// Parses a (fixed) source as the regex builder will read it.
+fn parse_hir(source: &str) -> Result<regex_syntax::hir::Hir, regex_syntax::Error> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(source)
 }
 
 /// Compiles a gitleaks (Go RE2) regex: ASCII classes, and a bare `{` taken literally.
@@ -779,5 +856,36 @@ fn config_err(origin: &str, problem: &str) -> RuleError {
     RuleError::Config {
         origin: origin.to_owned(),
         problem: problem.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A load trusts the built-in rules (it does not parse their regexes): that holds only
+    /// while every one of them passes the checks a user's rule gets, with the same windows.
+    #[test]
+    fn builtin_rules_pass_the_load_checks() {
+        let text = crate::scanner::DEFAULT_RULES;
+        let mut no_files = |path: &str| -> Result<(String, String), RuleError> {
+            panic!("the built-in rules name no file, yet {path} was asked for")
+        };
+        let checked = compile_with("built-in rules", text, text, &mut no_files, false).unwrap();
+        let trusted = compile_with("built-in rules", text, text, &mut no_files, true).unwrap();
+        assert_eq!(checked.rules.len(), trusted.rules.len());
+        for (c, t) in checked.rules.iter().zip(&trusted.rules) {
+            assert_eq!(c.id, t.id);
+            assert_eq!(c.window(), t.window(), "{}", c.id);
+            assert!(
+                c.regex.as_ref().is_none_or(|re| re.get().is_ok()),
+                "{}",
+                c.id
+            );
+        }
+        // A user's file is checked: a broken regex is refused at load, not at first use.
+        let broken = "[[rules]]\nid = \"x\"\nregex = '''(unclosed'''\n";
+        let err = compile("user.toml", broken, text, &mut no_files).unwrap_err();
+        assert!(err.to_string().contains("invalid regex"), "{err}");
     }
 }

@@ -519,7 +519,7 @@ fn builtin_rules_run_in_windows_or_have_long_keywords() {
         if rule.keywords.is_empty() && rule.regex.is_some() {
             problems.push(format!("{}: no keywords", rule.id));
         }
-        if rule.regex.is_some() && rule.window.is_none() {
+        if rule.regex.is_some() && rule.window().is_none() {
             let short = rule.keywords.iter().any(|k| k.len() < 8);
             if short || !UNBOUNDED_WITH_LONG_KEYWORDS.contains(&rule.id.as_str()) {
                 problems.push(format!("{}: unbounded regex", rule.id));
