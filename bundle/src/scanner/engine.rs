@@ -90,7 +90,7 @@ impl Engine {
     #[cfg(test)]
     fn keywords_patterns(&self) -> &[String] {
         match &self.keywords {
-            Keywords::Automata { patterns, .. } => patterns,
+            Keywords::Automata(a) => &a.patterns,
             _ => &[],
         }
     }
@@ -385,14 +385,17 @@ enum Keywords {
     None,
     /// The automaton could not be built: every one of this many keywords counts as present.
     All(usize),
-    Automata {
-        nfa: contiguous::NFA,
-        /// Built on first need; `None`: the keyword set is too large for one.
-        dfa: OnceLock<Option<dfa::DFA>>,
-        patterns: Vec<String>,
-        /// Bytes walked so far, up to [`DFA_AFTER`].
-        walked: AtomicUsize,
-    },
+    Automata(Box<Automata>),
+}
+
+#[derive(Debug)]
+struct Automata {
+    nfa: contiguous::NFA,
+    /// Built on first need; `None`: the keyword set is too large for one.
+    dfa: OnceLock<Option<dfa::DFA>>,
+    patterns: Vec<String>,
+    /// Bytes walked so far, up to [`DFA_AFTER`].
+    walked: AtomicUsize,
 }
 
 /// Bytes walked with the NFA before the DFA is built: more than a typical push, less than a
@@ -415,12 +418,12 @@ impl Keywords {
             .prefilter(false)
             .build(patterns)
         {
-            Ok(nfa) => Keywords::Automata {
+            Ok(nfa) => Keywords::Automata(Box::new(Automata {
                 nfa,
                 dfa: OnceLock::new(),
                 patterns: patterns.to_vec(),
                 walked: AtomicUsize::new(0),
-            },
+            })),
             Err(e) => {
                 // Only an absurd number of keywords gets here. Fail closed: every keyword
                 // counts as present, so every rule runs.
@@ -437,12 +440,13 @@ impl Keywords {
         match self {
             Keywords::None => {}
             Keywords::All(n) => (0..*n).for_each(|p| found(p, 0)),
-            Keywords::Automata {
-                nfa,
-                dfa,
-                patterns,
-                walked,
-            } => {
+            Keywords::Automata(a) => {
+                let Automata {
+                    nfa,
+                    dfa,
+                    patterns,
+                    walked,
+                } = &**a;
                 let before = walked.load(Ordering::Relaxed);
                 if before < DFA_AFTER {
                     walked.store(before.saturating_add(text.len()), Ordering::Relaxed);
@@ -687,7 +691,7 @@ mod tests {
     fn the_keyword_dfa_reports_what_the_nfa_reports() {
         let rules = crate::scanner::Scanner::builtin().unwrap();
         let patterns: Vec<String> = rules.engine.keywords_patterns().to_vec();
-        let Keywords::Automata { nfa, .. } = Keywords::new(&patterns) else {
+        let Keywords::Automata(automata) = Keywords::new(&patterns) else {
             panic!("no automaton for the built-in keywords");
         };
         let dfa = dfa::DFA::builder()
@@ -699,7 +703,7 @@ mod tests {
         let mut text = crate::scanner::DEFAULT_RULES.as_bytes().to_vec();
         text.extend_from_slice(b"AKIA ghp_ GHP_ xoxb- sk-ant- SK_LIVE_ password= Bearer ");
         let (mut by_nfa, mut by_dfa) = (Vec::new(), Vec::new());
-        walk(&nfa, &text, |p, end| by_nfa.push((p, end)));
+        walk(&automata.nfa, &text, |p, end| by_nfa.push((p, end)));
         walk(&dfa, &text, |p, end| by_dfa.push((p, end)));
         by_nfa.sort_unstable();
         by_dfa.sort_unstable();
@@ -714,11 +718,11 @@ mod tests {
         keywords.each_present(&filler, |_, _| {});
         let mut later = Vec::new();
         keywords.each_present(&text, |p, end| later.push((p, end)));
-        let Keywords::Automata { dfa, .. } = &keywords else {
+        let Keywords::Automata(automata) = &keywords else {
             unreachable!()
         };
         assert!(
-            dfa.get().is_some_and(Option::is_some),
+            automata.dfa.get().is_some_and(Option::is_some),
             "the DFA was not built"
         );
         first.sort_unstable();

@@ -707,11 +707,7 @@ impl LazyRegex {
     /// the regex and its number of explicit capture groups.
     pub(crate) fn checked(src: &str) -> Result<(LazyRegex, usize), String> {
         let source = escape_bare_braces(src);
-        let hir = parse_hir(&source).map_err(|e| {
-            let text = e.to_string();
-            let last = text.lines().last().unwrap_or("invalid").trim().to_owned();
-            format!("invalid regex: {last}")
-        })?;
+        let hir = parse_hir(&source)?;
         let groups = hir.properties().explicit_captures_len();
         let lazy = LazyRegex {
             source,
@@ -755,13 +751,18 @@ impl LazyRegex {
     }
 }
 
-/// Parses a (fixed) source as the regex builder will read it.
-fn parse_hir(source: &str) -> Result<regex_syntax::hir::Hir, regex_syntax::Error> {
+/// Parses a (fixed) source as the regex builder will read it; the error on one line.
+fn parse_hir(source: &str) -> Result<regex_syntax::hir::Hir, String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(source)
+        .map_err(|e| {
+            let text = e.to_string();
+            let last = text.lines().last().unwrap_or("invalid").trim().to_owned();
+            format!("invalid regex: {last}")
+        })
 }
 
 /// Compiles a gitleaks (Go RE2) regex: ASCII classes, and a bare `{` taken literally.
