@@ -8,8 +8,8 @@
 //!
 //!     cargo bench -p bottle-bundle --bench relay
 //!
-//! `BOTTLE_RELAY_COPY=1` in the environment measures the relay's copy loop (the fallback
-//! where the kernel refuses splice) instead of its splice path.
+//! `BOTTLE_RELAY_SPLICE=1` in the environment measures the relay's splice path instead of
+//! its copy loop (the default).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -111,9 +111,6 @@ fn unix_server(path: &std::path::Path, serve: fn(std::os::unix::net::UnixStream)
     let listener = UnixListener::bind(path).expect("bind unix");
     std::thread::spawn(move || {
         for c in listener.incoming().flatten() {
-            if std::env::var_os("XSNDBUF").is_some() {
-                rustix::net::sockopt::set_socket_send_buffer_size(&c, 2 << 20).expect("sndbuf");
-            }
             std::thread::spawn(move || serve(c));
         }
     });
@@ -162,10 +159,10 @@ fn main() {
         ),
     ];
 
-    let path_name = if std::env::var_os("BOTTLE_RELAY_COPY").is_some_and(|v| v == "1") {
-        "copy loop (BOTTLE_RELAY_COPY=1)"
+    let path_name = if std::env::var_os("BOTTLE_RELAY_SPLICE").is_some_and(|v| v == "1") {
+        "splice path (BOTTLE_RELAY_SPLICE=1)"
     } else {
-        "default path"
+        "copy loop (the default)"
     };
     for (what, run, direct_addr, relay_addr) in directions {
         println!(

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use bottle_contract::wire;
 
 mod splice;
-pub use splice::COPY_ENV;
+pub use splice::SPLICE_ENV;
 
 /// Bytes buffered per direction of each relayed connection.
 pub const RELAY_BUFFER: usize = 256 * 1024;

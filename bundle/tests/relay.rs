@@ -29,7 +29,7 @@ fn start_relay(sockets: &[&Path]) -> Relay {
 fn start_relay_with(sockets: &[&Path], env: &[(&str, &str)]) -> Relay {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle-bundle"));
     cmd.arg("relay")
-        .env_remove("BOTTLE_RELAY_COPY")
+        .env_remove("BOTTLE_RELAY_SPLICE")
         .envs(env.iter().copied());
     for s in sockets {
         cmd.arg("--map").arg(format!("127.0.0.1:0={}", s.display()));
@@ -454,24 +454,24 @@ fn spliced_connections_are_intact_both_ways_through_a_half_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock(&dir, "digest.sock");
     unix_server(&path, stream_then_digest);
-    let relay = start_relay(&[&path]);
+    let relay = start_relay_with(&[&path], &[("BOTTLE_RELAY_SPLICE", "1")]);
     let pipes = exchange_checked(&relay);
     assert_eq!(
         pipes.relaying,
         pipes.idle + 4,
-        "expected a pipe each way while relaying (the splice path)"
+        "expected a pipe each way while relaying (BOTTLE_RELAY_SPLICE=1)"
     );
 }
 
 #[test]
-fn the_copy_loop_fallback_is_intact_both_ways_through_a_half_close() {
+fn copied_connections_are_intact_both_ways_through_a_half_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock(&dir, "digest.sock");
     unix_server(&path, stream_then_digest);
-    let relay = start_relay_with(&[&path], &[("BOTTLE_RELAY_COPY", "1")]);
+    let relay = start_relay(&[&path]);
     let pipes = exchange_checked(&relay);
     assert_eq!(
         pipes.relaying, pipes.idle,
-        "BOTTLE_RELAY_COPY=1 still spliced through pipes"
+        "the default path (the copy loop) spliced through pipes"
     );
 }
