@@ -13,6 +13,7 @@ HTTPS upstream it measures, alternating between the two (off, block, off, block,
     MB/s. The upload's bytes are random, so the body scan sees no secret and no text.
 
 Run as root from the repository root:  python3 bench/proxy/dlp.py [--runs 3] [--duration 10s]
+`--transfers-only` measures only the 100 MB download and upload (no oha needed).
 Needs: nginx, openssl, curl (Debian); oha (`cargo install oha --locked`). It re-runs itself in
 a private mount namespace whose /etc/hosts maps bench.test to 127.0.0.1, and builds
 `bottle-bundle` in release mode.
@@ -190,16 +191,17 @@ def main_inner(args):
                 proxy = f"http://127.0.0.1:{port}"
                 r = res[mode]
                 curl([small], proxy, ca, "speed_download")  # warm: leaf minted, pool open
-                cpu = cpu_seconds(pids[mode])
-                rps, p50 = oha(small, proxy, ca, 16, args.duration)
-                r["c16"].append(rps)
-                r["p50_16"].append(p50)
-                # CPU per request over the c=16 run (oha's count is req/s times the duration).
-                seconds = float(args.duration.rstrip("s"))
-                r["cpu_req"].append((cpu_seconds(pids[mode]) - cpu) * 1e6 / (rps * seconds))
-                rps, p50 = oha(small, proxy, ca, 1, args.duration)
-                r["c1"].append(rps)
-                r["p50_1"].append(p50)
+                if not args.transfers_only:
+                    cpu = cpu_seconds(pids[mode])
+                    rps, p50 = oha(small, proxy, ca, 16, args.duration)
+                    r["c16"].append(rps)
+                    r["p50_16"].append(p50)
+                    # CPU per request over the c=16 run (oha's count is req/s times the duration).
+                    seconds = float(args.duration.rstrip("s"))
+                    r["cpu_req"].append((cpu_seconds(pids[mode]) - cpu) * 1e6 / (rps * seconds))
+                    rps, p50 = oha(small, proxy, ca, 1, args.duration)
+                    r["c1"].append(rps)
+                    r["p50_1"].append(p50)
                 cpu = cpu_seconds(pids[mode])
                 r["down"].append(curl([large], proxy, ca, "speed_download"))
                 r["cpu_down"].append(cpu_seconds(pids[mode]) - cpu)
@@ -207,7 +209,7 @@ def main_inner(args):
                 r["up"].append(curl(["--data-binary", f"@{tmp}/upload", upload], proxy, ca,
                                     "speed_upload"))
                 r["cpu_up"].append(cpu_seconds(pids[mode]) - cpu)
-                print(f"run {i + 1} {mode}: " + json.dumps({k: round(v[-1], 2) for k, v in r.items()}),
+                print(f"run {i + 1} {mode}: " + json.dumps({k: round(v[-1], 2) for k, v in r.items() if v}),
                       file=sys.stderr)
         report(res, args)
     finally:
@@ -222,7 +224,7 @@ def main_inner(args):
 
 
 def report(res, args):
-    med = {m: {k: statistics.median(v) for k, v in r.items()} for m, r in res.items()}
+    med = {m: {k: statistics.median(v) for k, v in r.items() if v} for m, r in res.items()}
     off, block = med["off"], med["block"]
     load = os.getloadavg()
     print(f"\nbottle-bundle proxy, dlp: block (20 secrets) vs dlp: off; nginx HTTPS upstream; "
@@ -232,6 +234,8 @@ def report(res, args):
     print("|---|---:|---:|---:|")
 
     def row(label, key, fmt, higher_better=True):
+        if key not in off:
+            return
         ratio = block[key] / off[key] if higher_better else off[key] / block[key]
         print(f"| {label} | {fmt.format(off[key])} | {fmt.format(block[key])} | {ratio * 100:.0f} % |")
 
@@ -252,6 +256,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", default="10s")
+    ap.add_argument("--transfers-only", action="store_true",
+                    help="only the 100 MB download and upload (no oha)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -262,9 +268,12 @@ if __name__ == "__main__":
         for tool, hint in [("nginx", "apt-get install nginx"), ("openssl", "apt-get install openssl"),
                            ("curl", "apt-get install curl"), ("oha", "cargo install oha --locked"),
                            ("unshare", "util-linux")]:
+            if tool == "oha" and args.transfers_only:
+                continue
             if shutil.which(tool) is None:
                 sys.exit(f"error: {tool} is required ({hint})")
         subprocess.run(["cargo", "build", "--release", "-p", "bottle-bundle"], cwd=ROOT, check=True)
         os.execvp("unshare", ["unshare", "-m", "--propagation", "private", sys.executable,
                               os.path.abspath(__file__), "--inner", "--runs", str(args.runs),
-                              "--duration", args.duration])
+                              "--duration", args.duration]
+                 + (["--transfers-only"] if args.transfers_only else []))
