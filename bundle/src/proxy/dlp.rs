@@ -500,12 +500,10 @@ where
                                 this.guard = None;
                                 return Poll::Ready(Some(Ok(Frame::data(data))));
                             }
-                            let ready = data.len() - guard.set.hold_back(&data);
-                            this.held.extend_from_slice(&data[ready..]);
-                            if ready == 0 {
-                                continue;
+                            match forward_unheld(&guard.set, &mut this.held, data) {
+                                Some(ready) => return Poll::Ready(Some(Ok(Frame::data(ready)))),
+                                None => continue,
                             }
-                            return Poll::Ready(Some(Ok(Frame::data(data.slice(..ready)))));
                         }
                         Ok(data) => {
                             this.held.extend_from_slice(&data);
@@ -623,12 +621,10 @@ where
                         Ok(data)
                             if this.held.is_empty() && this.set.find(&data, None).is_none() =>
                         {
-                            let ready = data.len() - this.set.hold_back(&data);
-                            this.held.extend_from_slice(&data[ready..]);
-                            if ready == 0 {
-                                continue;
+                            match forward_unheld(&this.set, &mut this.held, data) {
+                                Some(ready) => return Poll::Ready(Some(Ok(Frame::data(ready)))),
+                                None => continue,
                             }
-                            return Poll::Ready(Some(Ok(Frame::data(data.slice(..ready)))));
                         }
                         Ok(data) => {
                             this.held.extend_from_slice(&data);
@@ -664,6 +660,15 @@ where
     fn size_hint(&self) -> SizeHint {
         held_size_hint(self.inner.size_hint(), &self.held)
     }
+}
+
+/// Of a chunk with nothing held back before it and no secret form in it, what can go on now,
+/// without a copy (`None` when all of it may be the start of a form); the rest waits in
+/// `held`.
+fn forward_unheld(set: &SecretSet, held: &mut BytesMut, data: Bytes) -> Option<Bytes> {
+    let ready = data.len() - set.hold_back(&data);
+    held.extend_from_slice(&data[ready..]);
+    (ready > 0).then(|| data.slice(..ready))
 }
 
 /// A held-back body's length: the inner body's plus what it holds. Nothing is added or

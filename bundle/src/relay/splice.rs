@@ -87,25 +87,22 @@ trait Ready: AsFd + Sync {
     ) -> impl Future<Output = io::Result<R>> + Send;
 }
 
-impl Ready for TcpStream {
-    fn ready_io<R: Send>(
-        &self,
-        interest: Interest,
-        f: impl FnMut() -> io::Result<R> + Send,
-    ) -> impl Future<Output = io::Result<R>> + Send {
-        self.async_io(interest, f)
-    }
+/// Both socket types have the same inherent `async_io`; the trait names it once.
+macro_rules! ready_by_async_io {
+    ($($socket:ty),*) => {$(
+        impl Ready for $socket {
+            fn ready_io<R: Send>(
+                &self,
+                interest: Interest,
+                f: impl FnMut() -> io::Result<R> + Send,
+            ) -> impl Future<Output = io::Result<R>> + Send {
+                self.async_io(interest, f)
+            }
+        }
+    )*};
 }
 
-impl Ready for UnixStream {
-    fn ready_io<R: Send>(
-        &self,
-        interest: Interest,
-        f: impl FnMut() -> io::Result<R> + Send,
-    ) -> impl Future<Output = io::Result<R>> + Send {
-        self.async_io(interest, f)
-    }
-}
+ready_by_async_io!(TcpStream, UnixStream);
 
 /// Copies `from` to `to` until `from`'s EOF, then shuts `to`'s write half.
 async fn one_way<R, W, RS, WS>(from: &mut R, to: &mut W) -> io::Result<()>
